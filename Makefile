@@ -1,0 +1,106 @@
+# deepmoe - build, test, install. `make help` lists the targets.
+
+CC      ?= cc
+BUILD   ?= build
+PREFIX  ?= /usr/local
+OPT     ?= -O2
+SAN     ?=
+
+JANSSON_CFLAGS := $(shell pkg-config --cflags jansson 2>/dev/null)
+JANSSON_LIBS   := $(shell pkg-config --libs jansson 2>/dev/null || echo -ljansson)
+
+CFLAGS  := -std=c11 $(OPT) -g -Wall -Wextra -Werror -fPIC -pthread \
+           -D_POSIX_C_SOURCE=200809L -Iinclude -Isrc $(JANSSON_CFLAGS)
+LDLIBS  := $(JANSSON_LIBS) -lm -pthread
+ifneq ($(SAN),)
+CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=address,undefined
+endif
+
+# Per-ISA kernel files get their instruction sets; everything else is portable.
+AVX2_FLAGS   := -mavx2 -mfma
+AVX512_FLAGS := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma
+
+LIB_SRC  := $(sort $(wildcard src/*/*.c))
+CLI_SRC  := $(sort $(wildcard tools/*.c))
+TEST_SRC := $(sort $(wildcard tests/*.c))
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
+TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
+
+.PHONY: all lib cli tests test asan run install clean help fixtures deps
+
+all: lib cli tests
+
+lib: $(BUILD)/libdeepmoe.a $(BUILD)/libdeepmoe.so
+cli: $(BUILD)/deepmoe
+tests: $(BUILD)/test_deepmoe
+
+$(BUILD)/obj/%_avx2.o: %_avx2.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(AVX2_FLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/obj/%_avx512.o: %_avx512.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(AVX512_FLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libdeepmoe.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/libdeepmoe.so: $(LIB_OBJ)
+	$(CC) -shared $(LDFLAGS) -Wl,-soname,libdeepmoe.so.0 -o $@ $^ $(LDLIBS)
+
+$(BUILD)/deepmoe: $(CLI_OBJ) $(BUILD)/libdeepmoe.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/test_deepmoe: $(TEST_OBJ) $(BUILD)/libdeepmoe.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# Every test: C unit tests (all ISAs), PyTorch parity, CLI and bad-input tests.
+test: all
+	@bash tests/run.sh $(BUILD)
+
+# The same suite under AddressSanitizer + UndefinedBehaviorSanitizer.
+asan:
+	@$(MAKE) --no-print-directory BUILD=build/asan SAN=1 OPT=-O1 test
+
+# The built-in demo: init the default seed model, run a batch, print routing and throughput.
+run: deps
+	@$(MAKE) --no-print-directory cli
+	$(BUILD)/deepmoe demo
+
+deps:
+	@bash scripts/deps.sh
+
+# Regenerate the PyTorch parity fixtures (needs Debian's python3-torch).
+fixtures:
+	/usr/bin/python3 tests/gen_fixtures.py tests/fixtures
+
+install: lib cli
+	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/bin \
+	           $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 644 include/deepmoe.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 $(BUILD)/libdeepmoe.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(BUILD)/libdeepmoe.so $(DESTDIR)$(PREFIX)/lib/libdeepmoe.so.0
+	ln -sf libdeepmoe.so.0 $(DESTDIR)$(PREFIX)/lib/libdeepmoe.so
+	install -m 755 $(BUILD)/deepmoe $(DESTDIR)$(PREFIX)/bin/
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(shell sed -n 's/#define DM_VERSION "\(.*\)"/\1/p' include/deepmoe.h)|' \
+	    deepmoe.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/deepmoe.pc
+
+clean:
+	rm -rf build
+
+help:
+	@echo "make          build library, CLI and tests into $(BUILD)/"
+	@echo "make run      install missing packages (as root), build, run the demo"
+	@echo "make test     build and run every test"
+	@echo "make asan     run the tests under ASan + UBSan (build/asan/)"
+	@echo "make install  PREFIX=/usr/local: library, header, CLI, pkg-config file"
+	@echo "make fixtures regenerate PyTorch parity fixtures (python3-torch)"
+
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d)

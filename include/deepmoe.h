@@ -1,0 +1,201 @@
+/* deepmoe.h - public API of libdeepmoe: DeepSeek-style Mixture-of-Experts in C.
+ *
+ * Conventions
+ *  - Every public symbol starts with dm_ / DM_.
+ *  - Functions that can fail return a dm_status and, when the caller passes a
+ *    dm_error, fill it with a one-line message that names the file or argument
+ *    and the problem. The library never exits, aborts or prints.
+ *  - Handles are opaque. There is no global mutable state: a dm_model holds
+ *    immutable weights that any number of dm_ctx instances (each with its own
+ *    scratch memory and thread pool) can share.
+ *  - Matrices are row-major float32; a weight [N, K] maps K inputs to N outputs
+ *    (PyTorch's nn.Linear layout).
+ */
+#ifndef DEEPMOE_H
+#define DEEPMOE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define DM_VERSION "0.1.0"
+
+/* ---------------------------------------------------------------- errors */
+
+typedef enum {
+    DM_OK = 0,
+    DM_ERR_ARG,         /* invalid argument or configuration */
+    DM_ERR_IO,          /* open/read/write/rename failed */
+    DM_ERR_FORMAT,      /* file is not in the expected format (corrupt, truncated) */
+    DM_ERR_SHAPE,       /* tensor or input shape does not match the model */
+    DM_ERR_UNSUPPORTED, /* valid but not supported (dtype, npy order, ...) */
+    DM_ERR_NONFINITE,   /* NaN or Inf in an input */
+    DM_ERR_NOMEM,       /* allocation failed */
+} dm_status;
+
+typedef struct dm_error {
+    dm_status code;
+    char msg[512];      /* one line, no trailing newline */
+} dm_error;
+
+const char *dm_status_name(dm_status s);
+
+/* ---------------------------------------------------------------- config */
+
+typedef enum {
+    DM_ROUTER_SEED = 0, /* top-k of the logits, softmax over the k kept logits (the seed's MoEGating) */
+    DM_ROUTER_SOFTMAX,  /* softmax over all E, then top-k; optional renormalisation (DeepSeek V2) */
+    DM_ROUTER_SIGMOID,  /* sigmoid, then top-k, renormalised to sum 1 (DeepSeek V3) */
+} dm_router_kind;
+
+typedef enum {
+    DM_EXPERT_SEED = 0, /* Linear -> ReLU -> LayerNorm -> Linear, + x (the seed's ExpertLayer) */
+    DM_EXPERT_SWIGLU,   /* W2 (silu(W1 x) * W3 x), no biases (DeepSeek) */
+} dm_expert_kind;
+
+typedef struct dm_config {
+    int dim;             /* D: width of an input row */
+    int n_experts;       /* E: routed experts */
+    int top_k;           /* k: experts chosen per row, 1 <= k <= E */
+    int hidden;          /* H: hidden width of a routed expert */
+    dm_router_kind router;
+    int norm_topk;       /* softmax router only: renormalise the k weights to sum 1 */
+    float route_scale;   /* multiplies the routed weights (1 = off) */
+    int n_groups;        /* group-limited routing: E split into n_groups equal groups (1 = off) */
+    int topk_groups;     /* groups a row may use; group score = sum of its top-2 scores */
+    int selection_bias;  /* 1: per-expert bias added to the scores for selection only */
+    dm_expert_kind expert;
+    int n_shared;        /* shared experts: always active, weight 1, added to the routed sum */
+    int shared_hidden;   /* hidden width of each shared expert (0 = same as hidden) */
+    float ln_eps;        /* LayerNorm epsilon of seed experts (1e-5) */
+} dm_config;
+
+/* The seed's DeepSeekMoE defaults: D=512, E=8, k=2, H=256, seed router and experts. */
+void dm_config_default(dm_config *c);
+/* hidden = 0 means dim/2 and shared_hidden = 0 means hidden; validate resolves both. */
+dm_status dm_config_validate(dm_config *c, dm_error *err);
+const char *dm_router_name(dm_router_kind r);
+const char *dm_expert_name(dm_expert_kind e);
+/* Parse a name ("seed", "softmax", "sigmoid" / "seed", "swiglu"); -1 if unknown. */
+int dm_router_parse(const char *name);
+int dm_expert_parse(const char *name);
+
+/* ---------------------------------------------------------------- CPU */
+
+typedef enum {
+    DM_ISA_AUTO = 0,    /* best the CPU supports; DEEPMOE_ISA=ref|avx2|avx512 overrides */
+    DM_ISA_REF,         /* portable C reference kernels */
+    DM_ISA_AVX2,        /* AVX2 + FMA */
+    DM_ISA_AVX512,      /* AVX-512 F/BW/VL + FMA */
+} dm_isa;
+
+/* Resolves DM_ISA_AUTO (CPU features, then the DEEPMOE_ISA variable) and
+ * falls back to what the CPU supports when a requested ISA is missing. */
+dm_isa dm_isa_resolve(dm_isa want);
+const char *dm_isa_name(dm_isa isa);
+
+/* ---------------------------------------------------------------- thread pool */
+
+typedef struct dm_pool dm_pool;
+
+/* n_threads >= 1 workers including the caller's thread; 0 = number of online CPUs. */
+dm_status dm_pool_create(int n_threads, dm_pool **out, dm_error *err);
+void dm_pool_free(dm_pool *pool);
+int dm_pool_size(const dm_pool *pool);
+
+/* ---------------------------------------------------------------- model */
+
+typedef struct dm_model dm_model;
+
+typedef struct dm_tensor_info {
+    const char *name;    /* PyTorch state-dict name, e.g. "experts.3.net.0.weight" */
+    int ndim;
+    int64_t shape[2];
+    int64_t numel;
+    float *data;         /* float32, row-major, inside the model's flat parameter buffer */
+} dm_tensor_info;
+
+typedef struct dm_model_opts {
+    dm_isa isa;          /* kernels the model packs its weights for (DM_ISA_AUTO) */
+    int top_k;           /* k for files without deepmoe metadata (0 = 2) */
+} dm_model_opts;
+
+/* A model with all parameters zero. */
+dm_status dm_model_create(const dm_config *c, const dm_model_opts *o, dm_model **out, dm_error *err);
+/* PyTorch's default init: Linear weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
+ * LayerNorm gamma 1 and beta 0, selection bias 0. Deterministic in seed. */
+void dm_model_init_random(dm_model *m, uint64_t seed);
+/* Load safetensors: deepmoe metadata if present, else infer a seed-named state dict. */
+dm_status dm_model_load(const char *path, const dm_model_opts *o, dm_model **out, dm_error *err);
+/* Write safetensors (F32, config in __metadata__) atomically: temp file, fsync, rename. */
+dm_status dm_model_save(const dm_model *m, const char *path, dm_error *err);
+void dm_model_free(dm_model *m);
+
+const dm_config *dm_model_config(const dm_model *m);
+dm_isa dm_model_isa(const dm_model *m);
+int dm_model_n_tensors(const dm_model *m);
+/* Tensor i (0 <= i < n_tensors), in the stable layout order. */
+dm_tensor_info dm_model_tensor(const dm_model *m, int i);
+/* Tensor by name; 0 on success, -1 if not present. */
+int dm_model_find(const dm_model *m, const char *name, dm_tensor_info *out);
+int64_t dm_model_param_count(const dm_model *m);
+/* Parameters one row touches: router + k routed experts + shared experts. */
+int64_t dm_model_active_params(const dm_model *m);
+/* Call after writing to tensor data: rebuilds the kernels' packed weights. */
+dm_status dm_model_sync(dm_model *m, dm_error *err);
+
+/* ---------------------------------------------------------------- inference */
+
+typedef struct dm_ctx dm_ctx;  /* one inference instance: scratch memory + a pool */
+
+/* pool may be NULL (single-threaded). The model must outlive the ctx. */
+dm_status dm_ctx_create(const dm_model *m, dm_pool *pool, dm_ctx **out, dm_error *err);
+void dm_ctx_free(dm_ctx *ctx);
+
+/* The routing decision: for each row, the k chosen experts in selection order
+ * (descending selection score, ties to the lower index) and their final weights. */
+typedef struct dm_routing {
+    int32_t *experts;    /* [n_rows, k] or NULL */
+    float *weights;      /* [n_rows, k] or NULL */
+} dm_routing;
+
+/* y[n_rows, D] = MoE(x[n_rows, D]). Rows with NaN/Inf are refused with
+ * DM_ERR_NONFINITE (message names the row and column); nothing is computed.
+ * x and y must not overlap. route may be NULL. */
+dm_status dm_forward(dm_ctx *ctx, const float *x, int64_t n_rows, float *y,
+                     const dm_routing *route, dm_error *err);
+
+/* Reference twin: every expert on every row, weighted sum with the routing
+ * weights (the seed's dense formula), portable kernels, one thread. */
+dm_status dm_forward_dense(const dm_model *m, const float *x, int64_t n_rows, float *y,
+                           const dm_routing *route, dm_error *err);
+
+/* ---------------------------------------------------------------- routing metrics */
+
+/* load[e] = share of the n_rows*k (row, slot) assignments routed to expert e. */
+void dm_expert_load(const int32_t *experts, int64_t n_rows, int k, int n_experts, double *load);
+/* mean_e(load) / max_e(load): 1 = perfectly balanced. */
+double dm_expert_utilization(const double *load, int n_experts);
+/* (max_e load - mean load) / mean load: 0 = perfectly balanced. */
+double dm_max_vio(const double *load, int n_experts);
+
+/* ---------------------------------------------------------------- arrays (.npy) */
+
+typedef struct dm_array {
+    int64_t rows, cols;  /* a 1-D file of n values reads as rows=1, cols=n */
+    float *data;         /* float32, row-major; free with dm_array_free */
+} dm_array;
+
+/* Reads 2-D C-order float32/float64 .npy (v1.0, v2.0, v3.0); float64 converts to float32. */
+dm_status dm_npy_read(const char *path, dm_array *out, dm_error *err);
+/* Writes a float32 .npy v1.0 [rows, cols], atomically. */
+dm_status dm_npy_write(const char *path, const float *data, int64_t rows, int64_t cols, dm_error *err);
+void dm_array_free(dm_array *a);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DEEPMOE_H */

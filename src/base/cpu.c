@@ -1,0 +1,45 @@
+/* cpu.c - which kernels this CPU can run: AVX-512 -> AVX2 -> portable C.
+ * DEEPMOE_ISA=ref|avx2|avx512 forces a lower path (tests and CI use it to
+ * exercise every table on one machine); a path the CPU lacks is never used. */
+#include "base/base.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static dm_isa best_supported(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("fma"))
+        return DM_ISA_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return DM_ISA_AVX2;
+#endif
+    return DM_ISA_REF;
+}
+
+dm_isa dm_isa_resolve(dm_isa want)
+{
+    dm_isa best = best_supported();
+    if (want == DM_ISA_AUTO) {
+        const char *env = getenv("DEEPMOE_ISA");
+        want = best;
+        if (env && !strcmp(env, "ref")) want = DM_ISA_REF;
+        else if (env && !strcmp(env, "avx2")) want = DM_ISA_AVX2;
+        else if (env && !strcmp(env, "avx512")) want = DM_ISA_AVX512;
+    }
+    return want > best ? best : want;
+}
+
+const char *dm_isa_name(dm_isa isa)
+{
+    switch (isa) {
+    case DM_ISA_AUTO: return "auto";
+    case DM_ISA_REF: return "ref";
+    case DM_ISA_AVX2: return "avx2";
+    case DM_ISA_AVX512: return "avx512";
+    }
+    return "unknown";
+}

@@ -1,0 +1,247 @@
+/* model_io.c - models to and from safetensors.
+ *
+ * A deepmoe file carries its config as JSON in __metadata__["deepmoe.config"].
+ * A plain PyTorch state dict of the seed model (no such key) is read by
+ * inferring D, E and H from the tensor shapes, the expert type and the shared
+ * experts from the names, the selection bias from gating.expert_bias, and k
+ * from the caller (default 2). Every tensor of the model must be present with
+ * its exact shape and the file must hold no other tensor. */
+#include "base/base.h"
+#include "io/safetensors.h"
+#include "nn/model.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CONFIG_KEY "deepmoe.config"
+
+/* ---------------------------------------------------------------- config JSON */
+
+static char *config_to_json(const dm_config *c)
+{
+    json_t *o = json_pack("{s:i, s:i, s:i, s:i, s:s, s:b, s:f, s:i, s:i, s:b, s:s, s:i, s:i, s:f}",
+                          "dim", c->dim, "n_experts", c->n_experts, "top_k", c->top_k,
+                          "hidden", c->hidden, "router", dm_router_name(c->router),
+                          "norm_topk", c->norm_topk, "route_scale", (double)c->route_scale,
+                          "n_groups", c->n_groups, "topk_groups", c->topk_groups,
+                          "selection_bias", c->selection_bias, "expert", dm_expert_name(c->expert),
+                          "n_shared", c->n_shared, "shared_hidden", c->shared_hidden,
+                          "ln_eps", (double)c->ln_eps);
+    if (!o) return NULL;
+    char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    return s;
+}
+
+typedef enum { K_INT, K_BOOL, K_FLOAT, K_ROUTER, K_EXPERT } key_kind;
+typedef struct { const char *name; key_kind kind; size_t off; } config_key;
+#define CK(f, k) {#f, k, offsetof(dm_config, f)}
+static const config_key config_keys[] = {
+    CK(dim, K_INT), CK(n_experts, K_INT), CK(top_k, K_INT), CK(hidden, K_INT),
+    CK(router, K_ROUTER), CK(norm_topk, K_BOOL), CK(route_scale, K_FLOAT),
+    CK(n_groups, K_INT), CK(topk_groups, K_INT), CK(selection_bias, K_BOOL),
+    CK(expert, K_EXPERT), CK(n_shared, K_INT), CK(shared_hidden, K_INT), CK(ln_eps, K_FLOAT),
+};
+#undef CK
+
+static dm_status set_key(dm_config *c, const config_key *k, json_t *v, const char *path, dm_error *err)
+{
+    char *p = (char *)c + k->off;
+    switch (k->kind) {
+    case K_INT:
+        if (!json_is_integer(v) || json_integer_value(v) < -1000000000LL || json_integer_value(v) > 1000000000LL)
+            return dm_fail(err, DM_ERR_FORMAT, "%s: config key \"%s\" must be an integer", path, k->name);
+        *(int *)p = (int)json_integer_value(v);
+        return DM_OK;
+    case K_BOOL:
+        if (!json_is_boolean(v))
+            return dm_fail(err, DM_ERR_FORMAT, "%s: config key \"%s\" must be true or false", path, k->name);
+        *(int *)p = json_is_true(v);
+        return DM_OK;
+    case K_FLOAT:
+        if (!json_is_number(v))
+            return dm_fail(err, DM_ERR_FORMAT, "%s: config key \"%s\" must be a number", path, k->name);
+        *(float *)p = (float)json_number_value(v);
+        return DM_OK;
+    case K_ROUTER:
+    case K_EXPERT: {
+        int id = json_is_string(v) ? (k->kind == K_ROUTER ? dm_router_parse(json_string_value(v))
+                                                          : dm_expert_parse(json_string_value(v))) : -1;
+        if (id < 0)
+            return dm_fail(err, DM_ERR_FORMAT, "%s: config key \"%s\" must be %s", path, k->name,
+                           k->kind == K_ROUTER ? "\"seed\", \"softmax\" or \"sigmoid\"" : "\"seed\" or \"swiglu\"");
+        *(int *)p = id;
+        return DM_OK;
+    }
+    }
+    return DM_OK;
+}
+
+static dm_status config_from_json(const char *text, dm_config *c, const char *path, dm_error *err)
+{
+    json_error_t je;
+    json_t *o = json_loads(text, JSON_REJECT_DUPLICATES, &je);
+    if (!o || !json_is_object(o)) {
+        json_decref(o);
+        return dm_fail(err, DM_ERR_FORMAT, "%s: metadata \"%s\" is not a JSON object (%s)", path,
+                       CONFIG_KEY, o ? "wrong type" : je.text);
+    }
+    dm_config_default(c);
+    c->hidden = 0;  /* absent keys: hidden = dim / 2, shared_hidden = hidden */
+    const char *key;
+    json_t *v;
+    dm_status st = DM_OK;
+    json_object_foreach(o, key, v) {
+        const config_key *k = NULL;
+        for (size_t i = 0; i < sizeof config_keys / sizeof config_keys[0]; i++)
+            if (!strcmp(key, config_keys[i].name)) k = &config_keys[i];
+        if (!k) {
+            st = dm_fail(err, DM_ERR_FORMAT, "%s: unknown config key \"%s\" (written by a newer deepmoe?)", path, key);
+            break;
+        }
+        if ((st = set_key(c, k, v, path, err))) break;
+    }
+    json_decref(o);
+    return st;
+}
+
+/* ---------------------------------------------------------------- inference from names */
+
+static int count_prefixed(const dm_st_file *f, const char *prefix, const char *suffix)
+{
+    int n = 0;
+    char name[DM_NAME_MAX];
+    for (;;) {
+        snprintf(name, sizeof name, "%s.%d.%s", prefix, n, suffix);
+        if (!dm_st_find(f, name)) return n;
+        n++;
+    }
+}
+
+static dm_status infer_config(const dm_st_file *f, int top_k, dm_config *c, dm_error *err)
+{
+    const char *path = f->path;
+    dm_config_default(c);
+    const dm_st_tensor *g = dm_st_find(f, "gating.gate.weight");
+    if (!g || g->ndim != 2)
+        return dm_fail(err, DM_ERR_FORMAT, "%s: no deepmoe metadata and no 2-D tensor gating.gate.weight: "
+                       "not a deepmoe or seed-model state dict", path);
+    c->n_experts = (int)g->shape[0];
+    c->dim = (int)g->shape[1];
+    const char *up;
+    if (dm_st_find(f, "experts.0.net.0.weight")) {
+        c->expert = DM_EXPERT_SEED;
+        up = "net.0.weight";
+    } else if (dm_st_find(f, "experts.0.w1.weight")) {
+        c->expert = DM_EXPERT_SWIGLU;
+        up = "w1.weight";
+    } else {
+        return dm_fail(err, DM_ERR_FORMAT, "%s: missing tensor experts.0.net.0.weight (or experts.0.w1.weight)", path);
+    }
+    char name[DM_NAME_MAX];
+    snprintf(name, sizeof name, "experts.0.%s", up);
+    const dm_st_tensor *w1 = dm_st_find(f, name);
+    if (w1->ndim != 2)
+        return dm_fail(err, DM_ERR_SHAPE, "%s: tensor %s must be 2-D", path, name);
+    c->hidden = (int)w1->shape[0];
+    c->n_shared = count_prefixed(f, "shared_experts", up);
+    if (c->n_shared > 0) {
+        snprintf(name, sizeof name, "shared_experts.0.%s", up);
+        const dm_st_tensor *s = dm_st_find(f, name);
+        c->shared_hidden = (int)s->shape[0];
+    }
+    c->selection_bias = dm_st_find(f, "gating.expert_bias") != NULL;
+    c->top_k = top_k > 0 ? top_k : 2;
+    if (c->top_k > c->n_experts)
+        return dm_fail(err, DM_ERR_ARG, "%s: top-k %d exceeds the model's %d experts (set --top-k)",
+                       path, c->top_k, c->n_experts);
+    return DM_OK;
+}
+
+/* ---------------------------------------------------------------- load */
+
+static void shape_str(char *buf, size_t n, int ndim, const int64_t *shape)
+{
+    size_t o = (size_t)snprintf(buf, n, "[");
+    for (int i = 0; i < ndim && o < n; i++)
+        o += (size_t)snprintf(buf + o, n - o, i ? ", %lld" : "%lld", (long long)shape[i]);
+    if (o < n) snprintf(buf + o, n - o, "]");
+}
+
+dm_status dm_model_load(const char *path, const dm_model_opts *o, dm_model **out, dm_error *err)
+{
+    *out = NULL;
+    dm_st_file f;
+    dm_status st = dm_st_open(path, &f, err);
+    if (st) return st;
+    dm_config c;
+    const char *meta = dm_st_meta(&f, CONFIG_KEY);
+    st = meta ? config_from_json(meta, &c, path, err) : infer_config(&f, o ? o->top_k : 0, &c, err);
+    dm_model *m = NULL;
+    if (!st) {
+        dm_error e2;
+        st = dm_model_create(&c, o, &m, &e2);
+        if (st) dm_fail(err, st, "%s: %s", path, e2.msg);
+    }
+    /* every model tensor, exact shape */
+    for (int i = 0; !st && i < m->n_tensors; i++) {
+        const dm_tensor_desc *d = &m->tensors[i];
+        const dm_st_tensor *t = dm_st_find(&f, d->name);
+        char want[64], got[64];
+        shape_str(want, sizeof want, d->ndim, d->shape);
+        if (!t) {
+            st = dm_fail(err, DM_ERR_FORMAT, "%s: missing tensor %s (expected shape %s)", path, d->name, want);
+            break;
+        }
+        int same = t->ndim == d->ndim;
+        for (int j = 0; same && j < d->ndim; j++) same = t->shape[j] == d->shape[j];
+        if (!same) {
+            shape_str(got, sizeof got, t->ndim, t->shape);
+            st = dm_fail(err, DM_ERR_SHAPE, "%s: tensor %s has shape %s, expected %s", path, d->name, got, want);
+            break;
+        }
+        st = dm_st_read_f32(&f, t, m->params + d->offset, err);
+    }
+    /* and nothing else: an extra tensor means the file is not the model we think */
+    for (int i = 0; !st && i < f.n_tensors; i++)
+        if (dm_model_find(m, f.tensors[i].name, NULL) != 0)
+            st = dm_fail(err, DM_ERR_FORMAT, "%s: unexpected tensor %s (not part of a model with router %s, experts %s, E=%d, shared=%d)",
+                         path, f.tensors[i].name, dm_router_name(c.router), dm_expert_name(c.expert),
+                         c.n_experts, c.n_shared);
+    dm_st_close(&f);
+    if (!st) st = dm_model_sync(m, err);
+    if (st) {
+        dm_model_free(m);
+        return st;
+    }
+    *out = m;
+    return DM_OK;
+}
+
+/* ---------------------------------------------------------------- save */
+
+dm_status dm_model_save(const dm_model *m, const char *path, dm_error *err)
+{
+    dm_st_out *t = calloc((size_t)m->n_tensors, sizeof *t);
+    char *cfg = config_to_json(&m->cfg);
+    if (!t || !cfg) {
+        free(t);
+        free(cfg);
+        return dm_fail(err, DM_ERR_NOMEM, "%s: out of memory", path);
+    }
+    for (int i = 0; i < m->n_tensors; i++) {
+        const dm_tensor_desc *d = &m->tensors[i];
+        t[i].name = d->name;
+        t[i].ndim = d->ndim;
+        t[i].shape[0] = d->shape[0];
+        t[i].shape[1] = d->shape[1];
+        t[i].data = m->params + d->offset;
+    }
+    const char *meta[] = {"format", "pt", CONFIG_KEY, cfg, "deepmoe.version", DM_VERSION};
+    dm_status st = dm_st_write(path, t, m->n_tensors, meta, 3, err);
+    free(t);
+    free(cfg);
+    return st;
+}

@@ -1,0 +1,261 @@
+/* model.c - model construction: the tensor table, the flat parameter buffer,
+ * PyTorch-default initialisation, and packing weights for the kernels. */
+#include "base/base.h"
+#include "nn/model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------- layout */
+
+typedef struct layout {
+    dm_tensor_desc *t;
+    int n, cap;
+    int64_t total;
+} layout;
+
+static int add(layout *l, const char *name, int ndim, int64_t d0, int64_t d1)
+{
+    if (l->n == l->cap) {
+        int cap = l->cap ? l->cap * 2 : 64;
+        dm_tensor_desc *t = realloc(l->t, (size_t)cap * sizeof *t);
+        if (!t) return -1;
+        l->t = t;
+        l->cap = cap;
+    }
+    dm_tensor_desc *d = &l->t[l->n++];
+    memset(d, 0, sizeof *d);
+    snprintf(d->name, sizeof d->name, "%s", name);
+    d->ndim = ndim;
+    d->shape[0] = d0;
+    d->shape[1] = ndim > 1 ? d1 : 1;
+    d->numel = d0 * (ndim > 1 ? d1 : 1);
+    d->offset = l->total;
+    l->total += (d->numel + 15) / 16 * 16;  /* keep every tensor 64-byte aligned */
+    return 0;
+}
+
+static int add_expert(layout *l, const dm_config *c, const char *prefix, int idx, int h)
+{
+    char n[DM_NAME_MAX];
+    int64_t D = c->dim;
+    int rc = 0;
+#define T(suffix, nd, a, b) (snprintf(n, sizeof n, "%s.%d.%s", prefix, idx, suffix), rc |= add(l, n, nd, a, b))
+    if (c->expert == DM_EXPERT_SEED) {
+        T("net.0.weight", 2, h, D);
+        T("net.0.bias", 1, h, 0);
+        T("net.2.weight", 1, h, 0);
+        T("net.2.bias", 1, h, 0);
+        T("net.3.weight", 2, D, h);
+        T("net.3.bias", 1, D, 0);
+    } else {
+        T("w1.weight", 2, h, D);
+        T("w2.weight", 2, D, h);
+        T("w3.weight", 2, h, D);
+    }
+#undef T
+    return rc;
+}
+
+static int build_layout(const dm_config *c, layout *l)
+{
+    memset(l, 0, sizeof *l);
+    int rc = add(l, "gating.gate.weight", 2, c->n_experts, c->dim);
+    rc |= add(l, "gating.gate.bias", 1, c->n_experts, 0);
+    if (c->selection_bias) rc |= add(l, "gating.expert_bias", 1, c->n_experts, 0);
+    for (int e = 0; e < c->n_experts; e++) rc |= add_expert(l, c, "experts", e, c->hidden);
+    for (int s = 0; s < c->n_shared; s++) rc |= add_expert(l, c, "shared_experts", s, c->shared_hidden);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- views */
+
+static float *param(dm_model *m, const char *name)
+{
+    for (int i = 0; i < m->n_tensors; i++)
+        if (!strcmp(m->tensors[i].name, name)) return m->params + m->tensors[i].offset;
+    return NULL;
+}
+
+static void bind_expert(dm_model *m, dm_expert_w *x, const char *prefix, int idx, int h)
+{
+    char n[DM_NAME_MAX];
+#define P(suffix) (snprintf(n, sizeof n, "%s.%d.%s", prefix, idx, suffix), param(m, n))
+    x->hidden = h;
+    if (m->cfg.expert == DM_EXPERT_SEED) {
+        x->w1 = P("net.0.weight");
+        x->b1 = P("net.0.bias");
+        x->gamma = P("net.2.weight");
+        x->beta = P("net.2.bias");
+        x->w2 = P("net.3.weight");
+        x->b2 = P("net.3.bias");
+    } else {
+        x->w1 = P("w1.weight");
+        x->w2 = P("w2.weight");
+        x->w3 = P("w3.weight");
+    }
+#undef P
+}
+
+static size_t up_rows(const dm_model *m, int h) { return (size_t)h * (m->cfg.expert == DM_EXPERT_SWIGLU ? 2 : 1); }
+
+dm_status dm_model_create(const dm_config *cin, const dm_model_opts *o, dm_model **out, dm_error *err)
+{
+    *out = NULL;
+    dm_config c = *cin;
+    dm_status st = dm_config_validate(&c, err);
+    if (st) return st;
+    dm_model *m = calloc(1, sizeof *m);
+    if (!m) return dm_fail(err, DM_ERR_NOMEM, "model: out of memory");
+    m->cfg = c;
+    m->isa = dm_isa_resolve(o ? o->isa : DM_ISA_AUTO);
+    m->kern = dm_kernels_for(m->isa);
+    layout l;
+    if (build_layout(&c, &l)) { free(l.t); free(m); return dm_fail(err, DM_ERR_NOMEM, "model: out of memory"); }
+    m->tensors = l.t;
+    m->n_tensors = l.n;
+    m->n_params = l.total;
+    m->params = dm_calloc((size_t)l.total * sizeof(float));
+    int E = c.n_experts, S = c.n_shared;
+    m->experts = calloc((size_t)(E + S), sizeof *m->experts);
+    /* packed operands: router + per expert up and down projections */
+    const dm_kernels *k = m->kern;
+    size_t np = k->pack_b_size(E, c.dim);
+    for (int i = 0; i < E + S; i++) {
+        int h = i < E ? c.hidden : c.shared_hidden;
+        np += k->pack_b_size((int)up_rows(m, h), c.dim) + k->pack_b_size(c.dim, h);
+    }
+    size_t bytes;
+    if (dm_mul_size(np, sizeof(float), &bytes) == 0) m->packed = dm_calloc(bytes);
+    if (!m->params || !m->experts || !m->packed) {
+        dm_model_free(m);
+        return dm_fail(err, DM_ERR_NOMEM, "model: out of memory for %lld parameters", (long long)l.total);
+    }
+    m->gate_w = param(m, "gating.gate.weight");
+    m->gate_b = param(m, "gating.gate.bias");
+    m->sel_bias = c.selection_bias ? param(m, "gating.expert_bias") : NULL;
+    float *p = m->packed;
+    m->gate_p = p;
+    p += k->pack_b_size(E, c.dim);
+    for (int i = 0; i < E + S; i++) {
+        int h = i < E ? c.hidden : c.shared_hidden;
+        bind_expert(m, &m->experts[i], i < E ? "experts" : "shared_experts", i < E ? i : i - E, h);
+        m->experts[i].p1 = p;
+        p += k->pack_b_size((int)up_rows(m, h), c.dim);
+        m->experts[i].p2 = p;
+        p += k->pack_b_size(c.dim, h);
+    }
+    *out = m;
+    return dm_model_sync(m, err);
+}
+
+void dm_model_free(dm_model *m)
+{
+    if (!m) return;
+    dm_free(m->params);
+    dm_free(m->packed);
+    free(m->experts);
+    free(m->tensors);
+    free(m);
+}
+
+dm_status dm_model_sync(dm_model *m, dm_error *err)
+{
+    const dm_kernels *k = m->kern;
+    int D = m->cfg.dim, E = m->cfg.n_experts;
+    k->pack_b(m->gate_w, E, D, m->gate_p);
+    float *tmp = NULL;
+    for (int i = 0; i < E + m->cfg.n_shared; i++) {
+        dm_expert_w *x = &m->experts[i];
+        int h = x->hidden;
+        if (m->cfg.expert == DM_EXPERT_SWIGLU) {
+            /* one GEMM computes both gate and up projections: [W1; W3] is [2H, D] */
+            dm_free(tmp);
+            tmp = dm_alloc((size_t)2 * h * D * sizeof(float));
+            if (!tmp) return dm_fail(err, DM_ERR_NOMEM, "model: out of memory packing weights");
+            memcpy(tmp, x->w1, (size_t)h * D * sizeof(float));
+            memcpy(tmp + (size_t)h * D, x->w3, (size_t)h * D * sizeof(float));
+            k->pack_b(tmp, 2 * h, D, x->p1);
+        } else {
+            k->pack_b(x->w1, h, D, x->p1);
+        }
+        k->pack_b(x->w2, D, h, x->p2);
+    }
+    dm_free(tmp);
+    return DM_OK;
+}
+
+/* ---------------------------------------------------------------- init */
+
+void dm_model_init_random(dm_model *m, uint64_t seed)
+{
+    dm_rng r;
+    dm_rng_seed(&r, seed);
+    /* nn.Linear: kaiming_uniform(a=sqrt(5)) gives U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+     * for the weight and the same bound for the bias; LayerNorm: gamma 1, beta 0. */
+    for (int i = 0; i < m->n_tensors; i++) {
+        const dm_tensor_desc *d = &m->tensors[i];
+        float *p = m->params + d->offset;
+        const char *n = d->name;
+        size_t len = strlen(n);
+        int is_ln = strstr(n, ".net.2.") != NULL;
+        if (!strcmp(n, "gating.expert_bias") || (is_ln && !strcmp(n + len - 5, ".bias"))) {
+            memset(p, 0, (size_t)d->numel * sizeof *p);
+        } else if (is_ln) {
+            for (int64_t j = 0; j < d->numel; j++) p[j] = 1.0f;
+        } else {
+            /* a bias's fan_in is its weight's input width: the previous tensor */
+            int64_t fan_in = d->ndim == 2 ? d->shape[1] : m->tensors[i - 1].shape[1];
+            float b = 1.0f / sqrtf((float)fan_in);
+            for (int64_t j = 0; j < d->numel; j++) p[j] = dm_rng_uniform(&r, -b, b);
+        }
+    }
+    dm_model_sync(m, NULL);
+}
+
+/* ---------------------------------------------------------------- queries */
+
+const dm_config *dm_model_config(const dm_model *m) { return &m->cfg; }
+dm_isa dm_model_isa(const dm_model *m) { return m->isa; }
+int dm_model_n_tensors(const dm_model *m) { return m->n_tensors; }
+
+dm_tensor_info dm_model_tensor(const dm_model *m, int i)
+{
+    const dm_tensor_desc *d = &m->tensors[i];
+    return (dm_tensor_info){
+        .name = d->name, .ndim = d->ndim, .shape = {d->shape[0], d->ndim > 1 ? d->shape[1] : 0},
+        .numel = d->numel, .data = m->params + d->offset,
+    };
+}
+
+int dm_model_find(const dm_model *m, const char *name, dm_tensor_info *out)
+{
+    for (int i = 0; i < m->n_tensors; i++)
+        if (!strcmp(m->tensors[i].name, name)) {
+            if (out) *out = dm_model_tensor(m, i);
+            return 0;
+        }
+    return -1;
+}
+
+int64_t dm_model_param_count(const dm_model *m)
+{
+    int64_t n = 0;
+    for (int i = 0; i < m->n_tensors; i++) n += m->tensors[i].numel;
+    return n;
+}
+
+static int64_t expert_params(const dm_config *c, int64_t h)
+{
+    int64_t D = c->dim;
+    return c->expert == DM_EXPERT_SEED ? h * D + h + 2 * h + D * h + D : 3 * h * D;
+}
+
+int64_t dm_model_active_params(const dm_model *m)
+{
+    const dm_config *c = &m->cfg;
+    int64_t router = (int64_t)c->n_experts * c->dim + c->n_experts + (c->selection_bias ? c->n_experts : 0);
+    return router + c->top_k * expert_params(c, c->hidden) + c->n_shared * expert_params(c, c->shared_hidden);
+}

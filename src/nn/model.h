@@ -1,0 +1,59 @@
+/* model.h - the model's internals: one flat parameter buffer carved by a
+ * tensor table, typed views into it, and the kernels' packed copies.
+ *
+ * Stable layout (the order of the table, which is also the file order):
+ *   gating.gate.weight [E, D], gating.gate.bias [E], gating.expert_bias [E]?,
+ *   experts.{e}.*  for e < E, then shared_experts.{s}.*  for s < S, where
+ *   seed expert:   net.0.weight [H, D], net.0.bias [H], net.2.weight [H] (gamma),
+ *                  net.2.bias [H] (beta), net.3.weight [D, H], net.3.bias [D]
+ *   swiglu expert: w1.weight [H, D], w2.weight [D, H], w3.weight [H, D]
+ * Training, ZeRO sharding and checkpoints address parameters by this layout. */
+#ifndef DM_MODEL_H
+#define DM_MODEL_H
+
+#include "deepmoe.h"
+#include "kernels/kernels.h"
+
+#define DM_NAME_MAX 64
+
+typedef struct dm_tensor_desc {
+    char name[DM_NAME_MAX];
+    int ndim;
+    int64_t shape[2];
+    int64_t offset;              /* floats into params */
+    int64_t numel;
+} dm_tensor_desc;
+
+/* One expert's weights (views into params) and packed GEMM operands. */
+typedef struct dm_expert_w {
+    int hidden;                  /* H (or Hs for shared experts) */
+    const float *w1;             /* [H, D]  seed net.0 / swiglu w1 */
+    const float *b1;             /* [H]     seed only */
+    const float *gamma, *beta;   /* [H]     seed LayerNorm */
+    const float *w2;             /* [D, H]  seed net.3 / swiglu w2 */
+    const float *b2;             /* [D]     seed only */
+    const float *w3;             /* [H, D]  swiglu only */
+    float *p1;                   /* packed up-projection: seed W1 [H, D], swiglu [W1; W3] [2H, D] */
+    float *p2;                   /* packed W2 [D, H] */
+} dm_expert_w;
+
+struct dm_model {
+    dm_config cfg;
+    dm_isa isa;
+    const dm_kernels *kern;
+    int n_tensors;
+    dm_tensor_desc *tensors;     /* [n_tensors] */
+    int64_t n_params;
+    float *params;               /* [n_params], one allocation */
+    const float *gate_w;         /* [E, D] */
+    const float *gate_b;         /* [E] */
+    const float *sel_bias;       /* [E] or NULL */
+    dm_expert_w *experts;        /* [E + S]: routed, then shared */
+    float *gate_p;               /* packed router weight */
+    float *packed;               /* one allocation holding every packed operand */
+};
+
+/* DM_ERR_NONFINITE naming the first NaN/Inf in x [n, D]; DM_OK if none. */
+dm_status dm_check_input(const dm_config *cf, const float *x, int64_t n, dm_error *err);
+
+#endif

@@ -1,0 +1,100 @@
+/* moe_dense.c - the reference twin of dm_forward: the seed's dense formula.
+ * Every expert runs on every row (plain loops, no kernels, no threads) and the
+ * outputs are summed with the full routing matrix, zero for experts not chosen.
+ * Tests hold the sparse path to it. */
+#include "base/base.h"
+#include "nn/model.h"
+#include "nn/router.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* y[D] = expert(x[D]); h [2H] scratch. */
+static void expert_row(const dm_model *m, const dm_expert_w *w, const float *x, float *h, float *y)
+{
+    int D = m->cfg.dim, H = w->hidden;
+    if (m->cfg.expert == DM_EXPERT_SEED) {
+        double mean = 0, var = 0;
+        for (int i = 0; i < H; i++) {
+            double s = w->b1[i];
+            for (int d = 0; d < D; d++) s += (double)x[d] * w->w1[(int64_t)i * D + d];
+            h[i] = s > 0 ? (float)s : 0.0f;
+            mean += h[i];
+        }
+        mean /= H;
+        for (int i = 0; i < H; i++) var += (h[i] - mean) * (h[i] - mean);
+        var /= H;
+        double inv = 1.0 / sqrt(var + m->cfg.ln_eps);
+        for (int i = 0; i < H; i++) h[i] = (float)((h[i] - mean) * inv * w->gamma[i] + w->beta[i]);
+        for (int d = 0; d < D; d++) {
+            double s = w->b2[d] + x[d];
+            for (int i = 0; i < H; i++) s += (double)h[i] * w->w2[(int64_t)d * H + i];
+            y[d] = (float)s;
+        }
+    } else {
+        for (int i = 0; i < H; i++) {
+            double g = 0, u = 0;
+            for (int d = 0; d < D; d++) {
+                g += (double)x[d] * w->w1[(int64_t)i * D + d];
+                u += (double)x[d] * w->w3[(int64_t)i * D + d];
+            }
+            h[i] = (float)(g / (1.0 + exp(-g)) * u);
+        }
+        for (int d = 0; d < D; d++) {
+            double s = 0;
+            for (int i = 0; i < H; i++) s += (double)h[i] * w->w2[(int64_t)d * H + i];
+            y[d] = (float)s;
+        }
+    }
+}
+
+dm_status dm_forward_dense(const dm_model *m, const float *x, int64_t n, float *y,
+                           const dm_routing *route, dm_error *err)
+{
+    const dm_config *c = &m->cfg;
+    if (n < 0 || (n > 0 && (!x || !y)))
+        return dm_fail(err, DM_ERR_ARG, "forward: bad arguments (n_rows %lld)", (long long)n);
+    dm_status st = dm_check_input(c, x, n, err);
+    if (st) return st;
+    int D = c->dim, E = c->n_experts, k = c->top_k;
+    int hmax = DM_MAX(c->hidden, c->shared_hidden);
+    float *logits = malloc((size_t)E * sizeof *logits);
+    float *tmp = malloc((size_t)dm_route_scratch(c) * sizeof *tmp);
+    float *full = malloc((size_t)E * sizeof *full);     /* the dense routing row */
+    float *h = malloc((size_t)2 * hmax * sizeof *h);
+    float *ye = malloc((size_t)D * sizeof *ye);
+    double *acc = malloc((size_t)D * sizeof *acc);
+    int32_t ex[4096];
+    float wt[4096];
+    if (!logits || !tmp || !full || !h || !ye || !acc) {
+        st = dm_fail(err, DM_ERR_NOMEM, "dense forward: out of memory");
+        goto done;
+    }
+    for (int64_t r = 0; r < n; r++) {
+        const float *xr = x + r * D;
+        for (int e = 0; e < E; e++) {
+            double s = m->gate_b[e];
+            for (int d = 0; d < D; d++) s += (double)xr[d] * m->gate_w[(int64_t)e * D + d];
+            logits[e] = (float)s;
+        }
+        dm_route_row(c, m->sel_bias, logits, tmp, ex, wt);
+        memset(full, 0, (size_t)E * sizeof *full);
+        for (int j = 0; j < k; j++) full[ex[j]] = wt[j];
+        memset(acc, 0, (size_t)D * sizeof *acc);
+        for (int e = 0; e < E; e++) {
+            expert_row(m, &m->experts[e], xr, h, ye);
+            for (int d = 0; d < D; d++) acc[d] += (double)full[e] * ye[d];
+        }
+        for (int s = 0; s < c->n_shared; s++) {
+            expert_row(m, &m->experts[E + s], xr, h, ye);
+            for (int d = 0; d < D; d++) acc[d] += ye[d];
+        }
+        for (int d = 0; d < D; d++) y[r * D + d] = (float)acc[d];
+        if (route && route->experts) memcpy(route->experts + r * k, ex, (size_t)k * sizeof *ex);
+        if (route && route->weights) memcpy(route->weights + r * k, wt, (size_t)k * sizeof *wt);
+    }
+done:
+    free(logits); free(tmp); free(full); free(h); free(ye); free(acc);
+    return st;
+}

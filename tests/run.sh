@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# run.sh BUILD - runs every test: the C suites, then the CLI and bad-input
+# tests, and ends with one line "N passed, N failed" over both.
+set -u
+B=${1:-build}
+cd "$(dirname "$0")/.."
+
+pass=0 fail=0
+add_counts() {  # reads "N passed, N failed" from the last such line of $1
+    local line
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$1" | tail -n 1)
+    if [ -z "$line" ]; then
+        echo "run.sh: $2 printed no summary (crashed?)" >&2
+        fail=$((fail + 1))
+        return
+    fi
+    pass=$((pass + $(echo "$line" | sed -E 's/^([0-9]+) passed.*/\1/')))
+    fail=$((fail + $(echo "$line" | sed -E 's/.* ([0-9]+) failed.*/\1/')))
+}
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+echo "== C tests ($B/test_deepmoe)"
+"$B/test_deepmoe" 2>&1 | tee "$log"
+st=${PIPESTATUS[0]}
+add_counts "$log" test_deepmoe
+if [ "$st" -ne 0 ] && ! grep -qE '^[0-9]+ passed, [1-9][0-9]* failed' "$log"; then
+    echo "test_deepmoe exited with status $st"; fail=$((fail + 1))
+fi
+
+echo "== CLI tests ($B/deepmoe)"
+bash tests/test_cli.sh "$B/deepmoe" 2>&1 | tee "$log"
+add_counts "$log" test_cli.sh
+
+echo "total: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]

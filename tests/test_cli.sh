@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# test_cli.sh DEEPMOE - the command line as a user meets it: --help, init,
+# inspect, infer, and every kind of bad input, each of which must give a
+# one-line error naming the file and the problem, exit status 1 or 2, and no
+# crash. Files are built byte by byte here so no Python is needed.
+set -u
+BIN=$(realpath "$1")
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+cd "$T"
+pass=0 fail=0
+
+ok()  { pass=$((pass + 1)); echo "ok   $1"; }
+bad() { fail=$((fail + 1)); echo "FAIL $1: $2"; }
+
+# expect NAME STATUS PATTERN CMD...: exit status STATUS, stderr one line matching PATTERN
+expect() {
+    local name=$1 want=$2 pat=$3; shift 3
+    "$@" >out.txt 2>err.txt
+    local st=$? lines
+    [ -n "${VERBOSE:-}" ] && cat err.txt
+    lines=$(wc -l <err.txt)
+    if [ "$st" -ne "$want" ]; then bad "$name" "exit $st, want $want; stderr: $(head -c 300 err.txt)"; return; fi
+    if [ "$want" -eq 1 ] && [ "$lines" -ne 1 ]; then bad "$name" "stderr has $lines lines: $(head -c 300 err.txt)"; return; fi
+    if ! grep -qE -- "$pat" err.txt; then bad "$name" "stderr lacks /$pat/: $(head -c 300 err.txt)"; return; fi
+    ok "$name"
+}
+
+u64le() {  # 8 little-endian bytes of $1
+    local v=$1 i
+    for i in 0 1 2 3 4 5 6 7; do printf "\\$(printf '%03o' $((v & 255)))"; v=$((v >> 8)); done
+}
+u16le() { printf "\\$(printf '%03o' $(($1 & 255)))\\$(printf '%03o' $(($1 >> 8)))"; }
+
+# safetensors FILE HEADER_JSON DATA_BYTES
+st_file() { { u64le ${#2}; printf '%s' "$2"; head -c "$3" /dev/zero; } >"$1"; }
+
+# npy FILE DESCR SHAPE_TEXT DATA_BYTES [raw bytes appended by caller]
+npy_file() {
+    local dict="{'descr': '$2', 'fortran_order': False, 'shape': $3, }"
+    local total=$(( (10 + ${#dict} + 1 + 63) / 64 * 64 ))
+    local pad=$(( total - 10 - ${#dict} - 1 ))
+    { printf '\223NUMPY\001\000'; u16le $((total - 10)); printf '%s%*s\n' "$dict" "$pad" ''; head -c "$4" /dev/zero; } >"$1"
+}
+
+# ---------------------------------------------------------------- help
+expect "no command is a usage error" 2 "usage: deepmoe" "$BIN"
+expect "unknown command" 2 "unknown command 'frobnicate'" "$BIN" frobnicate
+for c in init infer inspect demo; do
+    if "$BIN" "$c" --help >out.txt 2>&1 && grep -q "usage: deepmoe $c" out.txt; then ok "$c --help"; else bad "$c --help" "$(head -c 200 out.txt)"; fi
+done
+if "$BIN" --help | grep -q "commands:"; then ok "deepmoe --help"; else bad "deepmoe --help" "no command list"; fi
+expect "unknown option" 2 "try 'deepmoe infer --help'" "$BIN" infer --bogus
+expect "missing required options" 2 "--model, --input and --output are required" "$BIN" infer --model x
+
+# ---------------------------------------------------------------- init / inspect / infer
+if "$BIN" init --out m.safetensors >out.txt 2>err.txt && grep -q "2111496 parameters" out.txt; then
+    ok "init default seed model"; else bad "init default seed model" "$(cat out.txt err.txt)"; fi
+if "$BIN" inspect m.safetensors >out.txt 2>&1 && grep -q "dim 512, experts 8, top-k 2, hidden 256" out.txt &&
+   grep -q "active per row 530952" out.txt && grep -q "experts.7.net.3.bias" out.txt; then
+    ok "inspect"; else bad "inspect" "$(head -c 400 out.txt)"; fi
+"$BIN" init --out v3.safetensors --dim 64 --experts 16 --top-k 4 --router sigmoid --groups 4 --topk-groups 2 \
+    --selection-bias --route-scale 2.5 --expert-type swiglu --shared-experts 1 --seed 3 >/dev/null 2>err.txt
+if "$BIN" inspect v3.safetensors --no-tensors >out.txt 2>&1 && grep -q "router sigmoid, route scale 2.5, groups 4 (keep 2), selection bias yes" out.txt &&
+   grep -q "experts swiglu, shared experts 1" out.txt; then ok "init + inspect DeepSeek-V3-style"; else bad "init v3" "$(cat out.txt err.txt)"; fi
+npy_file x.npy '<f4' '(1024, 512)' $((1024 * 512 * 4))
+if "$BIN" infer --model m.safetensors --input x.npy --output y.npy --routing r.npy --threads 2 >out.txt 2>err.txt &&
+   grep -q "rows/s" out.txt && [ "$(stat -c %s y.npy)" -eq $((128 + 1024 * 512 * 4)) ] &&
+   [ "$(stat -c %s r.npy)" -eq $((128 + 1024 * 4 * 4)) ]; then
+    ok "infer 1024 rows"; else bad "infer 1024 rows" "$(cat out.txt err.txt)"; fi
+npy_file x64.npy '<f8' '(3, 512)' $((3 * 512 * 8))
+if "$BIN" infer --model m.safetensors --input x64.npy --output y64.npy --quiet 2>err.txt && [ ! -s err.txt ]; then
+    ok "infer float64 input"; else bad "infer float64 input" "$(cat err.txt)"; fi
+npy_file x0.npy '<f4' '(0, 512)' 0
+if "$BIN" infer --model m.safetensors --input x0.npy --output y0.npy --quiet 2>err.txt; then
+    ok "infer zero rows"; else bad "infer zero rows" "$(cat err.txt)"; fi
+if "$BIN" demo --batch 64 --iters 2 --threads 1 >out.txt 2>&1 && grep -q "expert utilization" out.txt &&
+   grep -qE "max relative difference [0-9.]+e-0[6-9]" out.txt; then ok "demo"; else bad "demo" "$(cat out.txt)"; fi
+
+# ---------------------------------------------------------------- bad model files
+expect "model: missing file" 1 "nope.safetensors: .*(No such file|cannot open)" "$BIN" infer --model nope.safetensors --input x.npy --output o.npy
+: >empty.safetensors
+expect "model: empty file" 1 "empty.safetensors: .*(short|truncated|8 bytes)" "$BIN" infer --model empty.safetensors --input x.npy --output o.npy
+head -c 1000 m.safetensors >trunc.safetensors
+expect "model: truncated file" 1 "trunc.safetensors: .*(exceeds|past|truncated|beyond)" "$BIN" infer --model trunc.safetensors --input x.npy --output o.npy
+{ u64le 999999999; printf '{}'; } >hlen.safetensors
+expect "model: header length past the end" 1 "hlen.safetensors: .*999999999" "$BIN" inspect hlen.safetensors
+st_file json.safetensors '{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]' 4
+expect "model: malformed JSON" 1 "json.safetensors: .*JSON" "$BIN" inspect json.safetensors
+st_file range.safetensors '{"gating.gate.weight": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}}' 8
+expect "model: offsets out of range" 1 "range.safetensors: .*gating.gate.weight" "$BIN" inspect range.safetensors
+st_file overlap.safetensors '{"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}, "b": {"dtype": "F32", "shape": [4], "data_offsets": [8, 24]}}' 24
+expect "model: overlapping tensors" 1 "overlap.safetensors: .*overlap" "$BIN" inspect overlap.safetensors
+st_file dtype.safetensors '{"a": {"dtype": "F99", "shape": [4], "data_offsets": [0, 16]}}' 16
+expect "model: unknown dtype" 1 "dtype.safetensors: .*F99" "$BIN" inspect dtype.safetensors
+st_file size.safetensors '{"a": {"dtype": "F32", "shape": [5], "data_offsets": [0, 16]}}' 16
+expect "model: shape/size mismatch" 1 "size.safetensors: .*\\ba\\b" "$BIN" inspect size.safetensors
+st_file i64.safetensors '{"gating.gate.weight": {"dtype": "I64", "shape": [2, 4], "data_offsets": [0, 64]}, "gating.gate.bias": {"dtype": "F32", "shape": [2], "data_offsets": [64, 72]}, "experts.0.net.0.weight": {"dtype": "F32", "shape": [2, 4], "data_offsets": [72, 104]}}' 104
+expect "model: integer weights" 1 "i64.safetensors: .*I64" "$BIN" inspect i64.safetensors
+# a tiny seed model D=4 E=2 H=2 with one tensor missing, then one extra
+W='"gating.gate.weight": {"dtype": "F32", "shape": [2, 4], "data_offsets": [0, 32]}, "gating.gate.bias": {"dtype": "F32", "shape": [2], "data_offsets": [32, 40]}'
+o=40
+for e in 0 1; do
+    for spec in "net.0.weight:2,4" "net.0.bias:2" "net.2.weight:2" "net.2.bias:2" "net.3.weight:4,2" "net.3.bias:4"; do
+        n=${spec%%:*}; s=${spec#*:}; c=1; for d in ${s//,/ }; do c=$((c * d)); done
+        W="$W, \"experts.$e.$n\": {\"dtype\": \"F32\", \"shape\": [$s], \"data_offsets\": [$o, $((o + 4 * c))]}"
+        o=$((o + 4 * c))
+    done
+done
+st_file tiny.safetensors "{$W}" $o
+npy_file x4.npy '<f4' '(2, 4)' 32
+if "$BIN" infer --model tiny.safetensors --input x4.npy --output y4.npy --quiet 2>err.txt; then ok "tiny seed state dict loads"; else bad "tiny seed state dict loads" "$(cat err.txt)"; fi
+expect "model: --top-k larger than E" 1 "top-k 3 exceeds the model's 2 experts" "$BIN" infer --model tiny.safetensors --input x4.npy --output y4.npy --top-k 3
+st_file extra.safetensors "{$W, \"experts.5.w9\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [$o, $((o + 4))]}}" $((o + 4))
+expect "model: extra tensor" 1 "extra.safetensors: unexpected tensor experts.5.w9" "$BIN" infer --model extra.safetensors --input x4.npy --output y4.npy
+W2=$(printf '%s' "$W" | sed -E 's/, "experts.1.net.2.bias": \{[^}]*\}//')
+st_file missing.safetensors "{$W2}" $o
+expect "model: missing tensor" 1 "missing.safetensors: missing tensor experts.1.net.2.bias" "$BIN" infer --model missing.safetensors --input x4.npy --output y4.npy
+
+# ---------------------------------------------------------------- bad inputs
+expect "input: missing file" 1 "nothere.npy" "$BIN" infer --model tiny.safetensors --input nothere.npy --output bad_out.npy
+printf 'NOTNUMPY........' >magic.npy
+expect "input: bad magic" 1 "magic.npy: .*(magic|not a .npy)" "$BIN" infer --model tiny.safetensors --input magic.npy --output bad_out.npy
+npy_file short.npy '<f4' '(2, 4)' 20
+expect "input: truncated data" 1 "short.npy: .*(20|truncated)" "$BIN" infer --model tiny.safetensors --input short.npy --output bad_out.npy
+head -c 30 x4.npy >hdr.npy
+expect "input: truncated header" 1 "hdr.npy: " "$BIN" infer --model tiny.safetensors --input hdr.npy --output bad_out.npy
+npy_file int.npy '<i8' '(2, 4)' 64
+expect "input: integer dtype" 1 "int.npy: .*<i8" "$BIN" infer --model tiny.safetensors --input int.npy --output bad_out.npy
+npy_file be.npy '>f4' '(2, 4)' 32
+expect "input: big-endian" 1 "be.npy: .*>f4" "$BIN" infer --model tiny.safetensors --input be.npy --output bad_out.npy
+npy_file d3.npy '<f4' '(1, 2, 4)' 32
+expect "input: 3-D" 1 "d3.npy: " "$BIN" infer --model tiny.safetensors --input d3.npy --output bad_out.npy
+npy_file wide.npy '<f4' '(2, 5)' 40
+expect "input: width differs from D" 1 "wide.npy: rows have 5 values, but the model's dim is 4" "$BIN" infer --model tiny.safetensors --input wide.npy --output bad_out.npy
+{ head -c 128 x4.npy; head -c 20 /dev/zero; printf '\000\000\300\177'; head -c 8 /dev/zero; } >nan.npy
+expect "input: NaN" 1 "nan.npy: input row 1, column 1 is NaN" "$BIN" infer --model tiny.safetensors --input nan.npy --output bad_out.npy
+[ ! -e bad_out.npy ] && ok "no output written on error" || bad "no output written on error" "bad_out.npy exists"
+expect "output: unwritable" 1 "/nonexistent/y.npy" "$BIN" infer --model tiny.safetensors --input x4.npy --output /nonexistent/y.npy
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]

@@ -1,0 +1,88 @@
+/* test_main.c - runs every C test suite and prints "N passed, N failed".
+ * Usage: test_deepmoe [substring]   (run only tests whose name contains it) */
+#include "test.h"
+
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+
+void dm_test_run(dm_t *t, const char *name, void (*fn)(dm_t *))
+{
+    if (t->only && !strstr(name, t->only)) return;
+    t->cur = name;
+    t->cur_failed = 0;
+    fn(t);
+    if (t->cur_failed) {
+        t->failed++;
+        printf("FAIL %s (%d checks)\n", name, t->cur_failed);
+    } else {
+        t->passed++;
+        printf("ok   %s\n", name);
+    }
+    fflush(stdout);
+}
+
+double dm_test_relerr(const float *a, const float *b, int64_t n)
+{
+    double num = 0, den = 1e-30;
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (d != d) return INFINITY;  /* NaN */
+        if (d > num) num = d;
+        if (fabs(b[i]) > den) den = fabs(b[i]);
+    }
+    return num / den;
+}
+
+const char *dm_test_tmpdir(void)
+{
+    static char dir[512];
+    if (!dir[0]) {
+        const char *base = getenv("TMPDIR");
+        snprintf(dir, sizeof dir, "%s/deepmoe-test-%d", base && *base ? base : "/tmp", (int)getpid());
+        mkdir(dir, 0700);
+    }
+    return dir;
+}
+
+const char *dm_test_write_file(const char *name, const void *data, size_t n)
+{
+    static char paths[8][1024];
+    static int slot;
+    char *p = paths[slot++ % 8];
+    snprintf(p, 1024, "%s/%s", dm_test_tmpdir(), name);
+    FILE *fp = fopen(p, "wb");
+    if (fp) {
+        if (n) fwrite(data, 1, n, fp);
+        fclose(fp);
+    }
+    return p;
+}
+
+const char *dm_test_fixture(const char *name)
+{
+    static char paths[8][1024];
+    static int slot;
+    char *p = paths[slot++ % 8];
+    const char *dir = getenv("DEEPMOE_FIXTURES");
+    snprintf(p, 1024, "%s/%s", dir && *dir ? dir : "tests/fixtures", name);
+    return p;
+}
+
+int main(int argc, char **argv)
+{
+    dm_t t = {0};
+    t.only = argc > 1 ? argv[1] : NULL;
+    suite_base(&t);
+    suite_kernels(&t);
+    suite_io(&t);
+    suite_moe(&t);
+    suite_parity(&t);
+    /* remove the scratch directory's files */
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dm_test_tmpdir());
+    if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", dm_test_tmpdir());
+    printf("%d passed, %d failed\n", t.passed, t.failed);
+    return t.failed ? 1 : 0;
+}

@@ -1,0 +1,33 @@
+/* cli.h - shared pieces of the deepmoe command line. Only the CLI prints and
+ * decides exit codes: 0 ok, 1 failure (bad file, bad data), 2 usage error. */
+#ifndef DM_CLI_H
+#define DM_CLI_H
+
+#include "deepmoe.h"
+
+#define EXIT_USAGE 2
+
+typedef struct cli_cmd {
+    const char *name;
+    const char *summary;
+    int (*run)(int argc, char **argv);
+} cli_cmd;
+
+int cmd_init(int argc, char **argv);
+int cmd_infer(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+int cmd_demo(int argc, char **argv);
+
+/* "deepmoe CMD: message" on stderr; returns the exit code for the status. */
+int cli_error(const char *cmd, const dm_error *err);
+/* Usage error: prints "deepmoe CMD: message" and "try 'deepmoe CMD --help'"; returns 2. */
+int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Strict integer / float parsing of an option value: 0 ok, -1 bad. */
+int cli_int(const char *s, long lo, long hi, int *out);
+int cli_float(const char *s, float *out);
+/* Wall-clock seconds (monotonic). */
+double cli_now(void);
+/* Per-expert load line: "load  e0 0.125 |####   | ..." to stdout. */
+void cli_print_load(const int32_t *experts, int64_t n, int k, int E);
+
+#endif

@@ -1,0 +1,137 @@
+/* cmd_infer.c - deepmoe infer: rows from a .npy through a model to a .npy. */
+#include "cli.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static const char help[] =
+    "usage: deepmoe infer --model M.safetensors --input X.npy --output Y.npy [options]\n\n"
+    "Runs the MoE layer on every row of X ([N, D] float32 or float64, C order) and\n"
+    "writes Y ([N, D] float32). Only the chosen experts run (sparse dispatch).\n"
+    "Inputs containing NaN or Inf are refused (the error names the row and column).\n\n"
+    "  --model PATH      model (.safetensors; a seed state dict without metadata works)\n"
+    "  --input PATH      input rows (.npy)\n"
+    "  --output PATH     output rows (.npy), written atomically\n"
+    "  --top-k K         experts per row for files without deepmoe metadata (2)\n"
+    "  --threads N       worker threads (0 = all CPUs; default 0)\n"
+    "  --routing PATH    also write the routing decision [N, 2k]: k expert ids, then k weights\n"
+    "  --repeat N        run the forward N times and report the median time (1)\n"
+    "  --quiet           print nothing on success\n";
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+int cmd_infer(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'}, {"input", required_argument, 0, 'i'},
+        {"output", required_argument, 0, 'o'}, {"top-k", required_argument, 0, 'k'},
+        {"threads", required_argument, 0, 't'}, {"routing", required_argument, 0, 'r'},
+        {"repeat", required_argument, 0, 'n'}, {"quiet", no_argument, 0, 'q'},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+    };
+    const char *model = NULL, *input = NULL, *output = NULL, *routing = NULL;
+    int top_k = 0, threads = 0, repeat = 1, quiet = 0, o;
+    optind = 1;
+    opterr = 0;  /* we print our own usage errors */
+    while ((o = getopt_long(argc, argv, "m:i:o:k:t:r:n:qh", opts, NULL)) != -1) {
+        switch (o) {
+        case 'm': model = optarg; break;
+        case 'i': input = optarg; break;
+        case 'o': output = optarg; break;
+        case 'r': routing = optarg; break;
+        case 'q': quiet = 1; break;
+        case 'k':
+            if (cli_int(optarg, 1, 4096, &top_k)) return cli_usage("infer", "--top-k '%s' must be in 1..4096", optarg);
+            break;
+        case 't':
+            if (cli_int(optarg, 0, 1024, &threads)) return cli_usage("infer", "--threads '%s' must be in 0..1024", optarg);
+            break;
+        case 'n':
+            if (cli_int(optarg, 1, 1000000, &repeat)) return cli_usage("infer", "--repeat '%s' must be >= 1", optarg);
+            break;
+        case 'h': fputs(help, stdout); return 0;
+        default: return cli_usage("infer", "unknown option or missing value: '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind < argc) return cli_usage("infer", "unexpected argument '%s'", argv[optind]);
+    if (!model || !input || !output) return cli_usage("infer", "--model, --input and --output are required");
+
+    dm_error err;
+    dm_model *m = NULL;
+    dm_pool *pool = NULL;
+    dm_ctx *ctx = NULL;
+    dm_array x = {0};
+    float *y = NULL, *rw = NULL;
+    int32_t *re = NULL;
+    double *times = NULL;
+    int rc = 1;
+    double t0 = cli_now();
+    dm_model_opts mo = {.isa = DM_ISA_AUTO, .top_k = top_k};
+    if (dm_model_load(model, &mo, &m, &err)) goto fail;
+    double t_load = cli_now() - t0;
+    const dm_config *c = dm_model_config(m);
+    if (dm_npy_read(input, &x, &err)) goto fail;
+    if (x.cols != c->dim) {
+        fprintf(stderr, "deepmoe infer: %s: rows have %lld values, but the model's dim is %d\n",
+                input, (long long)x.cols, c->dim);
+        goto done;
+    }
+    int64_t n = x.rows, k = c->top_k;
+    y = malloc((size_t)(n ? n : 1) * c->dim * sizeof *y);
+    re = malloc((size_t)(n ? n : 1) * k * sizeof *re);
+    rw = malloc((size_t)(n ? n : 1) * k * sizeof *rw);
+    times = malloc((size_t)repeat * sizeof *times);
+    if (!y || !re || !rw || !times) {
+        fprintf(stderr, "deepmoe infer: out of memory for %lld rows\n", (long long)n);
+        goto done;
+    }
+    if (dm_pool_create(threads, &pool, &err) || dm_ctx_create(m, pool, &ctx, &err)) goto fail;
+    dm_routing route = {re, rw};
+    for (int i = 0; i < repeat; i++) {
+        double s = cli_now();
+        if (dm_forward(ctx, x.data, n, y, &route, &err)) {
+            fprintf(stderr, "deepmoe infer: %s: %s\n", input, err.msg);
+            goto done;
+        }
+        times[i] = cli_now() - s;
+    }
+    if (dm_npy_write(output, y, n, c->dim, &err)) goto fail;
+    if (routing) {
+        float *r = malloc((size_t)(n ? n : 1) * 2 * k * sizeof *r);
+        if (!r) { fprintf(stderr, "deepmoe infer: out of memory\n"); goto done; }
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < k; j++) {
+                r[i * 2 * k + j] = (float)re[i * k + j];
+                r[i * 2 * k + k + j] = rw[i * k + j];
+            }
+        dm_status st = dm_npy_write(routing, r, n, 2 * k, &err);
+        free(r);
+        if (st) goto fail;
+    }
+    if (!quiet) {
+        qsort(times, (size_t)repeat, sizeof *times, cmp_double);
+        double med = times[repeat / 2];
+        printf("%lld rows, D=%d E=%d k=%d, %d threads, %s kernels\n", (long long)n, c->dim, c->n_experts,
+               c->top_k, dm_pool_size(pool), dm_isa_name(dm_model_isa(m)));
+        printf("load %.1f ms, forward %.3f ms (median of %d), %.0f rows/s\n", 1e3 * t_load, 1e3 * med, repeat,
+               med > 0 ? n / med : 0.0);
+        if (n > 0) cli_print_load(re, n, (int)k, c->n_experts);
+        printf("wrote %s\n", output);
+    }
+    rc = 0;
+    goto done;
+fail:
+    rc = cli_error("infer", &err);
+done:
+    dm_ctx_free(ctx);
+    dm_pool_free(pool);
+    dm_model_free(m);
+    dm_array_free(&x);
+    free(y); free(re); free(rw); free(times);
+    return rc;
+}

@@ -1,0 +1,66 @@
+/* cmd_inspect.c - deepmoe inspect: what a model file holds. */
+#include "cli.h"
+
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+
+static const char help[] =
+    "usage: deepmoe inspect M.safetensors [--top-k K] [--no-tensors]\n\n"
+    "Prints the model's config, its parameter count, the parameters one row\n"
+    "touches (router + k routed experts + shared experts), and every tensor with\n"
+    "its shape and value statistics.\n\n"
+    "  --top-k K       k for files without deepmoe metadata (2)\n"
+    "  --no-tensors    omit the tensor table\n";
+
+int cmd_inspect(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"top-k", required_argument, 0, 'k'}, {"no-tensors", no_argument, 0, 'T'},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+    };
+    int top_k = 0, tensors = 1, o;
+    optind = 1;
+    opterr = 0;  /* we print our own usage errors */
+    while ((o = getopt_long(argc, argv, "k:h", opts, NULL)) != -1) {
+        switch (o) {
+        case 'k':
+            if (cli_int(optarg, 1, 4096, &top_k)) return cli_usage("inspect", "--top-k '%s' must be in 1..4096", optarg);
+            break;
+        case 'T': tensors = 0; break;
+        case 'h': fputs(help, stdout); return 0;
+        default: return cli_usage("inspect", "unknown option or missing value: '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind != argc - 1) return cli_usage("inspect", "expected exactly one model file");
+    const char *path = argv[optind];
+    dm_error err;
+    dm_model *m;
+    dm_model_opts mo = {.isa = DM_ISA_REF, .top_k = top_k};
+    if (dm_model_load(path, &mo, &m, &err)) return cli_error("inspect", &err);
+    const dm_config *c = dm_model_config(m);
+    printf("%s\n", path);
+    printf("  dim %d, experts %d, top-k %d, hidden %d\n", c->dim, c->n_experts, c->top_k, c->hidden);
+    printf("  router %s%s, route scale %g, groups %d (keep %d), selection bias %s\n", dm_router_name(c->router),
+           c->router == DM_ROUTER_SOFTMAX ? (c->norm_topk ? " (renormalised)" : " (not renormalised)") : "",
+           (double)c->route_scale, c->n_groups, c->topk_groups, c->selection_bias ? "yes" : "no");
+    printf("  experts %s, shared experts %d (hidden %d), LayerNorm eps %g\n", dm_expert_name(c->expert),
+           c->n_shared, c->shared_hidden, (double)c->ln_eps);
+    long long total = (long long)dm_model_param_count(m), active = (long long)dm_model_active_params(m);
+    printf("  parameters %lld, active per row %lld (%.1f%%)\n", total, active, total ? 100.0 * active / total : 0.0);
+    if (tensors) {
+        printf("  %-36s %-14s %12s %12s\n", "tensor", "shape", "mean", "std");
+        for (int i = 0; i < dm_model_n_tensors(m); i++) {
+            dm_tensor_info t = dm_model_tensor(m, i);
+            double s = 0, s2 = 0;
+            for (int64_t j = 0; j < t.numel; j++) { s += t.data[j]; s2 += (double)t.data[j] * t.data[j]; }
+            double mean = t.numel ? s / t.numel : 0, var = t.numel ? s2 / t.numel - mean * mean : 0;
+            char shape[48];
+            if (t.ndim == 2) snprintf(shape, sizeof shape, "[%lld, %lld]", (long long)t.shape[0], (long long)t.shape[1]);
+            else snprintf(shape, sizeof shape, "[%lld]", (long long)t.shape[0]);
+            printf("  %-36s %-14s %12.5g %12.5g\n", t.name, shape, mean, sqrt(var > 0 ? var : 0));
+        }
+    }
+    dm_model_free(m);
+    return 0;
+}
