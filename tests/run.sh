@@ -33,5 +33,11 @@ echo "== CLI tests ($B/deepmoe)"
 bash tests/test_cli.sh "$B/deepmoe" 2>&1 | tee "$log"
 add_counts "$log" test_cli.sh
 
+if [ "$B" = build ]; then  # the sanitizer build is not installed
+    echo "== install test"
+    bash tests/test_install.sh 2>&1 | tee "$log"
+    add_counts "$log" test_install.sh
+fi
+
 echo "total: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -242,7 +242,8 @@ static void set_options(gcase *c, unsigned bits)
 /* ---------------------------------------------------------------- the case lists */
 
 static const int64_t Ms[] = {0, 1, 3, 7, 17, 63, 257};
-static const int Ns[] = {1, 3, 8, 17, 32, 33, 63, 256};
+/* 25: the second half-panel of avx2 (9 columns) and a 25-column avx512 tail */
+static const int Ns[] = {1, 3, 8, 17, 25, 32, 33, 63, 256};
 static const int Ks[] = {1, 3, 7, 17, 64, 257, 512};
 #define COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
 /* Cross-product problems above this many multiply-adds are skipped, except
@@ -253,10 +254,13 @@ static const gcase big_cases[] = {
     {.M = 257, .N = 256, .K = 512, .a_idx = 1, .c_idx = 1, .r_idx = 1, .bias = 1, .resid = 1, .scale = 1, .act = DM_ACT_RELU},
     {.M = 63, .N = 256, .K = 512, .unaligned = 1},
     {.M = 257, .N = 33, .K = 257, .a_idx = 1, .bias = 1, .act = DM_ACT_RELU},
+    /* more panels than one L2 block holds: the panel-block loop */
+    {.M = 14, .N = 520, .K = 512, .c_idx = 1, .bias = 1, .resid = 1, .scale = 1},
 };
 
 /* Calls fn on every problem: the size cross-product with options drawn
- * per size, all 256 option sets at two awkward sizes, K = 0, and the big cases. */
+ * per size, all 256 option sets at two awkward sizes, every row count up
+ * to 25 (each micro-tile height and tail), K = 0, and the big cases. */
 static void for_each_case(dm_t *t, void (*fn)(dm_t *, const gcase *, uint64_t), int cross_stride)
 {
     dm_rng rng;
@@ -271,13 +275,18 @@ static void for_each_case(dm_t *t, void (*fn)(dm_t *, const gcase *, uint64_t), 
                 if (c.M * c.N * c.K > MAX_MACS || idx++ % cross_stride) continue;
                 fn(t, &c, seed++);
             }
-    static const gcase sweep_sizes[] = {{.M = 13, .N = 33, .K = 17}, {.M = 7, .N = 17, .K = 3}};
+    static const gcase sweep_sizes[] = {{.M = 13, .N = 41, .K = 17}, {.M = 7, .N = 25, .K = 3}};
     for (int s = 0; s < COUNT(sweep_sizes); s++)
         for (unsigned bits = 0; bits < 256; bits++) {
             gcase c = sweep_sizes[s];
             set_options(&c, bits);
             fn(t, &c, seed++);
         }
+    for (int m = 1; m <= 25; m++) {
+        gcase c = {.M = m, .N = 19 + m, .K = 5 + m % 4};
+        set_options(&c, (unsigned)dm_rng_u64(&rng));
+        fn(t, &c, seed++);
+    }
     gcase k0 = {.M = 5, .N = 19, .K = 0, .bias = 1, .resid = 1, .scale = 1, .act = DM_ACT_RELU};
     fn(t, &k0, seed++);
     for (int b = 0; b < COUNT(big_cases); b++) fn(t, &big_cases[b], seed++);
