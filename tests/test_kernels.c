@@ -14,7 +14,8 @@
 #include <stdlib.h>
 
 #define SENTINEL (-1234.5f)
-#define TOL 1e-5 /* optimized vs reference, K <= 512 */
+#define TOL 1e-5      /* optimized vs reference, K <= 512 */
+#define SILU_TOL 2e-6 /* elementwise: the SIMD exp must be good to ~1e-6, not just 1e-5 */
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -611,7 +612,7 @@ static void check_silu_mul(dm_t *t, const dm_kernels *kt)
             }
             /* every float of the buffer: outputs close, everything else identical */
             double err = elem_relerr(got, want, total, 1e-30);
-            CHECK(t, err <= TOL, "%s h=%d mode=%d: relerr %g", dm_isa_name(kt->isa), h, mode, err);
+            CHECK(t, err <= SILU_TOL, "%s h=%d mode=%d: relerr %g", dm_isa_name(kt->isa), h, mode, err);
         }
         dm_free(x);
         dm_free(want);

@@ -22,7 +22,8 @@ typedef enum { DM_ACT_NONE = 0, DM_ACT_RELU } dm_act;
  *     c[n] = s_i * (act(sum_k a[k] * B[n, k] + bias[n]) + r[n])      s_i = scale ? scale[i] : 1
  *
  * B is the weight [N, K] (nn.Linear layout) as packed by pack_b. M may be 0.
- * bias, R, scale may be NULL. C must not alias A or R. */
+ * bias, R, scale may be NULL. C must not alias A or R, and c_idx must not
+ * repeat a row (the result would depend on the write order). */
 typedef struct dm_gemm {
     int64_t M;
     int N, K;
@@ -42,11 +43,13 @@ typedef struct dm_kernels {
     void (*pack_b)(const float *B, int N, int K, float *dst);
     void (*gemm)(const dm_gemm *g);
     /* In place, each of `rows` rows of n floats (stride ld):
-     * x = (x - mean) / sqrt(var + eps) * gamma + beta, biased variance. */
+     * x = (x - mean) / sqrt(var + eps) * gamma + beta, biased variance;
+     * gamma NULL means 1, beta NULL means 0. */
     void (*layernorm)(float *x, int64_t rows, int n, int64_t ld,
                       const float *gamma, const float *beta, float eps);
     /* out[i, j] = silu(gu[i, j]) * gu[i, h + j] for j < h; gu rows have 2h floats
-     * (stride ld_gu), out rows stride ld_out. out may equal gu (in place). */
+     * (stride ld_gu), out rows stride ld_out. out may equal gu (in place) when
+     * ld_out <= ld_gu, so that no row is overwritten before it is read. */
     void (*silu_mul)(const float *gu, int64_t rows, int h, int64_t ld_gu,
                      float *out, int64_t ld_out);
 } dm_kernels;

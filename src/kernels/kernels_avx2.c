@@ -16,7 +16,7 @@
 
 enum {
     NR = 16,                 /* outputs per panel: two ymm */
-    MR = 6,                  /* rows per micro-tile */
+    MR = 6,                  /* rows per micro-tile (TILE_ROWS) */
     L2_PANEL_BYTES = 512 * 1024, /* packed B swept per row block */
 };
 
@@ -35,8 +35,13 @@ static void avx2_pack_b(const float *B /* [N, K] */, int N, int K, float *dst /*
         float *panel = dst + (size_t)p * K * NR; /* [K, NR] */
         for (int j = 0; j < NR; j++) {
             int n = p * NR + j;
+            if (n >= N) { /* zero columns past N: the tail lanes compute 0 */
+                for (int k = 0; k < K; k++) panel[(size_t)k * NR + j] = 0.0f;
+                continue;
+            }
+            /* read B rows sequentially; the strided writes are a one-time cost */
             const float *b = B + (int64_t)n * K; /* [K] */
-            for (int k = 0; k < K; k++) panel[(size_t)k * NR + j] = n < N ? b[k] : 0.0f;
+            for (int k = 0; k < K; k++) panel[(size_t)k * NR + j] = b[k];
         }
     }
 }
@@ -71,44 +76,59 @@ static inline __m256 epilogue(__m256 acc, __m256i mask, const float *bias, dm_ac
     return acc;
 }
 
-/* One mr x 16 tile over the whole K; always inlined with a constant mr so the
- * accumulators live in registers. nv = valid columns of this panel (1..16). */
+/* Stores one finished row of a tile: 16 columns at n0, the second half only
+ * when the panel has more than 8 valid columns. */
+static inline void store_row(const tile_rows *rows, int i, __m256 lo, __m256 hi, int n0,
+                             int nv, const dm_gemm *g)
+{
+    const float *bias = g->bias ? g->bias + n0 : NULL;
+    const float *r = rows->r[i] ? rows->r[i] + n0 : NULL;
+    int has_scale = g->scale != NULL;
+    float *c = rows->c[i] + n0;
+    __m256i m0 = lane_mask(nv);
+    _mm256_maskstore_ps(c, m0, epilogue(lo, m0, bias, g->act, r, rows->s[i], has_scale));
+    if (nv > 8) {
+        __m256i m1 = lane_mask(nv - 8);
+        _mm256_maskstore_ps(c + 8, m1, epilogue(hi, m1, bias ? bias + 8 : NULL, g->act,
+                                                r ? r + 8 : NULL, rows->s[i], has_scale));
+    }
+}
+
+/* Expands X(i) for each row slot of a tile. The accumulators are named
+ * variables, not an array, and every use sits behind `mr > i` with a
+ * constant mr, so each compiler keeps them in registers without relying on
+ * loop unrolling. */
+#define TILE_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
+
+/* One mr x 16 tile over the whole K; always inlined with a constant mr.
+ * nv = valid columns of this panel (1..16). */
 static inline __attribute__((always_inline)) void
 tile(const tile_rows *rows, const float *bp /* [K, NR] */, int K, int n0, int nv,
      const dm_gemm *g, const int mr)
 {
-    __m256 acc0[MR], acc1[MR];
-#pragma GCC unroll 6
-    for (int i = 0; i < mr; i++) acc0[i] = acc1[i] = _mm256_setzero_ps();
-
-    const float *a[MR];
-#pragma GCC unroll 6
-    for (int i = 0; i < mr; i++) a[i] = rows->a[i];
+#define DECL(i)                                                 \
+    __m256 lo##i = _mm256_setzero_ps(), hi##i = lo##i;          \
+    const float *a##i = mr > i ? rows->a[i] : NULL; /* [K] */
+    TILE_ROWS(DECL)
+#undef DECL
 
     for (int k = 0; k < K; k++) {
         __m256 b0 = _mm256_loadu_ps(bp + (size_t)k * NR);
         __m256 b1 = _mm256_loadu_ps(bp + (size_t)k * NR + 8);
-#pragma GCC unroll 6
-        for (int i = 0; i < mr; i++) {
-            __m256 av = _mm256_broadcast_ss(a[i] + k);
-            acc0[i] = _mm256_fmadd_ps(av, b0, acc0[i]);
-            acc1[i] = _mm256_fmadd_ps(av, b1, acc1[i]);
+#define STEP(i)                                                 \
+        if (mr > i) {                                           \
+            __m256 av = _mm256_broadcast_ss(a##i + k);          \
+            lo##i = _mm256_fmadd_ps(av, b0, lo##i);             \
+            hi##i = _mm256_fmadd_ps(av, b1, hi##i);             \
         }
+        TILE_ROWS(STEP)
+#undef STEP
     }
 
-    __m256i m0 = lane_mask(nv), m1 = lane_mask(nv - 8);
-    const float *bias = g->bias ? g->bias + n0 : NULL;
-    int has_scale = g->scale != NULL;
-#pragma GCC unroll 6
-    for (int i = 0; i < mr; i++) {
-        float *c = rows->c[i] + n0;
-        const float *r = rows->r[i] ? rows->r[i] + n0 : NULL;
-        _mm256_maskstore_ps(c, m0, epilogue(acc0[i], m0, bias, g->act, r, rows->s[i], has_scale));
-        if (nv > 8)
-            _mm256_maskstore_ps(c + 8, m1,
-                                epilogue(acc1[i], m1, bias ? bias + 8 : NULL, g->act,
-                                         r ? r + 8 : NULL, rows->s[i], has_scale));
-    }
+#define STORE(i) \
+    if (mr > i) store_row(rows, i, lo##i, hi##i, n0, nv, g);
+    TILE_ROWS(STORE)
+#undef STORE
 }
 
 typedef void (*tile_fn)(const tile_rows *, const float *, int, int, int, const dm_gemm *);

@@ -3,7 +3,7 @@
  * GEMM design (C = A·Bᵀ, B [N, K] in nn.Linear layout):
  *  - pack_b cuts B into column panels of NR = 32 outputs. Panel p holds, for
  *    each k, the 32 values B[32p .. 32p+31, k] contiguously (zero past N), so
- *    one k step of the micro-kernel is two aligned-size zmm loads.
+ *    one k step of the micro-kernel is two contiguous zmm loads.
  *  - The micro-kernel computes an MR x 32 tile (MR <= 12 rows, 24 zmm
  *    accumulators) over the whole K in registers, broadcasting A[row][k]
  *    from row pointers resolved once through a_idx, so gathered rows are
@@ -20,7 +20,7 @@
 
 enum {
     NR = 32,                 /* outputs per panel: two zmm */
-    MR = 12,                 /* rows per micro-tile: 24 accumulators + 2 B + 1 broadcast */
+    MR = 12,                 /* rows per micro-tile (TILE_ROWS): 24 accumulators + 2 B + 1 broadcast */
     L2_PANEL_BYTES = 512 * 1024, /* packed B swept per row block */
 };
 
@@ -39,9 +39,13 @@ static void avx512_pack_b(const float *B /* [N, K] */, int N, int K, float *dst 
         float *panel = dst + (size_t)p * K * NR; /* [K, NR] */
         for (int j = 0; j < NR; j++) {
             int n = p * NR + j;
-            const float *b = B + (int64_t)n * K; /* [K] */
+            if (n >= N) { /* zero columns past N: the tail lanes compute 0 */
+                for (int k = 0; k < K; k++) panel[(size_t)k * NR + j] = 0.0f;
+                continue;
+            }
             /* read B rows sequentially; the strided writes are a one-time cost */
-            for (int k = 0; k < K; k++) panel[(size_t)k * NR + j] = n < N ? b[k] : 0.0f;
+            const float *b = B + (int64_t)n * K; /* [K] */
+            for (int k = 0; k < K; k++) panel[(size_t)k * NR + j] = b[k];
         }
     }
 }
@@ -75,44 +79,57 @@ static inline __mmask16 lane_mask(int valid)
     return (__mmask16)((1u << valid) - 1u);
 }
 
-/* One mr x 32 tile over the whole K; always inlined with a constant mr so the
- * accumulators live in registers. nv = valid columns of this panel (1..32). */
+/* Stores one finished row of a tile: 32 columns at n0, the second half only
+ * when the panel has more than 16 valid columns. */
+static inline void store_row(const tile_rows *rows, int i, __m512 lo, __m512 hi, int n0,
+                             __mmask16 m0, __mmask16 m1, const dm_gemm *g)
+{
+    const float *bias = g->bias ? g->bias + n0 : NULL;
+    const float *r = rows->r[i] ? rows->r[i] + n0 : NULL;
+    int has_scale = g->scale != NULL;
+    float *c = rows->c[i] + n0;
+    _mm512_mask_storeu_ps(c, m0, epilogue(lo, m0, bias, g->act, r, rows->s[i], has_scale));
+    if (m1)
+        _mm512_mask_storeu_ps(c + 16, m1, epilogue(hi, m1, bias ? bias + 16 : NULL, g->act,
+                                                   r ? r + 16 : NULL, rows->s[i], has_scale));
+}
+
+/* Expands X(i) for each row slot of a tile. The accumulators are named
+ * variables, not an array, and every use sits behind `mr > i` with a
+ * constant mr, so each compiler keeps them in registers without relying on
+ * loop unrolling. */
+#define TILE_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+
+/* One mr x 32 tile over the whole K; always inlined with a constant mr.
+ * nv = valid columns of this panel (1..32). */
 static inline __attribute__((always_inline)) void
 tile(const tile_rows *rows, const float *bp /* [K, NR] */, int K, int n0, int nv,
      const dm_gemm *g, const int mr)
 {
-    __m512 acc0[MR], acc1[MR];
-#pragma GCC unroll 12
-    for (int i = 0; i < mr; i++) acc0[i] = acc1[i] = _mm512_setzero_ps();
-
-    const float *a[MR];
-#pragma GCC unroll 12
-    for (int i = 0; i < mr; i++) a[i] = rows->a[i];
+#define DECL(i)                                                 \
+    __m512 lo##i = _mm512_setzero_ps(), hi##i = lo##i;          \
+    const float *a##i = mr > i ? rows->a[i] : NULL; /* [K] */
+    TILE_ROWS(DECL)
+#undef DECL
 
     for (int k = 0; k < K; k++) {
         __m512 b0 = _mm512_loadu_ps(bp + (size_t)k * NR);
         __m512 b1 = _mm512_loadu_ps(bp + (size_t)k * NR + 16);
-#pragma GCC unroll 12
-        for (int i = 0; i < mr; i++) {
-            __m512 av = _mm512_set1_ps(a[i][k]);
-            acc0[i] = _mm512_fmadd_ps(av, b0, acc0[i]);
-            acc1[i] = _mm512_fmadd_ps(av, b1, acc1[i]);
+#define STEP(i)                                                 \
+        if (mr > i) {                                           \
+            __m512 av = _mm512_set1_ps(a##i[k]);                \
+            lo##i = _mm512_fmadd_ps(av, b0, lo##i);             \
+            hi##i = _mm512_fmadd_ps(av, b1, hi##i);             \
         }
+        TILE_ROWS(STEP)
+#undef STEP
     }
 
     __mmask16 m0 = lane_mask(nv), m1 = lane_mask(nv - 16);
-    const float *bias = g->bias ? g->bias + n0 : NULL;
-    int has_scale = g->scale != NULL;
-#pragma GCC unroll 12
-    for (int i = 0; i < mr; i++) {
-        float *c = rows->c[i] + n0;
-        const float *r = rows->r[i] ? rows->r[i] + n0 : NULL;
-        _mm512_mask_storeu_ps(c, m0, epilogue(acc0[i], m0, bias, g->act, r, rows->s[i], has_scale));
-        if (m1)
-            _mm512_mask_storeu_ps(c + 16, m1,
-                                  epilogue(acc1[i], m1, bias ? bias + 16 : NULL, g->act,
-                                           r ? r + 16 : NULL, rows->s[i], has_scale));
-    }
+#define STORE(i) \
+    if (mr > i) store_row(rows, i, lo##i, hi##i, n0, m0, m1, g);
+    TILE_ROWS(STORE)
+#undef STORE
 }
 
 typedef void (*tile_fn)(const tile_rows *, const float *, int, int, int, const dm_gemm *);
