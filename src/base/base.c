@@ -184,3 +184,29 @@ void dm_atomic_abort(dm_atomic_file *f)
     f->fp = NULL;
     if (f->tmp[0]) remove(f->tmp);
 }
+
+/* ---------------------------------------------------------------- byte order */
+
+int dm_host_is_le(void)
+{
+    const uint16_t one = 1;
+    unsigned char b;
+    memcpy(&b, &one, 1);
+    return b == 1;
+}
+
+int dm_write_f32le(FILE *fp, const float *x, size_t n)
+{
+    if (dm_host_is_le()) return n == 0 || fwrite(x, 4, n, fp) == n ? 0 : -1;
+    unsigned char buf[4096];
+    for (size_t i = 0; i < n;) {
+        size_t k = 0;
+        for (; k < sizeof buf / 4 && i < n; k++, i++) {
+            uint32_t u;
+            memcpy(&u, &x[i], 4);
+            for (int b = 0; b < 4; b++) buf[4 * k + b] = (unsigned char)(u >> (8 * b));
+        }
+        if (fwrite(buf, 4, k, fp) != k) return -1;
+    }
+    return 0;
+}

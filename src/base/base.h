@@ -49,4 +49,9 @@ dm_status dm_atomic_open(dm_atomic_file *f, const char *path, dm_error *err);
 dm_status dm_atomic_commit(dm_atomic_file *f, dm_error *err);
 void dm_atomic_abort(dm_atomic_file *f);
 
+/* 1 on a little-endian host. */
+int dm_host_is_le(void);
+/* Writes n floats as little-endian float32 (files are little-endian on any host); 0 or -1. */
+int dm_write_f32le(FILE *fp, const float *x, size_t n);
+
 #endif

@@ -20,14 +20,6 @@
  * refusing it avoids a large allocation on its word. */
 #define NPY_HEADER_MAX (1u << 20)
 
-static int host_is_le(void)
-{
-    const uint16_t one = 1;
-    unsigned char b;
-    memcpy(&b, &one, 1);
-    return b == 1;
-}
-
 /* ---------------------------------------------------------------- header dict */
 
 typedef struct npy_header {
@@ -403,22 +395,6 @@ static size_t npy_preamble(unsigned char *buf, size_t cap, int64_t rows, int64_t
     return total;
 }
 
-static int write_f32le(FILE *fp, const float *x, size_t n)
-{
-    if (host_is_le()) return n == 0 || fwrite(x, 4, n, fp) == n ? 0 : -1;
-    unsigned char buf[4096];
-    for (size_t i = 0; i < n;) {
-        size_t k = 0;
-        for (; k < sizeof buf / 4 && i < n; k++, i++) {
-            uint32_t u;
-            memcpy(&u, &x[i], 4);
-            for (int b = 0; b < 4; b++) buf[4 * k + b] = (unsigned char)(u >> (8 * b));
-        }
-        if (fwrite(buf, 4, k, fp) != k) return -1;
-    }
-    return 0;
-}
-
 dm_status dm_npy_write(const char *path, const float *data, int64_t rows, int64_t cols, dm_error *err)
 {
     if (!path) return dm_fail(err, DM_ERR_ARG, "dm_npy_write: NULL path");
@@ -433,7 +409,7 @@ dm_status dm_npy_write(const char *path, const float *data, int64_t rows, int64_
     dm_atomic_file af;
     dm_status s = dm_atomic_open(&af, path, err);
     if (s != DM_OK) return s;
-    if (plen == 0 || fwrite(pre, 1, plen, af.fp) != plen || write_f32le(af.fp, data, n) != 0) {
+    if (plen == 0 || fwrite(pre, 1, plen, af.fp) != plen || dm_write_f32le(af.fp, data, n) != 0) {
         int e = errno;
         dm_atomic_abort(&af);
         return dm_fail(err, DM_ERR_IO, "%s: write failed: %s", path, strerror(e));

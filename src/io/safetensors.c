@@ -33,14 +33,6 @@ static uint64_t rd_le64(const unsigned char *p)
     return (uint64_t)rd_le32(p) | ((uint64_t)rd_le32(p + 4) << 32);
 }
 
-static int host_is_le(void)
-{
-    const uint16_t one = 1;
-    unsigned char b;
-    memcpy(&b, &one, 1);
-    return b == 1;
-}
-
 /* ---------------------------------------------------------------- dtypes */
 
 static void f64_to_f32(const void *src, float *dst, int64_t n)
@@ -56,7 +48,7 @@ static void f64_to_f32(const void *src, float *dst, int64_t n)
 
 static void f32_to_f32(const void *src, float *dst, int64_t n)
 {
-    if (host_is_le()) {            /* the common case: one bulk copy */
+    if (dm_host_is_le()) {            /* the common case: one bulk copy */
         memcpy(dst, src, (size_t)n * 4);
         return;
     }
@@ -510,23 +502,6 @@ static dm_status build_header(const char *path, const dm_st_out *t, int n, const
     return DM_OK;
 }
 
-/* Writes n floats as little-endian F32 through a small buffer. */
-static int write_f32le(FILE *fp, const float *x, int64_t n)
-{
-    if (host_is_le()) return n == 0 || fwrite(x, 4, (size_t)n, fp) == (size_t)n ? 0 : -1;
-    unsigned char buf[4096];
-    for (int64_t i = 0; i < n;) {
-        size_t k = 0;
-        for (; k < sizeof buf / 4 && i < n; k++, i++) {
-            uint32_t u;
-            memcpy(&u, &x[i], 4);
-            for (int b = 0; b < 4; b++) buf[4 * k + b] = (unsigned char)(u >> (8 * b));
-        }
-        if (fwrite(buf, 4, k, fp) != k) return -1;
-    }
-    return 0;
-}
-
 static dm_status write_file(const char *path, const char *hdr, const dm_st_out *t, int n, dm_error *err)
 {
     size_t len = strlen(hdr), padded = (len + 7) / 8 * 8;   /* 8 + padded is a multiple of 8 */
@@ -537,7 +512,7 @@ static dm_status write_file(const char *path, const char *hdr, const dm_st_out *
     if (s != DM_OK) return s;
     int bad = fwrite(lenbuf, 1, 8, af.fp) != 8 || fwrite(hdr, 1, len, af.fp) != len;
     for (size_t i = len; !bad && i < padded; i++) bad = fputc(' ', af.fp) == EOF;
-    for (int i = 0; !bad && i < n; i++) bad = write_f32le(af.fp, t[i].data, out_numel(&t[i])) != 0;
+    for (int i = 0; !bad && i < n; i++) bad = dm_write_f32le(af.fp, t[i].data, out_numel(&t[i])) != 0;
     if (bad) {
         int e = errno;
         dm_atomic_abort(&af);
