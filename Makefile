@@ -11,7 +11,7 @@ JANSSON_LIBS   := $(shell pkg-config --libs jansson 2>/dev/null || echo -ljansso
 
 CFLAGS  := -std=c11 $(OPT) -g -Wall -Wextra -Werror -fPIC -pthread \
            -D_POSIX_C_SOURCE=200809L -Iinclude -Isrc $(JANSSON_CFLAGS)
-LDLIBS  := $(JANSSON_LIBS) -lm -pthread
+LDLIBS  := $(JANSSON_LIBS) -lz -lm -pthread
 ifneq ($(SAN),)
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined

@@ -70,7 +70,11 @@ typedef struct dm_config {
     dm_expert_kind expert;
     int n_shared;        /* shared experts: always active, weight 1, added to the routed sum */
     int shared_hidden;   /* hidden width of each shared expert (0 = same as hidden) */
-    float ln_eps;        /* LayerNorm epsilon of seed experts (1e-5) */
+    float ln_eps;        /* LayerNorm epsilon (seed experts, final norm) (1e-5) */
+    /* The network around the MoE layers (defaults: the bare seed layer). */
+    int n_layers;        /* MoE layers stacked (1) */
+    int in_dim;          /* 0: input rows have dim values; else Linear in_dim -> dim first ("embed") */
+    int n_classes;       /* 0: output the last layer [n, dim]; else LayerNorm + Linear dim -> n_classes */
 } dm_config;
 
 /* The seed's DeepSeekMoE defaults: D=512, E=8, k=2, H=256, seed router and experts. */
@@ -155,14 +159,15 @@ typedef struct dm_ctx dm_ctx;  /* one inference instance: scratch memory + a poo
 dm_status dm_ctx_create(const dm_model *m, dm_pool *pool, dm_ctx **out, dm_error *err);
 void dm_ctx_free(dm_ctx *ctx);
 
-/* The routing decision: for each row, the k chosen experts in selection order
- * (descending selection score, ties to the lower index) and their final weights. */
+/* The routing decision: for each layer and row, the k chosen experts in selection
+ * order (descending selection score, ties to the lower index) and their final
+ * weights; arrays are [n_layers, n_rows, k], layer-major. */
 typedef struct dm_routing {
     int32_t *experts;    /* [n_rows, k] or NULL */
     float *weights;      /* [n_rows, k] or NULL */
 } dm_routing;
 
-/* y[n_rows, D] = MoE(x[n_rows, D]). Rows with NaN/Inf are refused with
+/* y[n_rows, out] = model(x[n_rows, in]); in = in_dim or dim, out = n_classes or dim. Rows with NaN/Inf are refused with
  * DM_ERR_NONFINITE (message names the row and column); nothing is computed.
  * x and y must not overlap. route may be NULL. */
 dm_status dm_forward(dm_ctx *ctx, const float *x, int64_t n_rows, float *y,
@@ -172,6 +177,83 @@ dm_status dm_forward(dm_ctx *ctx, const float *x, int64_t n_rows, float *y,
  * weights (the seed's dense formula), portable kernels, one thread. */
 dm_status dm_forward_dense(const dm_model *m, const float *x, int64_t n_rows, float *y,
                            const dm_routing *route, dm_error *err);
+
+/* ---------------------------------------------------------------- training */
+
+typedef enum { DM_LOSS_MSE = 0, DM_LOSS_CE } dm_loss_kind;
+typedef enum { DM_SCHED_COSINE = 0, DM_SCHED_CONSTANT } dm_schedule;
+
+/* Balance terms, combinable (bit flags). Definitions (P_e, f_e over the
+ * micro-batch's rows; n rows, k slots, E experts, per MoE layer, summed over layers):
+ *   SEED     coef_seed * mean_e(E * P_e * (1 - P_e)), P_e = mean routing weight of e
+ *            (the seed's formula: it is largest at perfect balance, so minimising
+ *            it drives collapse; kept for fidelity, see docs/balance.md)
+ *   SWITCH   coef_switch * E * sum_e f_e * P_e, f_e = share of the n*k assignments
+ *            to e (no gradient), P_e = mean over rows of the router's probability of e
+ *            (softmax of the logits for seed/softmax routers; sigmoid scores
+ *            normalised over all E for the sigmoid router)
+ *   AUX_FREE after each optimizer step: b_e += bias_update * sign(mean_load - load_e)
+ *            on the selection bias (DeepSeek-V3; needs selection_bias)
+ *   Z        coef_z * mean_rows(logsumexp(logits)^2) */
+enum { DM_BAL_SEED = 1, DM_BAL_SWITCH = 2, DM_BAL_AUX_FREE = 4, DM_BAL_Z = 8 };
+
+typedef struct dm_train_config {
+    dm_loss_kind loss;   /* MSE: mean over rows*outputs; CE: mean over rows of softmax cross-entropy */
+    float lr;            /* peak learning rate */
+    float weight_decay;  /* AdamW decoupled decay, applied to every parameter */
+    float beta1, beta2, eps;
+    int64_t warmup;      /* steps of linear warm-up: lr * (t + 1) / warmup for t < warmup */
+    dm_schedule schedule;/* after warm-up: cosine to 0 at total_steps, or constant */
+    int64_t total_steps; /* optimizer steps of the whole run (the cosine's length) */
+    float clip;          /* global gradient L2-norm clip (0 = off), as clip_grad_norm_ */
+    int grad_accum;      /* micro-batches per optimizer step (>= 1) */
+    unsigned balance;    /* DM_BAL_* flags */
+    float coef_seed;     /* 0.01 */
+    float coef_switch;   /* 0.01 */
+    float coef_z;        /* 0.001 */
+    float bias_update;   /* aux-free gamma, 0.001 */
+} dm_train_config;
+
+/* lr 1e-3, wd 0.01, betas (0.9, 0.999), eps 1e-8, no warm-up, cosine, clip 0,
+ * accum 1, no balance terms, coefficients as above. total_steps must be set. */
+void dm_train_config_default(dm_train_config *tc);
+
+typedef struct dm_trainer dm_trainer;
+
+/* Trains m in place (the model must outlive the trainer; pool may be NULL).
+ * Allocates gradients and AdamW moments in the model's flat layout. */
+dm_status dm_trainer_create(dm_model *m, const dm_train_config *tc, dm_pool *pool,
+                            dm_trainer **out, dm_error *err);
+void dm_trainer_free(dm_trainer *t);
+
+typedef struct dm_step_stats {
+    double loss;          /* task loss (MSE or CE), mean over the step's micro-batches */
+    double balance_loss;  /* sum of the enabled balance terms, mean over micro-batches */
+    double grad_norm;     /* global L2 norm before clipping */
+    double lr;            /* learning rate used by this step */
+    int64_t step;         /* optimizer steps done, after this one */
+    int64_t correct;      /* CE: rows whose argmax equals the label */
+} dm_step_stats;
+
+/* One optimizer step on n_rows rows, split into grad_accum equal micro-batches
+ * (n_rows must be a multiple of grad_accum). x [n_rows, input width];
+ * MSE: target [n_rows, output width]; CE: labels [n_rows] in [0, n_classes).
+ * Allocates nothing after the first call with the largest batch. */
+dm_status dm_train_step(dm_trainer *t, const float *x, const float *target, const int32_t *labels,
+                        int64_t n_rows, dm_step_stats *st, dm_error *err);
+
+/* Expert load of the last micro-batch: load[layer * E + e] (share of assignments). */
+void dm_trainer_expert_load(const dm_trainer *t, double *load);
+int64_t dm_trainer_step_count(const dm_trainer *t);
+
+/* Checkpoints: the whole training state (parameters, AdamW moments, step,
+ * configs, and an opaque caller blob for the data position and RNG), one
+ * safetensors file with a CRC-32 of the data, written atomically. Loading
+ * into a trainer checks that the model config matches and the checksum holds. */
+dm_status dm_trainer_save(const dm_trainer *t, const char *path, const void *blob, size_t blob_len,
+                          dm_error *err);
+dm_status dm_trainer_load(dm_trainer *t, const char *path, void *blob, size_t blob_cap,
+                          size_t *blob_len, dm_error *err);
 
 /* ---------------------------------------------------------------- routing metrics */
 

@@ -52,5 +52,8 @@ void suite_kernels(dm_t *t);
 void suite_io(dm_t *t);
 void suite_moe(dm_t *t);
 void suite_parity(dm_t *t);
+void suite_data(dm_t *t);
+void suite_train(dm_t *t);
+void suite_train_parity(dm_t *t);
 
 #endif

@@ -79,6 +79,9 @@ int main(int argc, char **argv)
     suite_io(&t);
     suite_moe(&t);
     suite_parity(&t);
+    suite_data(&t);
+    suite_train(&t);
+    suite_train_parity(&t);
     /* remove the scratch directory's files */
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dm_test_tmpdir());

@@ -36,6 +36,27 @@ typedef struct dm_gemm {
     float *C; int64_t ldc; const int32_t *c_idx;
 } dm_gemm;
 
+/* Weight-gradient GEMM: an outer-product accumulation over rows,
+ *
+ *   for n in [n0, n1), k in [0, K):
+ *     C[n * ldc + k] += sum_{i < M} s_i * a_i[n] * b_i[k]
+ *   a_i = A + (a_idx ? a_idx[i] : i) * lda   (N floats: the output gradient row)
+ *   b_i = B + (b_idx ? b_idx[i] : i) * ldb   (K floats: the input row)
+ *   s_i = scale ? scale[i] : 1
+ *
+ * i.e. dW[N, K] += dY^T X for nn.Linear weights. [n0, n1) lets threads split
+ * the output rows; the sum over i runs in increasing i for every element, so
+ * the result does not depend on how [0, N) was split. M may be 0. */
+typedef struct dm_gemm_tn {
+    int64_t M;
+    int N, K;
+    const float *A; int64_t lda; const int32_t *a_idx;
+    const float *B; int64_t ldb; const int32_t *b_idx;
+    const float *scale;           /* [M] or NULL */
+    float *C; int64_t ldc;
+    int n0, n1;
+} dm_gemm_tn;
+
 typedef struct dm_kernels {
     dm_isa isa;
     /* Floats needed to hold B [N, K] packed. */
@@ -52,6 +73,39 @@ typedef struct dm_kernels {
      * ld_out <= ld_gu, so that no row is overwritten before it is read. */
     void (*silu_mul)(const float *gu, int64_t rows, int h, int64_t ld_gu,
                      float *out, int64_t ld_out);
+
+    /* ---- training: forward variants that keep what backward needs, and backward */
+
+    /* y = (x - mean) * rstd * gamma + beta per row, x kept; mean[rows], rstd[rows]
+     * written (rstd = 1 / sqrt(biased var + eps)). y may equal x only if ldy == ld. */
+    void (*layernorm_fwd)(const float *x, int64_t rows, int n, int64_t ld,
+                          const float *gamma, const float *beta, float eps,
+                          float *y, int64_t ldy, float *mean, float *rstd);
+    /* LayerNorm backward from the forward's x, mean, rstd and the output gradient dy:
+     *   xhat = (x - mean) * rstd,  g = dy * gamma
+     *   dx = rstd * (g - mean_j(g) - xhat * mean_j(g * xhat))     (written, stride ld)
+     *   dgamma[j] += sum_rows dy * xhat,  dbeta[j] += sum_rows dy  (accumulated; rows in order)
+     * dgamma/dbeta may be NULL (not accumulated). dx may equal dy. */
+    void (*layernorm_bwd)(const float *x, const float *mean, const float *rstd,
+                          const float *dy, int64_t rows, int n, int64_t ld,
+                          const float *gamma, float *dx, float *dgamma, float *dbeta);
+    /* SwiGLU backward: gu rows [g (h) | u (h)] as in silu_mul, dout [rows, h] (stride ld_d):
+     *   dgu[i, j]     = dout * u * silu'(g)      silu'(g) = s + g s (1 - s), s = sigmoid(g)
+     *   dgu[i, h + j] = dout * silu(g)
+     * dgu rows 2h floats, stride ld_gu (may equal gu: in place). */
+    void (*silu_mul_bwd)(const float *gu, const float *dout, int64_t rows, int h,
+                         int64_t ld_gu, int64_t ld_d, float *dgu);
+    /* dW[N, K] += dY^T X, see dm_gemm_tn. */
+    void (*gemm_tn)(const dm_gemm_tn *g);
+    /* out[n] += sum_i s_i * a_i[n] for n < N (rows as in dm_gemm_tn's A; rows in order). */
+    void (*colsum)(const float *A, int64_t lda, const int32_t *a_idx, const float *scale,
+                   int64_t M, int N, float *out);
+    /* AdamW on n contiguous parameters (PyTorch semantics):
+     *   p -= lr * wd * p;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+     *   p -= lr * (m / bc1) / (sqrt(v / bc2) + eps),  bc1 = 1 - b1^t, bc2 = 1 - b2^t
+     * g is multiplied by gscale first (gradient clipping / accumulation scale). */
+    void (*adamw)(float *p, const float *g, float *m, float *v, int64_t n, float gscale,
+                  float lr, float b1, float b2, float eps, float wd, float bc1, float bc2);
 } dm_kernels;
 
 /* The table for isa (resolved: not DM_ISA_AUTO). Never NULL: an ISA that was

@@ -1,0 +1,2 @@
+#include "test.h"
+void suite_data(dm_t *t) { (void)t; }
