@@ -271,7 +271,9 @@ typedef struct dm_array {
     float *data;         /* float32, row-major; free with dm_array_free */
 } dm_array;
 
-/* Reads 2-D C-order float32/float64 .npy (v1.0, v2.0, v3.0); float64 converts to float32. */
+/* Reads 1-D or 2-D C-order .npy (v1.0, v2.0, v3.0) of dtype '<f4', '<f8', '<i4', '<i8',
+ * '|u1' ('<u1') or '|i1', converted to float32; an integer with |v| > 2^24 (not exact
+ * in float32) is refused with DM_ERR_UNSUPPORTED. */
 dm_status dm_npy_read(const char *path, dm_array *out, dm_error *err);
 /* Writes a float32 .npy v1.0 [rows, cols], atomically. */
 dm_status dm_npy_write(const char *path, const float *data, int64_t rows, int64_t cols, dm_error *err);

@@ -125,14 +125,14 @@ npy_file short.npy '<f4' '(2, 4)' 20
 expect "input: truncated data" 1 "short.npy: .*(20|truncated)" "$BIN" infer --model tiny.safetensors --input short.npy --output bad_out.npy
 head -c 30 x4.npy >hdr.npy
 expect "input: truncated header" 1 "hdr.npy: " "$BIN" infer --model tiny.safetensors --input hdr.npy --output bad_out.npy
-npy_file int.npy '<i8' '(2, 4)' 64
-expect "input: integer dtype" 1 "int.npy: .*<i8" "$BIN" infer --model tiny.safetensors --input int.npy --output bad_out.npy
+npy_file int.npy '<c8' '(2, 4)' 64
+expect "input: complex dtype" 1 "int.npy: .*<c8" "$BIN" infer --model tiny.safetensors --input int.npy --output bad_out.npy
 npy_file be.npy '>f4' '(2, 4)' 32
 expect "input: big-endian" 1 "be.npy: .*>f4" "$BIN" infer --model tiny.safetensors --input be.npy --output bad_out.npy
 npy_file d3.npy '<f4' '(1, 2, 4)' 32
 expect "input: 3-D" 1 "d3.npy: " "$BIN" infer --model tiny.safetensors --input d3.npy --output bad_out.npy
 npy_file wide.npy '<f4' '(2, 5)' 40
-expect "input: width differs from D" 1 "wide.npy: rows have 5 values, but the model's dim is 4" "$BIN" infer --model tiny.safetensors --input wide.npy --output bad_out.npy
+expect "input: width differs from D" 1 "wide.npy: rows have 5 values, but the model's input width is 4" "$BIN" infer --model tiny.safetensors --input wide.npy --output bad_out.npy
 { head -c 128 x4.npy; head -c 20 /dev/zero; printf '\000\000\300\177'; head -c 8 /dev/zero; } >nan.npy
 expect "input: NaN" 1 "nan.npy: input row 1, column 1 is NaN" "$BIN" infer --model tiny.safetensors --input nan.npy --output bad_out.npy
 [ ! -e bad_out.npy ] && ok "no output written on error" || bad "no output written on error" "bad_out.npy exists"

@@ -50,10 +50,12 @@ static double sparse_vs_dense(dm_t *t, const dm_config *c, dm_isa isa, int threa
     CHECK_OK(t, dm_model_create(c, &o, &m, &err), &err);
     if (!m) return INFINITY;
     randomize(m, seed);
-    float *x = random_rows(n, c->dim, seed + 1);
-    float *y = calloc((size_t)(n ? n : 1) * c->dim, sizeof *y), *yd = calloc((size_t)(n ? n : 1) * c->dim, sizeof *yd);
-    int32_t *e = calloc((size_t)(n ? n : 1) * c->top_k, sizeof *e), *ed = calloc((size_t)(n ? n : 1) * c->top_k, sizeof *ed);
-    float *w = calloc((size_t)(n ? n : 1) * c->top_k, sizeof *w), *wd = calloc((size_t)(n ? n : 1) * c->top_k, sizeof *wd);
+    int in = c->in_dim ? c->in_dim : c->dim, out = c->n_classes ? c->n_classes : c->dim;
+    size_t nn = (size_t)(n ? n : 1), nk = nn * c->top_k * c->n_layers;
+    float *x = random_rows(n, in, seed + 1);
+    float *y = calloc(nn * out, sizeof *y), *yd = calloc(nn * out, sizeof *yd);
+    int32_t *e = calloc(nk, sizeof *e), *ed = calloc(nk, sizeof *ed);
+    float *w = calloc(nk, sizeof *w), *wd = calloc(nk, sizeof *wd);
     dm_pool *p = NULL;
     dm_ctx *ctx = NULL;
     CHECK_OK(t, dm_pool_create(threads, &p, &err), &err);
@@ -61,10 +63,10 @@ static double sparse_vs_dense(dm_t *t, const dm_config *c, dm_isa isa, int threa
     dm_routing r = {e, w}, rd = {ed, wd};
     CHECK_OK(t, dm_forward(ctx, x, n, y, &r, &err), &err);
     CHECK_OK(t, dm_forward_dense(m, x, n, yd, &rd, &err), &err);
-    double re = dm_test_relerr(y, yd, n * c->dim);
-    CHECK(t, !memcmp(e, ed, (size_t)n * c->top_k * sizeof *e), "isa %s threads %d n %lld: routing differs",
+    double re = dm_test_relerr(y, yd, n * out);
+    CHECK(t, !memcmp(e, ed, nk * sizeof *e), "isa %s threads %d n %lld: routing differs",
           dm_isa_name(isa), threads, (long long)n);
-    CHECK(t, dm_test_relerr(w, wd, n * c->top_k) <= 1e-5, "weights differ");
+    CHECK(t, dm_test_relerr(w, wd, (int64_t)nk) <= 1e-5, "weights differ");
     dm_ctx_free(ctx);
     dm_pool_free(p);
     dm_model_free(m);
@@ -106,6 +108,27 @@ static void test_moe_sparse_equals_dense_variants(dm_t *t)
     c.n_shared = 1; c.shared_hidden = 20; c.router = DM_ROUTER_SIGMOID; check_variant(t, "swiglu+shared", &c);
     c = small_cfg(); c.top_k = c.n_experts; check_variant(t, "k=E", &c);
     c = small_cfg(); c.dim = 33; c.hidden = 65; c.n_experts = 5; check_variant(t, "odd sizes", &c);
+}
+
+/* The classifier network: embedding, three MoE layers, final norm, head. */
+static void test_moe_sparse_equals_dense_network(dm_t *t)
+{
+    dm_config c = small_cfg();
+    c.n_layers = 3; c.in_dim = 20; c.n_classes = 5;
+    check_variant(t, "network", &c);
+    c.expert = DM_EXPERT_SWIGLU; c.n_shared = 1; c.router = DM_ROUTER_SOFTMAX; c.n_layers = 2;
+    check_variant(t, "swiglu network", &c);
+    dm_error err;
+    dm_model *m;
+    CHECK_OK(t, dm_model_create(&c, NULL, &m, &err), &err);
+    dm_tensor_info ti;
+    CHECK(t, dm_model_find(m, "embed.weight", &ti) == 0 && ti.shape[0] == 24 && ti.shape[1] == 20, "embed.weight [24, 20]");
+    CHECK(t, dm_model_find(m, "layers.1.gating.gate.weight", &ti) == 0, "layers.1.gating.gate.weight");
+    CHECK(t, dm_model_find(m, "layers.0.shared_experts.0.w2.weight", &ti) == 0, "layers.0.shared_experts.0.w2.weight");
+    CHECK(t, dm_model_find(m, "head.weight", &ti) == 0 && ti.shape[0] == 5 && ti.shape[1] == 24, "head.weight [5, 24]");
+    CHECK(t, dm_model_find(m, "norm.bias", &ti) == 0, "norm.bias");
+    CHECK(t, dm_model_find(m, "gating.gate.weight", &ti) != 0, "no unprefixed names in a network");
+    dm_model_free(m);
 }
 
 /* E = 1, k = 1: the router's softmax over one logit is 1, so the layer is the
@@ -494,6 +517,7 @@ void suite_moe(dm_t *t)
 {
     DM_RUN(t, test_moe_sparse_equals_dense_seed);
     DM_RUN(t, test_moe_sparse_equals_dense_variants);
+    DM_RUN(t, test_moe_sparse_equals_dense_network);
     DM_RUN(t, test_moe_single_expert_is_dense_ffn);
     DM_RUN(t, test_moe_ties_choose_lower_index);
     DM_RUN(t, test_moe_selection_bias_changes_choice_not_weights);

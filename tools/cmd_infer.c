@@ -15,7 +15,8 @@ static const char help[] =
     "  --output PATH     output rows (.npy), written atomically\n"
     "  --top-k K         experts per row for files without deepmoe metadata (2)\n"
     "  --threads N       worker threads (0 = all CPUs; default 0)\n"
-    "  --routing PATH    also write the routing decision [N, 2k]: k expert ids, then k weights\n"
+    "  --routing PATH    also write the routing decision [N, 2k] per MoE layer (layers side by\n"
+    "                    side): k expert ids in selection order, then their k weights\n"
     "  --repeat N        run the forward N times and report the median time (1)\n"
     "  --quiet           print nothing on success\n";
 
@@ -76,15 +77,16 @@ int cmd_infer(int argc, char **argv)
     double t_load = cli_now() - t0;
     const dm_config *c = dm_model_config(m);
     if (dm_npy_read(input, &x, &err)) goto fail;
-    if (x.cols != c->dim) {
-        fprintf(stderr, "deepmoe infer: %s: rows have %lld values, but the model's dim is %d\n",
-                input, (long long)x.cols, c->dim);
+    int in = c->in_dim ? c->in_dim : c->dim, out = c->n_classes ? c->n_classes : c->dim;
+    if (x.cols != in) {
+        fprintf(stderr, "deepmoe infer: %s: rows have %lld values, but the model's input width is %d\n",
+                input, (long long)x.cols, in);
         goto done;
     }
-    int64_t n = x.rows, k = c->top_k;
-    y = malloc((size_t)(n ? n : 1) * c->dim * sizeof *y);
-    re = malloc((size_t)(n ? n : 1) * k * sizeof *re);
-    rw = malloc((size_t)(n ? n : 1) * k * sizeof *rw);
+    int64_t n = x.rows, k = c->top_k, L = c->n_layers;
+    y = malloc((size_t)(n ? n : 1) * out * sizeof *y);
+    re = malloc((size_t)(n ? n : 1) * L * k * sizeof *re);
+    rw = malloc((size_t)(n ? n : 1) * L * k * sizeof *rw);
     times = malloc((size_t)repeat * sizeof *times);
     if (!y || !re || !rw || !times) {
         fprintf(stderr, "deepmoe infer: out of memory for %lld rows\n", (long long)n);
@@ -100,16 +102,18 @@ int cmd_infer(int argc, char **argv)
         }
         times[i] = cli_now() - s;
     }
-    if (dm_npy_write(output, y, n, c->dim, &err)) goto fail;
-    if (routing) {
-        float *r = malloc((size_t)(n ? n : 1) * 2 * k * sizeof *r);
+    if (dm_npy_write(output, y, n, out, &err)) goto fail;
+    if (routing) {  /* [n, L * 2k]: per layer, k expert ids then k weights */
+        int64_t w = 2 * k * L;
+        float *r = malloc((size_t)(n ? n : 1) * w * sizeof *r);
         if (!r) { fprintf(stderr, "deepmoe infer: out of memory\n"); goto done; }
-        for (int64_t i = 0; i < n; i++)
-            for (int64_t j = 0; j < k; j++) {
-                r[i * 2 * k + j] = (float)re[i * k + j];
-                r[i * 2 * k + k + j] = rw[i * k + j];
-            }
-        dm_status st = dm_npy_write(routing, r, n, 2 * k, &err);
+        for (int64_t l = 0; l < L; l++)
+            for (int64_t i = 0; i < n; i++)
+                for (int64_t j = 0; j < k; j++) {
+                    r[i * w + l * 2 * k + j] = (float)re[(l * n + i) * k + j];
+                    r[i * w + l * 2 * k + k + j] = rw[(l * n + i) * k + j];
+                }
+        dm_status st = dm_npy_write(routing, r, n, w, &err);
         free(r);
         if (st) goto fail;
     }
@@ -120,7 +124,10 @@ int cmd_infer(int argc, char **argv)
                c->top_k, dm_pool_size(pool), dm_isa_name(dm_model_isa(m)));
         printf("load %.1f ms, forward %.3f ms (median of %d), %.0f rows/s\n", 1e3 * t_load, 1e3 * med, repeat,
                med > 0 ? n / med : 0.0);
-        if (n > 0) cli_print_load(re, n, (int)k, c->n_experts);
+        for (int64_t l = 0; l < L && n > 0; l++) {
+            if (L > 1) printf("layer %lld:\n", (long long)l);
+            cli_print_load(re + l * n * k, n, (int)k, c->n_experts);
+        }
         printf("wrote %s\n", output);
     }
     rc = 0;

@@ -21,14 +21,15 @@
 
 static char *config_to_json(const dm_config *c)
 {
-    json_t *o = json_pack("{s:i, s:i, s:i, s:i, s:s, s:b, s:f, s:i, s:i, s:b, s:s, s:i, s:i, s:f}",
+    json_t *o = json_pack("{s:i, s:i, s:i, s:i, s:s, s:b, s:f, s:i, s:i, s:b, s:s, s:i, s:i, s:f, s:i, s:i, s:i}",
                           "dim", c->dim, "n_experts", c->n_experts, "top_k", c->top_k,
                           "hidden", c->hidden, "router", dm_router_name(c->router),
                           "norm_topk", c->norm_topk, "route_scale", (double)c->route_scale,
                           "n_groups", c->n_groups, "topk_groups", c->topk_groups,
                           "selection_bias", c->selection_bias, "expert", dm_expert_name(c->expert),
                           "n_shared", c->n_shared, "shared_hidden", c->shared_hidden,
-                          "ln_eps", (double)c->ln_eps);
+                          "ln_eps", (double)c->ln_eps, "n_layers", c->n_layers, "in_dim", c->in_dim,
+                          "n_classes", c->n_classes);
     if (!o) return NULL;
     char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(o);
@@ -43,6 +44,7 @@ static const config_key config_keys[] = {
     CK(router, K_ROUTER), CK(norm_topk, K_BOOL), CK(route_scale, K_FLOAT),
     CK(n_groups, K_INT), CK(topk_groups, K_INT), CK(selection_bias, K_BOOL),
     CK(expert, K_EXPERT), CK(n_shared, K_INT), CK(shared_hidden, K_INT), CK(ln_eps, K_FLOAT),
+    CK(n_layers, K_INT), CK(in_dim, K_INT), CK(n_classes, K_INT),
 };
 #undef CK
 

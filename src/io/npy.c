@@ -1,4 +1,8 @@
-/* npy.c - read and write NumPy .npy files holding 1-D or 2-D float arrays.
+/* npy.c - read and write NumPy .npy files holding 1-D or 2-D arrays.
+ * Reading accepts little-endian float32/float64 and the integer dtypes
+ * '<i4', '<i8', '|u1'/'<u1', '|i1' (what numpy writes for labels and images),
+ * all converted to float32; an integer too large to be exact in float32
+ * (|v| > 2^24) is refused rather than rounded. Writing is float32 only.
  *
  * Format: "\x93NUMPY", major, minor, header length (u16 LE in v1.0, u32 LE in
  * v2.0/v3.0), then a Python dict literal such as
@@ -22,8 +26,12 @@
 
 /* ---------------------------------------------------------------- header dict */
 
+/* How a value is stored: IEEE float, or a signed / unsigned integer. */
+typedef enum { NPY_FLOAT = 0, NPY_INT, NPY_UINT } npy_kind;
+
 typedef struct npy_header {
-    int itemsize;         /* 4 ('<f4') or 8 ('<f8') */
+    npy_kind kind;
+    int itemsize;         /* bytes per value: 4 or 8 for floats; 1, 4 or 8 for integers */
     int ndim;             /* dims in the file's shape tuple */
     int64_t shape[2];     /* the first two dims */
     int seen_descr, seen_order, seen_shape;
@@ -112,23 +120,32 @@ static int scan_dim(npy_scan *s, int64_t *out)
     return 0;
 }
 
+/* The dtypes dm_npy_read accepts (numpy writes '|u1' for uint8; '<u1' is the
+ * same type spelled with an explicit byte order). */
+static const struct { const char *descr; npy_kind kind; int itemsize; } npy_dtypes[] = {
+    { "<f4", NPY_FLOAT, 4 }, { "<f8", NPY_FLOAT, 8 },
+    { "<i4", NPY_INT, 4 },   { "<i8", NPY_INT, 8 },
+    { "|u1", NPY_UINT, 1 },  { "<u1", NPY_UINT, 1 }, { "|i1", NPY_INT, 1 },
+};
+#define NPY_DTYPES_NEED "(need '<f4', '<f8', '<i4', '<i8', '|u1' or '|i1')"
+
 static dm_status parse_descr(npy_scan *s, const char *begin, npy_header *h)
 {
     const char *str;
     size_t len;
     skip_ws(s);
     if (s->p < s->end && *s->p == '[')
-        return dm_fail(s->err, DM_ERR_UNSUPPORTED, "%s: structured dtype not supported (need '<f4' or '<f8')", s->path);
+        return dm_fail(s->err, DM_ERR_UNSUPPORTED, "%s: structured dtype not supported " NPY_DTYPES_NEED, s->path);
     if (scan_string(s, &str, &len) != 0) return bad_at(s, begin, "'descr' is not a string");
-    if (len == 3 && memcmp(str, "<f4", 3) == 0) {
-        h->itemsize = 4;
-    } else if (len == 3 && memcmp(str, "<f8", 3) == 0) {
-        h->itemsize = 8;
-    } else {
-        return dm_fail(s->err, DM_ERR_UNSUPPORTED, "%s: dtype '%.*s' not supported (need '<f4' or '<f8')",
-                       s->path, (int)DM_MIN(len, 40), str);
+    for (size_t i = 0; i < sizeof npy_dtypes / sizeof npy_dtypes[0]; i++) {
+        if (len == 3 && memcmp(str, npy_dtypes[i].descr, 3) == 0) {
+            h->kind = npy_dtypes[i].kind;
+            h->itemsize = npy_dtypes[i].itemsize;
+            return DM_OK;
+        }
     }
-    return DM_OK;
+    return dm_fail(s->err, DM_ERR_UNSUPPORTED, "%s: dtype '%.*s' not supported " NPY_DTYPES_NEED,
+                   s->path, (int)DM_MIN(len, 40), str);
 }
 
 static dm_status parse_order(npy_scan *s, const char *begin)
@@ -278,25 +295,57 @@ static dm_status size_error(const char *path, const npy_header *h, const char *h
                    (unsigned long long)need);
 }
 
-/* Reads n values of itemsize bytes into dst as float32, in chunks so that
- * float64 input never needs a second full-size buffer. */
-static size_t read_values(FILE *fp, int itemsize, float *dst, size_t n)
+/* Integers must convert to float32 exactly: every integer with |v| <= 2^24 does. */
+#define NPY_INT_EXACT (INT64_C(1) << 24)
+
+/* One little-endian value of h's dtype as float32; -1 if it is an integer
+ * float32 cannot hold exactly (*iv then holds it). */
+static int convert_value(const npy_header *h, const unsigned char *p, float *out, int64_t *iv)
+{
+    uint64_t u = 0;
+    for (int b = h->itemsize - 1; b >= 0; b--) u = (u << 8) | p[b];   /* little-endian */
+    if (h->kind == NPY_FLOAT) {
+        if (h->itemsize == 4) {
+            uint32_t u32 = (uint32_t)u;
+            memcpy(out, &u32, 4);
+        } else {
+            double d;
+            memcpy(&d, &u, 8);
+            *out = (float)d;
+        }
+        return 0;
+    }
+    int64_t v;
+    if (h->itemsize == 8) {
+        memcpy(&v, &u, 8);                       /* two's complement, as every host stores it */
+    } else {
+        int bits = 8 * h->itemsize;              /* 1- or 4-byte: u < 2^bits fits int64 */
+        v = (int64_t)u;
+        if (h->kind == NPY_INT && (u >> (bits - 1)) != 0) v -= INT64_C(1) << bits;   /* sign-extend */
+    }
+    *iv = v;
+    if (v < -NPY_INT_EXACT || v > NPY_INT_EXACT) return -1;
+    *out = (float)v;
+    return 0;
+}
+
+/* Reads n values of h's dtype into dst as float32, in chunks so that 8-byte
+ * input never needs a second full-size buffer. Returns the values read; stops
+ * early (and sets *inexact, *bad_index, *bad_value) at an integer float32
+ * cannot represent exactly. */
+static size_t read_values(FILE *fp, const npy_header *h, float *dst, size_t n, int *inexact, size_t *bad_index,
+                          int64_t *bad_value)
 {
     unsigned char buf[8192];
-    size_t per = sizeof buf / (size_t)itemsize, done = 0;
+    size_t itemsize = (size_t)h->itemsize, per = sizeof buf / itemsize, done = 0;
+    *inexact = 0;
     while (done < n) {
-        size_t want = DM_MIN(per, n - done), got = fread(buf, (size_t)itemsize, want, fp);
+        size_t want = DM_MIN(per, n - done), got = fread(buf, itemsize, want, fp);
         for (size_t i = 0; i < got; i++) {
-            const unsigned char *p = buf + i * (size_t)itemsize;
-            uint64_t u = 0;
-            for (int b = itemsize - 1; b >= 0; b--) u = (u << 8) | p[b];   /* little-endian */
-            if (itemsize == 4) {
-                uint32_t u32 = (uint32_t)u;
-                memcpy(&dst[done + i], &u32, 4);
-            } else {
-                double d;
-                memcpy(&d, &u, 8);
-                dst[done + i] = (float)d;
+            if (convert_value(h, buf + i * itemsize, &dst[done + i], bad_value) != 0) {
+                *inexact = 1;
+                *bad_index = done + i;
+                return done + i;
             }
         }
         done += got;
@@ -326,9 +375,17 @@ static dm_status read_data(FILE *fp, const char *path, const npy_header *h, size
     }
     float *data = dm_alloc(n * sizeof(float));
     if (!data) return dm_fail(err, DM_ERR_NOMEM, "%s: out of memory for %zu values", path, n);
-    size_t got = read_values(fp, h->itemsize, data, n);
+    int inexact = 0;
+    size_t bad_index = 0;
+    int64_t bad_value = 0;
+    size_t got = read_values(fp, h, data, n, &inexact, &bad_index, &bad_value);
     dm_status s = DM_OK;
-    if (got != n || ferror(fp)) {
+    if (inexact) {
+        s = dm_fail(err, DM_ERR_UNSUPPORTED,
+                    "%s: value %lld at row %lld, column %lld is not exactly representable as float32 (|v| > 2^24)",
+                    path, (long long)bad_value, (long long)(bad_index / (size_t)cols),
+                    (long long)(bad_index % (size_t)cols));
+    } else if (got != n || ferror(fp)) {
         char hs[32];
         snprintf(hs, sizeof hs, "%zu", got * (size_t)h->itemsize);
         s = ferror(fp) ? dm_fail(err, DM_ERR_IO, "%s: read failed: %s", path, strerror(errno))

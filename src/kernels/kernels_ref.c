@@ -9,6 +9,14 @@
  *    the SIMD kernels, which accumulate in float.
  *  - layernorm: mean and biased variance (two passes) in double.
  *  - silu_mul: silu(x) = x / (1 + exp(-x)) and the product in double.
+ *  - layernorm_fwd / layernorm_bwd: row statistics and each output in
+ *    double; dgamma/dbeta sum over the rows in double and are added to the
+ *    float accumulators once.
+ *  - silu_mul_bwd: in double, rounded once per output.
+ *  - gemm_tn, colsum: each output's sum over the rows in double, in
+ *    increasing row order, added to the float output once.
+ *  - adamw: in float, one operation at a time in the order the interface
+ *    states (as PyTorch's single-tensor AdamW does on float32 tensors).
  * pack_b is an identity copy: the packed layout is B itself, [N, K]. */
 #include "kernels/kernels.h"
 
@@ -93,6 +101,134 @@ static void ref_silu_mul(const float *gu, int64_t rows, int h, int64_t ld_gu,
     }
 }
 
+/* ---------------------------------------------------------------- training */
+
+static void ref_layernorm_fwd(const float *x, int64_t rows, int n, int64_t ld,
+                              const float *gamma, const float *beta, float eps,
+                              float *y, int64_t ldy, float *mean, float *rstd)
+{
+    if (n <= 0) return;
+    for (int64_t i = 0; i < rows; i++) {
+        const float *xr = x + i * ld; /* [n] */
+        float *yr = y + i * ldy;      /* [n] */
+        double mu = 0.0, var = 0.0;
+        for (int j = 0; j < n; j++) mu += xr[j];
+        mu /= n;
+        for (int j = 0; j < n; j++) var += (xr[j] - mu) * (xr[j] - mu);
+        var /= n;
+        double inv = 1.0 / sqrt(var + (double)eps);
+        mean[i] = (float)mu;
+        rstd[i] = (float)inv;
+        /* element j is read before it is written: y == x works */
+        for (int j = 0; j < n; j++) {
+            double v = (xr[j] - mu) * inv;
+            if (gamma) v *= gamma[j];
+            if (beta) v += beta[j];
+            yr[j] = (float)v;
+        }
+    }
+}
+
+static void ref_layernorm_bwd(const float *x, const float *mean, const float *rstd,
+                              const float *dy, int64_t rows, int n, int64_t ld,
+                              const float *gamma, float *dx, float *dgamma, float *dbeta)
+{
+    if (n <= 0) return;
+    /* dgamma/dbeta first, column by column over all rows, before dx (which
+     * may overwrite dy) is written */
+    for (int j = 0; j < n; j++) {
+        double dg = 0.0, db = 0.0;
+        for (int64_t i = 0; i < rows; i++) {
+            double xhat = ((double)x[i * ld + j] - mean[i]) * rstd[i];
+            dg += (double)dy[i * ld + j] * xhat;
+            db += dy[i * ld + j];
+        }
+        if (dgamma) dgamma[j] = (float)((double)dgamma[j] + dg);
+        if (dbeta) dbeta[j] = (float)((double)dbeta[j] + db);
+    }
+    for (int64_t i = 0; i < rows; i++) {
+        const float *xr = x + i * ld, *dyr = dy + i * ld; /* [n] */
+        float *dxr = dx + i * ld;                         /* [n] */
+        double mu = mean[i], rs = rstd[i];
+        double sg = 0.0, sgx = 0.0; /* sum_j g, sum_j g * xhat */
+        for (int j = 0; j < n; j++) {
+            double g = (double)dyr[j] * (gamma ? gamma[j] : 1.0f);
+            sg += g;
+            sgx += g * ((xr[j] - mu) * rs);
+        }
+        double mg = sg / n, mgx = sgx / n;
+        for (int j = 0; j < n; j++) {
+            double g = (double)dyr[j] * (gamma ? gamma[j] : 1.0f);
+            double xhat = (xr[j] - mu) * rs;
+            dxr[j] = (float)(rs * (g - mg - xhat * mgx));
+        }
+    }
+}
+
+static void ref_silu_mul_bwd(const float *gu, const float *dout, int64_t rows, int h,
+                             int64_t ld_gu, int64_t ld_d, float *dgu)
+{
+    for (int64_t i = 0; i < rows; i++) {
+        const float *gate = gu + i * ld_gu, *up = gate + h; /* [h] each */
+        const float *d = dout + i * ld_d;                   /* [h] */
+        float *dg = dgu + i * ld_gu, *du = dg + h;          /* [h] each */
+        for (int j = 0; j < h; j++) {
+            /* both inputs of element j are read before either output is
+             * written: dgu == gu works */
+            double g = gate[j], u = up[j];
+            double s = 1.0 / (1.0 + exp(-g));
+            double dsilu = s + g * s * (1.0 - s);
+            dg[j] = (float)(d[j] * u * dsilu);
+            du[j] = (float)(d[j] * g * s);
+        }
+    }
+}
+
+static void ref_gemm_tn(const dm_gemm_tn *g)
+{
+    for (int n = g->n0; n < g->n1; n++)
+        for (int k = 0; k < g->K; k++) {
+            double acc = 0.0;
+            for (int64_t i = 0; i < g->M; i++) {
+                const float *a = g->A + (g->a_idx ? g->a_idx[i] : i) * g->lda; /* [N] */
+                const float *b = g->B + (g->b_idx ? g->b_idx[i] : i) * g->ldb; /* [K] */
+                double s = g->scale ? g->scale[i] : 1.0f;
+                acc += s * a[n] * b[k];
+            }
+            float *c = g->C + (int64_t)n * g->ldc + k;
+            *c = (float)((double)*c + acc);
+        }
+}
+
+static void ref_colsum(const float *A, int64_t lda, const int32_t *a_idx, const float *scale,
+                       int64_t M, int N, float *out)
+{
+    for (int n = 0; n < N; n++) {
+        double acc = 0.0;
+        for (int64_t i = 0; i < M; i++) {
+            const float *a = A + (a_idx ? a_idx[i] : i) * lda; /* [N] */
+            acc += (scale ? (double)scale[i] : 1.0) * a[n];
+        }
+        out[n] = (float)((double)out[n] + acc);
+    }
+}
+
+static void ref_adamw(float *p, const float *g, float *m, float *v, int64_t n, float gscale,
+                      float lr, float b1, float b2, float eps, float wd, float bc1, float bc2)
+{
+    for (int64_t j = 0; j < n; j++) {
+        float gj = g[j] * gscale;
+        float pj = p[j];
+        pj = pj - lr * wd * pj;
+        float mj = b1 * m[j] + (1.0f - b1) * gj;
+        float vj = b2 * v[j] + (1.0f - b2) * gj * gj;
+        pj = pj - lr * (mj / bc1) / (sqrtf(vj / bc2) + eps);
+        m[j] = mj;
+        v[j] = vj;
+        p[j] = pj;
+    }
+}
+
 const dm_kernels dm_kernels_ref = {
     .isa = DM_ISA_REF,
     .pack_b_size = ref_pack_b_size,
@@ -100,4 +236,10 @@ const dm_kernels dm_kernels_ref = {
     .gemm = ref_gemm,
     .layernorm = ref_layernorm,
     .silu_mul = ref_silu_mul,
+    .layernorm_fwd = ref_layernorm_fwd,
+    .layernorm_bwd = ref_layernorm_bwd,
+    .silu_mul_bwd = ref_silu_mul_bwd,
+    .gemm_tn = ref_gemm_tn,
+    .colsum = ref_colsum,
+    .adamw = ref_adamw,
 };

@@ -11,6 +11,7 @@ void dm_config_default(dm_config *c)
         .n_groups = 1, .topk_groups = 1, .selection_bias = 0,
         .expert = DM_EXPERT_SEED, .n_shared = 0, .shared_hidden = 0,
         .ln_eps = 1e-5f,
+        .n_layers = 1, .in_dim = 0, .n_classes = 0,
     };
 }
 
@@ -81,6 +82,12 @@ dm_status dm_config_validate(dm_config *c, dm_error *err)
         return dm_fail(err, DM_ERR_ARG, "shared experts %d out of range (0..%d)", c->n_shared, DM_MAX_EXPERTS);
     if (c->shared_hidden < 1 || c->shared_hidden > DM_MAX_WIDTH)
         return dm_fail(err, DM_ERR_ARG, "shared hidden %d out of range (1..%d)", c->shared_hidden, DM_MAX_WIDTH);
+    if (c->n_layers < 1 || c->n_layers > 1024)
+        return dm_fail(err, DM_ERR_ARG, "layers %d out of range (1..1024)", c->n_layers);
+    if (c->in_dim < 0 || c->in_dim > DM_MAX_WIDTH)
+        return dm_fail(err, DM_ERR_ARG, "input dim %d out of range (0 = none, ..%d)", c->in_dim, DM_MAX_WIDTH);
+    if (c->n_classes < 0 || c->n_classes > DM_MAX_WIDTH)
+        return dm_fail(err, DM_ERR_ARG, "classes %d out of range (0 = none, ..%d)", c->n_classes, DM_MAX_WIDTH);
     if (!(c->ln_eps > 0) || c->ln_eps > 1)
         return dm_fail(err, DM_ERR_ARG, "LayerNorm eps %g must be in (0, 1]", (double)c->ln_eps);
     return DM_OK;

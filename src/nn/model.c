@@ -37,12 +37,19 @@ static int add(layout *l, const char *name, int ndim, int64_t d0, int64_t d1)
     return 0;
 }
 
-static int add_expert(layout *l, const dm_config *c, const char *prefix, int idx, int h)
+/* "{pre}{name}" into buf. */
+static const char *join(char *buf, const char *pre, const char *name)
+{
+    snprintf(buf, DM_NAME_MAX, "%s%s", pre, name);
+    return buf;
+}
+
+static int add_expert(layout *l, const dm_config *c, const char *pre, const char *kind, int idx, int h)
 {
     char n[DM_NAME_MAX];
     int64_t D = c->dim;
     int rc = 0;
-#define T(suffix, nd, a, b) (snprintf(n, sizeof n, "%s.%d.%s", prefix, idx, suffix), rc |= add(l, n, nd, a, b))
+#define T(suffix, nd, a, b) (snprintf(n, sizeof n, "%s%s.%d.%s", pre, kind, idx, suffix), rc |= add(l, n, nd, a, b))
     if (c->expert == DM_EXPERT_SEED) {
         T("net.0.weight", 2, h, D);
         T("net.0.bias", 1, h, 0);
@@ -59,30 +66,57 @@ static int add_expert(layout *l, const dm_config *c, const char *prefix, int idx
     return rc;
 }
 
+static void layer_prefix(const dm_config *c, int l, char *pre)
+{
+    if (dm_model_is_bare(c)) pre[0] = 0;
+    else snprintf(pre, 32, "layers.%d.", l);
+}
+
 static int build_layout(const dm_config *c, layout *l)
 {
     memset(l, 0, sizeof *l);
-    int rc = add(l, "gating.gate.weight", 2, c->n_experts, c->dim);
-    rc |= add(l, "gating.gate.bias", 1, c->n_experts, 0);
-    if (c->selection_bias) rc |= add(l, "gating.expert_bias", 1, c->n_experts, 0);
-    for (int e = 0; e < c->n_experts; e++) rc |= add_expert(l, c, "experts", e, c->hidden);
-    for (int s = 0; s < c->n_shared; s++) rc |= add_expert(l, c, "shared_experts", s, c->shared_hidden);
+    int rc = 0;
+    char n[DM_NAME_MAX], pre[32];
+    if (c->in_dim) {
+        rc |= add(l, "embed.weight", 2, c->dim, c->in_dim);
+        rc |= add(l, "embed.bias", 1, c->dim, 0);
+    }
+    for (int L = 0; L < c->n_layers; L++) {
+        layer_prefix(c, L, pre);
+        rc |= add(l, join(n, pre, "gating.gate.weight"), 2, c->n_experts, c->dim);
+        rc |= add(l, join(n, pre, "gating.gate.bias"), 1, c->n_experts, 0);
+        if (c->selection_bias) rc |= add(l, join(n, pre, "gating.expert_bias"), 1, c->n_experts, 0);
+        for (int e = 0; e < c->n_experts; e++) rc |= add_expert(l, c, pre, "experts", e, c->hidden);
+        for (int s = 0; s < c->n_shared; s++) rc |= add_expert(l, c, pre, "shared_experts", s, c->shared_hidden);
+    }
+    if (c->n_classes) {
+        rc |= add(l, "norm.weight", 1, c->dim, 0);
+        rc |= add(l, "norm.bias", 1, c->dim, 0);
+        rc |= add(l, "head.weight", 2, c->n_classes, c->dim);
+        rc |= add(l, "head.bias", 1, c->n_classes, 0);
+    }
     return rc;
 }
 
 /* ---------------------------------------------------------------- views */
 
-static float *param(dm_model *m, const char *name)
+int dm_model_tensor_index(const dm_model *m, const char *name)
 {
     for (int i = 0; i < m->n_tensors; i++)
-        if (!strcmp(m->tensors[i].name, name)) return m->params + m->tensors[i].offset;
-    return NULL;
+        if (!strcmp(m->tensors[i].name, name)) return i;
+    return -1;
 }
 
-static void bind_expert(dm_model *m, dm_expert_w *x, const char *prefix, int idx, int h)
+static float *param(dm_model *m, const char *name)
+{
+    int i = dm_model_tensor_index(m, name);
+    return i < 0 ? NULL : m->params + m->tensors[i].offset;
+}
+
+static void bind_expert(dm_model *m, dm_expert_w *x, const char *pre, const char *kind, int idx, int h)
 {
     char n[DM_NAME_MAX];
-#define P(suffix) (snprintf(n, sizeof n, "%s.%d.%s", prefix, idx, suffix), param(m, n))
+#define P(suffix) (snprintf(n, sizeof n, "%s%s.%d.%s", pre, kind, idx, suffix), param(m, n))
     x->hidden = h;
     if (m->cfg.expert == DM_EXPERT_SEED) {
         x->w1 = P("net.0.weight");
@@ -99,7 +133,29 @@ static void bind_expert(dm_model *m, dm_expert_w *x, const char *prefix, int idx
 #undef P
 }
 
-static size_t up_rows(const dm_model *m, int h) { return (size_t)h * (m->cfg.expert == DM_EXPERT_SWIGLU ? 2 : 1); }
+static size_t up_rows(const dm_config *c, int h) { return (size_t)h * (c->expert == DM_EXPERT_SWIGLU ? 2 : 1); }
+
+/* Floats of packed operands the model needs (and, with base != NULL, hands them out). */
+static size_t carve_packed(dm_model *m, float *base)
+{
+    const dm_kernels *k = m->kern;
+    const dm_config *c = &m->cfg;
+    size_t off = 0;
+#define TAKE(ptr, rows, cols) do { if (base) (ptr) = base + off; off += k->pack_b_size((int)(rows), (int)(cols)); } while (0)
+    if (c->in_dim) TAKE(m->embed.p, c->dim, c->in_dim);
+    for (int L = 0; L < c->n_layers; L++) {
+        dm_layer *ly = &m->layers[L];
+        TAKE(ly->gate_p, c->n_experts, c->dim);
+        for (int i = 0; i < c->n_experts + c->n_shared; i++) {
+            int h = i < c->n_experts ? c->hidden : c->shared_hidden;
+            TAKE(ly->experts[i].p1, up_rows(c, h), c->dim);
+            TAKE(ly->experts[i].p2, c->dim, h);
+        }
+    }
+    if (c->n_classes) TAKE(m->head.p, c->n_classes, c->dim);
+#undef TAKE
+    return off;
+}
 
 dm_status dm_model_create(const dm_config *cin, const dm_model_opts *o, dm_model **out, dm_error *err)
 {
@@ -113,39 +169,44 @@ dm_status dm_model_create(const dm_config *cin, const dm_model_opts *o, dm_model
     m->isa = dm_isa_resolve(o ? o->isa : DM_ISA_AUTO);
     m->kern = dm_kernels_for(m->isa);
     layout l;
-    if (build_layout(&c, &l)) { free(l.t); free(m); return dm_fail(err, DM_ERR_NOMEM, "model: out of memory"); }
+    if (build_layout(&c, &l)) {
+        free(l.t);
+        free(m);
+        return dm_fail(err, DM_ERR_NOMEM, "model: out of memory");
+    }
     m->tensors = l.t;
     m->n_tensors = l.n;
     m->n_params = l.total;
     m->params = dm_calloc((size_t)l.total * sizeof(float));
-    int E = c.n_experts, S = c.n_shared;
-    m->experts = calloc((size_t)(E + S), sizeof *m->experts);
-    /* packed operands: router + per expert up and down projections */
-    const dm_kernels *k = m->kern;
-    size_t np = k->pack_b_size(E, c.dim);
-    for (int i = 0; i < E + S; i++) {
-        int h = i < E ? c.hidden : c.shared_hidden;
-        np += k->pack_b_size((int)up_rows(m, h), c.dim) + k->pack_b_size(c.dim, h);
-    }
+    m->layers = calloc((size_t)c.n_layers, sizeof *m->layers);
+    int ok = m->params && m->layers;
+    for (int L = 0; ok && L < c.n_layers; L++)
+        ok = (m->layers[L].experts = calloc((size_t)(c.n_experts + c.n_shared), sizeof(dm_expert_w))) != NULL;
     size_t bytes;
-    if (dm_mul_size(np, sizeof(float), &bytes) == 0) m->packed = dm_calloc(bytes);
-    if (!m->params || !m->experts || !m->packed) {
+    if (ok && dm_mul_size(carve_packed(m, NULL), sizeof(float), &bytes) == 0) m->packed = dm_calloc(bytes);
+    if (!ok || !m->packed) {
         dm_model_free(m);
         return dm_fail(err, DM_ERR_NOMEM, "model: out of memory for %lld parameters", (long long)l.total);
     }
-    m->gate_w = param(m, "gating.gate.weight");
-    m->gate_b = param(m, "gating.gate.bias");
-    m->sel_bias = c.selection_bias ? param(m, "gating.expert_bias") : NULL;
-    float *p = m->packed;
-    m->gate_p = p;
-    p += k->pack_b_size(E, c.dim);
-    for (int i = 0; i < E + S; i++) {
-        int h = i < E ? c.hidden : c.shared_hidden;
-        bind_expert(m, &m->experts[i], i < E ? "experts" : "shared_experts", i < E ? i : i - E, h);
-        m->experts[i].p1 = p;
-        p += k->pack_b_size((int)up_rows(m, h), c.dim);
-        m->experts[i].p2 = p;
-        p += k->pack_b_size(c.dim, h);
+    carve_packed(m, m->packed);
+    char pre[32], n[DM_NAME_MAX];
+    if (c.in_dim) m->embed = (dm_linear){c.in_dim, c.dim, param(m, "embed.weight"), param(m, "embed.bias"), m->embed.p};
+    for (int L = 0; L < c.n_layers; L++) {
+        dm_layer *ly = &m->layers[L];
+        layer_prefix(&c, L, pre);
+        ly->gate_w = param(m, join(n, pre, "gating.gate.weight"));
+        ly->gate_b = param(m, join(n, pre, "gating.gate.bias"));
+        ly->sel_bias = c.selection_bias ? param(m, join(n, pre, "gating.expert_bias")) : NULL;
+        for (int i = 0; i < c.n_experts + c.n_shared; i++) {
+            int routed = i < c.n_experts;
+            bind_expert(m, &ly->experts[i], pre, routed ? "experts" : "shared_experts", routed ? i : i - c.n_experts,
+                        routed ? c.hidden : c.shared_hidden);
+        }
+    }
+    if (c.n_classes) {
+        m->norm_w = param(m, "norm.weight");
+        m->norm_b = param(m, "norm.bias");
+        m->head = (dm_linear){c.dim, c.n_classes, param(m, "head.weight"), param(m, "head.bias"), m->head.p};
     }
     *out = m;
     return dm_model_sync(m, err);
@@ -154,9 +215,10 @@ dm_status dm_model_create(const dm_config *cin, const dm_model_opts *o, dm_model
 void dm_model_free(dm_model *m)
 {
     if (!m) return;
+    for (int L = 0; m->layers && L < m->cfg.n_layers; L++) free(m->layers[L].experts);
+    free(m->layers);
     dm_free(m->params);
     dm_free(m->packed);
-    free(m->experts);
     free(m->tensors);
     free(m);
 }
@@ -164,30 +226,43 @@ void dm_model_free(dm_model *m)
 dm_status dm_model_sync(dm_model *m, dm_error *err)
 {
     const dm_kernels *k = m->kern;
-    int D = m->cfg.dim, E = m->cfg.n_experts;
-    k->pack_b(m->gate_w, E, D, m->gate_p);
+    const dm_config *c = &m->cfg;
+    int D = c->dim;
+    if (c->in_dim) k->pack_b(m->embed.w, D, c->in_dim, m->embed.p);
+    if (c->n_classes) k->pack_b(m->head.w, c->n_classes, D, m->head.p);
     float *tmp = NULL;
-    for (int i = 0; i < E + m->cfg.n_shared; i++) {
-        dm_expert_w *x = &m->experts[i];
-        int h = x->hidden;
-        if (m->cfg.expert == DM_EXPERT_SWIGLU) {
-            /* one GEMM computes both gate and up projections: [W1; W3] is [2H, D] */
-            dm_free(tmp);
-            tmp = dm_alloc((size_t)2 * h * D * sizeof(float));
-            if (!tmp) return dm_fail(err, DM_ERR_NOMEM, "model: out of memory packing weights");
-            memcpy(tmp, x->w1, (size_t)h * D * sizeof(float));
-            memcpy(tmp + (size_t)h * D, x->w3, (size_t)h * D * sizeof(float));
-            k->pack_b(tmp, 2 * h, D, x->p1);
-        } else {
-            k->pack_b(x->w1, h, D, x->p1);
+    if (c->expert == DM_EXPERT_SWIGLU) {
+        int hmax = DM_MAX(c->hidden, c->shared_hidden);
+        tmp = dm_alloc((size_t)2 * hmax * D * sizeof(float));
+        if (!tmp) return dm_fail(err, DM_ERR_NOMEM, "model: out of memory packing weights");
+    }
+    for (int L = 0; L < c->n_layers; L++) {
+        dm_layer *ly = &m->layers[L];
+        k->pack_b(ly->gate_w, c->n_experts, D, ly->gate_p);
+        for (int i = 0; i < c->n_experts + c->n_shared; i++) {
+            dm_expert_w *x = &ly->experts[i];
+            int h = x->hidden;
+            if (tmp) {  /* one GEMM computes both gate and up projections: [W1; W3] is [2H, D] */
+                memcpy(tmp, x->w1, (size_t)h * D * sizeof(float));
+                memcpy(tmp + (size_t)h * D, x->w3, (size_t)h * D * sizeof(float));
+                k->pack_b(tmp, 2 * h, D, x->p1);
+            } else {
+                k->pack_b(x->w1, h, D, x->p1);
+            }
+            k->pack_b(x->w2, D, h, x->p2);
         }
-        k->pack_b(x->w2, D, h, x->p2);
     }
     dm_free(tmp);
     return DM_OK;
 }
 
 /* ---------------------------------------------------------------- init */
+
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && !strcmp(s + a - b, suffix);
+}
 
 void dm_model_init_random(dm_model *m, uint64_t seed)
 {
@@ -199,9 +274,8 @@ void dm_model_init_random(dm_model *m, uint64_t seed)
         const dm_tensor_desc *d = &m->tensors[i];
         float *p = m->params + d->offset;
         const char *n = d->name;
-        size_t len = strlen(n);
-        int is_ln = strstr(n, ".net.2.") != NULL;
-        if (!strcmp(n, "gating.expert_bias") || (is_ln && !strcmp(n + len - 5, ".bias"))) {
+        int is_ln = strstr(n, ".net.2.") != NULL || !strncmp(n, "norm.", 5);
+        if (ends_with(n, "gating.expert_bias") || (is_ln && ends_with(n, ".bias"))) {
             memset(p, 0, (size_t)d->numel * sizeof *p);
         } else if (is_ln) {
             for (int64_t j = 0; j < d->numel; j++) p[j] = 1.0f;
@@ -232,12 +306,9 @@ dm_tensor_info dm_model_tensor(const dm_model *m, int i)
 
 int dm_model_find(const dm_model *m, const char *name, dm_tensor_info *out)
 {
-    for (int i = 0; i < m->n_tensors; i++)
-        if (!strcmp(m->tensors[i].name, name)) {
-            if (out) *out = dm_model_tensor(m, i);
-            return 0;
-        }
-    return -1;
+    int i = dm_model_tensor_index(m, name);
+    if (i >= 0 && out) *out = dm_model_tensor(m, i);
+    return i >= 0 ? 0 : -1;
 }
 
 int64_t dm_model_param_count(const dm_model *m)
@@ -256,6 +327,11 @@ static int64_t expert_params(const dm_config *c, int64_t h)
 int64_t dm_model_active_params(const dm_model *m)
 {
     const dm_config *c = &m->cfg;
-    int64_t router = (int64_t)c->n_experts * c->dim + c->n_experts + (c->selection_bias ? c->n_experts : 0);
-    return router + c->top_k * expert_params(c, c->hidden) + c->n_shared * expert_params(c, c->shared_hidden);
+    int64_t D = c->dim;
+    int64_t router = (int64_t)c->n_experts * D + c->n_experts + (c->selection_bias ? c->n_experts : 0);
+    int64_t layer = router + c->top_k * expert_params(c, c->hidden) + c->n_shared * expert_params(c, c->shared_hidden);
+    int64_t n = layer * c->n_layers;
+    if (c->in_dim) n += D * c->in_dim + D;
+    if (c->n_classes) n += 2 * D + (int64_t)c->n_classes * D + c->n_classes;
+    return n;
 }

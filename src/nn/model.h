@@ -2,11 +2,15 @@
  * tensor table, typed views into it, and the kernels' packed copies.
  *
  * Stable layout (the order of the table, which is also the file order):
- *   gating.gate.weight [E, D], gating.gate.bias [E], gating.expert_bias [E]?,
- *   experts.{e}.*  for e < E, then shared_experts.{s}.*  for s < S, where
- *   seed expert:   net.0.weight [H, D], net.0.bias [H], net.2.weight [H] (gamma),
- *                  net.2.bias [H] (beta), net.3.weight [D, H], net.3.bias [D]
- *   swiglu expert: w1.weight [H, D], w2.weight [D, H], w3.weight [H, D]
+ *   [embed.weight [D, in], embed.bias [D]]                        if in_dim
+ *   per MoE layer l (names prefixed "layers.{l}." unless the model is the
+ *   bare seed layer: one layer, no embed, no head):
+ *     gating.gate.weight [E, D], gating.gate.bias [E], gating.expert_bias [E]?,
+ *     experts.{e}.*  for e < E, then shared_experts.{s}.*  for s < S, where
+ *     seed expert:   net.0.weight [H, D], net.0.bias [H], net.2.weight [H] (gamma),
+ *                    net.2.bias [H] (beta), net.3.weight [D, H], net.3.bias [D]
+ *     swiglu expert: w1.weight [H, D], w2.weight [D, H], w3.weight [H, D]
+ *   [norm.weight [D], norm.bias [D], head.weight [C, D], head.bias [C]]  if n_classes
  * Training, ZeRO sharding and checkpoints address parameters by this layout. */
 #ifndef DM_MODEL_H
 #define DM_MODEL_H
@@ -37,23 +41,50 @@ typedef struct dm_expert_w {
     float *p2;                   /* packed W2 [D, H] */
 } dm_expert_w;
 
+/* One MoE layer. */
+typedef struct dm_layer {
+    const float *gate_w;         /* [E, D] */
+    const float *gate_b;         /* [E] */
+    float *sel_bias;             /* [E] or NULL (written by aux-free balancing) */
+    dm_expert_w *experts;        /* [E + S]: routed, then shared */
+    float *gate_p;               /* packed router weight */
+} dm_layer;
+
+/* A plain linear map (embedding, head) with its packed weight. */
+typedef struct dm_linear {
+    int in, out;
+    const float *w;              /* [out, in] */
+    const float *b;              /* [out] */
+    float *p;                    /* packed w */
+} dm_linear;
+
 struct dm_model {
     dm_config cfg;
     dm_isa isa;
     const dm_kernels *kern;
     int n_tensors;
     dm_tensor_desc *tensors;     /* [n_tensors] */
-    int64_t n_params;
+    int64_t n_params;            /* floats in params, padding included */
     float *params;               /* [n_params], one allocation */
-    const float *gate_w;         /* [E, D] */
-    const float *gate_b;         /* [E] */
-    const float *sel_bias;       /* [E] or NULL */
-    dm_expert_w *experts;        /* [E + S]: routed, then shared */
-    float *gate_p;               /* packed router weight */
+    dm_linear embed;             /* in_dim -> D (w NULL when in_dim == 0) */
+    dm_layer *layers;            /* [n_layers] */
+    const float *norm_w, *norm_b;/* [D] final LayerNorm (n_classes > 0) */
+    dm_linear head;              /* D -> C (w NULL when n_classes == 0) */
     float *packed;               /* one allocation holding every packed operand */
 };
 
-/* DM_ERR_NONFINITE naming the first NaN/Inf in x [n, D]; DM_OK if none. */
-dm_status dm_check_input(const dm_config *cf, const float *x, int64_t n, dm_error *err);
+static inline int dm_model_in_width(const dm_config *c) { return c->in_dim ? c->in_dim : c->dim; }
+static inline int dm_model_out_width(const dm_config *c) { return c->n_classes ? c->n_classes : c->dim; }
+/* The bare seed layer keeps the seed's state-dict names (no "layers.0." prefix). */
+static inline int dm_model_is_bare(const dm_config *c)
+{
+    return c->n_layers == 1 && c->in_dim == 0 && c->n_classes == 0;
+}
+
+/* DM_ERR_NONFINITE naming the first NaN/Inf in x [n, width]; DM_OK if none. */
+dm_status dm_check_input(const float *x, int64_t n, int width, dm_error *err);
+
+/* Index of tensor `name` in the table, or -1. */
+int dm_model_tensor_index(const dm_model *m, const char *name);
 
 #endif

@@ -49,13 +49,50 @@ static void expert_row(const dm_model *m, const dm_expert_w *w, const float *x, 
     }
 }
 
+/* y[out] = W x + b, plain loops in double. */
+static void linear_row(const dm_linear *l, const float *x, float *y)
+{
+    for (int o = 0; o < l->out; o++) {
+        double s = l->b[o];
+        for (int i = 0; i < l->in; i++) s += (double)x[i] * l->w[(int64_t)o * l->in + i];
+        y[o] = (float)s;
+    }
+}
+
+/* One MoE layer on one row, the seed's dense formula. */
+static void layer_row(const dm_model *m, const dm_layer *ly, const float *xr, float *out, float *logits,
+                      float *tmp, float *full, float *h, float *ye, double *acc, int32_t *ex, float *wt)
+{
+    const dm_config *c = &m->cfg;
+    int D = c->dim, E = c->n_experts, k = c->top_k;
+    for (int e = 0; e < E; e++) {
+        double s = ly->gate_b[e];
+        for (int d = 0; d < D; d++) s += (double)xr[d] * ly->gate_w[(int64_t)e * D + d];
+        logits[e] = (float)s;
+    }
+    dm_route_row(c, ly->sel_bias, logits, tmp, ex, wt);
+    memset(full, 0, (size_t)E * sizeof *full);
+    for (int j = 0; j < k; j++) full[ex[j]] = wt[j];
+    memset(acc, 0, (size_t)D * sizeof *acc);
+    for (int e = 0; e < E; e++) {
+        expert_row(m, &ly->experts[e], xr, h, ye);
+        for (int d = 0; d < D; d++) acc[d] += (double)full[e] * ye[d];
+    }
+    for (int s = 0; s < c->n_shared; s++) {
+        expert_row(m, &ly->experts[E + s], xr, h, ye);
+        for (int d = 0; d < D; d++) acc[d] += ye[d];
+    }
+    for (int d = 0; d < D; d++) out[d] = (float)acc[d];
+}
+
 dm_status dm_forward_dense(const dm_model *m, const float *x, int64_t n, float *y,
                            const dm_routing *route, dm_error *err)
 {
     const dm_config *c = &m->cfg;
     if (n < 0 || (n > 0 && (!x || !y)))
         return dm_fail(err, DM_ERR_ARG, "forward: bad arguments (n_rows %lld)", (long long)n);
-    dm_status st = dm_check_input(c, x, n, err);
+    int in = dm_model_in_width(c), outw = dm_model_out_width(c);
+    dm_status st = dm_check_input(x, n, in, err);
     if (st) return st;
     int D = c->dim, E = c->n_experts, k = c->top_k;
     int hmax = DM_MAX(c->hidden, c->shared_hidden);
@@ -64,37 +101,39 @@ dm_status dm_forward_dense(const dm_model *m, const float *x, int64_t n, float *
     float *full = malloc((size_t)E * sizeof *full);     /* the dense routing row */
     float *h = malloc((size_t)2 * hmax * sizeof *h);
     float *ye = malloc((size_t)D * sizeof *ye);
+    float *a = malloc((size_t)D * sizeof *a), *b = malloc((size_t)D * sizeof *b);
     double *acc = malloc((size_t)D * sizeof *acc);
-    int32_t ex[4096];
-    float wt[4096];
-    if (!logits || !tmp || !full || !h || !ye || !acc) {
+    int32_t *ex = malloc((size_t)k * sizeof *ex);
+    float *wt = malloc((size_t)k * sizeof *wt);
+    if (!logits || !tmp || !full || !h || !ye || !a || !b || !acc || !ex || !wt) {
         st = dm_fail(err, DM_ERR_NOMEM, "dense forward: out of memory");
         goto done;
     }
     for (int64_t r = 0; r < n; r++) {
-        const float *xr = x + r * D;
-        for (int e = 0; e < E; e++) {
-            double s = m->gate_b[e];
-            for (int d = 0; d < D; d++) s += (double)xr[d] * m->gate_w[(int64_t)e * D + d];
-            logits[e] = (float)s;
+        const float *xr = x + r * in;
+        if (c->in_dim) linear_row(&m->embed, xr, a);
+        else memcpy(a, xr, (size_t)D * sizeof *a);
+        for (int l = 0; l < c->n_layers; l++) {
+            layer_row(m, &m->layers[l], a, b, logits, tmp, full, h, ye, acc, ex, wt);
+            memcpy(a, b, (size_t)D * sizeof *a);
+            size_t off = ((size_t)l * n + r) * k;
+            if (route && route->experts) memcpy(route->experts + off, ex, (size_t)k * sizeof *ex);
+            if (route && route->weights) memcpy(route->weights + off, wt, (size_t)k * sizeof *wt);
         }
-        dm_route_row(c, m->sel_bias, logits, tmp, ex, wt);
-        memset(full, 0, (size_t)E * sizeof *full);
-        for (int j = 0; j < k; j++) full[ex[j]] = wt[j];
-        memset(acc, 0, (size_t)D * sizeof *acc);
-        for (int e = 0; e < E; e++) {
-            expert_row(m, &m->experts[e], xr, h, ye);
-            for (int d = 0; d < D; d++) acc[d] += (double)full[e] * ye[d];
+        if (c->n_classes) {
+            double mean = 0, var = 0;
+            for (int d = 0; d < D; d++) mean += a[d];
+            mean /= D;
+            for (int d = 0; d < D; d++) var += (a[d] - mean) * (a[d] - mean);
+            var /= D;
+            double inv = 1.0 / sqrt(var + c->ln_eps);
+            for (int d = 0; d < D; d++) b[d] = (float)((a[d] - mean) * inv * m->norm_w[d] + m->norm_b[d]);
+            linear_row(&m->head, b, y + r * outw);
+        } else {
+            memcpy(y + r * outw, a, (size_t)D * sizeof *a);
         }
-        for (int s = 0; s < c->n_shared; s++) {
-            expert_row(m, &m->experts[E + s], xr, h, ye);
-            for (int d = 0; d < D; d++) acc[d] += ye[d];
-        }
-        for (int d = 0; d < D; d++) y[r * D + d] = (float)acc[d];
-        if (route && route->experts) memcpy(route->experts + r * k, ex, (size_t)k * sizeof *ex);
-        if (route && route->weights) memcpy(route->weights + r * k, wt, (size_t)k * sizeof *wt);
     }
 done:
-    free(logits); free(tmp); free(full); free(h); free(ye); free(acc);
+    free(logits); free(tmp); free(full); free(h); free(ye); free(a); free(b); free(acc); free(ex); free(wt);
     return st;
 }
