@@ -9,17 +9,18 @@
 #include "base/base.h"
 #include "io/safetensors.h"
 #include "nn/model.h"
+#include "io/model_io.h"
 
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define CONFIG_KEY "deepmoe.config"
+#define CONFIG_KEY DM_CONFIG_KEY
 
 /* ---------------------------------------------------------------- config JSON */
 
-static char *config_to_json(const dm_config *c)
+char *dm_config_to_json(const dm_config *c)
 {
     json_t *o = json_pack("{s:i, s:i, s:i, s:i, s:s, s:b, s:f, s:i, s:i, s:b, s:s, s:i, s:i, s:f, s:i, s:i, s:i}",
                           "dim", c->dim, "n_experts", c->n_experts, "top_k", c->top_k,
@@ -81,7 +82,7 @@ static dm_status set_key(dm_config *c, const config_key *k, json_t *v, const cha
     return DM_OK;
 }
 
-static dm_status config_from_json(const char *text, dm_config *c, const char *path, dm_error *err)
+dm_status dm_config_from_json(const char *text, dm_config *c, const char *path, dm_error *err)
 {
     json_error_t je;
     json_t *o = json_loads(text, JSON_REJECT_DUPLICATES, &je);
@@ -180,7 +181,7 @@ dm_status dm_model_load(const char *path, const dm_model_opts *o, dm_model **out
     if (st) return st;
     dm_config c;
     const char *meta = dm_st_meta(&f, CONFIG_KEY);
-    st = meta ? config_from_json(meta, &c, path, err) : infer_config(&f, o ? o->top_k : 0, &c, err);
+    st = meta ? dm_config_from_json(meta, &c, path, err) : infer_config(&f, o ? o->top_k : 0, &c, err);
     dm_model *m = NULL;
     if (!st) {
         dm_error e2;
@@ -227,7 +228,7 @@ dm_status dm_model_load(const char *path, const dm_model_opts *o, dm_model **out
 dm_status dm_model_save(const dm_model *m, const char *path, dm_error *err)
 {
     dm_st_out *t = calloc((size_t)m->n_tensors, sizeof *t);
-    char *cfg = config_to_json(&m->cfg);
+    char *cfg = dm_config_to_json(&m->cfg);
     if (!t || !cfg) {
         free(t);
         free(cfg);

@@ -112,6 +112,10 @@ typedef struct dm_kernels {
  * not compiled in falls back to the reference table. */
 const dm_kernels *dm_kernels_for(dm_isa isa);
 
+/* Packs Bt = B^T ([K, N], B is [N, K]) with k->pack_b, for the input-gradient
+ * GEMM dX = dY B. tmp: K * N floats of scratch. */
+void dm_pack_bt(const dm_kernels *k, const float *B, int N, int K, float *dst, float *tmp);
+
 extern const dm_kernels dm_kernels_ref;
 extern const dm_kernels dm_kernels_avx2;
 extern const dm_kernels dm_kernels_avx512;

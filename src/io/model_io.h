@@ -1,0 +1,15 @@
+/* model_io.h - the model config as JSON (shared by model files and checkpoints). */
+#ifndef DM_MODEL_IO_H
+#define DM_MODEL_IO_H
+
+#include "deepmoe.h"
+
+#define DM_CONFIG_KEY "deepmoe.config"
+
+/* Compact JSON of every config key; malloc'd (free), NULL on out of memory. */
+char *dm_config_to_json(const dm_config *c);
+/* Parses JSON text into c (absent keys take defaults; unknown keys are refused).
+ * Errors read "PATH: ...". */
+dm_status dm_config_from_json(const char *text, dm_config *c, const char *path, dm_error *err);
+
+#endif

@@ -1,0 +1,152 @@
+/* checkpoint.c - the whole training state in one safetensors file:
+ *   tensors   every parameter (model names), optim.m.NAME and optim.v.NAME
+ *   metadata  deepmoe.checkpoint "1", deepmoe.config (model), deepmoe.step,
+ *             deepmoe.blob (the caller's state, hex), deepmoe.crc32 (CRC-32 of
+ *             the data section, hex)
+ * Written through dm_st_write (temp file, fsync, rename). Loading checks the
+ * CRC, the model config and every tensor before touching the trainer. */
+#include "train/trainer.h"
+#include "io/model_io.h"
+#include "io/safetensors.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#define NAME_MAX_CK (DM_NAME_MAX + 16)
+
+static uLong crc_floats(uLong crc, const float *x, int64_t n)
+{
+    /* files are little-endian; so is every host deepmoe builds on (dm_host_is_le is checked at save) */
+    const unsigned char *p = (const unsigned char *)x;
+    size_t bytes = (size_t)n * 4;
+    while (bytes) {
+        uInt chunk = bytes > (1u << 30) ? (1u << 30) : (uInt)bytes;
+        crc = crc32(crc, p, chunk);
+        p += chunk;
+        bytes -= chunk;
+    }
+    return crc;
+}
+
+dm_status dm_trainer_save(const dm_trainer *t, const char *path, const void *blob, size_t blob_len, dm_error *err)
+{
+    const dm_model *m = t->m;
+    if (!dm_host_is_le()) return dm_fail(err, DM_ERR_UNSUPPORTED, "%s: checkpoints need a little-endian host", path);
+    int n = m->n_tensors;
+    dm_st_out *o = calloc((size_t)3 * n, sizeof *o);
+    char (*names)[NAME_MAX_CK] = calloc((size_t)2 * n, sizeof *names);
+    char *cfg = dm_config_to_json(&m->cfg);
+    char *hex = malloc(2 * blob_len + 1);
+    if (!o || !names || !cfg || !hex) {
+        free(o); free(names); free(cfg); free(hex);
+        return dm_fail(err, DM_ERR_NOMEM, "%s: out of memory", path);
+    }
+    uLong crc = crc32(0L, Z_NULL, 0);
+    for (int part = 0; part < 3; part++)
+        for (int i = 0; i < n; i++) {
+            const dm_tensor_desc *d = &m->tensors[i];
+            dm_st_out *x = &o[part * n + i];
+            const float *base = part == 0 ? m->params : part == 1 ? t->adam_m : t->adam_v;
+            if (part) {
+                snprintf(names[(part - 1) * n + i], NAME_MAX_CK, "optim.%s.%s", part == 1 ? "m" : "v", d->name);
+                x->name = names[(part - 1) * n + i];
+            } else {
+                x->name = d->name;
+            }
+            x->ndim = d->ndim;
+            x->shape[0] = d->shape[0];
+            x->shape[1] = d->shape[1];
+            x->data = base + d->offset;
+            crc = crc_floats(crc, x->data, d->numel);
+        }
+    for (size_t i = 0; i < blob_len; i++) sprintf(hex + 2 * i, "%02x", ((const unsigned char *)blob)[i]);
+    hex[2 * blob_len] = 0;
+    char step[32], crcs[16];
+    snprintf(step, sizeof step, "%" PRId64, t->step);
+    snprintf(crcs, sizeof crcs, "%08lx", (unsigned long)crc);
+    const char *meta[] = {"deepmoe.checkpoint", "1", DM_CONFIG_KEY, cfg, "deepmoe.step", step,
+                          "deepmoe.blob", hex, "deepmoe.crc32", crcs};
+    dm_status st = dm_st_write(path, o, 3 * n, meta, 5, err);
+    free(o); free(names); free(cfg); free(hex);
+    return st;
+}
+
+static int same_config(const dm_config *a, const dm_config *b)
+{
+    return a->dim == b->dim && a->n_experts == b->n_experts && a->top_k == b->top_k && a->hidden == b->hidden &&
+           a->router == b->router && a->norm_topk == b->norm_topk && a->route_scale == b->route_scale &&
+           a->n_groups == b->n_groups && a->topk_groups == b->topk_groups && a->selection_bias == b->selection_bias &&
+           a->expert == b->expert && a->n_shared == b->n_shared && a->shared_hidden == b->shared_hidden &&
+           a->ln_eps == b->ln_eps && a->n_layers == b->n_layers && a->in_dim == b->in_dim &&
+           a->n_classes == b->n_classes;
+}
+
+dm_status dm_trainer_load(dm_trainer *t, const char *path, void *blob, size_t blob_cap, size_t *blob_len, dm_error *err)
+{
+    dm_model *m = t->m;
+    dm_st_file f;
+    dm_status st = dm_st_open(path, &f, err);
+    if (st) return st;
+    const char *kind = dm_st_meta(&f, "deepmoe.checkpoint"), *cfgs = dm_st_meta(&f, DM_CONFIG_KEY);
+    const char *steps = dm_st_meta(&f, "deepmoe.step"), *hex = dm_st_meta(&f, "deepmoe.blob");
+    const char *crcs = dm_st_meta(&f, "deepmoe.crc32");
+    dm_config c;
+    if (!kind || !cfgs || !steps || !hex || !crcs) {
+        st = dm_fail(err, DM_ERR_FORMAT, "%s: not a deepmoe checkpoint (metadata missing)", path);
+        goto done;
+    }
+    uLong crc = crc32(0L, Z_NULL, 0);
+    for (int i = 0; i < f.n_tensors; i++)
+        crc = crc32(crc, f.tensors[i].data, (uInt)(f.tensors[i].end - f.tensors[i].begin));
+    char want[16];
+    snprintf(want, sizeof want, "%08lx", (unsigned long)crc);
+    if (strcmp(want, crcs)) {
+        st = dm_fail(err, DM_ERR_FORMAT, "%s: checksum mismatch (stored %s, data %s): the checkpoint is corrupt", path, crcs, want);
+        goto done;
+    }
+    if ((st = dm_config_from_json(cfgs, &c, path, err))) goto done;
+    if (dm_config_validate(&c, NULL) || !same_config(&c, &m->cfg)) {
+        st = dm_fail(err, DM_ERR_SHAPE, "%s: checkpoint is for a different model (config %s)", path, cfgs);
+        goto done;
+    }
+    size_t hl = strlen(hex);
+    if (hl % 2 || hl / 2 > blob_cap) {
+        st = dm_fail(err, DM_ERR_FORMAT, "%s: caller state of %zu bytes does not fit (%zu)", path, hl / 2, blob_cap);
+        goto done;
+    }
+    /* every tensor present with its shape, F32, before anything is overwritten */
+    int n = m->n_tensors;
+    for (int part = 0; part < 3 && !st; part++)
+        for (int i = 0; i < n && !st; i++) {
+            const dm_tensor_desc *d = &m->tensors[i];
+            char name[NAME_MAX_CK];
+            snprintf(name, sizeof name, "%s%s", part == 0 ? "" : part == 1 ? "optim.m." : "optim.v.", d->name);
+            const dm_st_tensor *x = dm_st_find(&f, name);
+            if (!x || x->dtype != DM_DT_F32 || x->numel != d->numel)
+                st = dm_fail(err, DM_ERR_FORMAT, "%s: tensor %s missing or of the wrong type or size", path, name);
+        }
+    if (st) goto done;
+    for (int part = 0; part < 3 && !st; part++)
+        for (int i = 0; i < n && !st; i++) {
+            const dm_tensor_desc *d = &m->tensors[i];
+            char name[NAME_MAX_CK];
+            snprintf(name, sizeof name, "%s%s", part == 0 ? "" : part == 1 ? "optim.m." : "optim.v.", d->name);
+            float *dst = (part == 0 ? m->params : part == 1 ? t->adam_m : t->adam_v) + d->offset;
+            st = dm_st_read_f32(&f, dm_st_find(&f, name), dst, err);
+        }
+    if (st) goto done;
+    t->step = strtoll(steps, NULL, 10);
+    for (size_t i = 0; i < hl / 2; i++) {
+        unsigned v;
+        sscanf(hex + 2 * i, "%2x", &v);
+        ((unsigned char *)blob)[i] = (unsigned char)v;
+    }
+    if (blob_len) *blob_len = hl / 2;
+    dm_tr_sync(t);
+done:
+    dm_st_close(&f);
+    return st;
+}

@@ -1,0 +1,384 @@
+/* train.c - the trainer: buffers, one optimizer step (micro-batches of
+ * forward + loss + backward, then clipping, AdamW, aux-free bias update). */
+#include "train/trainer.h"
+#include "nn/router.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void dm_train_config_default(dm_train_config *tc)
+{
+    *tc = (dm_train_config){
+        .loss = DM_LOSS_MSE, .lr = 1e-3f, .weight_decay = 0.01f, .beta1 = 0.9f, .beta2 = 0.999f,
+        .eps = 1e-8f, .warmup = 0, .schedule = DM_SCHED_COSINE, .total_steps = 0, .clip = 0,
+        .grad_accum = 1, .balance = 0, .coef_seed = 0.01f, .coef_switch = 0.01f, .coef_z = 1e-3f,
+        .bias_update = 1e-3f,
+    };
+}
+
+static dm_status check_config(const dm_model *m, const dm_train_config *tc, dm_error *err)
+{
+    const dm_config *c = &m->cfg;
+    if (!(tc->lr > 0) || !isfinite(tc->lr)) return dm_fail(err, DM_ERR_ARG, "--lr %g must be positive", (double)tc->lr);
+    if (!(tc->weight_decay >= 0)) return dm_fail(err, DM_ERR_ARG, "--weight-decay %g must be >= 0", (double)tc->weight_decay);
+    if (!(tc->beta1 >= 0 && tc->beta1 < 1 && tc->beta2 >= 0 && tc->beta2 < 1))
+        return dm_fail(err, DM_ERR_ARG, "--betas %g,%g must be in [0, 1)", (double)tc->beta1, (double)tc->beta2);
+    if (!(tc->eps > 0)) return dm_fail(err, DM_ERR_ARG, "--eps %g must be positive", (double)tc->eps);
+    if (tc->total_steps < 1) return dm_fail(err, DM_ERR_ARG, "total steps %lld must be >= 1", (long long)tc->total_steps);
+    if (tc->warmup < 0) return dm_fail(err, DM_ERR_ARG, "--warmup %lld must be >= 0", (long long)tc->warmup);
+    if (!(tc->clip >= 0)) return dm_fail(err, DM_ERR_ARG, "--clip %g must be >= 0", (double)tc->clip);
+    if (tc->grad_accum < 1) return dm_fail(err, DM_ERR_ARG, "--grad-accum %d must be >= 1", tc->grad_accum);
+    if (tc->loss == DM_LOSS_CE && !c->n_classes)
+        return dm_fail(err, DM_ERR_ARG, "cross-entropy needs a classifier model (n_classes > 0)");
+    if ((tc->balance & DM_BAL_AUX_FREE) && !c->selection_bias)
+        return dm_fail(err, DM_ERR_ARG, "aux_free balancing needs a model with a selection bias");
+    return DM_OK;
+}
+
+/* ---------------------------------------------------------------- create */
+
+static size_t up_rows(const dm_config *c, int h) { return (size_t)h * (c->expert == DM_EXPERT_SWIGLU ? 2 : 1); }
+
+static float *grad_of(dm_trainer *t, const float *param)
+{
+    return param ? t->grad + (param - t->m->params) : NULL;
+}
+
+static size_t carve_tpacked(dm_trainer *t, float *base)
+{
+    const dm_kernels *k = t->m->kern;
+    const dm_config *c = &t->m->cfg;
+    int S = c->n_experts + c->n_shared;
+    size_t off = 0;
+#define TAKE(ptr, rows, cols) do { if (base) (ptr) = base + off; off += k->pack_b_size((int)(rows), (int)(cols)); } while (0)
+    for (int l = 0; l < c->n_layers; l++) {
+        TAKE(t->gate_pt[l], c->dim, c->n_experts);
+        for (int i = 0; i < S; i++) {
+            int h = i < c->n_experts ? c->hidden : c->shared_hidden;
+            TAKE(t->ext[l * S + i].p1t, c->dim, up_rows(c, h));
+            TAKE(t->ext[l * S + i].p2t, h, c->dim);
+        }
+    }
+    if (c->n_classes) TAKE(t->head_pt, c->dim, c->n_classes);
+#undef TAKE
+    return off;
+}
+
+/* Re-packs the forward and transposed weights after the parameters changed. */
+void dm_tr_sync(dm_trainer *t)
+{
+    dm_model *m = t->m;
+    const dm_config *c = &m->cfg;
+    const dm_kernels *k = m->kern;
+    dm_model_sync(m, NULL);
+    int S = c->n_experts + c->n_shared, D = c->dim;
+    for (int l = 0; l < c->n_layers; l++) {
+        const dm_layer *ly = &m->layers[l];
+        dm_pack_bt(k, ly->gate_w, c->n_experts, D, t->gate_pt[l], t->ttmp);
+        for (int i = 0; i < S; i++) {
+            const dm_expert_w *x = &ly->experts[i];
+            expert_t *xt = &t->ext[l * S + i];
+            int h = x->hidden;
+            if (c->expert == DM_EXPERT_SWIGLU) {
+                /* ([W1; W3])^T = [W1^T | W3^T]: [D, 2H] */
+                float *cat = t->ttmp + (size_t)2 * h * D;
+                memcpy(cat, x->w1, (size_t)h * D * sizeof *cat);
+                memcpy(cat + (size_t)h * D, x->w3, (size_t)h * D * sizeof *cat);
+                dm_pack_bt(k, cat, 2 * h, D, xt->p1t, t->ttmp);
+            } else {
+                dm_pack_bt(k, x->w1, h, D, xt->p1t, t->ttmp);
+            }
+            dm_pack_bt(k, x->w2, D, h, xt->p2t, t->ttmp);
+        }
+    }
+    if (c->n_classes) dm_pack_bt(k, m->head.w, c->n_classes, D, t->head_pt, t->ttmp);
+}
+
+void dm_trainer_free(dm_trainer *t);
+
+dm_status dm_trainer_create(dm_model *m, const dm_train_config *tc, dm_pool *pool, dm_trainer **out, dm_error *err)
+{
+    *out = NULL;
+    dm_status st = check_config(m, tc, err);
+    if (st) return st;
+    const dm_config *c = &m->cfg;
+    dm_trainer *t = calloc(1, sizeof *t);
+    if (!t) return dm_fail(err, DM_ERR_NOMEM, "trainer: out of memory");
+    t->m = m;
+    t->tc = *tc;
+    t->pool = pool;
+    t->n_threads = dm_pool_size(pool);
+    int L = c->n_layers, S = c->n_experts + c->n_shared, E = c->n_experts;
+    size_t np = (size_t)m->n_params * sizeof(float);
+    t->grad = dm_calloc(np);
+    t->adam_m = dm_calloc(np);
+    t->adam_v = dm_calloc(np);
+    t->frozen = calloc((size_t)m->n_tensors, 1);
+    t->gate_pt = calloc((size_t)L, sizeof *t->gate_pt);
+    t->ext = calloc((size_t)L * S, sizeof *t->ext);
+    t->lg = calloc((size_t)L, sizeof *t->lg);
+    t->lc = calloc((size_t)L, sizeof *t->lc);
+    t->counts = calloc((size_t)L * E, sizeof *t->counts);
+    t->last_load = calloc((size_t)L * E, sizeof *t->last_load);
+    t->bal = calloc((size_t)E, sizeof *t->bal);
+    t->probsum = calloc((size_t)E, sizeof *t->probsum);
+    int hmax = DM_MAX(c->hidden, c->shared_hidden);
+    size_t tt = (size_t)4 * DM_MAX((size_t)hmax, (size_t)DM_MAX(c->n_experts, c->n_classes)) * c->dim;
+    t->ttmp = dm_alloc(tt * sizeof(float));
+    t->route_tmp = dm_alloc((size_t)t->n_threads * dm_route_scratch(c) * sizeof(float));
+    int ok = t->grad && t->adam_m && t->adam_v && t->frozen && t->gate_pt && t->ext && t->lg && t->lc &&
+             t->counts && t->last_load && t->bal && t->probsum && t->ttmp && t->route_tmp;
+    for (int l = 0; ok && l < L; l++) {
+        ok = (t->lg[l].ex = calloc((size_t)S, sizeof *t->lg[l].ex)) != NULL &&
+             (t->lc[l].rb.offsets = dm_alloc((size_t)(E + 1) * sizeof(int32_t))) != NULL;
+    }
+    size_t ntp = ok ? carve_tpacked(t, NULL) : 0;
+    if (ok) ok = (t->tpacked = dm_alloc(ntp * sizeof(float))) != NULL;
+    if (!ok) {
+        dm_trainer_free(t);
+        return dm_fail(err, DM_ERR_NOMEM, "trainer: out of memory for %lld parameters", (long long)m->n_params);
+    }
+    carve_tpacked(t, t->tpacked);
+    for (int i = 0; i < m->n_tensors; i++) {
+        const char *n = m->tensors[i].name;
+        size_t len = strlen(n);
+        t->frozen[i] = len >= 18 && !strcmp(n + len - 18, "gating.expert_bias");
+    }
+    for (int l = 0; l < L; l++) {
+        const dm_layer *ly = &m->layers[l];
+        t->lg[l].gate_w = grad_of(t, ly->gate_w);
+        t->lg[l].gate_b = grad_of(t, ly->gate_b);
+        for (int i = 0; i < S; i++) {
+            const dm_expert_w *x = &ly->experts[i];
+            t->lg[l].ex[i] = (struct expert_grad){grad_of(t, x->w1), grad_of(t, x->b1), grad_of(t, x->gamma),
+                                                  grad_of(t, x->beta), grad_of(t, x->w2), grad_of(t, x->b2),
+                                                  grad_of(t, x->w3)};
+        }
+    }
+    t->g_embed_w = grad_of(t, m->embed.w);
+    t->g_embed_b = grad_of(t, m->embed.b);
+    t->g_norm_w = grad_of(t, m->norm_w);
+    t->g_norm_b = grad_of(t, m->norm_b);
+    t->g_head_w = grad_of(t, m->head.w);
+    t->g_head_b = grad_of(t, m->head.b);
+    dm_tr_sync(t);
+    *out = t;
+    return DM_OK;
+}
+
+static void free_acts(dm_trainer *t)
+{
+    const dm_config *c = &t->m->cfg;
+    for (int l = 0; t->lc && l < c->n_layers; l++) {
+        layer_cache *lc = &t->lc[l];
+        void *bufs[] = {lc->rb.logits, lc->rb.e, lc->rb.w, lc->rb.a_rows, lc->rb.a_slot, lc->rb.a_w,
+                        lc->h1, lc->hn, lc->mean, lc->rstd, lc->yexp};
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dm_free(bufs[i]);
+        int32_t *off = lc->rb.offsets;
+        memset(lc, 0, sizeof *lc);
+        lc->rb.offsets = off;
+    }
+    void *bufs[] = {t->act, t->xn, t->hmean, t->hrstd, t->out, t->dout, t->dact[0], t->dact[1], t->dxslot,
+                    t->dw, t->dlogits, t->resid, t->dscratch, t->tasks};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dm_free(bufs[i]);
+    t->act = t->xn = t->hmean = t->hrstd = t->out = t->dout = t->dact[0] = t->dact[1] = NULL;
+    t->dxslot = t->dw = t->dlogits = t->resid = t->dscratch = NULL;
+    t->tasks = NULL;
+    t->cap = 0;
+}
+
+void dm_trainer_free(dm_trainer *t)
+{
+    if (!t) return;
+    free_acts(t);
+    for (int l = 0; t->lc && l < t->m->cfg.n_layers; l++) dm_free(t->lc[l].rb.offsets);
+    for (int l = 0; t->lg && l < t->m->cfg.n_layers; l++) free(t->lg[l].ex);
+    dm_free(t->grad); dm_free(t->adam_m); dm_free(t->adam_v); dm_free(t->tpacked); dm_free(t->ttmp);
+    dm_free(t->route_tmp);
+    free(t->frozen); free(t->gate_pt); free(t->ext); free(t->lg); free(t->lc);
+    free(t->counts); free(t->last_load); free(t->bal); free(t->probsum);
+    free(t);
+}
+
+static dm_status reserve(dm_trainer *t, int64_t n, dm_error *err)
+{
+    if (n <= t->cap) return DM_OK;
+    const dm_config *c = &t->m->cfg;
+    free_acts(t);
+    int64_t D = c->dim, E = c->n_experts, k = c->top_k, S = c->n_shared, J = k + S, L = c->n_layers;
+    int64_t hmax = DM_MAX(c->hidden, c->shared_hidden), ldh = (int64_t)up_rows(c, (int)hmax);
+    int64_t rows = n * (k + S), outw = dm_model_out_width(c);
+    int ok = 1;
+#define A(ptr, count) do { if (ok) ok = ((ptr) = dm_alloc((size_t)(count) * sizeof *(ptr))) != NULL; } while (0)
+    for (int l = 0; l < L; l++) {
+        layer_cache *lc = &t->lc[l];
+        A(lc->rb.logits, n * E); A(lc->rb.e, n * k); A(lc->rb.w, n * k);
+        A(lc->rb.a_rows, n * k); A(lc->rb.a_slot, n * k); A(lc->rb.a_w, n * k);
+        A(lc->h1, rows * ldh); A(lc->hn, rows * hmax); A(lc->mean, rows); A(lc->rstd, rows);
+        A(lc->yexp, n * J * D);
+    }
+    A(t->act, (L + 1) * n * D);
+    A(t->xn, n * D); A(t->hmean, n); A(t->hrstd, n);
+    A(t->out, n * outw); A(t->dout, n * outw);
+    A(t->dact[0], n * D); A(t->dact[1], n * D); A(t->dxslot, n * J * D);
+    A(t->dw, n * k); A(t->dlogits, n * E); A(t->resid, n);
+    A(t->dscratch, (int64_t)t->n_threads * n * 2 * ldh);
+    A(t->tasks, 4 * (E + S + 64));
+#undef A
+    if (!ok) {
+        free_acts(t);
+        return dm_fail(err, DM_ERR_NOMEM, "trainer: out of memory for a micro-batch of %lld rows", (long long)n);
+    }
+    t->cap = n;
+    return DM_OK;
+}
+
+/* ---------------------------------------------------------------- schedule + optimizer */
+
+static double lr_at(const dm_train_config *tc, int64_t step)
+{
+    if (step < tc->warmup) return tc->lr * (double)(step + 1) / (double)tc->warmup;
+    if (tc->schedule == DM_SCHED_CONSTANT) return tc->lr;
+    double span = (double)(tc->total_steps - tc->warmup);
+    double p = span > 0 ? (double)(step - tc->warmup) / span : 1.0;
+    if (p > 1) p = 1;
+    return tc->lr * 0.5 * (1.0 + cos(3.14159265358979323846 * p));
+}
+
+typedef struct adam_arg { dm_trainer *t; float gscale, lr, bc1, bc2; } adam_arg;
+
+static void adam_task(void *arg, int64_t i, int tid)
+{
+    DM_UNUSED(tid);
+    adam_arg *a = arg;
+    dm_trainer *t = a->t;
+    if (t->frozen[i]) return;
+    const dm_tensor_desc *d = &t->m->tensors[i];
+    const dm_train_config *tc = &t->tc;
+    t->m->kern->adamw(t->m->params + d->offset, t->grad + d->offset, t->adam_m + d->offset,
+                      t->adam_v + d->offset, d->numel, a->gscale, a->lr, tc->beta1, tc->beta2, tc->eps,
+                      tc->weight_decay, a->bc1, a->bc2);
+}
+
+static double grad_norm(const dm_trainer *t)
+{
+    double s = 0;
+    for (int i = 0; i < t->m->n_tensors; i++) {
+        if (t->frozen[i]) continue;
+        const dm_tensor_desc *d = &t->m->tensors[i];
+        const float *g = t->grad + d->offset;
+        double ts = 0;
+        for (int64_t j = 0; j < d->numel; j++) ts += (double)g[j] * g[j];
+        s += ts;
+    }
+    return sqrt(s);
+}
+
+/* DeepSeek-V3's aux-free update from the step's assignment counts. */
+static void aux_free_update(dm_trainer *t)
+{
+    const dm_config *c = &t->m->cfg;
+    int E = c->n_experts;
+    for (int l = 0; l < c->n_layers; l++) {
+        const int64_t *cnt = t->counts + (int64_t)l * E;
+        double total = 0;
+        for (int e = 0; e < E; e++) total += (double)cnt[e];
+        double mean = total / E;
+        float *b = t->m->layers[l].sel_bias;
+        for (int e = 0; e < E; e++) {
+            double load = (double)cnt[e];
+            b[e] += t->tc.bias_update * (float)((load < mean) - (load > mean));
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- step */
+
+static void micro_batch(dm_trainer *t, const float *x, const float *target, const int32_t *labels, int64_t n,
+                        float scale, double *loss, double *bal, int64_t *correct)
+{
+    const dm_config *c = &t->m->cfg;
+    int L = c->n_layers;
+    t->x = x;
+    t->n = n;
+    dm_tr_embed_forward(t);
+    for (int l = 0; l < L; l++) dm_tr_layer_forward(t, l);
+    if (c->n_classes) dm_tr_head_forward(t);
+    *loss += dm_tr_task_loss(t, target, labels, scale, correct);
+
+    /* backward: d holds the gradient w.r.t. the current layer's output */
+    float *d = t->dact[0], *dx = t->dact[1];
+    if (c->n_classes) dm_tr_head_backward(t, d);
+    else memcpy(d, t->dout, (size_t)n * c->dim * sizeof *d);
+    for (int l = L - 1; l >= 0; l--) {
+        *bal += dm_tr_balance(t, l, scale);
+        dm_tr_layer_backward(t, l, d, dx);
+        float *tmp = d; d = dx; dx = tmp;
+    }
+    if (c->in_dim) dm_tr_embed_backward(t, d);
+}
+
+dm_status dm_train_step(dm_trainer *t, const float *x, const float *target, const int32_t *labels, int64_t n_rows,
+                        dm_step_stats *st, dm_error *err)
+{
+    const dm_config *c = &t->m->cfg;
+    const dm_train_config *tc = &t->tc;
+    int A = tc->grad_accum, in = dm_model_in_width(c), outw = dm_model_out_width(c);
+    if (n_rows < A || n_rows % A)
+        return dm_fail(err, DM_ERR_ARG, "step of %lld rows does not split into %d micro-batches", (long long)n_rows, A);
+    if (tc->loss == DM_LOSS_CE ? !labels : !target)
+        return dm_fail(err, DM_ERR_ARG, "step needs %s", tc->loss == DM_LOSS_CE ? "labels" : "targets");
+    dm_status s = dm_check_input(x, n_rows, in, err);
+    if (s) return s;
+    if (tc->loss == DM_LOSS_CE) {
+        for (int64_t i = 0; i < n_rows; i++)
+            if (labels[i] < 0 || labels[i] >= c->n_classes)
+                return dm_fail(err, DM_ERR_ARG, "label %d of row %lld is outside [0, %d)", labels[i], (long long)i, c->n_classes);
+    } else if ((s = dm_check_input(target, n_rows, outw, err))) {
+        return dm_fail(err, s, "target %s", err ? err->msg : "");
+    }
+    int64_t mb = n_rows / A;
+    if ((s = reserve(t, mb, err))) return s;
+    memset(t->grad, 0, (size_t)t->m->n_params * sizeof *t->grad);
+    memset(t->counts, 0, (size_t)c->n_layers * c->n_experts * sizeof *t->counts);
+    double loss = 0, bal = 0;
+    int64_t correct = 0;
+    for (int a = 0; a < A; a++) {
+        int64_t r0 = a * mb;
+        micro_batch(t, x + r0 * in, target ? target + r0 * outw : NULL, labels ? labels + r0 : NULL, mb,
+                    1.0f / A, &loss, &bal, &correct);
+    }
+    double norm = grad_norm(t);
+    float gscale = 1.0f;
+    if (tc->clip > 0 && norm > tc->clip) gscale = (float)(tc->clip / (norm + 1e-6));
+    double lr = lr_at(tc, t->step);
+    t->step++;
+    adam_arg aa = {t, gscale, (float)lr, (float)(1.0 - pow(tc->beta1, (double)t->step)),
+                   (float)(1.0 - pow(tc->beta2, (double)t->step))};
+    dm_pool_run(t->pool, t->m->n_tensors, adam_task, &aa);
+    if (tc->balance & DM_BAL_AUX_FREE) aux_free_update(t);
+    dm_tr_sync(t);
+    if (st) *st = (dm_step_stats){loss / A, bal / A, norm, lr, t->step, correct};
+    return DM_OK;
+}
+
+dm_status dm_tr_loss_and_grad(dm_trainer *t, const float *x, const float *target, const int32_t *labels,
+                              int64_t n, double *loss, dm_error *err)
+{
+    dm_status s = reserve(t, n, err);
+    if (s) return s;
+    memset(t->grad, 0, (size_t)t->m->n_params * sizeof *t->grad);
+    double l = 0, b = 0;
+    int64_t correct = 0;
+    micro_batch(t, x, target, labels, n, 1.0f, &l, &b, &correct);
+    *loss = l + b;
+    return DM_OK;
+}
+
+void dm_trainer_expert_load(const dm_trainer *t, double *load)
+{
+    memcpy(load, t->last_load, (size_t)t->m->cfg.n_layers * t->m->cfg.n_experts * sizeof *load);
+}
+
+int64_t dm_trainer_step_count(const dm_trainer *t) { return t->step; }

@@ -1,0 +1,103 @@
+/* trainer.h - the trainer's internals.
+ *
+ * Parameters, gradients and AdamW moments are flat buffers in the model's
+ * tensor-table layout (grad[i] is the gradient of params[i]), so ZeRO can
+ * shard them by offset and checkpoints write them in one piece. Activations
+ * are cached per layer for the backward pass in buffers sized for the largest
+ * micro-batch seen; a step allocates nothing after that.
+ *
+ * Cache rows of one MoE layer: assignment positions p < n*k (grouped by expert,
+ * as dispatch sorted them), then shared expert s's rows at n*k + s*n + r. */
+#ifndef DM_TRAINER_H
+#define DM_TRAINER_H
+
+#include "base/base.h"
+#include "nn/moe.h"
+
+typedef struct layer_cache {
+    dm_route_buf rb;     /* logits [n, E], e/w [n, k], dispatch lists */
+    float *h1;           /* [rows, ldh] up-projection output: post-ReLU (seed) or [g | u] (swiglu) */
+    float *hn;           /* [rows, hmax] LayerNorm output (seed) or silu(g) * u (swiglu) */
+    float *mean, *rstd;  /* [rows] LayerNorm statistics (seed) */
+    float *yexp;         /* [n, J, D] unscaled expert outputs, slot j of row r */
+} layer_cache;
+
+/* Packed transposed weights for the input-gradient GEMMs. */
+typedef struct expert_t {
+    float *p1t;          /* (W1 or [W1; W3])^T: [D, H or 2H] packed */
+    float *p2t;          /* W2^T: [H, D] packed */
+} expert_t;
+
+struct dm_trainer {
+    dm_model *m;
+    dm_train_config tc;
+    dm_pool *pool;
+    int n_threads;
+    int64_t step;
+    float *grad;         /* [n_params] */
+    float *adam_m;       /* [n_params] */
+    float *adam_v;       /* [n_params] */
+    unsigned char *frozen;  /* [n_tensors] 1: no gradient, no AdamW (selection biases) */
+
+    /* transposed packs */
+    float *tpacked;      /* one allocation */
+    float **gate_pt;     /* [L] Wg^T [D, E] */
+    expert_t *ext;       /* [L * (E + S)] */
+    float *head_pt;      /* Wh^T [D, C] */
+    float *ttmp;         /* transpose scratch */
+
+    /* gradient views (same offsets as the model's weights) */
+    struct layer_grad {
+        float *gate_w, *gate_b;
+        struct expert_grad { float *w1, *b1, *gamma, *beta, *w2, *b2, *w3; } *ex;  /* [E + S] */
+    } *lg;               /* [L] */
+    float *g_embed_w, *g_embed_b, *g_norm_w, *g_norm_b, *g_head_w, *g_head_b;
+
+    /* activations for the current micro-batch (capacity cap rows) */
+    int64_t cap;
+    int64_t n;           /* rows of the running micro-batch */
+    const float *x;      /* the micro-batch input [n, in] */
+    float *act;          /* [(L + 1), cap, D]: act_0 = embed(x) or x, act_{l+1} = layer l's output */
+    layer_cache *lc;     /* [L] */
+    float *xn, *hmean, *hrstd;  /* head: LayerNorm output [cap, D] and statistics [cap] */
+    float *out;          /* [cap, out] model output */
+    float *dout;         /* [cap, out] loss gradient */
+    float *dact[2];      /* [cap, D] gradient w.r.t. a layer's output / input */
+    float *dxslot;       /* [cap, J, D] input gradients per (row, slot) */
+    float *dw;           /* [cap, k] gradient w.r.t. routing weights */
+    float *dlogits;      /* [cap, E] */
+    float *resid;        /* [cap] sum of residual weights per row (seed experts) */
+    float *dscratch;     /* [n_threads, cap, 2 * hmax] per-task expert gradient scratch */
+    float *route_tmp;    /* [n_threads, dm_route_scratch] */
+    double *bal;         /* [E] per-layer balance statistics scratch */
+    double *probsum;     /* [E] */
+    int64_t *counts;     /* [L, E] assignments of the running optimizer step (aux-free) */
+    double *last_load;   /* [L, E] load of the last micro-batch */
+    int64_t *tasks;      /* scratch task list */
+};
+
+/* train_layer.c: one MoE layer's forward with caches, and its backward.
+ * Forward: act_l -> act_{l+1}. Backward: dact_{l+1} (d) -> dact_l (dx), accumulating
+ * parameter gradients; dw_extra/dlogits_extra hold balance-loss gradients already
+ * (dw, dlogits arrays are inputs+outputs). */
+void dm_tr_layer_forward(dm_trainer *t, int l);
+void dm_tr_layer_backward(dm_trainer *t, int l, const float *d, float *dx);
+
+/* train.c: re-packs forward and transposed weights after the parameters changed. */
+void dm_tr_sync(dm_trainer *t);
+
+/* Loss (task + balance) and gradients into t->grad for one batch, no update (tests). */
+dm_status dm_tr_loss_and_grad(dm_trainer *t, const float *x, const float *target, const int32_t *labels,
+                              int64_t n, double *loss, dm_error *err);
+
+/* train_loss.c */
+double dm_tr_task_loss(dm_trainer *t, const float *target, const int32_t *labels, float scale, int64_t *correct);
+double dm_tr_balance(dm_trainer *t, int l, float scale);  /* adds gradients into t->dw / t->dlogits */
+
+/* train_linear.c: embedding and head, forward and backward. */
+void dm_tr_embed_forward(dm_trainer *t);
+void dm_tr_embed_backward(dm_trainer *t, const float *d);
+void dm_tr_head_forward(dm_trainer *t);
+void dm_tr_head_backward(dm_trainer *t, float *dx);
+
+#endif
