@@ -264,6 +264,29 @@ double dm_expert_utilization(const double *load, int n_experts);
 /* (max_e load - mean load) / mean load: 0 = perfectly balanced. */
 double dm_max_vio(const double *load, int n_experts);
 
+/* ---------------------------------------------------------------- evaluation */
+
+typedef struct dm_eval {
+    double loss;              /* mean CE (labels) or MSE (targets) */
+    double accuracy;          /* classify: share of rows whose argmax is the label; else -1 */
+    double mse;               /* regress: mean squared error; else -1 */
+    double *expert_load;      /* caller's [n_layers * E] or NULL: share of assignments per expert */
+    double expert_utilization;/* mean over layers of mean(load) / max(load) */
+    double max_vio;           /* mean over layers of (max load - mean) / mean */
+    double routing_accuracy;  /* share of (row, layer) pairs whose chosen top-k set equals the oracle's */
+    double purity;            /* regimes known: share of rows whose top-1 expert is their regime's
+                                 most common one (mean over layers); else -1 */
+    int64_t oracle_rows;      /* rows the oracle scored */
+} dm_eval;
+
+/* Evaluates the ctx's model on n rows (labels for CE, else targets for MSE;
+ * regime may be NULL). The routing oracle ranks, for each row and layer, the
+ * experts by the row's loss when that expert alone (weight 1) serves the layer;
+ * its top-k set is compared with the router's. It costs E forwards per layer,
+ * so it runs on the first oracle_rows rows (0 = skip, routing_accuracy -1). */
+dm_status dm_evaluate(dm_ctx *ctx, const float *x, const float *target, const int32_t *labels,
+                      const int32_t *regime, int64_t n, int64_t oracle_rows, dm_eval *out, dm_error *err);
+
 /* ---------------------------------------------------------------- arrays (.npy) */
 
 typedef struct dm_array {

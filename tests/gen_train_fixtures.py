@@ -44,7 +44,15 @@ Cases (all constant LR, no warm-up, no clipping, grad_accum 1 unless noted)
   z         the router z-loss
   all       switch + z + aux_free, clip 0.5, cosine schedule with warmup 3
             over total_steps 10 (selection_bias true)
-  accum     none, grad_accum 2 (rows 0-15, then rows 16-31)
+  accum     none, grad_accum 2 (rows 0-15, then rows 16-31); with MSE alone
+            this equals the full batch up to rounding, so it checks the 1/G
+            scaling (grad_norm, loss) and that G > 1 runs
+  accum_bal seed + switch + aux_free, grad_accum 2: the balance terms are
+            nonlinear in their micro-batch (f_e, P_e per micro-batch), so this
+            trajectory differs from the same case with grad_accum 1; the
+            aux-free load counts both micro-batches' rows (the seed is chosen
+            so that counting only the last micro-batch's rows would change
+            the bias update on at least one step)
 
 Files per case NAME (all float32):
   train_NAME.safetensors        initial weights, deepmoe names, metadata
@@ -106,6 +114,7 @@ CASES = [
     ("all", {"balance": ["switch", "z", "aux_free"], "clip": 0.5, "schedule": "cosine",
              "warmup": 3}, 106),
     ("accum", {"grad_accum": 2}, 107),
+    ("accum_bal", {"balance": ["seed", "switch", "aux_free"], "grad_accum": 2}, 108),
 ]
 
 
@@ -210,8 +219,10 @@ def balance_loss(tc, logits, idx, w):
     return sum(terms) if terms else torch.zeros((), dtype=logits.dtype)
 
 
-def train(model, x, y, tc, check):
-    """Runs the trajectory in model's dtype; returns the [STEPS, 4] log."""
+def train(model, x, y, tc, check, info=None):
+    """Runs the trajectory in model's dtype; returns the [STEPS, 4] log.
+    info (a dict): gets "load_sign_differs", the steps whose aux-free update
+    would differ had the load been counted over the last micro-batch only."""
     params = [p for p in model.parameters()]   # expert_bias is a buffer: not here
     opt = torch.optim.AdamW(params, lr=tc["lr"], betas=(tc["beta1"], tc["beta2"]),
                             eps=tc["eps"], weight_decay=tc["weight_decay"])
@@ -234,7 +245,8 @@ def train(model, x, y, tc, check):
             ((mse + bal) / G).backward()
             mse_sum += float(mse)
             bal_sum += float(bal)
-            counts += torch.bincount(idx.flatten(), minlength=n_exp)
+            last = torch.bincount(idx.flatten(), minlength=n_exp)
+            counts += last
         with torch.no_grad():
             norm = float(torch.sqrt(sum((p.grad.double() ** 2).sum() for p in params)))
         if tc["clip"] > 0:
@@ -245,6 +257,11 @@ def train(model, x, y, tc, check):
             with torch.no_grad():
                 load = counts.to(x.dtype) / (x.shape[0] * model.cfg["top_k"])
                 model.gating.expert_bias += tc["bias_update"] * torch.sign(load.mean() - load)
+                if info is not None:
+                    last_load = last.to(x.dtype) / (mb * model.cfg["top_k"])
+                    differs = not torch.equal(torch.sign(load.mean() - load),
+                                              torch.sign(last_load.mean() - last_load))
+                    info["load_sign_differs"] = info.get("load_sign_differs", 0) + differs
         log[t] = [mse_sum / G, bal_sum / G, norm, lr]
     if check:   # the final weights must route robustly too (the C test's last step used them)
         with torch.no_grad():
@@ -265,10 +282,15 @@ def make_case(outdir, name, over, seed):
         s = seed + 1000 * attempt
         model, x, y = build_model(cfg, s)
         m64 = copy.deepcopy(model).double()
+        info = {}
         try:
-            log = train(m64, x.double(), y.double(), tc, check=True)
+            log = train(m64, x.double(), y.double(), tc, check=True, info=info)
         except RejectSeed as why:
             print(f"  {name}: seed {s} rejected ({why})")
+            continue
+        if "aux_free" in tc["balance"] and tc["grad_accum"] > 1 and not info["load_sign_differs"]:
+            print(f"  {name}: seed {s} rejected (the aux-free update would be the same with the "
+                  f"last micro-batch's load)")
             continue
         m32 = copy.deepcopy(model)
         log32 = train(m32, x, y, tc, check=False)
@@ -303,6 +325,8 @@ def make_case(outdir, name, over, seed):
     moved = max(relerr(v.numpy(), init[k].double().numpy()) for k, v in final if init[k].any())
     clipped = int((log[:, 2] > tc["clip"]).sum()) if tc["clip"] > 0 else 0
     extra = f", clip active on {clipped}/{STEPS} steps" if tc["clip"] > 0 else ""
+    if info.get("load_sign_differs"):
+        extra += f", last-micro-batch load would differ on {info['load_sign_differs']} steps"
     if "aux_free" in tc["balance"]:
         extra += ", expert_bias " + " ".join(f"{v:+.3f}" for v in
                                              m64.state_dict()["gating.expert_bias"].tolist())

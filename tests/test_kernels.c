@@ -623,6 +623,989 @@ static void check_silu_mul(dm_t *t, const dm_kernels *kt)
 static void test_kernel_avx2_silu_mul(dm_t *t) { check_silu_mul(t, &dm_kernels_avx2); }
 static void test_kernel_avx512_silu_mul(dm_t *t) { check_silu_mul(t, &dm_kernels_avx512); }
 
+/* ================================================================ training kernels */
+
+/* max |a - b| over a rows x cols block (stride ld), divided by max(max |b|,
+ * floor): the normalized error of a whole output block. */
+static double block_relerr(const float *a, const float *b, int64_t rows, int64_t cols, int64_t ld,
+                           double floor)
+{
+    double num = 0, den = floor > 1e-30 ? floor : 1e-30;
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < cols; j++) {
+            double d = fabs((double)a[i * ld + j] - (double)b[i * ld + j]);
+            if (d != d) return INFINITY;
+            if (d > num) num = d;
+            if (fabs(b[i * ld + j]) > den) den = fabs(b[i * ld + j]);
+        }
+    return num / den;
+}
+
+/* The scale of one row of LayerNorm's dx: rstd * max_j |dy_j gamma_j|, the
+ * size of the terms it combines. dx itself can be far smaller (n = 2: the
+ * output does not depend on x, up to eps), so errors are measured against this. */
+static double ln_dx_scale(const float *dy, int n, const float *gamma, float rstd)
+{
+    double m = 0;
+    for (int j = 0; j < n; j++) {
+        double g = fabs((double)dy[j] * (gamma ? gamma[j] : 1.0f));
+        if (g > m) m = g;
+    }
+    return m * rstd;
+}
+
+/* Bitwise equality of two float arrays (NaN-safe, distinguishes -0). */
+static int same_bits(const float *a, const float *b, int64_t n)
+{
+    return n <= 0 || memcmp(a, b, (size_t)n * sizeof *a) == 0;
+}
+
+/* ---------------------------------------------------------------- layernorm_fwd */
+
+/* LayerNorm of one row in double: y (may be NULL), and the row's mean and
+ * 1/sqrt(var + eps). gamma/beta NULL mean 1 and 0. */
+static void ln_row_d(const double *x, int n, const double *gamma, const double *beta, double eps,
+                     double *y, double *mean, double *rstd)
+{
+    double mu = 0, var = 0;
+    for (int j = 0; j < n; j++) mu += x[j];
+    mu /= n;
+    for (int j = 0; j < n; j++) var += (x[j] - mu) * (x[j] - mu);
+    var /= n;
+    double r = 1 / sqrt(var + eps);
+    if (mean) *mean = mu;
+    if (rstd) *rstd = r;
+    if (y)
+        for (int j = 0; j < n; j++) y[j] = (x[j] - mu) * r * (gamma ? gamma[j] : 1) + (beta ? beta[j] : 0);
+}
+
+static double *to_double(const float *p, int64_t n)
+{
+    double *d = malloc((size_t)(n ? n : 1) * sizeof *d);
+    for (int64_t i = 0; i < n; i++) d[i] = p[i];
+    return d;
+}
+
+/* gamma/beta options: bit 0 gamma, bit 1 beta (each alone catches a NULL mixup) */
+static void test_kernel_ref_layernorm_fwd(dm_t *t)
+{
+    dm_rng rng;
+    dm_rng_seed(&rng, 11);
+    const float eps = 1e-5f;
+    for (int s = 0; s < COUNT(LN_NS); s++) {
+        int n = LN_NS[s];
+        int64_t rows = 5, ld = n + 3, ldy = n + 5;
+        float *x = ln_input(&rng, rows, n, ld);
+        for (int j = 0; j < n; j++) x[2 * ld + j] = 2.5f; /* a constant row: var 0, rstd = 1/sqrt(eps) */
+        float *y = dm_alloc((size_t)(rows * ldy) * sizeof(float));
+        float *mean = dm_alloc((size_t)rows * sizeof(float)), *rstd = dm_alloc((size_t)rows * sizeof(float));
+        float *gamma = dm_alloc((size_t)n * sizeof(float)), *beta = dm_alloc((size_t)n * sizeof(float));
+        fill_uniform(&rng, gamma, n, 0.5f, 1.5f);
+        fill_uniform(&rng, beta, n, -1, 1);
+        double *gd = to_double(gamma, n), *bd = to_double(beta, n), *want = malloc((size_t)n * sizeof *want);
+        for (int opt = 0; opt < 4; opt++)
+            for (int inplace = 0; inplace < 2; inplace++) {
+                const float *ga = opt & 1 ? gamma : NULL, *be = opt & 2 ? beta : NULL;
+                float *out = inplace ? dm_alloc((size_t)(rows * ld) * sizeof(float)) : y;
+                int64_t ldo = inplace ? ld : ldy;
+                if (inplace) memcpy(out, x, (size_t)(rows * ld) * sizeof(float));
+                else fill_value(y, rows * ldy, SENTINEL);
+                dm_kernels_ref.layernorm_fwd(inplace ? out : x, rows, n, ld, ga, be, eps, out, ldo, mean, rstd);
+                for (int64_t i = 0; i < rows; i++) {
+                    double *xd = to_double(x + i * ld, n), mu, r;
+                    ln_row_d(xd, n, opt & 1 ? gd : NULL, opt & 2 ? bd : NULL, eps, want, &mu, &r);
+                    CHECK(t, fabs(mean[i] - mu) <= 1e-6 * fabs(mu) && fabs(rstd[i] - r) <= 1e-6 * r,
+                          "n=%d row %lld: mean %g rstd %g want %g %g", n, (long long)i, mean[i], rstd[i], mu, r);
+                    for (int j = 0; j < n; j++)
+                        CHECK(t, fabs(out[i * ldo + j] - want[j]) <= 1e-6 * (1 + fabs(want[j])),
+                              "n=%d opt=%d inplace=%d [%lld][%d]: %g want %g", n, opt, inplace,
+                              (long long)i, j, out[i * ldo + j], want[j]);
+                    for (int64_t j = n; j < ldo; j++)
+                        CHECK(t, out[i * ldo + j] == SENTINEL, "n=%d: gap [%lld][%lld] written", n,
+                              (long long)i, (long long)j);
+                    free(xd);
+                }
+                if (inplace) dm_free(out);
+            }
+        /* the constant row (variance 0): eps alone keeps rstd finite */
+        CHECK(t, fabsf(rstd[2] - 1 / sqrtf(eps)) <= 1e-3f, "rstd of a constant row %g", rstd[2]);
+        free(gd);
+        free(bd);
+        free(want);
+        dm_free(x);
+        dm_free(y);
+        dm_free(mean);
+        dm_free(rstd);
+        dm_free(gamma);
+        dm_free(beta);
+    }
+}
+
+static void check_layernorm_fwd(dm_t *t, const dm_kernels *kt)
+{
+    dm_rng rng;
+    dm_rng_seed(&rng, 12);
+    for (int s = 0; s < COUNT(LN_NS); s++) {
+        int n = LN_NS[s];
+        int64_t rows = 7, ld = n + 3, ldy = n + 2;
+        float *x = ln_input(&rng, rows, n, ld);
+        float *gamma = dm_alloc((size_t)n * sizeof(float)), *beta = dm_alloc((size_t)n * sizeof(float));
+        fill_uniform(&rng, gamma, n, 0.5f, 1.5f);
+        fill_uniform(&rng, beta, n, -1, 1);
+        int64_t total = rows * (ld > ldy ? ld : ldy) + 1;
+        float *want = dm_alloc((size_t)total * sizeof(float)), *got = dm_alloc((size_t)total * sizeof(float));
+        float stats[4][8]; /* mean, rstd of ref and kt */
+        for (int opt = 0; opt < 4; opt++)
+            for (int mode = 0; mode < 3; mode++) {
+                /* 0: out of place, y one float past alignment, ldy != ld
+                 * 1: in place (y == x)   2: out of place, x unaligned, one row fewer */
+                const float *ga = opt & 1 ? gamma : NULL, *be = opt & 2 ? beta : NULL;
+                int64_t r = mode == 2 ? rows - 1 : rows, ldo = mode == 1 ? ld : ldy;
+                float *yw = want + (mode == 0), *yg = got + (mode == 0);
+                if (mode == 1) {
+                    memcpy(want, x, (size_t)(rows * ld) * sizeof(float));
+                    memcpy(got, x, (size_t)(rows * ld) * sizeof(float));
+                } else {
+                    fill_value(want, total, SENTINEL);
+                    fill_value(got, total, SENTINEL);
+                }
+                const float *xw = mode == 1 ? want : x + (mode == 2), *xg = mode == 1 ? got : x + (mode == 2);
+                dm_kernels_ref.layernorm_fwd(xw, r, n, ld, ga, be, 1e-5f, yw, ldo, stats[0], stats[1]);
+                kt->layernorm_fwd(xg, r, n, ld, ga, be, 1e-5f, yg, ldo, stats[2], stats[3]);
+                double err = 0;
+                for (int64_t i = 0; i < r; i++) {
+                    double e = dm_test_relerr(yg + i * ldo, yw + i * ldo, n);
+                    if (e > err) err = e;
+                }
+                double serr = elem_relerr(stats[2], stats[0], r, 1e-3);
+                double rerr = elem_relerr(stats[3], stats[1], r, 1e-30);
+                int gaps = 0;
+                for (int64_t j = 0; j < total; j++) gaps += (want[j] == SENTINEL) != (got[j] == SENTINEL);
+                CHECK(t, err <= TOL && serr <= TOL && rerr <= TOL && gaps == 0,
+                      "%s n=%d opt=%d mode=%d: y relerr %g, mean %g, rstd %g, %d gap diffs",
+                      dm_isa_name(kt->isa), n, opt, mode, err, serr, rerr, gaps);
+            }
+        dm_free(x);
+        dm_free(want);
+        dm_free(got);
+        dm_free(gamma);
+        dm_free(beta);
+    }
+}
+
+static void test_kernel_avx2_layernorm_fwd(dm_t *t) { check_layernorm_fwd(t, &dm_kernels_avx2); }
+static void test_kernel_avx512_layernorm_fwd(dm_t *t) { check_layernorm_fwd(t, &dm_kernels_avx512); }
+
+/* ---------------------------------------------------------------- layernorm_bwd */
+
+/* L = sum_j w[j] * y[j] of one row's forward, in double. */
+static double ln_loss_d(const double *x, int n, const double *gamma, const double *beta, double eps,
+                        const double *w, double *ybuf)
+{
+    ln_row_d(x, n, gamma, beta, eps, ybuf, NULL, NULL);
+    double l = 0;
+    for (int j = 0; j < n; j++) l += w[j] * ybuf[j];
+    return l;
+}
+
+/* The reference backward against (a) the formula in double from x itself
+ * and (b) central finite differences of the forward (loss sum(dy * y)) in x,
+ * gamma and beta; dgamma/dbeta accumulate onto nonzero values; in place and
+ * without dgamma/dbeta give bitwise the same dx. */
+static void test_kernel_ref_layernorm_bwd(dm_t *t)
+{
+    static const int ns[] = {1, 2, 3, 17, 64};
+    dm_rng rng;
+    dm_rng_seed(&rng, 13);
+    const float eps = 1e-5f;
+    const double h = 1e-4;
+    for (int s = 0; s < COUNT(ns); s++)
+        for (int affine = 0; affine < 2; affine++) {
+            int n = ns[s];
+            int64_t rows = 4, ld = n + 2, total = rows * ld;
+            float *x = ln_input(&rng, rows, n, ld);
+            float *dy = dm_alloc((size_t)total * sizeof(float)), *dx = dm_alloc((size_t)total * sizeof(float));
+            float *dx2 = dm_alloc((size_t)total * sizeof(float));
+            fill_value(dy, total, SENTINEL);
+            for (int64_t i = 0; i < rows; i++) fill_uniform(&rng, dy + i * ld, n, -2, 2);
+            float gamma[64], dgamma[64], dbeta[64], dg0[64], db0[64], mean[4], rstd[4];
+            fill_uniform(&rng, gamma, n, 0.5f, 1.5f);
+            fill_uniform(&rng, dg0, n, -1, 1);
+            fill_uniform(&rng, db0, n, -1, 1);
+            memcpy(dgamma, dg0, sizeof dgamma);
+            memcpy(dbeta, db0, sizeof dbeta);
+            const float *ga = affine ? gamma : NULL;
+            dm_kernels_ref.layernorm_fwd(x, rows, n, ld, ga, NULL, eps, dx, ld, mean, rstd); /* mean, rstd */
+            fill_value(dx, total, SENTINEL);
+            dm_kernels_ref.layernorm_bwd(x, mean, rstd, dy, rows, n, ld, ga, dx, dgamma, dbeta);
+
+            double gd[64], zero[64] = {0}, xd[64], wd[64], yd[64];
+            for (int j = 0; j < n; j++) gd[j] = affine ? gamma[j] : 1;
+            double dgw[64] = {0}, dbw[64] = {0}, dgfd[64] = {0}, dbfd[64] = {0};
+            for (int64_t i = 0; i < rows; i++) {
+                for (int j = 0; j < n; j++) {
+                    xd[j] = x[i * ld + j];
+                    wd[j] = dy[i * ld + j];
+                }
+                double mu, r, sg = 0, sgx = 0, want[64], fd[64];
+                ln_row_d(xd, n, NULL, NULL, eps, NULL, &mu, &r);
+                for (int j = 0; j < n; j++) {
+                    double xh = (xd[j] - mu) * r;
+                    sg += wd[j] * gd[j];
+                    sgx += wd[j] * gd[j] * xh;
+                    dgw[j] += wd[j] * xh;
+                    dbw[j] += wd[j];
+                }
+                for (int j = 0; j < n; j++) {
+                    double xh = (xd[j] - mu) * r;
+                    want[j] = r * (wd[j] * gd[j] - sg / n - xh * sgx / n);
+                    double keep = xd[j];
+                    xd[j] = keep + h;
+                    double lp = ln_loss_d(xd, n, gd, zero, eps, wd, yd);
+                    xd[j] = keep - h;
+                    double lm = ln_loss_d(xd, n, gd, zero, eps, wd, yd);
+                    xd[j] = keep;
+                    fd[j] = (lp - lm) / (2 * h);
+                }
+                /* gamma and beta: each row's loss moves with them */
+                for (int j = 0; j < n; j++) {
+                    double keep = gd[j];
+                    gd[j] = keep + h;
+                    double lp = ln_loss_d(xd, n, gd, zero, eps, wd, yd);
+                    gd[j] = keep - h;
+                    double lm = ln_loss_d(xd, n, gd, zero, eps, wd, yd);
+                    gd[j] = keep;
+                    dgfd[j] += (lp - lm) / (2 * h);
+                    double bp[64] = {0};
+                    bp[j] = h;
+                    lp = ln_loss_d(xd, n, gd, bp, eps, wd, yd);
+                    bp[j] = -h;
+                    lm = ln_loss_d(xd, n, gd, bp, eps, wd, yd);
+                    dbfd[j] += (lp - lm) / (2 * h);
+                }
+                float wf[64], ff[64];
+                for (int j = 0; j < n; j++) {
+                    wf[j] = (float)want[j];
+                    ff[j] = (float)fd[j];
+                }
+                double sc = ln_dx_scale(dy + i * ld, n, ga, rstd[i]);
+                double e1 = block_relerr(dx + i * ld, wf, 1, n, n, sc), e2 = block_relerr(dx + i * ld, ff, 1, n, n, sc);
+                /* n = 1: xhat = 0, dx must be exactly 0 */
+                CHECK(t, n > 1 ? e1 <= 1e-5 && e2 <= 1e-5 : dx[i * ld] == 0,
+                      "n=%d affine=%d row %lld: dx relerr %g vs formula, %g vs finite differences",
+                      n, affine, (long long)i, e1, e2);
+                CHECK(t, dx[i * ld + n] == SENTINEL && (i + 1 == rows || dx[i * ld + n + 1] == SENTINEL),
+                      "n=%d: gap after row %lld written", n, (long long)i);
+            }
+            float dgf[64], dbf[64], dgfdf[64], dbfdf[64], dgd[64], dbd[64];
+            for (int j = 0; j < n; j++) {
+                dgf[j] = (float)(dg0[j] + dgw[j]);
+                dbf[j] = (float)(db0[j] + dbw[j]);
+                dgfdf[j] = (float)dgfd[j];
+                dbfdf[j] = (float)dbfd[j];
+                dgd[j] = dgamma[j] - dg0[j]; /* what the kernel added */
+                dbd[j] = dbeta[j] - db0[j];
+            }
+            double eg = dm_test_relerr(dgamma, dgf, n), eb = dm_test_relerr(dbeta, dbf, n);
+            CHECK(t, eg <= 1e-6 && eb <= 1e-6, "n=%d affine=%d: dgamma relerr %g, dbeta %g vs formula",
+                  n, affine, eg, eb);
+            eg = dm_test_relerr(dgd, dgfdf, n);
+            eb = dm_test_relerr(dbd, dbfdf, n);
+            CHECK(t, eg <= 1e-5 && eb <= 1e-5,
+                  "n=%d affine=%d: dgamma relerr %g, dbeta %g vs finite differences", n, affine, eg, eb);
+
+            /* without dgamma/dbeta, and in place (dx == dy): the same dx, bit for bit */
+            fill_value(dx2, total, SENTINEL);
+            dm_kernels_ref.layernorm_bwd(x, mean, rstd, dy, rows, n, ld, ga, dx2, NULL, NULL);
+            CHECK(t, same_bits(dx2, dx, total), "n=%d affine=%d: dx differs without dgamma/dbeta", n, affine);
+            memcpy(dx2, dy, (size_t)total * sizeof(float));
+            memcpy(dgamma, dg0, sizeof dgamma);
+            memcpy(dbeta, db0, sizeof dbeta);
+            dm_kernels_ref.layernorm_bwd(x, mean, rstd, dx2, rows, n, ld, ga, dx2, dgamma, dbeta);
+            int diff = 0;
+            for (int64_t i = 0; i < rows; i++) diff += !same_bits(dx2 + i * ld, dx + i * ld, n);
+            CHECK(t, diff == 0 && dm_test_relerr(dgamma, dgf, n) <= 1e-6,
+                  "n=%d affine=%d: in place differs (%d rows)", n, affine, diff);
+            dm_free(x);
+            dm_free(dy);
+            dm_free(dx);
+            dm_free(dx2);
+        }
+}
+
+static void check_layernorm_bwd(dm_t *t, const dm_kernels *kt)
+{
+    dm_rng rng;
+    dm_rng_seed(&rng, 14);
+    for (int s = 0; s < COUNT(LN_NS); s++) {
+        int n = LN_NS[s];
+        int64_t rows = 9, ld = n + 3, total = rows * ld + 1;
+        float *x = ln_input(&rng, rows, n, ld);
+        float *dy = dm_alloc((size_t)total * sizeof(float));
+        fill_value(dy, total, SENTINEL);
+        for (int64_t i = 0; i < rows; i++) fill_uniform(&rng, dy + 1 + i * ld, n, -2, 2);
+        float *gamma = dm_alloc((size_t)n * sizeof(float)), *dg0 = dm_alloc((size_t)n * sizeof(float));
+        float *db0 = dm_alloc((size_t)n * sizeof(float));
+        fill_uniform(&rng, gamma, n, 0.5f, 1.5f);
+        fill_uniform(&rng, dg0, n, -1, 1);
+        fill_uniform(&rng, db0, n, -1, 1);
+        float *mean = dm_alloc((size_t)rows * sizeof(float)), *rstd = dm_alloc((size_t)rows * sizeof(float));
+        float *y = dm_alloc((size_t)total * sizeof(float));
+        dm_kernels_ref.layernorm_fwd(x, rows, n, ld, gamma, NULL, 1e-5f, y, ld, mean, rstd);
+        float *want = dm_alloc((size_t)total * sizeof(float)), *got = dm_alloc((size_t)total * sizeof(float));
+        float *dgw = dm_alloc((size_t)(n + 1) * sizeof(float)), *dgg = dm_alloc((size_t)(n + 1) * sizeof(float));
+        float *dbw = dm_alloc((size_t)(n + 1) * sizeof(float)), *dbg = dm_alloc((size_t)(n + 1) * sizeof(float));
+        for (int opt = 0; opt < 8; opt++) {
+            /* bit 0: gamma, bit 1: dgamma/dbeta, bit 2: in place (dx == dy); dy and dx
+             * start one float past alignment (x stays aligned: a different offset) */
+            const float *ga = opt & 1 ? gamma : NULL;
+            int acc = opt & 2, inplace = opt & 4;
+            memcpy(dgw, dg0, (size_t)n * sizeof(float));
+            memcpy(dgg, dg0, (size_t)n * sizeof(float));
+            memcpy(dbw, db0, (size_t)n * sizeof(float));
+            memcpy(dbg, db0, (size_t)n * sizeof(float));
+            dgw[n] = dgg[n] = dbw[n] = dbg[n] = SENTINEL;
+            if (inplace) {
+                memcpy(want, dy, (size_t)total * sizeof(float));
+                memcpy(got, dy, (size_t)total * sizeof(float));
+            } else {
+                fill_value(want, total, SENTINEL);
+                fill_value(got, total, SENTINEL);
+            }
+            dm_kernels_ref.layernorm_bwd(x, mean, rstd, inplace ? want + 1 : dy + 1, rows, n, ld, ga,
+                                         want + 1, acc ? dgw : NULL, acc ? dbw : NULL);
+            kt->layernorm_bwd(x, mean, rstd, inplace ? got + 1 : dy + 1, rows, n, ld, ga, got + 1,
+                              acc ? dgg : NULL, acc ? dbg : NULL);
+            double err = 0;
+            for (int64_t i = 0; i < rows; i++) {
+                /* dy is the same for ref and kt; in place it was overwritten, use the copy */
+                double sc = ln_dx_scale(dy + 1 + i * ld, n, ga, rstd[i]);
+                double e = block_relerr(got + 1 + i * ld, want + 1 + i * ld, 1, n, n, sc);
+                if (e > err) err = e;
+            }
+            int gaps = 0;
+            for (int64_t j = 0; j < total; j++) gaps += (want[j] == SENTINEL) != (got[j] == SENTINEL);
+            /* dgamma/dbeta: accumulated when given, untouched (bitwise) otherwise,
+             * nothing written past n */
+            double eg = dm_test_relerr(dgg, dgw, n), eb = dm_test_relerr(dbg, dbw, n);
+            int kept = (acc || (same_bits(dgg, dg0, n) && same_bits(dbg, db0, n))) && dgg[n] == SENTINEL &&
+                       dbg[n] == SENTINEL;
+            CHECK(t, err <= TOL && gaps == 0 && eg <= TOL && eb <= TOL && kept,
+                  "%s n=%d opt=%d: dx relerr %g, %d gap diffs, dgamma %g, dbeta %g, kept %d",
+                  dm_isa_name(kt->isa), n, opt, err, gaps, eg, eb, kept);
+        }
+        dm_free(x);
+        dm_free(dy);
+        dm_free(y);
+        dm_free(gamma);
+        dm_free(dg0);
+        dm_free(db0);
+        dm_free(mean);
+        dm_free(rstd);
+        dm_free(want);
+        dm_free(got);
+        dm_free(dgw);
+        dm_free(dgg);
+        dm_free(dbw);
+        dm_free(dbg);
+    }
+}
+
+static void test_kernel_avx2_layernorm_bwd(dm_t *t) { check_layernorm_bwd(t, &dm_kernels_avx2); }
+static void test_kernel_avx512_layernorm_bwd(dm_t *t) { check_layernorm_bwd(t, &dm_kernels_avx512); }
+
+/* ---------------------------------------------------------------- silu_mul_bwd */
+
+static double silu_d(double g) { return g / (1 + exp(-g)); }
+
+/* The reference against values by hand and central finite differences of
+ * dout * silu(g) * u (in double) over the whole input range; in place gives
+ * bitwise the same. */
+static void test_kernel_ref_silu_mul_bwd(dm_t *t)
+{
+    /* by hand, g = 1, u = 2, dout = 3: s = 0.7310586, silu' = s + s(1-s) = 0.9276705 */
+    float gu1[2] = {1, 2}, d1 = 3, dgu1[2];
+    dm_kernels_ref.silu_mul_bwd(gu1, &d1, 1, 1, 2, 1, dgu1);
+    CHECK(t, fabsf(dgu1[0] - 5.5660230f) <= 1e-5f && fabsf(dgu1[1] - 2.1931758f) <= 1e-5f,
+          "by hand: %.8g %.8g want 5.566023 2.1931758", dgu1[0], dgu1[1]);
+
+    dm_rng rng;
+    dm_rng_seed(&rng, 15);
+    for (int s = 0; s < COUNT(SILU_HS); s++) {
+        int h = SILU_HS[s];
+        int64_t rows = 3, ld = 2 * h + 1, ldd = h + 2, total = rows * ld;
+        float *gu = silu_input(&rng, rows, h, ld);
+        float *dout = dm_alloc((size_t)(rows * ldd) * sizeof(float));
+        fill_value(dout, rows * ldd, NAN); /* gaps: a read past the row shows up */
+        for (int64_t i = 0; i < rows; i++) fill_uniform(&rng, dout + i * ldd, h, -3, 3);
+        float *dgu = dm_alloc((size_t)total * sizeof(float)), *inpl = dm_alloc((size_t)total * sizeof(float));
+        fill_value(dgu, total, SENTINEL);
+        dm_kernels_ref.silu_mul_bwd(gu, dout, rows, h, ld, ldd, dgu);
+        for (int64_t i = 0; i < rows; i++)
+            for (int j = 0; j < h; j++) {
+                double g = gu[i * ld + j], u = gu[i * ld + h + j], d = dout[i * ldd + j];
+                double eg = 1e-6 * (fabs(g) > 1 ? fabs(g) : 1);
+                double fdg = d * u * (silu_d(g + eg) - silu_d(g - eg)) / (2 * eg);
+                double fdu = d * silu_d(g); /* linear in u: exact */
+                double got_g = dgu[i * ld + j], got_u = dgu[i * ld + h + j];
+                CHECK(t, fabs(got_g - fdg) <= 2e-6 * (1 + fabs(fdg)) && fabs(got_u - fdu) <= 1e-6 * (1e-30 + fabs(fdu)),
+                      "h=%d [%lld][%d] g=%g u=%g d=%g: dg %g want %g, du %g want %g", h, (long long)i, j,
+                      g, u, d, got_g, fdg, got_u, fdu);
+            }
+        for (int64_t i = 0; i < rows; i++)
+            CHECK(t, dgu[i * ld + 2 * h] == SENTINEL, "h=%d: gap of row %lld written", h, (long long)i);
+        memcpy(inpl, gu, (size_t)total * sizeof(float));
+        dm_kernels_ref.silu_mul_bwd(inpl, dout, rows, h, ld, ldd, inpl);
+        int diff = 0;
+        for (int64_t i = 0; i < rows; i++) diff += !same_bits(inpl + i * ld, dgu + i * ld, 2 * h);
+        CHECK(t, diff == 0, "h=%d: in place differs in %d rows", h, diff);
+        dm_free(gu);
+        dm_free(dout);
+        dm_free(dgu);
+        dm_free(inpl);
+    }
+}
+
+static void check_silu_mul_bwd(dm_t *t, const dm_kernels *kt)
+{
+    dm_rng rng;
+    dm_rng_seed(&rng, 16);
+    for (int s = 0; s < COUNT(SILU_HS); s++) {
+        int h = SILU_HS[s];
+        int64_t rows = 5, ld = 2 * h + 3, ldd = h + 1, total = rows * ld + 1;
+        float *gu = silu_input(&rng, rows, h, ld);
+        float *dbuf = dm_alloc((size_t)(rows * ldd + 1) * sizeof(float));
+        fill_value(dbuf, rows * ldd + 1, NAN);
+        for (int64_t i = 0; i < rows; i++) fill_uniform(&rng, dbuf + 1 + i * ldd, h, -3, 3);
+        float *want = dm_alloc((size_t)total * sizeof(float)), *got = dm_alloc((size_t)total * sizeof(float));
+        for (int mode = 0; mode < 2; mode++) {
+            /* 0: out of place, dgu one float past alignment; 1: in place (dgu == gu) */
+            if (mode == 0) {
+                fill_value(want, total, SENTINEL);
+                fill_value(got, total, SENTINEL);
+                dm_kernels_ref.silu_mul_bwd(gu, dbuf + 1, rows, h, ld, ldd, want + 1);
+                kt->silu_mul_bwd(gu, dbuf + 1, rows, h, ld, ldd, got + 1);
+            } else {
+                memcpy(want, gu, (size_t)(rows * ld) * sizeof(float));
+                memcpy(got, gu, (size_t)(rows * ld) * sizeof(float));
+                want[total - 1] = got[total - 1] = SENTINEL;
+                dm_kernels_ref.silu_mul_bwd(want, dbuf + 1, rows, h, ld, ldd, want);
+                kt->silu_mul_bwd(got, dbuf + 1, rows, h, ld, ldd, got);
+            }
+            /* each half of each row on its own scale; the rest of the buffer identical */
+            double err = 0;
+            for (int64_t i = 0; i < rows; i++)
+                for (int half = 0; half < 2; half++) {
+                    int64_t o = (mode == 0) + i * ld + half * h;
+                    double e = dm_test_relerr(got + o, want + o, h);
+                    if (e > err) err = e;
+                }
+            int64_t other = 0;
+            for (int64_t j = 0; j < total; j++) {
+                int64_t p = j - (mode == 0);
+                int inside = p >= 0 && p / ld < rows && p % ld < 2 * h;
+                if (!inside) other += !same_bits(got + j, want + j, 1);
+            }
+            CHECK(t, err <= TOL && other == 0, "%s h=%d mode=%d: relerr %g, %lld other floats differ",
+                  dm_isa_name(kt->isa), h, mode, err, (long long)other);
+        }
+        dm_free(gu);
+        dm_free(dbuf);
+        dm_free(want);
+        dm_free(got);
+    }
+}
+
+static void test_kernel_avx2_silu_mul_bwd(dm_t *t) { check_silu_mul_bwd(t, &dm_kernels_avx2); }
+static void test_kernel_avx512_silu_mul_bwd(dm_t *t) { check_silu_mul_bwd(t, &dm_kernels_avx512); }
+
+/* ---------------------------------------------------------------- gemm_tn problems */
+
+typedef struct tncase {
+    int64_t M;
+    int N, K;
+    int a_idx, b_idx, scale; /* rows through index lists, per-row scale */
+    int unaligned;           /* A, B, C start one float past 64-byte alignment */
+    int range;               /* 0: [0, N)  1: [0, n1)  2: [n0, N)  3: [n0, n1), maybe empty */
+} tncase;
+
+typedef struct tndata {
+    tncase c;
+    int n0, n1;
+    int64_t a_rows, b_rows, lda, ldb, ldc;
+    float *A_buf, *B_buf;  /* NaN in the gaps */
+    float *C0_buf;         /* the initial C: N rows of random values, sentinel gaps */
+    float *scale;          /* [M] or NULL */
+    int32_t *a_idx, *b_idx;
+} tndata;
+
+static void tndata_init(tndata *d, const tncase *c, uint64_t seed)
+{
+    dm_rng rng;
+    dm_rng_seed(&rng, seed);
+    memset(d, 0, sizeof *d);
+    d->c = *c;
+    int64_t M = c->M;
+    d->a_rows = c->a_idx ? M + 5 : M;
+    d->b_rows = c->b_idx ? M + 3 : M;
+    d->lda = c->N + 1 + rand_below(&rng, 4);
+    d->ldb = c->K + 1 + rand_below(&rng, 4);
+    d->ldc = c->K + 1 + rand_below(&rng, 4);
+    d->A_buf = dm_alloc((size_t)(d->a_rows * d->lda + 1) * sizeof(float));
+    fill_value(d->A_buf, d->a_rows * d->lda + 1, NAN);
+    for (int64_t i = 0; i < d->a_rows; i++) fill_uniform(&rng, d->A_buf + c->unaligned + i * d->lda, c->N, -1, 1);
+    d->B_buf = dm_alloc((size_t)(d->b_rows * d->ldb + 1) * sizeof(float));
+    fill_value(d->B_buf, d->b_rows * d->ldb + 1, NAN);
+    for (int64_t i = 0; i < d->b_rows; i++) fill_uniform(&rng, d->B_buf + c->unaligned + i * d->ldb, c->K, -1, 1);
+    d->C0_buf = dm_alloc((size_t)(c->N * d->ldc + 1) * sizeof(float));
+    fill_value(d->C0_buf, c->N * d->ldc + 1, SENTINEL);
+    for (int n = 0; n < c->N; n++) fill_uniform(&rng, d->C0_buf + c->unaligned + n * d->ldc, c->K, -1, 1);
+    if (c->scale) {
+        d->scale = dm_alloc((size_t)(M ? M : 1) * sizeof(float));
+        fill_uniform(&rng, d->scale, M, -2, 2);
+    }
+    if (c->a_idx) d->a_idx = random_gather(&rng, M, d->a_rows);
+    if (c->b_idx) d->b_idx = random_gather(&rng, M, d->b_rows);
+    d->n0 = c->range >= 2 ? rand_below(&rng, c->N + (c->range == 3)) : 0;
+    d->n1 = c->range == 1 || c->range == 3 ? d->n0 + rand_below(&rng, c->N - d->n0 + 1) : c->N;
+    if (c->range == 1 && d->n1 == 0) d->n1 = 1;
+}
+
+static void tndata_free(tndata *d)
+{
+    dm_free(d->A_buf);
+    dm_free(d->B_buf);
+    dm_free(d->C0_buf);
+    dm_free(d->scale);
+    free(d->a_idx);
+    free(d->b_idx);
+}
+
+static int64_t tn_c_floats(const tndata *d) { return (int64_t)d->c.N * d->ldc + 1; }
+
+/* C_buf += the problem's rows [n0, n1) on table kt. */
+static void tn_call(const dm_kernels *kt, const tndata *d, float *C_buf, int n0, int n1)
+{
+    int u = d->c.unaligned;
+    dm_gemm_tn g = {
+        .M = d->c.M, .N = d->c.N, .K = d->c.K,
+        .A = d->A_buf + u, .lda = d->lda, .a_idx = d->a_idx,
+        .B = d->B_buf + u, .ldb = d->ldb, .b_idx = d->b_idx,
+        .scale = d->scale,
+        .C = C_buf + u, .ldc = d->ldc,
+        .n0 = n0, .n1 = n1,
+    };
+    kt->gemm_tn(&g);
+}
+
+/* A fresh copy of C0 with the problem's range run on kt. Free with dm_free. */
+static float *tn_run(const dm_kernels *kt, const tndata *d)
+{
+    float *C = dm_alloc((size_t)tn_c_floats(d) * sizeof(float));
+    memcpy(C, d->C0_buf, (size_t)tn_c_floats(d) * sizeof(float));
+    tn_call(kt, d, C, d->n0, d->n1);
+    return C;
+}
+
+/* Floats of the C buffer outside rows [n0, n1) x columns [0, K) that differ from C0. */
+static int64_t tn_stray(const tndata *d, const float *C_buf)
+{
+    int64_t stray = 0, total = tn_c_floats(d);
+    for (int64_t j = 0; j < total; j++) {
+        int64_t p = j - d->c.unaligned, n = p / d->ldc;
+        int inside = p >= 0 && n >= d->n0 && n < d->n1 && p % d->ldc < d->c.K;
+        if (!inside) stray += !same_bits(C_buf + j, d->C0_buf + j, 1);
+    }
+    return stray;
+}
+
+static const char *tncase_str(const tndata *d, char *buf, size_t n)
+{
+    const tncase *c = &d->c;
+    snprintf(buf, n, "M=%lld N=%d K=%d a_idx=%d b_idx=%d scale=%d unaligned=%d n=[%d,%d)", (long long)c->M,
+             c->N, c->K, c->a_idx, c->b_idx, c->scale, c->unaligned, d->n0, d->n1);
+    return buf;
+}
+
+static void tn_set_options(tncase *c, unsigned bits)
+{
+    c->a_idx = bits & 1;
+    c->b_idx = (bits >> 1) & 1;
+    c->scale = (bits >> 2) & 1;
+    c->unaligned = (bits >> 3) & 1;
+    c->range = (bits >> 4) & 3;
+}
+
+static const int TN_NS[] = {1, 3, 8, 17, 32, 33, 63, 256, 512};
+static const int TN_KS[] = {1, 3, 8, 17, 32, 33, 63, 256, 512};
+#define TN_MAX_MACS (1 << 18) /* cross-product cases above this are skipped (ASan run time) */
+
+static const tncase tn_big_cases[] = {
+    {.M = 257, .N = 100, .K = 90, .a_idx = 1, .b_idx = 1, .scale = 1},
+    {.M = 63, .N = 512, .K = 50, .unaligned = 1, .range = 3},
+    /* several chunks of rows in the SIMD tables (N = 784: 167 rows a chunk) */
+    {.M = 400, .N = 784, .K = 20, .a_idx = 1, .scale = 1, .range = 3},
+};
+
+/* Calls fn on every problem: the size cross-product with options drawn per
+ * size, all 64 option sets at two awkward sizes, every row count of a tile
+ * (N = 1..25) with a partial range, M = 0 and the big cases. */
+static void for_each_tn_case(dm_t *t, void (*fn)(dm_t *, const tncase *, uint64_t), int cross_stride)
+{
+    dm_rng rng;
+    dm_rng_seed(&rng, 77);
+    uint64_t seed = 1000;
+    int idx = 0;
+    for (int mi = 0; mi < COUNT(Ms); mi++)
+        for (int ni = 0; ni < COUNT(TN_NS); ni++)
+            for (int ki = 0; ki < COUNT(TN_KS); ki++) {
+                tncase c = {.M = Ms[mi], .N = TN_NS[ni], .K = TN_KS[ki]};
+                tn_set_options(&c, (unsigned)dm_rng_u64(&rng));
+                if (c.M * c.N * c.K > TN_MAX_MACS || idx++ % cross_stride) continue;
+                fn(t, &c, seed++);
+            }
+    static const tncase sweep_sizes[] = {{.M = 13, .N = 29, .K = 47}, {.M = 5, .N = 14, .K = 16}};
+    for (int s = 0; s < COUNT(sweep_sizes); s++)
+        for (unsigned bits = 0; bits < 64; bits++) {
+            tncase c = sweep_sizes[s];
+            tn_set_options(&c, bits);
+            fn(t, &c, seed++);
+        }
+    for (int n = 1; n <= 25; n++) {
+        tncase c = {.M = 3 + n % 5, .N = n, .K = 9 + 4 * n};
+        tn_set_options(&c, (unsigned)dm_rng_u64(&rng));
+        fn(t, &c, seed++);
+    }
+    tncase m0 = {.M = 0, .N = 19, .K = 40, .scale = 1, .a_idx = 1};
+    fn(t, &m0, seed++);
+    for (int b = 0; b < COUNT(tn_big_cases); b++) fn(t, &tn_big_cases[b], seed++);
+}
+
+/* ---------------------------------------------------------------- gemm_tn tests */
+
+/* The definition in the interface comment, in double, written independently. */
+static void tn_ref_vs_naive_case(dm_t *t, const tncase *c, uint64_t seed)
+{
+    tndata d;
+    tndata_init(&d, c, seed);
+    float *C_buf = tn_run(&dm_kernels_ref, &d);
+    const float *A = d.A_buf + c->unaligned, *B = d.B_buf + c->unaligned;
+    const float *C0 = d.C0_buf + c->unaligned, *C = C_buf + c->unaligned;
+    double err = 0, den = 1e-30;
+    for (int n = d.n0; n < d.n1; n++)
+        for (int k = 0; k < c->K; k++) {
+            double want = C0[n * d.ldc + k];
+            for (int64_t i = 0; i < c->M; i++) {
+                int64_t ar = d.a_idx ? d.a_idx[i] : i, br = d.b_idx ? d.b_idx[i] : i;
+                want += (d.scale ? d.scale[i] : 1.0) * A[ar * d.lda + n] * B[br * d.ldb + k];
+            }
+            double e = fabs(C[n * d.ldc + k] - want);
+            if (e != e) e = INFINITY;
+            if (e > err) err = e;
+            if (fabs(want) > den) den = fabs(want);
+        }
+    char buf[256];
+    CHECK(t, err / den <= 1e-6, "%s: relerr %g", tncase_str(&d, buf, sizeof buf), err / den);
+    int64_t stray = tn_stray(&d, C_buf);
+    CHECK(t, stray == 0, "%s: %lld floats changed outside the range", tncase_str(&d, buf, sizeof buf),
+          (long long)stray);
+    dm_free(C_buf);
+    tndata_free(&d);
+}
+
+/* Values by hand: the roles of A (rows n) and B (columns k) cannot be swapped unnoticed. */
+static void test_kernel_ref_gemm_tn_known(dm_t *t)
+{
+    const float A[3 * 2] = {1, 2, 3, 4, 5, 6};        /* [M=3, N=2]: dY */
+    const float B[3 * 3] = {1, 0, -1, 2, 1, 0, 0, 1, 1}; /* [M=3, K=3]: X */
+    const float scale[3] = {1, -1, 2};
+    const int32_t a_idx[3] = {2, 0, 1}, b_idx[3] = {0, 0, 2};
+    float C[2 * 3] = {10, 10, 10, 10, 10, 10};
+    /* plain: C[n][k] += sum_i A[i][n] B[i][k]
+     *   n=0: 1*(1,0,-1) + 3*(2,1,0) + 5*(0,1,1) = (7, 8, 4)
+     *   n=1: 2*(1,0,-1) + 4*(2,1,0) + 6*(0,1,1) = (10, 10, 4) */
+    dm_gemm_tn g = {.M = 3, .N = 2, .K = 3, .A = A, .lda = 2, .B = B, .ldb = 3, .C = C, .ldc = 3, .n0 = 0, .n1 = 2};
+    dm_kernels_ref.gemm_tn(&g);
+    const float plain[6] = {17, 18, 14, 20, 20, 14};
+    for (int j = 0; j < 6; j++) CHECK(t, C[j] == plain[j], "C[%d] = %g, want %g", j, C[j], plain[j]);
+    /* gathered and scaled, row 1 only:
+     *   i=0: s=1, a=A[2]=(5,6), b=B[0]=(1,0,-1); i=1: s=-1, a=A[0]=(1,2), b=B[0];
+     *   i=2: s=2, a=A[1]=(3,4), b=B[2]=(0,1,1)
+     *   n=1: 6*(1,0,-1) - 2*(1,0,-1) + 8*(0,1,1) = (4, 8, 4) */
+    dm_gemm_tn h = {.M = 3, .N = 2, .K = 3, .A = A, .lda = 2, .a_idx = a_idx, .B = B, .ldb = 3,
+                    .b_idx = b_idx, .scale = scale, .C = C, .ldc = 3, .n0 = 1, .n1 = 2};
+    dm_kernels_ref.gemm_tn(&h);
+    const float want[6] = {17, 18, 14, 24, 28, 18};
+    for (int j = 0; j < 6; j++) CHECK(t, C[j] == want[j], "C[%d] = %g, want %g", j, C[j], want[j]);
+}
+
+static void test_kernel_ref_gemm_tn_naive(dm_t *t) { for_each_tn_case(t, tn_ref_vs_naive_case, 2); }
+
+static void tn_table_vs_ref_case(dm_t *t, const dm_kernels *kt, const tncase *c, uint64_t seed)
+{
+    tndata d;
+    tndata_init(&d, c, seed);
+    float *want = tn_run(&dm_kernels_ref, &d), *got = tn_run(kt, &d);
+    int64_t o = c->unaligned + (int64_t)d.n0 * d.ldc;
+    double err = block_relerr(got + o, want + o, d.n1 - d.n0, c->K, d.ldc, 0);
+    char buf[256];
+    CHECK(t, err <= TOL, "%s: %s: relerr %g", dm_isa_name(kt->isa), tncase_str(&d, buf, sizeof buf), err);
+    int64_t stray = tn_stray(&d, got);
+    CHECK(t, stray == 0, "%s: %s: %lld floats changed outside the range", dm_isa_name(kt->isa),
+          tncase_str(&d, buf, sizeof buf), (long long)stray);
+    dm_free(want);
+    dm_free(got);
+    tndata_free(&d);
+}
+
+static void tn_avx2_case(dm_t *t, const tncase *c, uint64_t seed) { tn_table_vs_ref_case(t, &dm_kernels_avx2, c, seed); }
+static void tn_avx512_case(dm_t *t, const tncase *c, uint64_t seed) { tn_table_vs_ref_case(t, &dm_kernels_avx512, c, seed); }
+
+static void test_kernel_avx2_gemm_tn(dm_t *t) { for_each_tn_case(t, tn_avx2_case, 1); }
+static void test_kernel_avx512_gemm_tn(dm_t *t) { for_each_tn_case(t, tn_avx512_case, 1); }
+
+/* Splitting [0, N) into ranges (as threads do) gives bitwise the same C as
+ * one call, and a second run gives bitwise the same again. */
+static void check_gemm_tn_split(dm_t *t, const dm_kernels *kt, const tncase *c, uint64_t seed)
+{
+    tndata d;
+    tndata_init(&d, c, seed);
+    dm_rng rng;
+    dm_rng_seed(&rng, seed);
+    int64_t total = tn_c_floats(&d);
+    float *one = tn_run(kt, &d), *again = tn_run(kt, &d);
+    float *split = dm_alloc((size_t)total * sizeof(float));
+    char buf[256];
+    CHECK(t, same_bits(again, one, total), "%s: %s: a second run differs", dm_isa_name(kt->isa),
+          tncase_str(&d, buf, sizeof buf));
+    /* cuts at 1, at an odd point, at N - 1, and three random pieces */
+    int cuts[4][2] = {{1, 1}, {c->N / 2 + 1, c->N / 2 + 1}, {c->N - 1, c->N - 1}, {0, 0}};
+    cuts[3][0] = 1 + rand_below(&rng, c->N - 1);
+    cuts[3][1] = cuts[3][0] + rand_below(&rng, c->N - cuts[3][0]);
+    for (int s = 0; s < 4; s++) {
+        memcpy(split, d.C0_buf, (size_t)total * sizeof(float));
+        /* the pieces in reverse order: the order of the calls must not matter either */
+        tn_call(kt, &d, split, cuts[s][1], c->N);
+        tn_call(kt, &d, split, cuts[s][0], cuts[s][1]);
+        tn_call(kt, &d, split, 0, cuts[s][0]);
+        CHECK(t, same_bits(split, one, total), "%s: %s: split at %d, %d differs", dm_isa_name(kt->isa),
+              tncase_str(&d, buf, sizeof buf), cuts[s][0], cuts[s][1]);
+    }
+    dm_free(one);
+    dm_free(again);
+    dm_free(split);
+    tndata_free(&d);
+}
+
+static void test_kernel_gemm_tn_split(dm_t *t)
+{
+    const tncase small = {.M = 37, .N = 29, .K = 21, .a_idx = 1, .b_idx = 1, .scale = 1};
+    const tncase big[] = {
+        {.M = 257, .N = 61, .K = 70, .a_idx = 1, .scale = 1, .unaligned = 1},
+        /* several chunks of rows (N = 512: 256 rows a chunk) */
+        {.M = 600, .N = 512, .K = 19, .b_idx = 1, .scale = 1},
+    };
+    check_gemm_tn_split(t, &dm_kernels_ref, &small, 1);
+    static const dm_isa isas[] = {DM_ISA_AVX2, DM_ISA_AVX512};
+    for (int k = 0; k < COUNT(isas); k++) {
+        if (!isa_supported(isas[k])) continue;
+        const dm_kernels *kt = dm_kernels_for(isas[k]);
+        check_gemm_tn_split(t, kt, &small, 2);
+        for (int b = 0; b < COUNT(big); b++) check_gemm_tn_split(t, kt, &big[b], 3 + (uint64_t)b);
+    }
+}
+
+/* ---------------------------------------------------------------- colsum */
+
+static const int CS_NS[] = {1, 3, 8, 15, 16, 17, 33, 63, 64, 65, 129, 256, 512};
+
+/* out[n] += sum_i s_i a_i[n] on table kt, compared with the double formula
+ * (kt == &dm_kernels_ref) or with the reference. out has a sentinel on each side. */
+static void colsum_case(dm_t *t, const dm_kernels *kt, int64_t M, int N, unsigned bits, uint64_t seed)
+{
+    dm_rng rng;
+    dm_rng_seed(&rng, seed);
+    int use_idx = bits & 1, use_scale = (bits >> 1) & 1, u = (bits >> 2) & 1;
+    int64_t rows = use_idx ? M + 4 : M, lda = N + 1 + rand_below(&rng, 3);
+    float *A_buf = dm_alloc((size_t)(rows * lda + 1) * sizeof(float));
+    fill_value(A_buf, rows * lda + 1, NAN);
+    for (int64_t i = 0; i < rows; i++) fill_uniform(&rng, A_buf + u + i * lda, N, -1, 1);
+    float *scale = use_scale ? dm_alloc((size_t)(M ? M : 1) * sizeof(float)) : NULL;
+    if (scale) fill_uniform(&rng, scale, M, -2, 2);
+    int32_t *idx = use_idx ? random_gather(&rng, M, rows) : NULL;
+    float *o0 = dm_alloc((size_t)(N + 3) * sizeof(float)), *ow = dm_alloc((size_t)(N + 3) * sizeof(float));
+    float *og = dm_alloc((size_t)(N + 3) * sizeof(float));
+    fill_value(o0, N + 3, SENTINEL);
+    fill_uniform(&rng, o0 + 1 + u, N, -1, 1);
+    memcpy(ow, o0, (size_t)(N + 3) * sizeof(float));
+    memcpy(og, o0, (size_t)(N + 3) * sizeof(float));
+    const float *A = A_buf + u;
+    dm_kernels_ref.colsum(A, lda, idx, scale, M, N, ow + 1 + u);
+    double err = 0;
+    if (kt == &dm_kernels_ref) {
+        double den = 1e-30;
+        for (int n = 0; n < N; n++) {
+            double w = o0[1 + u + n];
+            for (int64_t i = 0; i < M; i++) w += (scale ? scale[i] : 1.0) * A[(idx ? idx[i] : i) * lda + n];
+            double e = fabs(ow[1 + u + n] - w);
+            if (e != e) e = INFINITY;
+            if (e > err) err = e;
+            if (fabs(w) > den) den = fabs(w);
+        }
+        err /= den;
+        memcpy(og, ow, (size_t)(N + 3) * sizeof(float));
+    } else {
+        kt->colsum(A, lda, idx, scale, M, N, og + 1 + u);
+        err = dm_test_relerr(og + 1 + u, ow + 1 + u, N);
+    }
+    int outside = !same_bits(og, o0, 1 + u) || !same_bits(og + 1 + u + N, o0 + 1 + u + N, 2 - u);
+    CHECK(t, err <= (kt == &dm_kernels_ref ? 1e-6 : TOL) && !outside && (M > 0 || same_bits(og, o0, N + 3)),
+          "%s M=%lld N=%d idx=%d scale=%d unaligned=%d: relerr %g, outside written %d", dm_isa_name(kt->isa),
+          (long long)M, N, use_idx, use_scale, u, err, outside);
+    dm_free(A_buf);
+    dm_free(scale);
+    free(idx);
+    dm_free(o0);
+    dm_free(ow);
+    dm_free(og);
+}
+
+static void check_colsum(dm_t *t, const dm_kernels *kt)
+{
+    dm_rng rng;
+    dm_rng_seed(&rng, 21);
+    uint64_t seed = 1;
+    for (int mi = 0; mi < COUNT(Ms); mi++)
+        for (int ni = 0; ni < COUNT(CS_NS); ni++) colsum_case(t, kt, Ms[mi], CS_NS[ni], (unsigned)dm_rng_u64(&rng), seed++);
+    for (unsigned bits = 0; bits < 8; bits++) colsum_case(t, kt, 19, 70, bits, seed++);
+}
+
+static void test_kernel_ref_colsum(dm_t *t)
+{
+    /* by hand: rows {1,2}, {3,4}, {5,6} gathered as 2, 0 with scales 2, -1 onto {10, 20} */
+    const float A[6] = {1, 2, 3, 4, 5, 6}, scale[2] = {2, -1};
+    const int32_t idx[2] = {2, 0};
+    float out[2] = {10, 20};
+    dm_kernels_ref.colsum(A, 2, idx, scale, 2, 2, out);
+    CHECK(t, out[0] == 19 && out[1] == 30, "by hand: %g %g want 19 30", out[0], out[1]);
+    check_colsum(t, &dm_kernels_ref);
+}
+
+static void test_kernel_avx2_colsum(dm_t *t) { check_colsum(t, &dm_kernels_avx2); }
+static void test_kernel_avx512_colsum(dm_t *t) { check_colsum(t, &dm_kernels_avx512); }
+
+/* ---------------------------------------------------------------- adamw */
+
+typedef struct adam_hp {
+    float gscale, lr, b1, b2, eps, wd;
+} adam_hp;
+
+/* Three steps of the reference against PyTorch's AdamW (torch.optim.AdamW,
+ * single-tensor path) written here in double:
+ *   param.mul_(1 - lr * wd); exp_avg.lerp_(grad, 1 - b1);
+ *   exp_avg_sq.mul_(b2).addcmul_(grad, grad, value=1 - b2);
+ *   denom = exp_avg_sq.sqrt() / sqrt(bc2) + eps; param.addcdiv_(exp_avg, denom, value=-lr / bc1)
+ * lr and wd are large so that a wrong order of decay and update shows. */
+static void test_kernel_ref_adamw(dm_t *t)
+{
+    static const adam_hp hps[] = {
+        {.gscale = 0.5f, .lr = 0.1f, .b1 = 0.9f, .b2 = 0.999f, .eps = 1e-8f, .wd = 0.3f},
+        {.gscale = 1.0f, .lr = 0.05f, .b1 = 0.8f, .b2 = 0.95f, .eps = 1e-3f, .wd = 0.0f},
+    };
+    enum { n = 41 };
+    dm_rng rng;
+    dm_rng_seed(&rng, 31);
+    for (int hpi = 0; hpi < COUNT(hps); hpi++) {
+        const adam_hp *hp = &hps[hpi];
+        float p[n], m[n], v[n], g[n];
+        double pd[n], md[n], vd[n];
+        fill_uniform(&rng, p, n, -2, 2);
+        for (int j = 0; j < n; j++) {
+            m[j] = v[j] = 0;
+            pd[j] = p[j];
+            md[j] = vd[j] = 0;
+        }
+        for (int step = 1; step <= 3; step++) {
+            fill_uniform(&rng, g, n, -1, 1);
+            g[3] = 0; /* a zero gradient: v = 0 at step 1, the update is 0 / eps */
+            g[5] = step == 2 ? 0 : g[5];
+            double bc1 = 1 - pow(hp->b1, step), bc2 = 1 - pow(hp->b2, step);
+            dm_kernels_ref.adamw(p, g, m, v, n, hp->gscale, hp->lr, hp->b1, hp->b2, hp->eps, hp->wd,
+                                 (float)bc1, (float)bc2);
+            for (int j = 0; j < n; j++) {
+                double gr = (double)g[j] * hp->gscale;
+                pd[j] *= 1 - (double)hp->lr * hp->wd;
+                md[j] += (gr - md[j]) * (1 - (double)hp->b1);
+                vd[j] = vd[j] * hp->b2 + (1 - (double)hp->b2) * gr * gr;
+                double denom = sqrt(vd[j]) / sqrt(bc2) + hp->eps;
+                pd[j] -= (double)hp->lr / bc1 * md[j] / denom;
+            }
+            float pw[n], mw[n], vw[n];
+            for (int j = 0; j < n; j++) {
+                pw[j] = (float)pd[j];
+                mw[j] = (float)md[j];
+                vw[j] = (float)vd[j];
+            }
+            double ep = elem_relerr(p, pw, n, 1e-3), em = dm_test_relerr(m, mw, n), ev = dm_test_relerr(v, vw, n);
+            CHECK(t, ep <= 1e-6 && em <= 1e-6 && ev <= 1e-6, "hp %d step %d: relerr p %g m %g v %g", hpi, step,
+                  ep, em, ev);
+        }
+    }
+    /* by hand, one step from m = v = 0 without decay: the update is lr * g / (|g| + eps) */
+    float p1[2] = {1, 1}, g1[2] = {2, -0.5f}, m1[2] = {0, 0}, v1[2] = {0, 0};
+    dm_kernels_ref.adamw(p1, g1, m1, v1, 2, 1, 0.01f, 0.9f, 0.99f, 0, 0, 0.1f, 0.01f);
+    CHECK(t, fabsf(p1[0] - 0.99f) <= 1e-7f && fabsf(p1[1] - 1.01f) <= 1e-7f && fabsf(m1[0] - 0.2f) <= 1e-6f * 0.2f &&
+             fabsf(v1[1] - 0.0025f) <= 1e-6f * 0.0025f,
+          "by hand: p %.9g %.9g m %.9g v %.9g", p1[0], p1[1], m1[0], v1[1]);
+}
+
+static void check_adamw(dm_t *t, const dm_kernels *kt)
+{
+    static const int64_t ns[] = {0, 1, 7, 8, 15, 16, 17, 33, 100};
+    const adam_hp hp = {.gscale = 0.7f, .lr = 0.01f, .b1 = 0.9f, .b2 = 0.999f, .eps = 1e-8f, .wd = 0.1f};
+    dm_rng rng;
+    dm_rng_seed(&rng, 32);
+    for (int s = 0; s < COUNT(ns); s++)
+        for (int u = 0; u < 2; u++) {
+            int64_t n = ns[s], tot = n + 2;
+            float *st[2][3], *g = dm_alloc((size_t)tot * sizeof(float)); /* [ref/kt][p, m, v] */
+            fill_uniform(&rng, g, tot, -1, 1);
+            for (int k = 0; k < 3; k++) {
+                st[0][k] = dm_alloc((size_t)tot * sizeof(float));
+                st[1][k] = dm_alloc((size_t)tot * sizeof(float));
+                fill_value(st[0][k], tot, SENTINEL);
+                if (k == 0) fill_uniform(&rng, st[0][k] + u, n, -1, 1);
+                else fill_value(st[0][k] + u, n, 0);
+                memcpy(st[1][k], st[0][k], (size_t)tot * sizeof(float));
+            }
+            double err = 0;
+            for (int step = 1; step <= 3; step++) {
+                float bc1 = 1 - powf(hp.b1, (float)step), bc2 = 1 - powf(hp.b2, (float)step);
+                for (int r = 0; r < 2; r++)
+                    (r ? kt : &dm_kernels_ref)->adamw(st[r][0] + u, g + 1 - u, st[r][1] + u, st[r][2] + u, n,
+                                                      hp.gscale, hp.lr, hp.b1, hp.b2, hp.eps, hp.wd, bc1, bc2);
+                for (int k = 0; k < 3; k++) {
+                    double e = elem_relerr(st[1][k] + u, st[0][k] + u, n, 1e-30);
+                    if (e > err) err = e;
+                }
+            }
+            int outside = 0;
+            for (int k = 0; k < 3; k++)
+                for (int64_t j = 0; j < tot; j++)
+                    if (j < u || j >= u + n) outside += st[1][k][j] != SENTINEL;
+            CHECK(t, err <= 1e-6 && outside == 0, "%s n=%lld unaligned=%d: relerr %g, %d floats outside written",
+                  dm_isa_name(kt->isa), (long long)n, u, err, outside);
+            dm_free(g);
+            for (int k = 0; k < 3; k++) {
+                dm_free(st[0][k]);
+                dm_free(st[1][k]);
+            }
+        }
+}
+
+static void test_kernel_avx2_adamw(dm_t *t) { check_adamw(t, &dm_kernels_avx2); }
+static void test_kernel_avx512_adamw(dm_t *t) { check_adamw(t, &dm_kernels_avx512); }
+
 /* ---------------------------------------------------------------- tables */
 
 static void check_table(dm_t *t, const dm_kernels *kt, dm_isa isa)
@@ -630,6 +1613,8 @@ static void check_table(dm_t *t, const dm_kernels *kt, dm_isa isa)
     CHECK(t, kt->isa == isa, "table for %s says %s", dm_isa_name(isa), dm_isa_name(kt->isa));
     CHECK(t, kt->pack_b_size && kt->pack_b && kt->gemm && kt->layernorm && kt->silu_mul,
           "%s: missing entry", dm_isa_name(isa));
+    CHECK(t, kt->layernorm_fwd && kt->layernorm_bwd && kt->silu_mul_bwd && kt->gemm_tn && kt->colsum &&
+             kt->adamw, "%s: missing training entry", dm_isa_name(isa));
     static const int sizes[][2] = {{1, 1}, {3, 17}, {8, 512}, {33, 7}, {512, 256}};
     for (int s = 0; s < COUNT(sizes); s++) {
         size_t need = (size_t)sizes[s][0] * (size_t)sizes[s][1];
@@ -656,15 +1641,35 @@ void suite_kernels(dm_t *t)
     DM_RUN(t, test_kernel_ref_layernorm);
     DM_RUN(t, test_kernel_ref_silu_mul);
     DM_RUN(t, test_kernel_gemm_nan);
+    DM_RUN(t, test_kernel_ref_layernorm_fwd);
+    DM_RUN(t, test_kernel_ref_layernorm_bwd);
+    DM_RUN(t, test_kernel_ref_silu_mul_bwd);
+    DM_RUN(t, test_kernel_ref_gemm_tn_known);
+    DM_RUN(t, test_kernel_ref_gemm_tn_naive);
+    DM_RUN(t, test_kernel_ref_colsum);
+    DM_RUN(t, test_kernel_ref_adamw);
+    DM_RUN(t, test_kernel_gemm_tn_split);
     /* the optimized tables run only where this CPU has their instructions */
     if (isa_supported(DM_ISA_AVX2)) {
         DM_RUN(t, test_kernel_avx2_gemm);
         DM_RUN(t, test_kernel_avx2_layernorm);
         DM_RUN(t, test_kernel_avx2_silu_mul);
+        DM_RUN(t, test_kernel_avx2_layernorm_fwd);
+        DM_RUN(t, test_kernel_avx2_layernorm_bwd);
+        DM_RUN(t, test_kernel_avx2_silu_mul_bwd);
+        DM_RUN(t, test_kernel_avx2_gemm_tn);
+        DM_RUN(t, test_kernel_avx2_colsum);
+        DM_RUN(t, test_kernel_avx2_adamw);
     }
     if (isa_supported(DM_ISA_AVX512)) {
         DM_RUN(t, test_kernel_avx512_gemm);
         DM_RUN(t, test_kernel_avx512_layernorm);
         DM_RUN(t, test_kernel_avx512_silu_mul);
+        DM_RUN(t, test_kernel_avx512_layernorm_fwd);
+        DM_RUN(t, test_kernel_avx512_layernorm_bwd);
+        DM_RUN(t, test_kernel_avx512_silu_mul_bwd);
+        DM_RUN(t, test_kernel_avx512_gemm_tn);
+        DM_RUN(t, test_kernel_avx512_colsum);
+        DM_RUN(t, test_kernel_avx512_adamw);
     }
 }

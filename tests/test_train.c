@@ -3,6 +3,7 @@
  * corrupt or mismatched files refused), config errors. */
 #include "test.h"
 #include "train/trainer.h"
+#include "data/data.h"
 
 #include <stdlib.h>
 
@@ -95,6 +96,7 @@ static void gradcheck(dm_t *t, const char *what, const dm_config *c, unsigned ba
             *p = keep;
             double fd = (lp - lm) / (2.0 * h), an = g[d->offset + j];
             double e = fabs(fd - an) / (fabs(fd) + fabs(an) + 3e-3);
+            if (getenv("GC_DEBUG") && e > 1e-2) printf("    %s[%lld]: fd %g an %g\n", d->name, (long long)j, fd, an);
             if (e > worst) { worst = e; worst_name = d->name; }
             checked++;
             nonzero += fabs(an) > 1e-6;
@@ -321,8 +323,71 @@ static void test_train_config_errors(dm_t *t)
     dm_model_free(m);
 }
 
+/* ---------------------------------------------------------------- balance */
+
+/* Trains the bare seed layer on the synthetic regimes set with one balance
+ * setting and returns the test split's expert utilization (mean/max load). */
+static double balance_run(dm_t *t, const dm_data *d, unsigned balance, float coef, double *mse)
+{
+    dm_config c;
+    dm_config_default(&c);
+    c.dim = d->train.dim; c.n_experts = 8; c.top_k = 2; c.hidden = 32;
+    c.selection_bias = (balance & DM_BAL_AUX_FREE) != 0;
+    dm_error err;
+    dm_model *m = NULL;
+    CHECK_OK(t, dm_model_create(&c, NULL, &m, &err), &err);
+    if (!m) return -1;
+    dm_model_init_random(m, 1);
+    dm_train_config tc;
+    dm_train_config_default(&tc);
+    tc.total_steps = 400; tc.lr = 3e-3f; tc.balance = balance;
+    tc.coef_seed = tc.coef_switch = coef;
+    tc.bias_update = 1e-2f;
+    dm_trainer *tr = NULL;
+    CHECK_OK(t, dm_trainer_create(m, &tc, NULL, &tr, &err), &err);
+    dm_batcher b;
+    dm_batcher_init(&b, &d->train, 1, 1, &err);
+    int64_t B = 128;
+    float *x = malloc((size_t)B * c.dim * sizeof *x), *y = malloc((size_t)B * c.dim * sizeof *y);
+    for (int s = 0; tr && s < 400; s++) {
+        dm_batcher_next(&b, B, x, y, NULL, NULL);
+        dm_train_step(tr, x, y, NULL, B, NULL, &err);
+    }
+    dm_ctx *ctx;
+    dm_eval ev = {0};
+    CHECK_OK(t, dm_ctx_create(m, NULL, &ctx, &err), &err);
+    CHECK_OK(t, dm_evaluate(ctx, d->test.x, d->test.y, NULL, d->test.regime, d->test.n, 0, &ev, &err), &err);
+    *mse = ev.mse;
+    dm_ctx_free(ctx);
+    free(x); free(y);
+    dm_batcher_free(&b);
+    dm_trainer_free(tr);
+    dm_model_free(m);
+    return ev.expert_utilization;
+}
+
+/* The seed's formula rewards collapse; switch and aux-free keep the experts busy. */
+static void test_train_balance_collapse_and_fix(dm_t *t)
+{
+    dm_data d;
+    dm_error err;
+    CHECK_OK(t, dm_data_load("synthetic:regimes=8,dim=16,rows=30000", DM_TASK_REGRESS, 7, &d, &err), &err);
+    double mse[4];
+    double none = balance_run(t, &d, 0, 0, &mse[0]);
+    double seed = balance_run(t, &d, DM_BAL_SEED, 1.0f, &mse[1]);
+    double sw = balance_run(t, &d, DM_BAL_SWITCH, 0.3f, &mse[2]);
+    double af = balance_run(t, &d, DM_BAL_AUX_FREE, 0, &mse[3]);
+    printf("  synthetic regimes, E=8 k=2, 400 steps: utilization none %.3f, seed(1.0) %.3f, switch(0.3) %.3f, "
+           "aux_free %.3f; test mse %.4f %.4f %.4f %.4f\n", none, seed, sw, af, mse[0], mse[1], mse[2], mse[3]);
+    CHECK(t, seed < none - 0.05 && seed < 0.6, "the seed loss must drive collapse: %.3f (none %.3f)", seed, none);
+    CHECK(t, sw >= 0.9, "switch must keep experts balanced: utilization %.3f", sw);
+    CHECK(t, af >= 0.9, "aux_free must keep experts balanced: utilization %.3f", af);
+    dm_data_free(&d);
+}
+
 void suite_train(dm_t *t)
 {
+    DM_RUN(t, test_train_balance_collapse_and_fix);
     DM_RUN(t, test_train_gradcheck_routers);
     DM_RUN(t, test_train_gradcheck_experts);
     DM_RUN(t, test_train_gradcheck_network);

@@ -17,6 +17,8 @@ int cmd_init(int argc, char **argv);
 int cmd_infer(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 
 /* "deepmoe CMD: message" on stderr; returns the exit code for the status. */
 int cli_error(const char *cmd, const dm_error *err);

@@ -14,6 +14,8 @@ static const cli_cmd commands[] = {
     {"infer", "run a model on rows from a .npy file", cmd_infer},
     {"inspect", "show a model file's config, parameter counts and tensors", cmd_inspect},
     {"demo", "init the default seed model, run a batch, print routing and throughput", cmd_demo},
+    {"train", "train a model on Fashion-MNIST, .npy arrays or synthetic data", cmd_train},
+    {"eval", "evaluate a model on a dataset's held-out split", cmd_eval},
 };
 #define N_COMMANDS ((int)(sizeof commands / sizeof commands[0]))
 

@@ -73,4 +73,10 @@ dm_status dm_batcher_seek(dm_batcher *b, int64_t epoch, int64_t pos, dm_error *e
 int64_t dm_batcher_next(dm_batcher *b, int64_t batch, float *x, float *y, int32_t *labels, int32_t *regime);
 void dm_batcher_free(dm_batcher *b);
 
+/* Augments n square images of side x side pixels in place (IDX data): each is
+ * shifted by dx, dy uniform in [-max_shift, max_shift] (background -1 comes in)
+ * and, if flip, mirrored left-right with probability 1/2. The draws depend only
+ * on (seed, step): a resumed run augments its batches the same way. */
+void dm_augment_images(float *x, int64_t n, int side, int max_shift, int flip, uint64_t seed, int64_t step);
+
 #endif

@@ -88,11 +88,12 @@ static dm_status idx_open(idx_file *f, const char *path, uint32_t magic, int ndi
     gzbuffer(f->gz, 1u << 17);
     unsigned char h[16];
     size_t want = 4 + 4 * (size_t)ndim, got;
-    if (read_full(f, h, want, &got) != 0) return read_error(f, "the header", got, want, err);
+    if (read_full(f, h, 4, &got) != 0) return read_error(f, "the header", got, want, err);
     uint32_t m = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
     if (m != magic)
         return dm_fail(err, DM_ERR_FORMAT, "%s: bad magic 0x%08x (want 0x%08x: IDX unsigned-byte %s)", path,
                        (unsigned)m, (unsigned)magic, ndim == 3 ? "images" : "labels");
+    if (read_full(f, h + 4, want - 4, &got) != 0) return read_error(f, "the header", 4 + got, want, err);
     for (int i = 0; i < ndim; i++) {
         const unsigned char *p = h + 4 + 4 * i;
         f->dims[i] = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
@@ -103,15 +104,18 @@ static dm_status idx_open(idx_file *f, const char *path, uint32_t magic, int ndi
     return DM_OK;
 }
 
-/* After the data: the file must end here. */
+/* After the data: the file (and its gzip stream, trailer included) must end here. */
 static dm_status idx_expect_end(idx_file *f, const char *what, dm_error *err)
 {
     unsigned char extra;
-    int r = gzread(f->gz, &extra, 1);
+    int r = gzread(f->gz, &extra, 1), zerr = Z_OK;
     if (r == 1)
         return dm_fail(err, DM_ERR_FORMAT, "%s: unexpected data after the %u %s the header declares", f->path,
                        (unsigned)f->dims[0], what);
-    if (r < 0) return read_error(f, what, 0, 0, err);
+    const char *msg = gzerror(f->gz, &zerr);
+    if (zerr == Z_ERRNO) return dm_fail(err, DM_ERR_IO, "%s: read failed: %s", f->path, strerror(errno));
+    if (zerr == Z_BUF_ERROR) return dm_fail(err, DM_ERR_FORMAT, "%s: truncated: the gzip stream ends early", f->path);
+    if (zerr != Z_OK) return dm_fail(err, DM_ERR_FORMAT, "%s: gzip error: %s", f->path, msg ? msg : "unknown");
     return DM_OK;
 }
 
@@ -121,10 +125,12 @@ static void idx_close(idx_file *f)
     f->gz = NULL;
 }
 
-/* Images -> ds->x [n, rows*cols] as p / 127.5 - 1, converting 1 MiB at a time. */
+/* Images -> ds->x [n, rows*cols] as p / 127.5 - 1, converting 64 KiB at a time;
+ * side = {rows, cols}. */
 static dm_status read_images(const char *path, dm_dataset *ds, uint32_t side[2], dm_error *err)
 {
     idx_file f;
+    unsigned char *chunk = NULL;
     dm_status s = idx_open(&f, path, IDX_IMAGES_MAGIC, 3, err);
     if (s != DM_OK) goto out;
     uint32_t n = f.dims[0], rows = f.dims[1], cols = f.dims[2];
@@ -150,12 +156,15 @@ static dm_status read_images(const char *path, dm_dataset *ds, uint32_t side[2],
 
     float lut[256];
     for (int p = 0; p < 256; p++) lut[p] = (float)(p / 127.5 - 1.0);
-    static unsigned char buf[1 << 20];   /* not thread-safe: use a local buffer instead */
-    DM_UNUSED(buf);
-    unsigned char chunk[1 << 16];
+    enum { CHUNK = 1 << 16 };
+    chunk = dm_alloc(CHUNK);
+    if (!chunk) {
+        s = dm_fail(err, DM_ERR_NOMEM, "%s: out of memory", path);
+        goto out;
+    }
     size_t done = 0;
     while (done < total) {
-        size_t want = DM_MIN(sizeof chunk, total - done), got;
+        size_t want = DM_MIN((size_t)CHUNK, total - done), got;
         if (read_full(&f, chunk, want, &got) != 0) {
             s = read_error(&f, "the pixel data", done + got, total, err);
             goto out;
@@ -165,63 +174,100 @@ static dm_status read_images(const char *path, dm_dataset *ds, uint32_t side[2],
     }
     s = idx_expect_end(&f, "images", err);
 out:
+    dm_free(chunk);
     idx_close(&f);
     return s;
 }
 
-/* Labels -> ds->labels [n]; *max_label = the largest (-1 when n = 0). */
-static dm_status read_labels(const char *path, dm_dataset *ds, int *max_label, dm_error *err)
+/* Labels -> ds->labels [n]; *n_labels = n, *max_label = the largest (-1 when n = 0). */
+static dm_status read_labels(const char *path, dm_dataset *ds, int64_t *n_labels, int *max_label, dm_error *err)
 {
     idx_file f;
+    unsigned char *raw = NULL;
     dm_status s = idx_open(&f, path, IDX_LABELS_MAGIC, 1, err);
     if (s != DM_OK) goto out;
-    size_t n = f.dims[0];
-    unsigned char *raw = dm_alloc(n);
+    size_t n = f.dims[0], got;
+    raw = dm_alloc(n);
     ds->labels = dm_alloc(n * sizeof(int32_t));
     if (!raw || !ds->labels) {
-        dm_free(raw);
         s = dm_fail(err, DM_ERR_NOMEM, "%s: out of memory for %zu labels", path, n);
         goto out;
     }
-    size_t got;
     if (read_full(&f, raw, n, &got) != 0) {
         s = read_error(&f, "the label data", got, n, err);
-    } else {
-        *max_label = -1;
-        for (size_t i = 0; i < n; i++) {
-            ds->labels[i] = raw[i];
-            if (raw[i] > *max_label) *max_label = raw[i];
-        }
-        s = idx_expect_end(&f, "labels", err);
+        goto out;
     }
-    dm_free(raw);
+    *max_label = -1;
+    for (size_t i = 0; i < n; i++) {
+        ds->labels[i] = raw[i];
+        if (raw[i] > *max_label) *max_label = raw[i];
+    }
+    *n_labels = (int64_t)n;
+    s = idx_expect_end(&f, "labels", err);
 out:
+    dm_free(raw);
     idx_close(&f);
     return s;
 }
 
-/* One split: prefix "train" or "t10k". */
-static dm_status load_split(const char *dir, const char *prefix, dm_dataset *ds, uint32_t side[2], int *max_label,
-                            dm_error *err)
+/* What loading one split learned, for the checks across splits. */
+typedef struct idx_split {
+    char images[4096], labels[4096];   /* the paths read */
+    uint32_t side[2];                  /* image rows, cols */
+    int max_label;                     /* -1 when there are no rows */
+} idx_split;
+
+/* One split (prefix "train" or "t10k"): images and labels, same count. */
+static dm_status load_split(const char *dir, const char *prefix, dm_dataset *ds, idx_split *sp, dm_error *err)
 {
-    char ipath[4096], lpath[4096], base[64];
+    char base[64];
     snprintf(base, sizeof base, "%s-images-idx3-ubyte", prefix);
-    dm_status s = find_file(dir, base, ipath, sizeof ipath, err);
+    dm_status s = find_file(dir, base, sp->images, sizeof sp->images, err);
     if (s != DM_OK) return s;
     snprintf(base, sizeof base, "%s-labels-idx1-ubyte", prefix);
-    if ((s = find_file(dir, base, lpath, sizeof lpath, err)) != DM_OK) return s;
-    if ((s = read_images(ipath, ds, side, err)) != DM_OK) return s;
-    int64_t n_images = ds->n;
-    if ((s = read_labels(lpath, ds, max_label, err)) != DM_OK) return s;
-    /* read_labels does not touch ds->n: compare the counts the two headers declared */
-    int64_t n_labels = *max_label >= -1 ? (int64_t)0 : 0;
-    DM_UNUSED(n_labels);
+    if ((s = find_file(dir, base, sp->labels, sizeof sp->labels, err)) != DM_OK) return s;
+    if ((s = read_images(sp->images, ds, sp->side, err)) != DM_OK) return s;
+    if (ds->n == 0 && strcmp(prefix, "train") == 0) return dm_fail(err, DM_ERR_FORMAT, "%s: no images", sp->images);
+    int64_t n_labels = 0;
+    if ((s = read_labels(sp->labels, ds, &n_labels, &sp->max_label, err)) != DM_OK) return s;
+    if (n_labels != ds->n)
+        return dm_fail(err, DM_ERR_SHAPE, "%s: %lld labels but %s has %lld images", sp->labels, (long long)n_labels,
+                       sp->images, (long long)ds->n);
     return DM_OK;
-    DM_UNUSED(n_images);
 }
 
+/* kind is "fashion-mnist" or "mnist"; dir NULL means Debian's fashion-mnist
+ * directory. Fills d (the caller frees it on error). */
 dm_status dm_data_load_idx_(const char *kind, const char *dir, dm_data *d, dm_error *err)
 {
-    (void)kind; (void)dir; (void)d; (void)load_split;
-    return dm_fail(err, DM_ERR_ARG, "unfinished");
+    int fashion = strcmp(kind, "fashion-mnist") == 0;
+    if (!dir) dir = FASHION_MNIST_DIR;
+    struct stat st;
+    if (stat(dir, &st) != 0) {
+        if (fashion)
+            return dm_fail(err, DM_ERR_IO, "%s: directory not found; install Debian's dataset-fashion-mnist "
+                           "(apt-get install dataset-fashion-mnist) or pass --data fashion-mnist:DIR", dir);
+        return dm_fail(err, DM_ERR_IO, "%s: directory not found (--data mnist:DIR names a directory holding "
+                       "train-images-idx3-ubyte[.gz] and the other three IDX files)", dir);
+    }
+    if (!S_ISDIR(st.st_mode)) return dm_fail(err, DM_ERR_IO, "%s: not a directory", dir);
+
+    snprintf(d->name, sizeof d->name, "%s", kind);
+    d->task = DM_TASK_CLASSIFY;
+    idx_split tr = { .max_label = -1 }, te = { .max_label = -1 };
+    dm_status s = load_split(dir, "train", &d->train, &tr, err);
+    if (s != DM_OK) return s;
+    if ((s = load_split(dir, "t10k", &d->test, &te, err)) != DM_OK) return s;
+    if (te.side[0] != tr.side[0] || te.side[1] != tr.side[1])
+        return dm_fail(err, DM_ERR_SHAPE, "%s: %ux%u images but %s has %ux%u", te.images, (unsigned)te.side[0],
+                       (unsigned)te.side[1], tr.images, (unsigned)tr.side[0], (unsigned)tr.side[1]);
+    d->n_classes = tr.max_label + 1;
+    if (te.max_label >= d->n_classes) {
+        int64_t row = 0;
+        while (d->test.labels[row] < d->n_classes) row++;
+        return dm_fail(err, DM_ERR_FORMAT, "%s: label %d at row %lld, but the train labels (%s) only reach %d "
+                       "(n_classes %d)", te.labels, (int)d->test.labels[row], (long long)row, tr.labels,
+                       tr.max_label, d->n_classes);
+    }
+    return DM_OK;
 }

@@ -8,7 +8,14 @@
  *    reading A through row pointers resolved once from a_idx. The fused
  *    epilogue runs once per tile; N tails use maskload/maskstore.
  *  - Loop order: L2-sized blocks of panels, then row blocks, then panels.
- * Accumulation is in float (the reference accumulates in double). */
+ * Accumulation is in float (the reference accumulates in double).
+ *
+ * gemm_tn (dW += dYᵀ X) as in kernels_avx512.c with MR = 6 rows n x 16
+ * columns k (two ymm, 12 accumulators) per tile: each tile runs over all M
+ * input rows, loading b_i[k0 .. k0+15] (pre-multiplied by s_i) and
+ * broadcasting a_i[n .. n+6), then adds into C once per chunk of rows
+ * (chunk length a function of N only), so every output's sum runs over i in
+ * order independently of how [n0, n1) was split. */
 #include "kernels/kernels.h"
 
 #include <immintrin.h>
@@ -18,6 +25,9 @@ enum {
     NR = 16,                 /* outputs per panel: two ymm */
     MR = 6,                  /* rows per micro-tile (TILE_ROWS) */
     L2_PANEL_BYTES = 512 * 1024, /* packed B swept per row block */
+    TN_A_BYTES = 512 * 1024,     /* gemm_tn: rows of A per chunk of the sum over i */
+    TN_ROWS = 256,               /* gemm_tn: at most this many rows per chunk when packing */
+    TN_PF = 8,                   /* gemm_tn: rows ahead to prefetch */
 };
 
 /* ---------------------------------------------------------------- packing */
@@ -306,6 +316,336 @@ static void avx2_silu_mul(const float *gu, int64_t rows, int h, int64_t ld_gu,
     }
 }
 
+/* ---------------------------------------------------------------- layernorm (training) */
+
+static void avx2_layernorm_fwd(const float *x, int64_t rows, int n, int64_t ld,
+                               const float *gamma, const float *beta, float eps,
+                               float *y, int64_t ldy, float *mean, float *rstd)
+{
+    if (n <= 0) return;
+    __m256i all = _mm256_set1_epi32(-1);
+    for (int64_t i = 0; i < rows; i++) {
+        const float *xr = x + i * ld; /* [n] */
+        float *yr = y + i * ldy;      /* [n] */
+        float mu = row_sum(xr, n) / (float)n;
+        float var = row_sqdev(xr, n, mu) / (float)n;
+        float rs = 1.0f / sqrtf(var + eps);
+        mean[i] = mu;
+        rstd[i] = rs;
+        __m256 vm = _mm256_set1_ps(mu), vi = _mm256_set1_ps(rs);
+        /* each chunk is read before it is written: y == x works */
+        int j = 0;
+        for (; j + 8 <= n; j += 8)
+            _mm256_storeu_ps(yr + j, ln_apply(_mm256_loadu_ps(xr + j), vm, vi,
+                                              gamma ? gamma + j : NULL, beta ? beta + j : NULL,
+                                              all));
+        if (j < n) {
+            __m256i k = lane_mask(n - j);
+            _mm256_maskstore_ps(yr + j, k, ln_apply(_mm256_maskload_ps(xr + j, k), vm, vi,
+                                                    gamma ? gamma + j : NULL,
+                                                    beta ? beta + j : NULL, k));
+        }
+    }
+}
+
+/* Pass 1 of layernorm_bwd on the lanes in k at column j: sums of g and
+ * g * xhat, and the dgamma/dbeta accumulation. Masked-off lanes load dy = 0,
+ * so they add nothing. */
+static inline void ln_bwd_sums(const float *xr, const float *dyr, int j, __m256i k,
+                               __m256 vm, __m256 vr, const float *gamma, float *dgamma,
+                               float *dbeta, __m256 *sg, __m256 *sgx)
+{
+    __m256 d = _mm256_maskload_ps(dyr + j, k);
+    __m256 xh = _mm256_mul_ps(_mm256_sub_ps(_mm256_maskload_ps(xr + j, k), vm), vr);
+    __m256 g = gamma ? _mm256_mul_ps(d, _mm256_maskload_ps(gamma + j, k)) : d;
+    *sg = _mm256_add_ps(*sg, g);
+    *sgx = _mm256_fmadd_ps(g, xh, *sgx);
+    if (dgamma)
+        _mm256_maskstore_ps(dgamma + j, k, _mm256_fmadd_ps(d, xh, _mm256_maskload_ps(dgamma + j, k)));
+    if (dbeta)
+        _mm256_maskstore_ps(dbeta + j, k, _mm256_add_ps(_mm256_maskload_ps(dbeta + j, k), d));
+}
+
+/* Pass 2: dx = rstd * (g - mean(g) - xhat * mean(g xhat)) on the lanes in k. */
+static inline void ln_bwd_dx(const float *xr, const float *dyr, float *dxr, int j, __m256i k,
+                             __m256 vm, __m256 vr, const float *gamma, __m256 mg, __m256 mgx)
+{
+    __m256 d = _mm256_maskload_ps(dyr + j, k);
+    __m256 xh = _mm256_mul_ps(_mm256_sub_ps(_mm256_maskload_ps(xr + j, k), vm), vr);
+    __m256 g = gamma ? _mm256_mul_ps(d, _mm256_maskload_ps(gamma + j, k)) : d;
+    __m256 v = _mm256_fnmadd_ps(xh, mgx, _mm256_sub_ps(g, mg));
+    _mm256_maskstore_ps(dxr + j, k, _mm256_mul_ps(vr, v));
+}
+
+static void avx2_layernorm_bwd(const float *x, const float *mean, const float *rstd,
+                               const float *dy, int64_t rows, int n, int64_t ld,
+                               const float *gamma, float *dx, float *dgamma, float *dbeta)
+{
+    if (n <= 0) return;
+    __m256i all = _mm256_set1_epi32(-1);
+    for (int64_t i = 0; i < rows; i++) {
+        const float *xr = x + i * ld, *dyr = dy + i * ld; /* [n] */
+        float *dxr = dx + i * ld;                         /* [n] */
+        __m256 vm = _mm256_set1_ps(mean[i]), vr = _mm256_set1_ps(rstd[i]);
+        __m256 sg = _mm256_setzero_ps(), sgx = _mm256_setzero_ps();
+        int j = 0;
+        for (; j + 8 <= n; j += 8) ln_bwd_sums(xr, dyr, j, all, vm, vr, gamma, dgamma, dbeta, &sg, &sgx);
+        if (j < n) ln_bwd_sums(xr, dyr, j, lane_mask(n - j), vm, vr, gamma, dgamma, dbeta, &sg, &sgx);
+        /* the whole row of dy is read before dx (which may be dy) is written */
+        __m256 mg = _mm256_set1_ps(hsum(sg) / (float)n), mgx = _mm256_set1_ps(hsum(sgx) / (float)n);
+        for (j = 0; j + 8 <= n; j += 8) ln_bwd_dx(xr, dyr, dxr, j, all, vm, vr, gamma, mg, mgx);
+        if (j < n) ln_bwd_dx(xr, dyr, dxr, j, lane_mask(n - j), vm, vr, gamma, mg, mgx);
+    }
+}
+
+/* ---------------------------------------------------------------- silu_mul_bwd */
+
+/* dg = dout * u * silu'(g), du = dout * silu(g), silu'(g) = s + silu(g) (1 - s). */
+static inline void silu_bwd8(__m256 g, __m256 u, __m256 d, __m256 *dg, __m256 *du)
+{
+    __m256 one = _mm256_set1_ps(1.0f);
+    /* exp256 clamps: g -> -inf gives s = 0, g -> +inf gives s = 1, no NaN */
+    __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, exp256(_mm256_sub_ps(_mm256_setzero_ps(), g))));
+    __m256 silu = _mm256_mul_ps(g, s);
+    __m256 dsilu = _mm256_fmadd_ps(silu, _mm256_sub_ps(one, s), s);
+    *dg = _mm256_mul_ps(_mm256_mul_ps(d, u), dsilu);
+    *du = _mm256_mul_ps(d, silu);
+}
+
+static void avx2_silu_mul_bwd(const float *gu, const float *dout, int64_t rows, int h,
+                              int64_t ld_gu, int64_t ld_d, float *dgu)
+{
+    /* Each chunk of g and u is read before the same chunks of dgu are
+     * written, so dgu == gu works. */
+    for (int64_t i = 0; i < rows; i++) {
+        const float *gate = gu + i * ld_gu, *up = gate + h; /* [h] each */
+        const float *d = dout + i * ld_d;                   /* [h] */
+        float *dg = dgu + i * ld_gu, *du = dg + h;          /* [h] each */
+        __m256 vg, vu;
+        int j = 0;
+        for (; j + 8 <= h; j += 8) {
+            silu_bwd8(_mm256_loadu_ps(gate + j), _mm256_loadu_ps(up + j), _mm256_loadu_ps(d + j),
+                      &vg, &vu);
+            _mm256_storeu_ps(dg + j, vg);
+            _mm256_storeu_ps(du + j, vu);
+        }
+        if (j < h) {
+            __m256i k = lane_mask(h - j);
+            silu_bwd8(_mm256_maskload_ps(gate + j, k), _mm256_maskload_ps(up + j, k),
+                      _mm256_maskload_ps(d + j, k), &vg, &vu);
+            _mm256_maskstore_ps(dg + j, k, vg);
+            _mm256_maskstore_ps(du + j, k, vu);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- gemm_tn */
+
+/* Where a tile reads its rows of B: row i is B + (idx ? idx[i] : i - i0) * ldb,
+ * times scale[i] when scale is set. Either the caller's B, or a strip packed
+ * by tn_pack (idx and scale NULL, ldb 16, counted from the chunk's i0). */
+typedef struct tn_bsrc {
+    const float *B;
+    int64_t ldb, i0;
+    const int32_t *idx;
+    const float *scale;
+} tn_bsrc;
+
+/* Packs the chunk's rows [i0, i1) of the 16-column strip of B at k0,
+ * multiplied by their scales, contiguously: bs [i1 - i0][16], zero past K.
+ * The row tiles then stream it without the two multiplies per row (s_i *
+ * b_i[k] is the same float either way, so packing never changes results). */
+static void tn_pack(const dm_gemm_tn *g, int64_t i0, int64_t i1, int k0, __m256i m0, __m256i m1,
+                    float *bs)
+{
+    const float *B = g->B + k0;
+    for (int64_t i = i0; i < i1; i++, bs += 16) {
+        const float *b = B + (g->b_idx ? g->b_idx[i] : i) * g->ldb; /* [16] */
+        __m256 s = _mm256_broadcast_ss(g->scale + i);
+        _mm256_store_ps(bs, _mm256_mul_ps(_mm256_maskload_ps(b, m0), s));
+        _mm256_store_ps(bs + 8, _mm256_mul_ps(_mm256_maskload_ps(b + 8, m1), s));
+    }
+}
+
+/* One mr x (8 nw) tile of C at row n, column k0, over the chunk's rows
+ * [i0, i1); always inlined with constant mr, nw (1 or 2 ymm per row) and
+ * plain (B rows hold 8 nw readable floats: plain loads instead of the slower
+ * maskload). m0/m1: the valid columns of each half. */
+static inline __attribute__((always_inline)) void
+tn_tile(const dm_gemm_tn *g, int64_t i0, int64_t i1, int n, int k0, const tn_bsrc *src,
+        __m256i m0, __m256i m1, const int mr, const int nw, const int plain)
+{
+#define DECL(i) __m256 lo##i = _mm256_setzero_ps(), hi##i = lo##i;
+    TILE_ROWS(DECL)
+#undef DECL
+    const float *A = g->A + n, *B = src->B;
+    const int32_t *a_idx = g->a_idx, *b_idx = src->idx;
+    const float *scale = src->scale;
+    int64_t boff = src->i0;
+    for (int64_t i = i0; i < i1; i++) {
+        const float *a = A + (a_idx ? a_idx[i] : i) * g->lda;          /* [mr] */
+        const float *b = B + (b_idx ? b_idx[i] : i - boff) * src->ldb; /* [8 nw] */
+        if (i + TN_PF < i1) { /* gathered rows defeat the hardware prefetcher */
+            int64_t ip = i + TN_PF;
+            _mm_prefetch((const char *)(A + (a_idx ? a_idx[ip] : ip) * g->lda), _MM_HINT_T0);
+            _mm_prefetch((const char *)(B + (b_idx ? b_idx[ip] : ip - boff) * src->ldb), _MM_HINT_T0);
+        }
+        __m256 b0 = plain ? _mm256_loadu_ps(b) : _mm256_maskload_ps(b, m0);
+        __m256 b1 = nw < 2 ? _mm256_setzero_ps() : plain ? _mm256_loadu_ps(b + 8) : _mm256_maskload_ps(b + 8, m1);
+        if (scale) {
+            __m256 s = _mm256_broadcast_ss(scale + i);
+            b0 = _mm256_mul_ps(b0, s);
+            if (nw > 1) b1 = _mm256_mul_ps(b1, s);
+        }
+#define STEP(i)                                                 \
+        if (mr > i) {                                           \
+            __m256 av = _mm256_broadcast_ss(a + i);             \
+            lo##i = _mm256_fmadd_ps(av, b0, lo##i);             \
+            if (nw > 1) hi##i = _mm256_fmadd_ps(av, b1, hi##i); \
+        }
+        TILE_ROWS(STEP)
+#undef STEP
+    }
+#define STORE(i)                                                                      \
+    if (mr > i) {                                                                     \
+        float *c = g->C + (int64_t)(n + i) * g->ldc + k0;                             \
+        _mm256_maskstore_ps(c, m0, _mm256_add_ps(_mm256_maskload_ps(c, m0), lo##i));  \
+        if (nw > 1)                                                                   \
+            _mm256_maskstore_ps(c + 8, m1,                                            \
+                                _mm256_add_ps(_mm256_maskload_ps(c + 8, m1), hi##i)); \
+    }
+    TILE_ROWS(STORE)
+#undef STORE
+}
+
+typedef void (*tn_fn)(const dm_gemm_tn *, int64_t, int64_t, int, int, const tn_bsrc *, __m256i, __m256i);
+
+/* tn<variant>_<mr>: variant 0/1 masked loads, 1/2 ymm; 2/3 plain loads, 1/2 ymm */
+#define DEF_TN1(v, m, nw, plain)                                                           \
+    static void tn##v##_##m(const dm_gemm_tn *g, int64_t i0, int64_t i1, int n, int k0,   \
+                            const tn_bsrc *src, __m256i m0, __m256i m1)                    \
+    {                                                                                      \
+        tn_tile(g, i0, i1, n, k0, src, m0, m1, m, nw, plain);                              \
+    }
+#define DEF_TN(m) DEF_TN1(0, m, 1, 0) DEF_TN1(1, m, 2, 0) DEF_TN1(2, m, 1, 1) DEF_TN1(3, m, 2, 1)
+DEF_TN(1) DEF_TN(2) DEF_TN(3) DEF_TN(4) DEF_TN(5) DEF_TN(6)
+#undef DEF_TN
+#undef DEF_TN1
+
+static const tn_fn tn_tiles[4][MR + 1] = {
+    {NULL, tn0_1, tn0_2, tn0_3, tn0_4, tn0_5, tn0_6},
+    {NULL, tn1_1, tn1_2, tn1_3, tn1_4, tn1_5, tn1_6},
+    {NULL, tn2_1, tn2_2, tn2_3, tn2_4, tn2_5, tn2_6},
+    {NULL, tn3_1, tn3_2, tn3_3, tn3_4, tn3_5, tn3_6},
+};
+
+/* Rows per chunk of the sum over i: few enough that the chunk's rows of A
+ * (N floats each) stay in L2 while every column block sweeps them, and at
+ * most TN_ROWS (the packed strip) when the call may pack. A function of N
+ * and of whether there are scales, never of [n0, n1), so that how the rows
+ * were split cannot change the chunking (and thus the rounding). */
+static int64_t tn_chunk_rows(const dm_gemm_tn *g)
+{
+    int64_t mc = TN_A_BYTES / ((int64_t)(g->N > 0 ? g->N : 1) * (int64_t)sizeof(float));
+    if (mc < 64) mc = 64;
+    return g->scale && g->N > MR && mc > TN_ROWS ? TN_ROWS : mc;
+}
+
+static void avx2_gemm_tn(const dm_gemm_tn *g)
+{
+    /* M == 0 leaves C untouched (adding zeros would turn -0 into +0) */
+    if (g->M <= 0 || g->n1 <= g->n0 || g->K <= 0) return;
+    /* with scales and more than one row tile, pack the scaled strip once for
+     * all tiles (then N > MR, so chunks are at most TN_ROWS rows) */
+    int pack = g->scale && g->n1 - g->n0 > MR;
+    _Alignas(32) float bs[TN_ROWS * 16]; /* the packed strip, 16 KB */
+    int64_t mc = tn_chunk_rows(g);
+    for (int64_t i0 = 0; i0 < g->M; i0 += mc) {
+        int64_t i1 = g->M - i0 < mc ? g->M : i0 + mc;
+        for (int k0 = 0; k0 < g->K; k0 += 2 * 8) {
+            int kv = g->K - k0; /* valid columns from k0 */
+            int nw = kv > 8 ? 2 : 1, plain = kv >= 16;
+            __m256i m0 = lane_mask(kv), m1 = lane_mask(kv - 8);
+            tn_bsrc src = {.B = g->B + k0, .ldb = g->ldb, .idx = g->b_idx, .scale = g->scale};
+            if (pack) { /* zero-padded to 16 columns: always plain loads */
+                tn_pack(g, i0, i1, k0, m0, m1, bs);
+                src = (tn_bsrc){.B = bs, .ldb = 16, .i0 = i0};
+                plain = 1;
+            }
+            for (int n = g->n0; n < g->n1; n += MR) {
+                int mr = g->n1 - n < MR ? g->n1 - n : MR;
+                tn_tiles[2 * plain + nw - 1][mr](g, i0, i1, n, k0, &src, m0, m1);
+            }
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- colsum */
+
+static void avx2_colsum(const float *A, int64_t lda, const int32_t *a_idx, const float *scale,
+                        int64_t M, int N, float *out)
+{
+    if (M <= 0) return; /* out untouched */
+    /* 32 columns (four ymm) at a time, each summed over all rows in order */
+    for (int n = 0; n < N; n += 32) {
+        __m256i m0 = lane_mask(N - n), m1 = lane_mask(N - n - 8);
+        __m256i m2 = lane_mask(N - n - 16), m3 = lane_mask(N - n - 24);
+        __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+        for (int64_t i = 0; i < M; i++) {
+            const float *a = A + (a_idx ? a_idx[i] : i) * lda + n; /* [32] */
+            /* s * a with s = 1 is exact: the same as a plain add */
+            __m256 s = _mm256_set1_ps(scale ? scale[i] : 1.0f);
+            s0 = _mm256_fmadd_ps(s, _mm256_maskload_ps(a, m0), s0);
+            s1 = _mm256_fmadd_ps(s, _mm256_maskload_ps(a + 8, m1), s1);
+            s2 = _mm256_fmadd_ps(s, _mm256_maskload_ps(a + 16, m2), s2);
+            s3 = _mm256_fmadd_ps(s, _mm256_maskload_ps(a + 24, m3), s3);
+        }
+        float *o = out + n;
+        _mm256_maskstore_ps(o, m0, _mm256_add_ps(_mm256_maskload_ps(o, m0), s0));
+        _mm256_maskstore_ps(o + 8, m1, _mm256_add_ps(_mm256_maskload_ps(o + 8, m1), s1));
+        _mm256_maskstore_ps(o + 16, m2, _mm256_add_ps(_mm256_maskload_ps(o + 16, m2), s2));
+        _mm256_maskstore_ps(o + 24, m3, _mm256_add_ps(_mm256_maskload_ps(o + 24, m3), s3));
+    }
+}
+
+/* ---------------------------------------------------------------- adamw */
+
+/* One step on the lanes in k, operation for operation as the reference
+ * (true division and sqrt, no FMA contraction), so the two agree bitwise. */
+static inline void adamw8(float *p, const float *g, float *m, float *v, __m256i k,
+                          __m256 gscale, __m256 lrwd, __m256 lr, __m256 b1, __m256 c1,
+                          __m256 b2, __m256 c2, __m256 eps, __m256 bc1, __m256 bc2)
+{
+    __m256 gv = _mm256_mul_ps(_mm256_maskload_ps(g, k), gscale);
+    __m256 pv = _mm256_maskload_ps(p, k);
+    pv = _mm256_sub_ps(pv, _mm256_mul_ps(lrwd, pv));
+    __m256 mv = _mm256_add_ps(_mm256_mul_ps(b1, _mm256_maskload_ps(m, k)), _mm256_mul_ps(c1, gv));
+    __m256 vv = _mm256_add_ps(_mm256_mul_ps(b2, _mm256_maskload_ps(v, k)),
+                              _mm256_mul_ps(_mm256_mul_ps(c2, gv), gv));
+    __m256 num = _mm256_mul_ps(lr, _mm256_div_ps(mv, bc1));
+    __m256 den = _mm256_add_ps(_mm256_sqrt_ps(_mm256_div_ps(vv, bc2)), eps);
+    pv = _mm256_sub_ps(pv, _mm256_div_ps(num, den));
+    _mm256_maskstore_ps(m, k, mv);
+    _mm256_maskstore_ps(v, k, vv);
+    _mm256_maskstore_ps(p, k, pv);
+}
+
+static void avx2_adamw(float *p, const float *g, float *m, float *v, int64_t n, float gscale,
+                       float lr, float b1, float b2, float eps, float wd, float bc1, float bc2)
+{
+    __m256 vgs = _mm256_set1_ps(gscale), vlrwd = _mm256_set1_ps(lr * wd), vlr = _mm256_set1_ps(lr);
+    __m256 vb1 = _mm256_set1_ps(b1), vc1 = _mm256_set1_ps(1.0f - b1);
+    __m256 vb2 = _mm256_set1_ps(b2), vc2 = _mm256_set1_ps(1.0f - b2);
+    __m256 veps = _mm256_set1_ps(eps), vbc1 = _mm256_set1_ps(bc1), vbc2 = _mm256_set1_ps(bc2);
+    __m256i all = _mm256_set1_epi32(-1);
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        adamw8(p + j, g + j, m + j, v + j, all, vgs, vlrwd, vlr, vb1, vc1, vb2, vc2, veps, vbc1, vbc2);
+    if (j < n)
+        adamw8(p + j, g + j, m + j, v + j, lane_mask((int)(n - j)), vgs, vlrwd, vlr, vb1, vc1, vb2,
+               vc2, veps, vbc1, vbc2);
+}
+
 const dm_kernels dm_kernels_avx2 = {
     .isa = DM_ISA_AVX2,
     .pack_b_size = avx2_pack_b_size,
@@ -313,4 +653,10 @@ const dm_kernels dm_kernels_avx2 = {
     .gemm = avx2_gemm,
     .layernorm = avx2_layernorm,
     .silu_mul = avx2_silu_mul,
+    .layernorm_fwd = avx2_layernorm_fwd,
+    .layernorm_bwd = avx2_layernorm_bwd,
+    .silu_mul_bwd = avx2_silu_mul_bwd,
+    .gemm_tn = avx2_gemm_tn,
+    .colsum = avx2_colsum,
+    .adamw = avx2_adamw,
 };

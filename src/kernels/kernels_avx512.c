@@ -12,7 +12,21 @@
  *  - Loop order: blocks of panels sized to stay in L2, then row blocks, then
  *    panels: an MR-row block of A (MR*K floats) stays in L1 while it sweeps
  *    the L2-resident panels.
- * Accumulation is in float (the reference accumulates in double). */
+ * Accumulation is in float (the reference accumulates in double).
+ *
+ * gemm_tn (dW += dYᵀ X, rows through index lists) needs no packing: C is
+ * cut into tiles of MR rows n x 32 columns k (two zmm per row, 24
+ * accumulators). A tile runs over all M input rows: per row i it loads
+ * b_i[k0 .. k0+31] contiguously (pre-multiplied by s_i), broadcasts
+ * a_i[n .. n+MR) and does 2*MR FMAs; the finished tile is added into C
+ * once per chunk of rows. The rows i are cut into chunks whose A rows fit
+ * in L2 (the chunk length depends on N only); within a chunk the column
+ * blocks are the outer loop, so a 32-column strip of B stays in cache for
+ * every row tile. Every output is therefore C + (fma chain over the first
+ * chunk's rows in order) + (the next chunk's) ..., the same whatever tile
+ * it sits in, so splitting [n0, n1) between threads gives bitwise the same
+ * C, run after run. Rows ahead are prefetched (gathered rows defeat the
+ * hardware prefetcher). */
 #include "kernels/kernels.h"
 
 #include <immintrin.h>
@@ -22,6 +36,9 @@ enum {
     NR = 32,                 /* outputs per panel: two zmm */
     MR = 12,                 /* rows per micro-tile (TILE_ROWS): 24 accumulators + 2 B + 1 broadcast */
     L2_PANEL_BYTES = 512 * 1024, /* packed B swept per row block */
+    TN_A_BYTES = 512 * 1024,     /* gemm_tn: rows of A per chunk of the sum over i */
+    TN_ROWS = 256,               /* gemm_tn: at most this many rows per chunk */
+    TN_PF = 8,                   /* gemm_tn: rows ahead to prefetch */
 };
 
 /* ---------------------------------------------------------------- packing */
@@ -299,6 +316,337 @@ static void avx512_silu_mul(const float *gu, int64_t rows, int h, int64_t ld_gu,
     }
 }
 
+/* ---------------------------------------------------------------- layernorm (training) */
+
+static void avx512_layernorm_fwd(const float *x, int64_t rows, int n, int64_t ld,
+                                 const float *gamma, const float *beta, float eps,
+                                 float *y, int64_t ldy, float *mean, float *rstd)
+{
+    if (n <= 0) return;
+    for (int64_t i = 0; i < rows; i++) {
+        const float *xr = x + i * ld; /* [n] */
+        float *yr = y + i * ldy;      /* [n] */
+        float mu = row_sum(xr, n) / (float)n;
+        float var = row_sqdev(xr, n, mu) / (float)n;
+        float rs = 1.0f / sqrtf(var + eps);
+        mean[i] = mu;
+        rstd[i] = rs;
+        __m512 vm = _mm512_set1_ps(mu), vi = _mm512_set1_ps(rs);
+        /* each chunk is read before it is written: y == x works */
+        int j = 0;
+        for (; j + 16 <= n; j += 16)
+            _mm512_storeu_ps(yr + j, ln_apply(_mm512_loadu_ps(xr + j), vm, vi,
+                                              gamma ? gamma + j : NULL, beta ? beta + j : NULL,
+                                              (__mmask16)0xFFFF));
+        if (j < n) {
+            __mmask16 k = lane_mask(n - j);
+            _mm512_mask_storeu_ps(yr + j, k, ln_apply(_mm512_maskz_loadu_ps(k, xr + j), vm, vi,
+                                                      gamma ? gamma + j : NULL,
+                                                      beta ? beta + j : NULL, k));
+        }
+    }
+}
+
+/* Pass 1 of layernorm_bwd on the lanes in k at column j: sums of g and
+ * g * xhat, and the dgamma/dbeta accumulation. Masked-off lanes load dy = 0,
+ * so they add nothing. */
+static inline void ln_bwd_sums(const float *xr, const float *dyr, int j, __mmask16 k,
+                               __m512 vm, __m512 vr, const float *gamma, float *dgamma,
+                               float *dbeta, __m512 *sg, __m512 *sgx)
+{
+    __m512 d = _mm512_maskz_loadu_ps(k, dyr + j);
+    __m512 xh = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, xr + j), vm), vr);
+    __m512 g = gamma ? _mm512_mul_ps(d, _mm512_maskz_loadu_ps(k, gamma + j)) : d;
+    *sg = _mm512_add_ps(*sg, g);
+    *sgx = _mm512_fmadd_ps(g, xh, *sgx);
+    if (dgamma)
+        _mm512_mask_storeu_ps(dgamma + j, k, _mm512_fmadd_ps(d, xh, _mm512_maskz_loadu_ps(k, dgamma + j)));
+    if (dbeta)
+        _mm512_mask_storeu_ps(dbeta + j, k, _mm512_add_ps(_mm512_maskz_loadu_ps(k, dbeta + j), d));
+}
+
+/* Pass 2: dx = rstd * (g - mean(g) - xhat * mean(g xhat)) on the lanes in k. */
+static inline void ln_bwd_dx(const float *xr, const float *dyr, float *dxr, int j, __mmask16 k,
+                             __m512 vm, __m512 vr, const float *gamma, __m512 mg, __m512 mgx)
+{
+    __m512 d = _mm512_maskz_loadu_ps(k, dyr + j);
+    __m512 xh = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, xr + j), vm), vr);
+    __m512 g = gamma ? _mm512_mul_ps(d, _mm512_maskz_loadu_ps(k, gamma + j)) : d;
+    __m512 v = _mm512_fnmadd_ps(xh, mgx, _mm512_sub_ps(g, mg));
+    _mm512_mask_storeu_ps(dxr + j, k, _mm512_mul_ps(vr, v));
+}
+
+static void avx512_layernorm_bwd(const float *x, const float *mean, const float *rstd,
+                                 const float *dy, int64_t rows, int n, int64_t ld,
+                                 const float *gamma, float *dx, float *dgamma, float *dbeta)
+{
+    if (n <= 0) return;
+    const __mmask16 all = (__mmask16)0xFFFF;
+    for (int64_t i = 0; i < rows; i++) {
+        const float *xr = x + i * ld, *dyr = dy + i * ld; /* [n] */
+        float *dxr = dx + i * ld;                         /* [n] */
+        __m512 vm = _mm512_set1_ps(mean[i]), vr = _mm512_set1_ps(rstd[i]);
+        __m512 sg = _mm512_setzero_ps(), sgx = _mm512_setzero_ps();
+        int j = 0;
+        for (; j + 16 <= n; j += 16) ln_bwd_sums(xr, dyr, j, all, vm, vr, gamma, dgamma, dbeta, &sg, &sgx);
+        if (j < n) ln_bwd_sums(xr, dyr, j, lane_mask(n - j), vm, vr, gamma, dgamma, dbeta, &sg, &sgx);
+        /* the whole row of dy is read before dx (which may be dy) is written */
+        __m512 mg = _mm512_set1_ps(hsum(sg) / (float)n), mgx = _mm512_set1_ps(hsum(sgx) / (float)n);
+        for (j = 0; j + 16 <= n; j += 16) ln_bwd_dx(xr, dyr, dxr, j, all, vm, vr, gamma, mg, mgx);
+        if (j < n) ln_bwd_dx(xr, dyr, dxr, j, lane_mask(n - j), vm, vr, gamma, mg, mgx);
+    }
+}
+
+/* ---------------------------------------------------------------- silu_mul_bwd */
+
+/* dg = dout * u * silu'(g), du = dout * silu(g), silu'(g) = s + silu(g) (1 - s). */
+static inline void silu_bwd16(__m512 g, __m512 u, __m512 d, __m512 *dg, __m512 *du)
+{
+    __m512 one = _mm512_set1_ps(1.0f);
+    /* exp512 clamps: g -> -inf gives s = 0, g -> +inf gives s = 1, no NaN */
+    __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, exp512(_mm512_sub_ps(_mm512_setzero_ps(), g))));
+    __m512 silu = _mm512_mul_ps(g, s);
+    __m512 dsilu = _mm512_fmadd_ps(silu, _mm512_sub_ps(one, s), s);
+    *dg = _mm512_mul_ps(_mm512_mul_ps(d, u), dsilu);
+    *du = _mm512_mul_ps(d, silu);
+}
+
+static void avx512_silu_mul_bwd(const float *gu, const float *dout, int64_t rows, int h,
+                                int64_t ld_gu, int64_t ld_d, float *dgu)
+{
+    /* Each chunk of g and u is read before the same chunks of dgu are
+     * written, so dgu == gu works. */
+    for (int64_t i = 0; i < rows; i++) {
+        const float *gate = gu + i * ld_gu, *up = gate + h; /* [h] each */
+        const float *d = dout + i * ld_d;                   /* [h] */
+        float *dg = dgu + i * ld_gu, *du = dg + h;          /* [h] each */
+        __m512 vg, vu;
+        int j = 0;
+        for (; j + 16 <= h; j += 16) {
+            silu_bwd16(_mm512_loadu_ps(gate + j), _mm512_loadu_ps(up + j), _mm512_loadu_ps(d + j),
+                       &vg, &vu);
+            _mm512_storeu_ps(dg + j, vg);
+            _mm512_storeu_ps(du + j, vu);
+        }
+        if (j < h) {
+            __mmask16 k = lane_mask(h - j);
+            silu_bwd16(_mm512_maskz_loadu_ps(k, gate + j), _mm512_maskz_loadu_ps(k, up + j),
+                       _mm512_maskz_loadu_ps(k, d + j), &vg, &vu);
+            _mm512_mask_storeu_ps(dg + j, k, vg);
+            _mm512_mask_storeu_ps(du + j, k, vu);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- gemm_tn */
+
+/* Where a tile reads its rows of B: row i is B + (idx ? idx[i] : i - i0) * ldb,
+ * times scale[i] when scale is set. Either the caller's B, or a strip packed
+ * by tn_pack (idx and scale NULL, ldb 32, counted from the chunk's i0). */
+typedef struct tn_bsrc {
+    const float *B;
+    int64_t ldb, i0;
+    const int32_t *idx;
+    const float *scale;
+} tn_bsrc;
+
+/* Packs the chunk's rows [i0, i1) of the 32-column strip of B at k0,
+ * multiplied by their scales, contiguously: bs [i1 - i0][32], zero past K.
+ * The row tiles then stream it without the two multiplies per row (s_i *
+ * b_i[k] is the same float either way, so packing never changes results). */
+static void tn_pack(const dm_gemm_tn *g, int64_t i0, int64_t i1, int k0, __mmask16 m0, __mmask16 m1,
+                    float *bs)
+{
+    const float *B = g->B + k0;
+    for (int64_t i = i0; i < i1; i++, bs += 32) {
+        const float *b = B + (g->b_idx ? g->b_idx[i] : i) * g->ldb; /* [32] */
+        __m512 s = _mm512_set1_ps(g->scale[i]);
+        _mm512_store_ps(bs, _mm512_mul_ps(_mm512_maskz_loadu_ps(m0, b), s));
+        _mm512_store_ps(bs + 16, _mm512_mul_ps(_mm512_maskz_loadu_ps(m1, b + 16), s));
+    }
+}
+
+/* One mr x (16 nw) tile of C at row n, column k0, over the chunk's rows
+ * [i0, i1); always inlined with constant mr and nw (1 or 2 zmm per row).
+ * m0/m1: the valid columns of each half. */
+static inline __attribute__((always_inline)) void
+tn_tile(const dm_gemm_tn *g, int64_t i0, int64_t i1, int n, int k0, const tn_bsrc *src,
+        __mmask16 m0, __mmask16 m1, const int mr, const int nw)
+{
+#define DECL(i) __m512 lo##i = _mm512_setzero_ps(), hi##i = lo##i;
+    TILE_ROWS(DECL)
+#undef DECL
+    const float *A = g->A + n, *B = src->B;
+    const int32_t *a_idx = g->a_idx, *b_idx = src->idx;
+    const float *scale = src->scale;
+    int64_t boff = src->i0;
+    for (int64_t i = i0; i < i1; i++) {
+        const float *a = A + (a_idx ? a_idx[i] : i) * g->lda;        /* [mr] */
+        const float *b = B + (b_idx ? b_idx[i] : i - boff) * src->ldb; /* [16 nw] */
+        if (i + TN_PF < i1) { /* gathered rows defeat the hardware prefetcher */
+            int64_t ip = i + TN_PF;
+            _mm_prefetch((const char *)(A + (a_idx ? a_idx[ip] : ip) * g->lda), _MM_HINT_T0);
+            const char *bp = (const char *)(B + (b_idx ? b_idx[ip] : ip - boff) * src->ldb);
+            _mm_prefetch(bp, _MM_HINT_T0);
+            _mm_prefetch(bp + 64, _MM_HINT_T0);
+        }
+        __m512 b0 = _mm512_maskz_loadu_ps(m0, b);
+        __m512 b1 = nw > 1 ? _mm512_maskz_loadu_ps(m1, b + 16) : _mm512_setzero_ps();
+        if (scale) {
+            __m512 s = _mm512_set1_ps(scale[i]);
+            b0 = _mm512_mul_ps(b0, s);
+            if (nw > 1) b1 = _mm512_mul_ps(b1, s);
+        }
+#define STEP(i)                                                 \
+        if (mr > i) {                                           \
+            __m512 av = _mm512_set1_ps(a[i]);                   \
+            lo##i = _mm512_fmadd_ps(av, b0, lo##i);             \
+            if (nw > 1) hi##i = _mm512_fmadd_ps(av, b1, hi##i); \
+        }
+        TILE_ROWS(STEP)
+#undef STEP
+    }
+#define STORE(i)                                                                        \
+    if (mr > i) {                                                                       \
+        float *c = g->C + (int64_t)(n + i) * g->ldc + k0;                               \
+        _mm512_mask_storeu_ps(c, m0, _mm512_add_ps(_mm512_maskz_loadu_ps(m0, c), lo##i)); \
+        if (nw > 1)                                                                     \
+            _mm512_mask_storeu_ps(c + 16, m1,                                           \
+                                  _mm512_add_ps(_mm512_maskz_loadu_ps(m1, c + 16), hi##i)); \
+    }
+    TILE_ROWS(STORE)
+#undef STORE
+}
+
+typedef void (*tn_fn)(const dm_gemm_tn *, int64_t, int64_t, int, int, const tn_bsrc *, __mmask16,
+                      __mmask16);
+
+#define DEF_TN(m)                                                                          \
+    static void tn1_##m(const dm_gemm_tn *g, int64_t i0, int64_t i1, int n, int k0,        \
+                        const tn_bsrc *src, __mmask16 m0, __mmask16 m1)                    \
+    {                                                                                      \
+        tn_tile(g, i0, i1, n, k0, src, m0, m1, m, 1);                                      \
+    }                                                                                      \
+    static void tn2_##m(const dm_gemm_tn *g, int64_t i0, int64_t i1, int n, int k0,        \
+                        const tn_bsrc *src, __mmask16 m0, __mmask16 m1)                    \
+    {                                                                                      \
+        tn_tile(g, i0, i1, n, k0, src, m0, m1, m, 2);                                      \
+    }
+DEF_TN(1) DEF_TN(2) DEF_TN(3) DEF_TN(4) DEF_TN(5) DEF_TN(6)
+DEF_TN(7) DEF_TN(8) DEF_TN(9) DEF_TN(10) DEF_TN(11) DEF_TN(12)
+#undef DEF_TN
+
+static const tn_fn tn_tiles[2][MR + 1] = {
+    {NULL, tn1_1, tn1_2, tn1_3, tn1_4, tn1_5, tn1_6, tn1_7, tn1_8, tn1_9, tn1_10, tn1_11, tn1_12},
+    {NULL, tn2_1, tn2_2, tn2_3, tn2_4, tn2_5, tn2_6, tn2_7, tn2_8, tn2_9, tn2_10, tn2_11, tn2_12},
+};
+
+/* Rows per chunk of the sum over i: few enough that the chunk's rows of A
+ * (N floats each) stay in L2 while every column block sweeps them, and at
+ * most TN_ROWS (the packed strip) when the call may pack. A function of N
+ * and of whether there are scales, never of [n0, n1), so that how the rows
+ * were split cannot change the chunking (and thus the rounding). */
+static int64_t tn_chunk_rows(const dm_gemm_tn *g)
+{
+    int64_t mc = TN_A_BYTES / ((int64_t)(g->N > 0 ? g->N : 1) * (int64_t)sizeof(float));
+    if (mc < 64) mc = 64;
+    return g->scale && g->N > MR && mc > TN_ROWS ? TN_ROWS : mc;
+}
+
+static void avx512_gemm_tn(const dm_gemm_tn *g)
+{
+    /* M == 0 leaves C untouched (adding zeros would turn -0 into +0) */
+    if (g->M <= 0 || g->n1 <= g->n0 || g->K <= 0) return;
+    /* with scales and more than one row tile, pack the scaled strip once for
+     * all tiles (then N > MR, so chunks are at most TN_ROWS rows) */
+    int pack = g->scale && g->n1 - g->n0 > MR;
+    _Alignas(64) float bs[TN_ROWS * 32]; /* the packed strip, 32 KB */
+    int64_t mc = tn_chunk_rows(g);
+    for (int64_t i0 = 0; i0 < g->M; i0 += mc) {
+        int64_t i1 = g->M - i0 < mc ? g->M : i0 + mc;
+        for (int k0 = 0; k0 < g->K; k0 += 2 * 16) {
+            int kv = g->K - k0; /* valid columns from k0 */
+            int nw = kv > 16 ? 2 : 1;
+            __mmask16 m0 = lane_mask(kv), m1 = lane_mask(kv - 16);
+            tn_bsrc src = {.B = g->B + k0, .ldb = g->ldb, .idx = g->b_idx, .scale = g->scale};
+            if (pack) {
+                tn_pack(g, i0, i1, k0, m0, m1, bs);
+                src = (tn_bsrc){.B = bs, .ldb = 32, .i0 = i0};
+            }
+            for (int n = g->n0; n < g->n1; n += MR) {
+                int mr = g->n1 - n < MR ? g->n1 - n : MR;
+                tn_tiles[nw - 1][mr](g, i0, i1, n, k0, &src, m0, m1);
+            }
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- colsum */
+
+static void avx512_colsum(const float *A, int64_t lda, const int32_t *a_idx, const float *scale,
+                          int64_t M, int N, float *out)
+{
+    if (M <= 0) return; /* out untouched */
+    /* 64 columns (four zmm) at a time, each summed over all rows in order */
+    for (int n = 0; n < N; n += 64) {
+        __mmask16 m0 = lane_mask(N - n), m1 = lane_mask(N - n - 16);
+        __mmask16 m2 = lane_mask(N - n - 32), m3 = lane_mask(N - n - 48);
+        __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+        for (int64_t i = 0; i < M; i++) {
+            const float *a = A + (a_idx ? a_idx[i] : i) * lda + n; /* [64] */
+            /* s * a with s = 1 is exact: the same as a plain add */
+            __m512 s = _mm512_set1_ps(scale ? scale[i] : 1.0f);
+            s0 = _mm512_fmadd_ps(s, _mm512_maskz_loadu_ps(m0, a), s0);
+            s1 = _mm512_fmadd_ps(s, _mm512_maskz_loadu_ps(m1, a + 16), s1);
+            s2 = _mm512_fmadd_ps(s, _mm512_maskz_loadu_ps(m2, a + 32), s2);
+            s3 = _mm512_fmadd_ps(s, _mm512_maskz_loadu_ps(m3, a + 48), s3);
+        }
+        float *o = out + n;
+        _mm512_mask_storeu_ps(o, m0, _mm512_add_ps(_mm512_maskz_loadu_ps(m0, o), s0));
+        _mm512_mask_storeu_ps(o + 16, m1, _mm512_add_ps(_mm512_maskz_loadu_ps(m1, o + 16), s1));
+        _mm512_mask_storeu_ps(o + 32, m2, _mm512_add_ps(_mm512_maskz_loadu_ps(m2, o + 32), s2));
+        _mm512_mask_storeu_ps(o + 48, m3, _mm512_add_ps(_mm512_maskz_loadu_ps(m3, o + 48), s3));
+    }
+}
+
+/* ---------------------------------------------------------------- adamw */
+
+/* One step on the lanes in k, operation for operation as the reference
+ * (true division and sqrt, no FMA contraction), so the two agree bitwise. */
+static inline void adamw16(float *p, const float *g, float *m, float *v, __mmask16 k,
+                           __m512 gscale, __m512 lrwd, __m512 lr, __m512 b1, __m512 c1,
+                           __m512 b2, __m512 c2, __m512 eps, __m512 bc1, __m512 bc2)
+{
+    __m512 gv = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, g), gscale);
+    __m512 pv = _mm512_maskz_loadu_ps(k, p);
+    pv = _mm512_sub_ps(pv, _mm512_mul_ps(lrwd, pv));
+    __m512 mv = _mm512_add_ps(_mm512_mul_ps(b1, _mm512_maskz_loadu_ps(k, m)), _mm512_mul_ps(c1, gv));
+    __m512 vv = _mm512_add_ps(_mm512_mul_ps(b2, _mm512_maskz_loadu_ps(k, v)),
+                              _mm512_mul_ps(_mm512_mul_ps(c2, gv), gv));
+    __m512 num = _mm512_mul_ps(lr, _mm512_div_ps(mv, bc1));
+    __m512 den = _mm512_add_ps(_mm512_sqrt_ps(_mm512_div_ps(vv, bc2)), eps);
+    pv = _mm512_sub_ps(pv, _mm512_div_ps(num, den));
+    _mm512_mask_storeu_ps(m, k, mv);
+    _mm512_mask_storeu_ps(v, k, vv);
+    _mm512_mask_storeu_ps(p, k, pv);
+}
+
+static void avx512_adamw(float *p, const float *g, float *m, float *v, int64_t n, float gscale,
+                         float lr, float b1, float b2, float eps, float wd, float bc1, float bc2)
+{
+    __m512 vgs = _mm512_set1_ps(gscale), vlrwd = _mm512_set1_ps(lr * wd), vlr = _mm512_set1_ps(lr);
+    __m512 vb1 = _mm512_set1_ps(b1), vc1 = _mm512_set1_ps(1.0f - b1);
+    __m512 vb2 = _mm512_set1_ps(b2), vc2 = _mm512_set1_ps(1.0f - b2);
+    __m512 veps = _mm512_set1_ps(eps), vbc1 = _mm512_set1_ps(bc1), vbc2 = _mm512_set1_ps(bc2);
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16)
+        adamw16(p + j, g + j, m + j, v + j, (__mmask16)0xFFFF, vgs, vlrwd, vlr, vb1, vc1, vb2, vc2,
+                veps, vbc1, vbc2);
+    if (j < n)
+        adamw16(p + j, g + j, m + j, v + j, lane_mask((int)(n - j)), vgs, vlrwd, vlr, vb1, vc1, vb2,
+                vc2, veps, vbc1, vbc2);
+}
+
 const dm_kernels dm_kernels_avx512 = {
     .isa = DM_ISA_AVX512,
     .pack_b_size = avx512_pack_b_size,
@@ -306,4 +654,10 @@ const dm_kernels dm_kernels_avx512 = {
     .gemm = avx512_gemm,
     .layernorm = avx512_layernorm,
     .silu_mul = avx512_silu_mul,
+    .layernorm_fwd = avx512_layernorm_fwd,
+    .layernorm_bwd = avx512_layernorm_bwd,
+    .silu_mul_bwd = avx512_silu_mul_bwd,
+    .gemm_tn = avx512_gemm_tn,
+    .colsum = avx512_colsum,
+    .adamw = avx512_adamw,
 };

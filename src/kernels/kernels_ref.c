@@ -186,6 +186,7 @@ static void ref_silu_mul_bwd(const float *gu, const float *dout, int64_t rows, i
 
 static void ref_gemm_tn(const dm_gemm_tn *g)
 {
+    if (g->M <= 0) return; /* C untouched (adding 0.0 would turn -0 into +0) */
     for (int n = g->n0; n < g->n1; n++)
         for (int k = 0; k < g->K; k++) {
             double acc = 0.0;
@@ -203,6 +204,7 @@ static void ref_gemm_tn(const dm_gemm_tn *g)
 static void ref_colsum(const float *A, int64_t lda, const int32_t *a_idx, const float *scale,
                        int64_t M, int N, float *out)
 {
+    if (M <= 0) return; /* out untouched */
     for (int n = 0; n < N; n++) {
         double acc = 0.0;
         for (int64_t i = 0; i < M; i++) {

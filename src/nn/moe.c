@@ -39,6 +39,8 @@ struct dm_ctx {
     int64_t scratch_w;    /* floats per row of hidden scratch */
     float *route_tmp;     /* [n_threads, dm_route_scratch] */
     /* the running layer */
+    int force_layer;      /* >= 0: route every row of this layer to force_expert alone */
+    int force_expert;
     const dm_layer *ly;
     const float *x;       /* layer input [n, D] */
     float *y;             /* layer output [n, D] */
@@ -54,6 +56,7 @@ dm_status dm_ctx_create(const dm_model *m, dm_pool *pool, dm_ctx **out, dm_error
     c->m = m;
     c->pool = pool;
     c->n_threads = dm_pool_size(pool);
+    c->force_layer = -1;
     const dm_config *cf = &m->cfg;
     int hmax = DM_MAX(cf->hidden, cf->n_shared ? cf->shared_hidden : 0);
     c->scratch_w = (int64_t)hmax * (cf->expert == DM_EXPERT_SWIGLU ? 2 : 1);
@@ -285,6 +288,16 @@ static void layer_forward(dm_ctx *c, const dm_layer *ly, const float *x, float *
     c->rb.e = re;
     c->rb.w = rw;
     dm_moe_route(c->m, ly, c->pool, x, c->n, &c->rb, c->route_tmp);
+    if (ly == &c->m->layers[c->force_layer < 0 ? 0 : c->force_layer] && c->force_layer >= 0) {
+        /* the oracle's probe: slot 0 = the forced expert with weight 1; the other
+         * slots take other experts with weight 0 (computed, then ignored) */
+        int k = cf->top_k, E = cf->n_experts;
+        for (int64_t r = 0; r < c->n; r++)
+            for (int j = 0; j < k; j++) {
+                re[r * k + j] = (c->force_expert + j) % E;
+                rw[r * k + j] = j == 0 ? 1.0f : 0.0f;
+            }
+    }
     dm_moe_dispatch(cf, c->n, &c->rb);
     make_tasks(c);
     dm_pool_run(c->pool, c->n_tasks, expert_task, c);
@@ -330,6 +343,14 @@ static void linear_forward(dm_ctx *c, const dm_linear *lin, const float *x, floa
 }
 
 /* ---------------------------------------------------------------- forward */
+
+const dm_model *dm_ctx_model(const dm_ctx *c) { return c->m; }
+
+void dm_ctx_force(dm_ctx *c, int layer, int expert)
+{
+    c->force_layer = layer;
+    c->force_expert = expert;
+}
 
 dm_status dm_forward(dm_ctx *c, const float *x, int64_t n, float *y, const dm_routing *route, dm_error *err)
 {

@@ -26,4 +26,9 @@ void dm_moe_route(const dm_model *m, const dm_layer *ly, dm_pool *pool, const fl
 /* Counting sort of the n*k assignments by expert, stable in row order. */
 void dm_moe_dispatch(const dm_config *c, int64_t n, dm_route_buf *rb);
 
+/* Routing-accuracy probe: while layer >= 0, every row of that layer goes to
+ * `expert` alone with weight 1 (other slots weight 0). layer -1 turns it off. */
+void dm_ctx_force(dm_ctx *c, int layer, int expert);
+const dm_model *dm_ctx_model(const dm_ctx *c);
+
 #endif

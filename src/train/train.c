@@ -66,33 +66,92 @@ static size_t carve_tpacked(dm_trainer *t, float *base)
 }
 
 /* Re-packs the forward and transposed weights after the parameters changed. */
-void dm_tr_sync(dm_trainer *t)
+/* Task i of the re-pack: one expert (forward and transposed packs), one
+ * router, the embedding or the head. Each thread uses its own transpose scratch. */
+static void sync_task(void *arg, int64_t i, int tid)
 {
+    dm_trainer *t = arg;
     dm_model *m = t->m;
     const dm_config *c = &m->cfg;
     const dm_kernels *k = m->kern;
-    dm_model_sync(m, NULL);
-    int S = c->n_experts + c->n_shared, D = c->dim;
-    for (int l = 0; l < c->n_layers; l++) {
-        const dm_layer *ly = &m->layers[l];
-        dm_pack_bt(k, ly->gate_w, c->n_experts, D, t->gate_pt[l], t->ttmp);
-        for (int i = 0; i < S; i++) {
-            const dm_expert_w *x = &ly->experts[i];
-            expert_t *xt = &t->ext[l * S + i];
-            int h = x->hidden;
-            if (c->expert == DM_EXPERT_SWIGLU) {
-                /* ([W1; W3])^T = [W1^T | W3^T]: [D, 2H] */
-                float *cat = t->ttmp + (size_t)2 * h * D;
-                memcpy(cat, x->w1, (size_t)h * D * sizeof *cat);
-                memcpy(cat + (size_t)h * D, x->w3, (size_t)h * D * sizeof *cat);
-                dm_pack_bt(k, cat, 2 * h, D, xt->p1t, t->ttmp);
-            } else {
-                dm_pack_bt(k, x->w1, h, D, xt->p1t, t->ttmp);
-            }
-            dm_pack_bt(k, x->w2, D, h, xt->p2t, t->ttmp);
+    int S = c->n_experts + c->n_shared, D = c->dim, per = S + 1;
+    float *tmp = t->ttmp + (size_t)tid * t->ttmp_floats;
+    int64_t layers = (int64_t)c->n_layers * per;
+    if (i >= layers) {  /* the linear maps around the layers */
+        if (i == layers && c->in_dim) k->pack_b(m->embed.w, D, c->in_dim, m->embed.p);
+        if (i == layers + 1 && c->n_classes) {
+            k->pack_b(m->head.w, c->n_classes, D, m->head.p);
+            dm_pack_bt(k, m->head.w, c->n_classes, D, t->head_pt, tmp);
         }
+        return;
     }
-    if (c->n_classes) dm_pack_bt(k, m->head.w, c->n_classes, D, t->head_pt, t->ttmp);
+    int l = (int)(i / per), j = (int)(i % per);
+    dm_layer *ly = &m->layers[l];
+    if (j == S) {
+        k->pack_b(ly->gate_w, c->n_experts, D, ly->gate_p);
+        dm_pack_bt(k, ly->gate_w, c->n_experts, D, t->gate_pt[l], tmp);
+        return;
+    }
+    dm_expert_w *x = &ly->experts[j];
+    expert_t *xt = &t->ext[l * S + j];
+    int h = x->hidden;
+    if (c->expert == DM_EXPERT_SWIGLU) {
+        /* [W1; W3] is [2H, D]: one GEMM for both projections, and its transpose [D, 2H] */
+        float *cat = tmp + (size_t)2 * h * D;
+        memcpy(cat, x->w1, (size_t)h * D * sizeof *cat);
+        memcpy(cat + (size_t)h * D, x->w3, (size_t)h * D * sizeof *cat);
+        k->pack_b(cat, 2 * h, D, x->p1);
+        dm_pack_bt(k, cat, 2 * h, D, xt->p1t, tmp);
+    } else {
+        k->pack_b(x->w1, h, D, x->p1);
+        dm_pack_bt(k, x->w1, h, D, xt->p1t, tmp);
+    }
+    k->pack_b(x->w2, D, h, x->p2);
+    dm_pack_bt(k, x->w2, D, h, xt->p2t, tmp);
+}
+
+static int64_t n_groups(const dm_config *c) { return (int64_t)c->n_layers * (c->n_experts + c->n_shared + 1) + 2; }
+
+void dm_tr_sync(dm_trainer *t) { dm_pool_run(t->pool, n_groups(&t->m->cfg), sync_task, t); }
+
+/* Tensor index of a parameter pointer (create time only). */
+static int tensor_of(const dm_model *m, const float *p)
+{
+    for (int i = 0; p && i < m->n_tensors; i++)
+        if (m->params + m->tensors[i].offset == p) return i;
+    return -1;
+}
+
+/* The tensors each re-pack task owns (contiguous in the layout), so that one
+ * task can run AdamW on them and pack them while they are still in cache. */
+static void build_groups(dm_trainer *t)
+{
+    const dm_model *m = t->m;
+    const dm_config *c = &m->cfg;
+    int S = c->n_experts + c->n_shared, per = S + 1;
+    int64_t layers = (int64_t)c->n_layers * per;
+    for (int64_t i = 0; i < n_groups(c); i++) {
+        int first = -1, count = 0;
+        if (i == layers) {
+            first = tensor_of(m, m->embed.w);
+            count = 2;
+        } else if (i == layers + 1) {
+            first = tensor_of(m, m->norm_w);
+            count = 4;
+        } else {
+            const dm_layer *ly = &m->layers[i / per];
+            int j = (int)(i % per);
+            if (j == S) {
+                first = tensor_of(m, ly->gate_w);
+                count = c->selection_bias ? 3 : 2;
+            } else {
+                first = tensor_of(m, ly->experts[j].w1);
+                count = c->expert == DM_EXPERT_SEED ? 6 : 3;
+            }
+        }
+        t->grp_t0[i] = first < 0 ? 0 : first;
+        t->grp_t1[i] = first < 0 ? 0 : first + count;
+    }
 }
 
 void dm_trainer_free(dm_trainer *t);
@@ -115,6 +174,9 @@ dm_status dm_trainer_create(dm_model *m, const dm_train_config *tc, dm_pool *poo
     t->adam_m = dm_calloc(np);
     t->adam_v = dm_calloc(np);
     t->frozen = calloc((size_t)m->n_tensors, 1);
+    t->tensor_sq = calloc((size_t)m->n_tensors, sizeof *t->tensor_sq);
+    t->grp_t0 = calloc((size_t)n_groups(c), sizeof *t->grp_t0);
+    t->grp_t1 = calloc((size_t)n_groups(c), sizeof *t->grp_t1);
     t->gate_pt = calloc((size_t)L, sizeof *t->gate_pt);
     t->ext = calloc((size_t)L * S, sizeof *t->ext);
     t->lg = calloc((size_t)L, sizeof *t->lg);
@@ -124,11 +186,11 @@ dm_status dm_trainer_create(dm_model *m, const dm_train_config *tc, dm_pool *poo
     t->bal = calloc((size_t)E, sizeof *t->bal);
     t->probsum = calloc((size_t)E, sizeof *t->probsum);
     int hmax = DM_MAX(c->hidden, c->shared_hidden);
-    size_t tt = (size_t)4 * DM_MAX((size_t)hmax, (size_t)DM_MAX(c->n_experts, c->n_classes)) * c->dim;
-    t->ttmp = dm_alloc(tt * sizeof(float));
+    t->ttmp_floats = (size_t)4 * DM_MAX((size_t)hmax, (size_t)DM_MAX(c->n_experts, c->n_classes)) * c->dim;
+    t->ttmp = dm_alloc(t->ttmp_floats * t->n_threads * sizeof(float));
     t->route_tmp = dm_alloc((size_t)t->n_threads * dm_route_scratch(c) * sizeof(float));
     int ok = t->grad && t->adam_m && t->adam_v && t->frozen && t->gate_pt && t->ext && t->lg && t->lc &&
-             t->counts && t->last_load && t->bal && t->probsum && t->ttmp && t->route_tmp;
+             t->counts && t->last_load && t->bal && t->probsum && t->ttmp && t->route_tmp && t->tensor_sq && t->grp_t0 && t->grp_t1;
     for (int l = 0; ok && l < L; l++) {
         ok = (t->lg[l].ex = calloc((size_t)S, sizeof *t->lg[l].ex)) != NULL &&
              (t->lc[l].rb.offsets = dm_alloc((size_t)(E + 1) * sizeof(int32_t))) != NULL;
@@ -162,6 +224,7 @@ dm_status dm_trainer_create(dm_model *m, const dm_train_config *tc, dm_pool *poo
     t->g_norm_b = grad_of(t, m->norm_b);
     t->g_head_w = grad_of(t, m->head.w);
     t->g_head_b = grad_of(t, m->head.b);
+    build_groups(t);
     dm_tr_sync(t);
     *out = t;
     return DM_OK;
@@ -196,7 +259,7 @@ void dm_trainer_free(dm_trainer *t)
     for (int l = 0; t->lg && l < t->m->cfg.n_layers; l++) free(t->lg[l].ex);
     dm_free(t->grad); dm_free(t->adam_m); dm_free(t->adam_v); dm_free(t->tpacked); dm_free(t->ttmp);
     dm_free(t->route_tmp);
-    free(t->frozen); free(t->gate_pt); free(t->ext); free(t->lg); free(t->lc);
+    free(t->frozen); free(t->tensor_sq); free(t->grp_t0); free(t->grp_t1); free(t->gate_pt); free(t->ext); free(t->lg); free(t->lc);
     free(t->counts); free(t->last_load); free(t->bal); free(t->probsum);
     free(t);
 }
@@ -248,30 +311,46 @@ static double lr_at(const dm_train_config *tc, int64_t step)
 
 typedef struct adam_arg { dm_trainer *t; float gscale, lr, bc1, bc2; } adam_arg;
 
-static void adam_task(void *arg, int64_t i, int tid)
+/* AdamW on one group's tensors, then re-pack them (still in cache). */
+static void update_task(void *arg, int64_t g, int tid)
 {
-    DM_UNUSED(tid);
     adam_arg *a = arg;
     dm_trainer *t = a->t;
-    if (t->frozen[i]) return;
-    const dm_tensor_desc *d = &t->m->tensors[i];
     const dm_train_config *tc = &t->tc;
-    t->m->kern->adamw(t->m->params + d->offset, t->grad + d->offset, t->adam_m + d->offset,
-                      t->adam_v + d->offset, d->numel, a->gscale, a->lr, tc->beta1, tc->beta2, tc->eps,
-                      tc->weight_decay, a->bc1, a->bc2);
-}
-
-static double grad_norm(const dm_trainer *t)
-{
-    double s = 0;
-    for (int i = 0; i < t->m->n_tensors; i++) {
+    for (int i = t->grp_t0[g]; i < t->grp_t1[g]; i++) {
         if (t->frozen[i]) continue;
         const dm_tensor_desc *d = &t->m->tensors[i];
-        const float *g = t->grad + d->offset;
-        double ts = 0;
-        for (int64_t j = 0; j < d->numel; j++) ts += (double)g[j] * g[j];
-        s += ts;
+        t->m->kern->adamw(t->m->params + d->offset, t->grad + d->offset, t->adam_m + d->offset,
+                          t->adam_v + d->offset, d->numel, a->gscale, a->lr, tc->beta1, tc->beta2, tc->eps,
+                          tc->weight_decay, a->bc1, a->bc2);
     }
+    sync_task(t, g, tid);
+}
+
+static void sq_task(void *arg, int64_t i, int tid)
+{
+    DM_UNUSED(tid);
+    dm_trainer *t = arg;
+    const dm_tensor_desc *d = &t->m->tensors[i];
+    const float *g = t->grad + d->offset;
+    double a0 = 0, a1 = 0, a2 = 0, a3 = 0;  /* four chains: fixed order, so deterministic */
+    int64_t j = 0, n = t->frozen[i] ? 0 : d->numel;
+    for (; j + 4 <= n; j += 4) {
+        a0 += (double)g[j] * g[j];
+        a1 += (double)g[j + 1] * g[j + 1];
+        a2 += (double)g[j + 2] * g[j + 2];
+        a3 += (double)g[j + 3] * g[j + 3];
+    }
+    for (; j < n; j++) a0 += (double)g[j] * g[j];
+    t->tensor_sq[i] = (a0 + a1) + (a2 + a3);
+}
+
+/* Global L2 norm: per-tensor sums in parallel, added in tensor order. */
+static double grad_norm(dm_trainer *t)
+{
+    dm_pool_run(t->pool, t->m->n_tensors, sq_task, t);
+    double s = 0;
+    for (int i = 0; i < t->m->n_tensors; i++) s += t->tensor_sq[i];
     return sqrt(s);
 }
 
@@ -356,9 +435,8 @@ dm_status dm_train_step(dm_trainer *t, const float *x, const float *target, cons
     t->step++;
     adam_arg aa = {t, gscale, (float)lr, (float)(1.0 - pow(tc->beta1, (double)t->step)),
                    (float)(1.0 - pow(tc->beta2, (double)t->step))};
-    dm_pool_run(t->pool, t->m->n_tensors, adam_task, &aa);
+    dm_pool_run(t->pool, n_groups(c), update_task, &aa);
     if (tc->balance & DM_BAL_AUX_FREE) aux_free_update(t);
-    dm_tr_sync(t);
     if (st) *st = (dm_step_stats){loss / A, bal / A, norm, lr, t->step, correct};
     return DM_OK;
 }

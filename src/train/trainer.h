@@ -38,13 +38,16 @@ struct dm_trainer {
     float *adam_m;       /* [n_params] */
     float *adam_v;       /* [n_params] */
     unsigned char *frozen;  /* [n_tensors] 1: no gradient, no AdamW (selection biases) */
+    double *tensor_sq;   /* [n_tensors] squared gradient norms */
+    int *grp_t0, *grp_t1;/* [groups] tensor range each update task owns */
 
     /* transposed packs */
     float *tpacked;      /* one allocation */
     float **gate_pt;     /* [L] Wg^T [D, E] */
     expert_t *ext;       /* [L * (E + S)] */
     float *head_pt;      /* Wh^T [D, C] */
-    float *ttmp;         /* transpose scratch */
+    float *ttmp;         /* [n_threads, ttmp_floats] transpose scratch */
+    size_t ttmp_floats;
 
     /* gradient views (same offsets as the model's weights) */
     struct layer_grad {

@@ -1,0 +1,117 @@
+/* cmd_eval.c - deepmoe eval: a model on a dataset's held-out split. */
+#include "cli.h"
+#include "train_cli.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char help[] =
+    "usage: deepmoe eval --model M.safetensors --data SPEC [--json] [options]\n\n"
+    "Evaluates on the test split of SPEC (see deepmoe train --help): loss, accuracy\n"
+    "(classify) or MSE (regress), per-expert load, expert utilization (mean/max load),\n"
+    "MaxVio, routing accuracy (share of rows and layers whose chosen top-k set equals\n"
+    "an oracle's: the k experts that alone give the row the lowest loss), and on the\n"
+    "synthetic regimes set the regime purity.\n\n"
+    "  --model PATH       model file\n"
+    "  --data SPEC        dataset (its test split is used)\n"
+    "  --task T           classify | regress (default: classify for IDX, else regress)\n"
+    "  --seed N           synthetic data seed (use the training run's)\n"
+    "  --oracle-rows N    rows the routing oracle scores (1000; 0 = skip)\n"
+    "  --threads N        worker threads (0 = all CPUs)\n"
+    "  --top-k K          k for a model file without deepmoe metadata\n"
+    "  --json             print one JSON object on the last line\n";
+
+int cmd_eval(int argc, char **argv)
+{
+    static const struct option lo[] = {
+        {"model", required_argument, 0, 'm'}, {"data", required_argument, 0, 'd'},
+        {"task", required_argument, 0, 'T'}, {"seed", required_argument, 0, 's'},
+        {"oracle-rows", required_argument, 0, 'o'}, {"threads", required_argument, 0, 't'},
+        {"top-k", required_argument, 0, 'k'}, {"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    const char *model = NULL, *data = NULL;
+    int task = -1, oracle = 1000, threads = 0, top_k = 0, json = 0, seed = 0, oc;
+    optind = 1;
+    opterr = 0;
+    while ((oc = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+        switch (oc) {
+        case 'm': model = optarg; break;
+        case 'd': data = optarg; break;
+        case 'j': json = 1; break;
+        case 'T':
+            if (!strcmp(optarg, "classify")) task = DM_TASK_CLASSIFY;
+            else if (!strcmp(optarg, "regress")) task = DM_TASK_REGRESS;
+            else return cli_usage("eval", "--task '%s': expected classify or regress", optarg);
+            break;
+        case 's': if (cli_int(optarg, 0, 1 << 30, &seed)) return cli_usage("eval", "--seed '%s' must be a non-negative integer", optarg); break;
+        case 'o': if (cli_int(optarg, 0, 1 << 30, &oracle)) return cli_usage("eval", "--oracle-rows '%s' must be >= 0", optarg); break;
+        case 't': if (cli_int(optarg, 0, 1024, &threads)) return cli_usage("eval", "--threads '%s' must be in 0..1024", optarg); break;
+        case 'k': if (cli_int(optarg, 1, 4096, &top_k)) return cli_usage("eval", "--top-k '%s' must be in 1..4096", optarg); break;
+        case 'h': fputs(help, stdout); return 0;
+        default: return cli_usage("eval", "unknown option or missing value: '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind < argc) return cli_usage("eval", "unexpected argument '%s'", argv[optind]);
+    if (!model || !data) return cli_usage("eval", "--model and --data are required");
+    if (task < 0) task = !strncmp(data, "fashion-mnist", 13) || !strncmp(data, "mnist", 5) ? DM_TASK_CLASSIFY : DM_TASK_REGRESS;
+
+    dm_error err;
+    dm_model *m = NULL;
+    dm_pool *pool = NULL;
+    dm_data d = {0};
+    double *load = NULL;
+    int rc = 1;
+    dm_model_opts mo = {.isa = DM_ISA_AUTO, .top_k = top_k};
+    if (dm_model_load(model, &mo, &m, &err) || dm_data_load(data, (dm_task)task, (uint64_t)seed, &d, &err) ||
+        dm_pool_create(threads, &pool, &err)) {
+        rc = cli_error("eval", &err);
+        goto done;
+    }
+    const dm_config *c = dm_model_config(m);
+    int in = c->in_dim ? c->in_dim : c->dim, out = c->n_classes ? c->n_classes : c->dim;
+    if (in != d.test.dim || (task == DM_TASK_REGRESS && out != d.test.y_dim) ||
+        (task == DM_TASK_CLASSIFY && out < d.n_classes)) {
+        fprintf(stderr, "deepmoe eval: %s does not fit %s: the model maps %d -> %d, the data has %d features and %d %s\n",
+                model, data, in, out, d.test.dim, task == DM_TASK_CLASSIFY ? d.n_classes : d.test.y_dim,
+                task == DM_TASK_CLASSIFY ? "classes" : "targets");
+        goto done;
+    }
+    int L = c->n_layers, E = c->n_experts;
+    load = malloc((size_t)L * E * sizeof *load);
+    dm_eval ev;
+    if (!load || evaluate("eval", m, pool, &d, oracle, &ev, load)) goto done;
+    printf("%s on %s test split (%lld rows)\n", model, d.name, (long long)d.test.n);
+    printf("  loss %.5f", ev.loss);
+    if (ev.accuracy >= 0) printf(", accuracy %.4f", ev.accuracy);
+    if (ev.mse >= 0) printf(", mse %.6f", ev.mse);
+    printf("\n  expert utilization %.3f, MaxVio %.3f", ev.expert_utilization, ev.max_vio);
+    if (ev.routing_accuracy >= 0) printf(", routing accuracy %.3f (%lld rows)", ev.routing_accuracy, (long long)ev.oracle_rows);
+    if (ev.purity >= 0) printf(", regime purity %.3f", ev.purity);
+    printf("\n");
+    for (int l = 0; l < L; l++) {
+        printf("  layer %d load:", l);
+        for (int e = 0; e < E && e < 64; e++) printf(" %.3f", load[l * E + e]);
+        printf("\n");
+    }
+    if (json) {
+        printf("{\"loss\":%.6f", ev.loss);
+        if (ev.accuracy >= 0) printf(",\"accuracy\":%.5f", ev.accuracy);
+        if (ev.mse >= 0) printf(",\"mse\":%.6f", ev.mse);
+        printf(",\"expert_load\":");
+        json_load(stdout, load, L, E);
+        printf(",\"expert_utilization\":%.5f,\"max_vio\":%.5f,\"routing_accuracy\":%.5f", ev.expert_utilization,
+               ev.max_vio, ev.routing_accuracy);
+        if (ev.purity >= 0) printf(",\"regime_purity\":%.5f", ev.purity);
+        printf("}\n");
+    }
+    rc = 0;
+done:
+    free(load);
+    dm_data_free(&d);
+    dm_pool_free(pool);
+    dm_model_free(m);
+    return rc;
+}
