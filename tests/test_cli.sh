@@ -138,5 +138,36 @@ expect "input: NaN" 1 "nan.npy: input row 1, column 1 is NaN" "$BIN" infer --mod
 [ ! -e bad_out.npy ] && ok "no output written on error" || bad "no output written on error" "bad_out.npy exists"
 expect "output: unwritable" 1 "/nonexistent/y.npy" "$BIN" infer --model tiny.safetensors --input x4.npy --output /nonexistent/y.npy
 
+# ---------------------------------------------------------------- train / eval / resume
+SYN="synthetic:regimes=4,dim=8,rows=3000"
+T1="--data $SYN --experts 4 --hidden 8 --steps 40 --batch 32 --warmup 5 --log-every 10 --threads 2 --seed 3"
+if "$BIN" train $T1 --out run_a --balance switch,aux_free >out.txt 2>err.txt && [ -s run_a/model.safetensors ] &&
+   [ -s run_a/checkpoint/state.safetensors ] && grep -q "regime purity" out.txt; then
+    ok "train synthetic regression"; else bad "train synthetic regression" "$(tail -c 400 out.txt) $(cat err.txt)"; fi
+keys_ok=1
+for k in step epoch loss balance_loss lr grad_norm rows_per_s expert_load expert_utilization max_vio; do
+    head -n 1 run_a/metrics.jsonl | grep -q "\"$k\":" || keys_ok=0
+done
+tail -n 1 run_a/metrics.jsonl | grep -q '"eval":true' || keys_ok=0
+tail -n 1 run_a/metrics.jsonl | grep -q '"routing_accuracy":' || keys_ok=0
+[ "$keys_ok" = 1 ] && [ "$(grep -c . run_a/metrics.jsonl)" -eq 5 ] && ok "metrics.jsonl keys" || bad "metrics.jsonl keys" "$(head -c 600 run_a/metrics.jsonl)"
+"$BIN" train $T1 --out run_b --balance switch,aux_free --stop-at 20 >out.txt 2>err.txt
+grep -q "stopped at step 20 of 40" out.txt && ok "--stop-at" || bad "--stop-at" "$(tail -c 300 out.txt) $(cat err.txt)"
+"$BIN" train $T1 --resume run_b --balance switch,aux_free >out.txt 2>err.txt
+if grep -q "resumed at step 20" out.txt && cmp -s run_a/model.safetensors run_b/model.safetensors; then
+    ok "N straight == N/2 + resume + N/2 (byte-identical model)"; else bad "resume byte-identical" "$(tail -c 300 out.txt) $(cat err.txt)"; fi
+"$BIN" eval --model run_a/model.safetensors --data $SYN --seed 3 --json >out.txt 2>err.txt
+last=$(tail -n 1 out.txt)
+if echo "$last" | grep -q '"mse":' && echo "$last" | grep -q '"expert_utilization":' && echo "$last" | grep -q '"routing_accuracy":' &&
+   echo "$last" | grep -q '"expert_load":\[\[' && echo "$last" | grep -q '"max_vio":' && echo "$last" | grep -q '"loss":'; then
+    ok "eval --json"; else bad "eval --json" "$last $(cat err.txt)"; fi
+mkdir -p run_c/checkpoint && cp run_b/model.safetensors run_c/
+head -c 3000 run_b/checkpoint/state.safetensors >run_c/checkpoint/state.safetensors
+expect "resume: truncated checkpoint" 1 "run_c/checkpoint/state.safetensors: .*(exceeds|past|truncated)" "$BIN" train $T1 --resume run_c
+expect "train: unknown balance" 2 "--balance 'magic'" "$BIN" train --data $SYN --out run_d --balance magic
+expect "train: missing data dir" 1 "nowhere: directory not found; install Debian's dataset-fashion-mnist" "$BIN" train --data fashion-mnist:nowhere --out run_e
+expect "train: regression width" 1 "give --dim 8" "$BIN" train --data $SYN --out run_f --dim 16
+expect "eval: model does not fit data" 1 "does not fit" "$BIN" eval --model m.safetensors --data $SYN
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -67,6 +67,7 @@ static void gradcheck(dm_t *t, const char *what, const dm_config *c, unsigned ba
     tc.loss = c->n_classes ? DM_LOSS_CE : DM_LOSS_MSE;
     tc.balance = balance;
     tc.coef_seed = tc.coef_switch = tc.coef_z = 0.3f;  /* large, so their gradients matter */
+    tc.label_smoothing = c->n_classes ? 0.1f : 0.0f;
     dm_trainer *tr = NULL;
     dm_error err;
     CHECK_OK(t, dm_trainer_create(m, &tc, NULL, &tr, &err), &err);

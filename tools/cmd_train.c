@@ -26,8 +26,9 @@ static const char help[] =
     "                       synthetic[:regimes=8,dim=32,rows=20000,test=0.1,noise=0.15]\n"
     "  --task T             classify | regress (default: classify for IDX, else regress)\n"
     "  --no-shuffle         keep file order (default: a seeded shuffle per epoch)\n"
-    "  --augment A          image data: none | shift=N[,flip] (random shifts of up to N pixels,\n"
-    "                       left-right flips); default shift=2,flip for IDX images\n"
+    "  --augment A          none | a comma list of shift=N (random shifts of square images by\n"
+    "                       up to N pixels), flip (left-right), drop=P (input dropout);\n"
+    "                       default drop=0.2 for IDX images, none otherwise\n"
     "  --seed N             seed of the model init, the shuffles and synthetic data (0)\n"
     "model (new models; ignored with --model or --resume):\n"
     "  --model PATH         start from this model file instead\n"
@@ -50,6 +51,7 @@ static const char help[] =
     "                       coefficient); default none. aux_free adds a selection bias\n"
     "  --balance-coef F     coefficient of every enabled loss term (seed, switch, z_loss)\n"
     "  --bias-update F      aux_free step gamma (0.001)\n"
+    "  --label-smoothing F  cross-entropy label smoothing (0)\n"
     "run:\n"
     "  --threads N          worker threads (0 = all CPUs)\n"
     "  --eval-every N       evaluate on the test split every N steps (0 = at the end only)\n"
@@ -63,7 +65,7 @@ static const char help[] =
 
 enum { O_DATA = 2000, O_OUT, O_TASK, O_NOSHUF, O_SEED, O_MODEL, O_LAYERS, O_LOSS, O_OPT, O_LR, O_WD, O_BETAS,
        O_EPS, O_BATCH, O_STEPS, O_EPOCHS, O_WARMUP, O_SCHED, O_CLIP, O_ACCUM, O_BAL, O_BALCOEF, O_BIASUPD,
-       O_THREADS, O_EVAL, O_LOG, O_CKPT, O_RESUME, O_STOP, O_AUG, O_HELP };
+       O_THREADS, O_EVAL, O_LOG, O_CKPT, O_RESUME, O_STOP, O_AUG, O_LS, O_HELP };
 
 int parse_balance(const char *s, dm_train_config *tc)
 {
@@ -181,6 +183,7 @@ int cmd_train(int argc, char **argv)
         {"eval-every", required_argument, 0, O_EVAL}, {"log-every", required_argument, 0, O_LOG},
         {"checkpoint-every", required_argument, 0, O_CKPT}, {"resume", required_argument, 0, O_RESUME},
         {"stop-at", required_argument, 0, O_STOP}, {"augment", required_argument, 0, O_AUG},
+        {"label-smoothing", required_argument, 0, O_LS},
         {"help", no_argument, 0, O_HELP}, MODEL_LONG_OPTIONS, {0, 0, 0, 0},
     };
     opts o = {.task = -1, .shuffle = 1, .layers = 0, .threads = 0, .grad_accum = 1, .batch = 128,
@@ -243,6 +246,7 @@ int cmd_train(int argc, char **argv)
         case O_CLIP: FLOATOPT(clip, "--clip", fv >= 0)
         case O_BALCOEF: FLOATOPT(bal_coef, "--balance-coef", fv >= 0)
         case O_BIASUPD: FLOATOPT(bias_update, "--bias-update", fv >= 0)
+        case O_LS: FLOATOPT(label_smoothing, "--label-smoothing", fv >= 0 && fv < 1)
 #undef FLOATOPT
         case O_BETAS:
             if (sscanf(optarg, "%f,%f", &o.b1, &o.b2) != 2 || !(o.b1 >= 0 && o.b1 < 1 && o.b2 >= 0 && o.b2 < 1))

@@ -119,6 +119,7 @@ int train_run(opts *o, const dm_config *flags, int top_k_flag)
     tc.clip = o->clip;
     tc.grad_accum = o->grad_accum;
     tc.bias_update = o->bias_update;
+    tc.label_smoothing = o->label_smoothing;
     if (o->balance && parse_balance(o->balance, &tc)) {
         rc = cli_usage(CMD, "--balance '%s': expected none or a list of seed, switch, aux_free, z_loss", o->balance);
         goto done;
@@ -191,19 +192,26 @@ int train_run(opts *o, const dm_config *flags, int top_k_flag)
         goto done;
     }
 
-    /* augmentation: square images only */
+    /* augmentation: comma list of shift=N, flip, drop=P (shift and flip: square images only) */
     int aug_shift = 0, aug_flip = 0, side = (int)lround(sqrt((double)in));
-    const char *aug = o->augment ? o->augment : is_idx_spec(o->data) ? "shift=2,flip" : "none";
+    float aug_drop = 0;
+    const char *aug = o->augment ? o->augment : is_idx_spec(o->data) ? "drop=0.2" : "none";
     if (strcmp(aug, "none")) {
-        char extra[16] = "";
-        int nf = sscanf(aug, "shift=%d,%15s", &aug_shift, extra);
-        aug_flip = nf == 2 && !strcmp(extra, "flip");
-        if (nf < 1 || aug_shift < 0 || aug_shift > 8 || (nf == 2 && !aug_flip)) {
-            rc = cli_usage(CMD, "--augment '%s': expected none or shift=N[,flip] with N in 0..8", aug);
-            goto done;
+        char buf[128];
+        snprintf(buf, sizeof buf, "%s", aug);
+        for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+            int ok = 1;
+            if (!strncmp(tok, "shift=", 6)) ok = cli_int(tok + 6, 0, 8, &aug_shift) == 0;
+            else if (!strcmp(tok, "flip")) aug_flip = 1;
+            else if (!strncmp(tok, "drop=", 5)) ok = cli_float(tok + 5, &aug_drop) == 0 && aug_drop >= 0 && aug_drop < 1;
+            else ok = 0;
+            if (!ok) {
+                rc = cli_usage(CMD, "--augment '%s': expected none or a list of shift=N (0..8), flip, drop=P (0..1)", aug);
+                goto done;
+            }
         }
-        if (side * side != in || side > 64) {
-            fprintf(stderr, "deepmoe train: --augment needs square images; rows have %d values\n", in);
+        if ((aug_shift || aug_flip) && (side * side != in || side > 64)) {
+            fprintf(stderr, "deepmoe train: --augment shift/flip needs square images; rows have %d values\n", in);
             goto done;
         }
     }
@@ -216,7 +224,9 @@ int train_run(opts *o, const dm_config *flags, int top_k_flag)
     printf("model: in %d -> D=%d, %d MoE layer(s) E=%d k=%d H=%d %s/%s%s%s, %lld parameters\n", in, c->dim, L, E,
            c->top_k, c->hidden, dm_router_name(c->router), dm_expert_name(c->expert),
            c->n_classes ? ", head " : "", c->n_classes ? "LayerNorm+Linear" : "", (long long)dm_model_param_count(m));
-    if (aug_shift || aug_flip) printf("augmentation: shifts up to %d pixels%s\n", aug_shift, aug_flip ? ", left-right flips" : "");
+    if (aug_shift || aug_flip || aug_drop > 0)
+        printf("augmentation: shifts up to %d pixels%s, input dropout %.2f\n", aug_shift, aug_flip ? ", left-right flips" : "",
+               (double)aug_drop);
     if (step > 0) printf("resumed at step %lld (epoch %lld, row %lld)\n", (long long)step, (long long)rs.epoch, (long long)rs.pos);
     fflush(stdout);
 
@@ -226,6 +236,7 @@ int train_run(opts *o, const dm_config *flags, int top_k_flag)
     while (step < stop) {
         dm_batcher_next(&b, step_rows, x, y, labels, NULL);
         if (aug_shift || aug_flip) dm_augment_images(x, step_rows, side, aug_shift, aug_flip, (uint64_t)o->seed, step);
+        if (aug_drop > 0) dm_augment_dropout(x, step_rows * in, aug_drop, (uint64_t)o->seed, step);
         if (dm_train_step(tr, x, y, labels, step_rows, &st, &err)) goto fail;
         step = st.step;
         rs.epoch = b.epoch;

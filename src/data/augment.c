@@ -28,3 +28,17 @@ void dm_augment_images(float *x, int64_t n, int side, int max_shift, int flip, u
             }
     }
 }
+
+void dm_augment_dropout(float *x, int64_t n, float p, uint64_t seed, int64_t step)
+{
+    if (!(p > 0) || p >= 1) return;
+    dm_rng r;
+    dm_rng_seed(&r, seed * 0x2545f4914f6cdd1dull + (uint64_t)step * 0x9e3779b97f4a7c15ull + 11);
+    uint64_t cut = (uint64_t)((double)p * 4294967296.0);
+    float keep = 1.0f / (1.0f - p);
+    for (int64_t i = 0; i < n; i += 2) {  /* two 32-bit draws per 64-bit number */
+        uint64_t u = dm_rng_u64(&r);
+        x[i] = (u & 0xffffffffu) < cut ? 0.0f : x[i] * keep;
+        if (i + 1 < n) x[i + 1] = (u >> 32) < cut ? 0.0f : x[i + 1] * keep;
+    }
+}

@@ -78,5 +78,8 @@ void dm_batcher_free(dm_batcher *b);
  * and, if flip, mirrored left-right with probability 1/2. The draws depend only
  * on (seed, step): a resumed run augments its batches the same way. */
 void dm_augment_images(float *x, int64_t n, int side, int max_shift, int flip, uint64_t seed, int64_t step);
+/* Input dropout on n values: each is zeroed with probability p, the rest are
+ * scaled by 1 / (1 - p) (inverted dropout); draws depend only on (seed, step). */
+void dm_augment_dropout(float *x, int64_t n, float p, uint64_t seed, int64_t step);
 
 #endif

@@ -26,7 +26,7 @@ enum {
     MR = 6,                  /* rows per micro-tile (TILE_ROWS) */
     L2_PANEL_BYTES = 512 * 1024, /* packed B swept per row block */
     TN_A_BYTES = 512 * 1024,     /* gemm_tn: rows of A per chunk of the sum over i */
-    TN_ROWS = 256,               /* gemm_tn: at most this many rows per chunk when packing */
+    TN_ROWS = 256,               /* gemm_tn: at most this many rows per chunk */
     TN_PF = 8,                   /* gemm_tn: rows ahead to prefetch */
 };
 
@@ -441,62 +441,45 @@ static void avx2_silu_mul_bwd(const float *gu, const float *dout, int64_t rows, 
 
 /* ---------------------------------------------------------------- gemm_tn */
 
-/* Where a tile reads its rows of B: row i is B + (idx ? idx[i] : i - i0) * ldb,
- * times scale[i] when scale is set. Either the caller's B, or a strip packed
- * by tn_pack (idx and scale NULL, ldb 16, counted from the chunk's i0). */
-typedef struct tn_bsrc {
-    const float *B;
-    int64_t ldb, i0;
-    const int32_t *idx;
-    const float *scale;
-} tn_bsrc;
-
 /* Packs the chunk's rows [i0, i1) of the 16-column strip of B at k0,
- * multiplied by their scales, contiguously: bs [i1 - i0][16], zero past K.
- * The row tiles then stream it without the two multiplies per row (s_i *
- * b_i[k] is the same float either way, so packing never changes results). */
+ * multiplied by their scales if any, contiguously: bs [i1 - i0][16], zero
+ * past K. With only 12 FMAs per row a tile cannot afford index lookups or
+ * multiplies per row; packed once, every row tile of the strip streams it.
+ * (s_i * b_i[k] is the same float whoever computes it.) */
 static void tn_pack(const dm_gemm_tn *g, int64_t i0, int64_t i1, int k0, __m256i m0, __m256i m1,
                     float *bs)
 {
     const float *B = g->B + k0;
     for (int64_t i = i0; i < i1; i++, bs += 16) {
         const float *b = B + (g->b_idx ? g->b_idx[i] : i) * g->ldb; /* [16] */
-        __m256 s = _mm256_broadcast_ss(g->scale + i);
-        _mm256_store_ps(bs, _mm256_mul_ps(_mm256_maskload_ps(b, m0), s));
-        _mm256_store_ps(bs + 8, _mm256_mul_ps(_mm256_maskload_ps(b + 8, m1), s));
+        __m256 b0 = _mm256_maskload_ps(b, m0), b1 = _mm256_maskload_ps(b + 8, m1);
+        if (g->scale) {
+            __m256 s = _mm256_broadcast_ss(g->scale + i);
+            b0 = _mm256_mul_ps(b0, s);
+            b1 = _mm256_mul_ps(b1, s);
+        }
+        _mm256_store_ps(bs, b0);
+        _mm256_store_ps(bs + 8, b1);
     }
 }
 
-/* One mr x (8 nw) tile of C at row n, column k0, over the chunk's rows
- * [i0, i1); always inlined with constant mr, nw (1 or 2 ymm per row) and
- * plain (B rows hold 8 nw readable floats: plain loads instead of the slower
- * maskload). m0/m1: the valid columns of each half. */
+/* One mr x (8 nw) tile of C at row n, column k0, over the chunk's `rows`
+ * rows: A rows through arow (resolved once per chunk), B rows packed in bs.
+ * Always inlined with constant mr and nw (1 or 2 ymm per row). m0/m1: the
+ * valid columns of each half, for the update of C. */
 static inline __attribute__((always_inline)) void
-tn_tile(const dm_gemm_tn *g, int64_t i0, int64_t i1, int n, int k0, const tn_bsrc *src,
-        __m256i m0, __m256i m1, const int mr, const int nw, const int plain)
+tn_tile(const dm_gemm_tn *g, int rows, const float *const *arow, int n, int k0, const float *bs,
+        __m256i m0, __m256i m1, const int mr, const int nw)
 {
 #define DECL(i) __m256 lo##i = _mm256_setzero_ps(), hi##i = lo##i;
     TILE_ROWS(DECL)
 #undef DECL
-    const float *A = g->A + n, *B = src->B;
-    const int32_t *a_idx = g->a_idx, *b_idx = src->idx;
-    const float *scale = src->scale;
-    int64_t boff = src->i0;
-    for (int64_t i = i0; i < i1; i++) {
-        const float *a = A + (a_idx ? a_idx[i] : i) * g->lda;          /* [mr] */
-        const float *b = B + (b_idx ? b_idx[i] : i - boff) * src->ldb; /* [8 nw] */
-        if (i + TN_PF < i1) { /* gathered rows defeat the hardware prefetcher */
-            int64_t ip = i + TN_PF;
-            _mm_prefetch((const char *)(A + (a_idx ? a_idx[ip] : ip) * g->lda), _MM_HINT_T0);
-            _mm_prefetch((const char *)(B + (b_idx ? b_idx[ip] : ip - boff) * src->ldb), _MM_HINT_T0);
-        }
-        __m256 b0 = plain ? _mm256_loadu_ps(b) : _mm256_maskload_ps(b, m0);
-        __m256 b1 = nw < 2 ? _mm256_setzero_ps() : plain ? _mm256_loadu_ps(b + 8) : _mm256_maskload_ps(b + 8, m1);
-        if (scale) {
-            __m256 s = _mm256_broadcast_ss(scale + i);
-            b0 = _mm256_mul_ps(b0, s);
-            if (nw > 1) b1 = _mm256_mul_ps(b1, s);
-        }
+    for (int r = 0; r < rows; r++, bs += 16) {
+        const float *a = arow[r] + n; /* [mr] */
+        /* gathered rows defeat the hardware prefetcher */
+        if (r + TN_PF < rows) _mm_prefetch((const char *)(arow[r + TN_PF] + n), _MM_HINT_T0);
+        __m256 b0 = _mm256_load_ps(bs);
+        __m256 b1 = nw > 1 ? _mm256_load_ps(bs + 8) : _mm256_setzero_ps();
 #define STEP(i)                                                 \
         if (mr > i) {                                           \
             __m256 av = _mm256_broadcast_ss(a + i);             \
@@ -518,63 +501,57 @@ tn_tile(const dm_gemm_tn *g, int64_t i0, int64_t i1, int n, int k0, const tn_bsr
 #undef STORE
 }
 
-typedef void (*tn_fn)(const dm_gemm_tn *, int64_t, int64_t, int, int, const tn_bsrc *, __m256i, __m256i);
+typedef void (*tn_fn)(const dm_gemm_tn *, int, const float *const *, int, int, const float *, __m256i,
+                      __m256i);
 
-/* tn<variant>_<mr>: variant 0/1 masked loads, 1/2 ymm; 2/3 plain loads, 1/2 ymm */
-#define DEF_TN1(v, m, nw, plain)                                                           \
-    static void tn##v##_##m(const dm_gemm_tn *g, int64_t i0, int64_t i1, int n, int k0,   \
-                            const tn_bsrc *src, __m256i m0, __m256i m1)                    \
-    {                                                                                      \
-        tn_tile(g, i0, i1, n, k0, src, m0, m1, m, nw, plain);                              \
+#define DEF_TN(m)                                                                               \
+    static void tn1_##m(const dm_gemm_tn *g, int rows, const float *const *arow, int n, int k0, \
+                        const float *bs, __m256i m0, __m256i m1)                                \
+    {                                                                                           \
+        tn_tile(g, rows, arow, n, k0, bs, m0, m1, m, 1);                                        \
+    }                                                                                           \
+    static void tn2_##m(const dm_gemm_tn *g, int rows, const float *const *arow, int n, int k0, \
+                        const float *bs, __m256i m0, __m256i m1)                                \
+    {                                                                                           \
+        tn_tile(g, rows, arow, n, k0, bs, m0, m1, m, 2);                                        \
     }
-#define DEF_TN(m) DEF_TN1(0, m, 1, 0) DEF_TN1(1, m, 2, 0) DEF_TN1(2, m, 1, 1) DEF_TN1(3, m, 2, 1)
 DEF_TN(1) DEF_TN(2) DEF_TN(3) DEF_TN(4) DEF_TN(5) DEF_TN(6)
 #undef DEF_TN
-#undef DEF_TN1
 
-static const tn_fn tn_tiles[4][MR + 1] = {
-    {NULL, tn0_1, tn0_2, tn0_3, tn0_4, tn0_5, tn0_6},
+static const tn_fn tn_tiles[2][MR + 1] = {
     {NULL, tn1_1, tn1_2, tn1_3, tn1_4, tn1_5, tn1_6},
     {NULL, tn2_1, tn2_2, tn2_3, tn2_4, tn2_5, tn2_6},
-    {NULL, tn3_1, tn3_2, tn3_3, tn3_4, tn3_5, tn3_6},
 };
 
-/* Rows per chunk of the sum over i: few enough that the chunk's rows of A
- * (N floats each) stay in L2 while every column block sweeps them, and at
- * most TN_ROWS (the packed strip) when the call may pack. A function of N
- * and of whether there are scales, never of [n0, n1), so that how the rows
- * were split cannot change the chunking (and thus the rounding). */
-static int64_t tn_chunk_rows(const dm_gemm_tn *g)
+/* Rows per chunk of the sum over i: at most TN_ROWS (the packed strip),
+ * fewer when the chunk's rows of A (N floats each) would not stay in L2
+ * while every column block sweeps them. A function of N only, never of
+ * [n0, n1), so that how the rows were split cannot change the chunking
+ * (and thus the rounding). */
+static int tn_chunk_rows(const dm_gemm_tn *g)
 {
     int64_t mc = TN_A_BYTES / ((int64_t)(g->N > 0 ? g->N : 1) * (int64_t)sizeof(float));
-    if (mc < 64) mc = 64;
-    return g->scale && g->N > MR && mc > TN_ROWS ? TN_ROWS : mc;
+    return mc < 64 ? 64 : mc > TN_ROWS ? TN_ROWS : (int)mc;
 }
 
 static void avx2_gemm_tn(const dm_gemm_tn *g)
 {
     /* M == 0 leaves C untouched (adding zeros would turn -0 into +0) */
     if (g->M <= 0 || g->n1 <= g->n0 || g->K <= 0) return;
-    /* with scales and more than one row tile, pack the scaled strip once for
-     * all tiles (then N > MR, so chunks are at most TN_ROWS rows) */
-    int pack = g->scale && g->n1 - g->n0 > MR;
     _Alignas(32) float bs[TN_ROWS * 16]; /* the packed strip, 16 KB */
-    int64_t mc = tn_chunk_rows(g);
+    const float *arow[TN_ROWS];          /* the chunk's rows of A */
+    int mc = tn_chunk_rows(g);
     for (int64_t i0 = 0; i0 < g->M; i0 += mc) {
-        int64_t i1 = g->M - i0 < mc ? g->M : i0 + mc;
+        int rows = g->M - i0 < mc ? (int)(g->M - i0) : mc;
+        for (int r = 0; r < rows; r++) arow[r] = g->A + (g->a_idx ? g->a_idx[i0 + r] : i0 + r) * g->lda;
         for (int k0 = 0; k0 < g->K; k0 += 2 * 8) {
             int kv = g->K - k0; /* valid columns from k0 */
-            int nw = kv > 8 ? 2 : 1, plain = kv >= 16;
+            int nw = kv > 8 ? 2 : 1;
             __m256i m0 = lane_mask(kv), m1 = lane_mask(kv - 8);
-            tn_bsrc src = {.B = g->B + k0, .ldb = g->ldb, .idx = g->b_idx, .scale = g->scale};
-            if (pack) { /* zero-padded to 16 columns: always plain loads */
-                tn_pack(g, i0, i1, k0, m0, m1, bs);
-                src = (tn_bsrc){.B = bs, .ldb = 16, .i0 = i0};
-                plain = 1;
-            }
+            tn_pack(g, i0, i0 + rows, k0, m0, m1, bs);
             for (int n = g->n0; n < g->n1; n += MR) {
                 int mr = g->n1 - n < MR ? g->n1 - n : MR;
-                tn_tiles[2 * plain + nw - 1][mr](g, i0, i1, n, k0, &src, m0, m1);
+                tn_tiles[nw - 1][mr](g, rows, arow, n, k0, bs, m0, m1);
             }
         }
     }

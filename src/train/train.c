@@ -29,6 +29,8 @@ static dm_status check_config(const dm_model *m, const dm_train_config *tc, dm_e
     if (tc->warmup < 0) return dm_fail(err, DM_ERR_ARG, "--warmup %lld must be >= 0", (long long)tc->warmup);
     if (!(tc->clip >= 0)) return dm_fail(err, DM_ERR_ARG, "--clip %g must be >= 0", (double)tc->clip);
     if (tc->grad_accum < 1) return dm_fail(err, DM_ERR_ARG, "--grad-accum %d must be >= 1", tc->grad_accum);
+    if (!(tc->label_smoothing >= 0 && tc->label_smoothing < 1))
+        return dm_fail(err, DM_ERR_ARG, "--label-smoothing %g must be in [0, 1)", (double)tc->label_smoothing);
     if (tc->loss == DM_LOSS_CE && !c->n_classes)
         return dm_fail(err, DM_ERR_ARG, "cross-entropy needs a classifier model (n_classes > 0)");
     if ((tc->balance & DM_BAL_AUX_FREE) && !c->selection_bias)

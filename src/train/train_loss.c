@@ -33,10 +33,12 @@ double dm_tr_task_loss(dm_trainer *t, const float *target, const int32_t *labels
             mx = fmax(mx, z[j]);
         }
         for (int j = 0; j < outw; j++) sum += exp(z[j] - mx);
-        double lse = mx + log(sum);
-        loss += lse - z[labels[r]];
+        double lse = mx + log(sum), ls = t->tc.label_smoothing, zbar = 0;
+        for (int j = 0; j < outw; j++) zbar += z[j];
+        /* target q = (1 - ls) onehot + ls / C: loss = lse - sum_j q_j z_j, gradient p - q */
+        loss += lse - (1 - ls) * z[labels[r]] - ls * zbar / outw;
         for (int j = 0; j < outw; j++)
-            g[j] = (float)(scale * (exp(z[j] - lse) - (j == labels[r])) / (double)n);
+            g[j] = (float)(scale * (exp(z[j] - lse) - (1 - ls) * (j == labels[r]) - ls / outw) / (double)n);
         *correct += best == labels[r];
     }
     return loss / (double)n;
