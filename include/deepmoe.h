@@ -213,6 +213,7 @@ typedef struct dm_train_config {
     float coef_z;        /* 0.001 */
     float bias_update;   /* aux-free gamma, 0.001 */
     float label_smoothing; /* CE: target (1 - s) one-hot + s / C (0 = off) */
+    float dropout;       /* dropout on every expert's hidden activations (0 = off) */
 } dm_train_config;
 
 /* lr 1e-3, wd 0.01, betas (0.9, 0.999), eps 1e-8, no warm-up, cosine, clip 0,

@@ -1402,8 +1402,10 @@ static void test_kernel_gemm_tn_split(dm_t *t)
     const tncase small = {.M = 37, .N = 29, .K = 21, .a_idx = 1, .b_idx = 1, .scale = 1};
     const tncase big[] = {
         {.M = 257, .N = 61, .K = 70, .a_idx = 1, .scale = 1, .unaligned = 1},
-        /* several chunks of rows (N = 512: 256 rows a chunk) */
-        {.M = 600, .N = 512, .K = 19, .b_idx = 1, .scale = 1},
+        /* several chunks of rows in the SIMD tables (N = 512: 256 rows a
+         * chunk, N = 784: 167), which must not depend on the range */
+        {.M = 600, .N = 512, .K = 19, .b_idx = 1},
+        {.M = 400, .N = 784, .K = 19, .a_idx = 1, .scale = 1},
     };
     check_gemm_tn_split(t, &dm_kernels_ref, &small, 1);
     static const dm_isa isas[] = {DM_ISA_AVX2, DM_ISA_AVX512};

@@ -68,6 +68,7 @@ static void gradcheck(dm_t *t, const char *what, const dm_config *c, unsigned ba
     tc.balance = balance;
     tc.coef_seed = tc.coef_switch = tc.coef_z = 0.3f;  /* large, so their gradients matter */
     tc.label_smoothing = c->n_classes ? 0.1f : 0.0f;
+    tc.dropout = c->n_classes ? 0.3f : 0.0f;  /* the mask is a function of the step: fixed here */
     dm_trainer *tr = NULL;
     dm_error err;
     CHECK_OK(t, dm_trainer_create(m, &tc, NULL, &tr, &err), &err);

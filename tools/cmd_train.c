@@ -52,6 +52,7 @@ static const char help[] =
     "  --balance-coef F     coefficient of every enabled loss term (seed, switch, z_loss)\n"
     "  --bias-update F      aux_free step gamma (0.001)\n"
     "  --label-smoothing F  cross-entropy label smoothing (0)\n"
+    "  --dropout P          dropout on the experts' hidden activations while training (0)\n"
     "run:\n"
     "  --threads N          worker threads (0 = all CPUs)\n"
     "  --eval-every N       evaluate on the test split every N steps (0 = at the end only)\n"
@@ -65,7 +66,7 @@ static const char help[] =
 
 enum { O_DATA = 2000, O_OUT, O_TASK, O_NOSHUF, O_SEED, O_MODEL, O_LAYERS, O_LOSS, O_OPT, O_LR, O_WD, O_BETAS,
        O_EPS, O_BATCH, O_STEPS, O_EPOCHS, O_WARMUP, O_SCHED, O_CLIP, O_ACCUM, O_BAL, O_BALCOEF, O_BIASUPD,
-       O_THREADS, O_EVAL, O_LOG, O_CKPT, O_RESUME, O_STOP, O_AUG, O_LS, O_HELP };
+       O_THREADS, O_EVAL, O_LOG, O_CKPT, O_RESUME, O_STOP, O_AUG, O_LS, O_DROP, O_HELP };
 
 int parse_balance(const char *s, dm_train_config *tc)
 {
@@ -183,7 +184,7 @@ int cmd_train(int argc, char **argv)
         {"eval-every", required_argument, 0, O_EVAL}, {"log-every", required_argument, 0, O_LOG},
         {"checkpoint-every", required_argument, 0, O_CKPT}, {"resume", required_argument, 0, O_RESUME},
         {"stop-at", required_argument, 0, O_STOP}, {"augment", required_argument, 0, O_AUG},
-        {"label-smoothing", required_argument, 0, O_LS},
+        {"label-smoothing", required_argument, 0, O_LS}, {"dropout", required_argument, 0, O_DROP},
         {"help", no_argument, 0, O_HELP}, MODEL_LONG_OPTIONS, {0, 0, 0, 0},
     };
     opts o = {.task = -1, .shuffle = 1, .layers = 0, .threads = 0, .grad_accum = 1, .batch = 128,
@@ -247,6 +248,7 @@ int cmd_train(int argc, char **argv)
         case O_BALCOEF: FLOATOPT(bal_coef, "--balance-coef", fv >= 0)
         case O_BIASUPD: FLOATOPT(bias_update, "--bias-update", fv >= 0)
         case O_LS: FLOATOPT(label_smoothing, "--label-smoothing", fv >= 0 && fv < 1)
+        case O_DROP: FLOATOPT(dropout, "--dropout", fv >= 0 && fv < 1)
 #undef FLOATOPT
         case O_BETAS:
             if (sscanf(optarg, "%f,%f", &o.b1, &o.b2) != 2 || !(o.b1 >= 0 && o.b1 < 1 && o.b2 >= 0 && o.b2 < 1))

@@ -14,7 +14,7 @@ typedef struct opts {
     int64_t steps, epochs, warmup, eval_every, log_every, ckpt_every, stop_at;
     long long seed;
     int loss;               /* -1 = by task */
-    float lr, wd, b1, b2, eps, clip, bal_coef, bias_update, label_smoothing;
+    float lr, wd, b1, b2, eps, clip, bal_coef, bias_update, label_smoothing, dropout;
     int schedule;
     dm_config cfg;
     int cfg_set[OPT_MODEL_FLAGS_END - 1000];

@@ -120,6 +120,7 @@ int train_run(opts *o, const dm_config *flags, int top_k_flag)
     tc.grad_accum = o->grad_accum;
     tc.bias_update = o->bias_update;
     tc.label_smoothing = o->label_smoothing;
+    tc.dropout = o->dropout;
     if (o->balance && parse_balance(o->balance, &tc)) {
         rc = cli_usage(CMD, "--balance '%s': expected none or a list of seed, switch, aux_free, z_loss", o->balance);
         goto done;

@@ -10,12 +10,14 @@
  *  - Loop order: L2-sized blocks of panels, then row blocks, then panels.
  * Accumulation is in float (the reference accumulates in double).
  *
- * gemm_tn (dW += dYᵀ X) as in kernels_avx512.c with MR = 6 rows n x 16
- * columns k (two ymm, 12 accumulators) per tile: each tile runs over all M
- * input rows, loading b_i[k0 .. k0+15] (pre-multiplied by s_i) and
- * broadcasting a_i[n .. n+6), then adds into C once per chunk of rows
- * (chunk length a function of N only), so every output's sum runs over i in
- * order independently of how [n0, n1) was split. */
+ * gemm_tn (dW += dYᵀ X) as in kernels_avx512.c with tiles of MR = 6 rows n
+ * x 16 columns k (two ymm, 12 accumulators), except that with only 12 FMAs
+ * per input row a tile cannot afford per-row index lookups and multiplies:
+ * each chunk of at most TN_ROWS rows resolves its A row pointers once and
+ * packs each 16-column strip of B (times s_i) once, 16 KB on the stack, for
+ * all row tiles. The chunking depends on N only and each output is C plus
+ * one fma chain per chunk over its rows in order, so splitting [n0, n1)
+ * between threads gives bitwise the same C. */
 #include "kernels/kernels.h"
 
 #include <immintrin.h>

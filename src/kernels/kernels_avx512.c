@@ -14,19 +14,21 @@
  *    the L2-resident panels.
  * Accumulation is in float (the reference accumulates in double).
  *
- * gemm_tn (dW += dYᵀ X, rows through index lists) needs no packing: C is
- * cut into tiles of MR rows n x 32 columns k (two zmm per row, 24
- * accumulators). A tile runs over all M input rows: per row i it loads
- * b_i[k0 .. k0+31] contiguously (pre-multiplied by s_i), broadcasts
- * a_i[n .. n+MR) and does 2*MR FMAs; the finished tile is added into C
- * once per chunk of rows. The rows i are cut into chunks whose A rows fit
- * in L2 (the chunk length depends on N only); within a chunk the column
- * blocks are the outer loop, so a 32-column strip of B stays in cache for
- * every row tile. Every output is therefore C + (fma chain over the first
- * chunk's rows in order) + (the next chunk's) ..., the same whatever tile
- * it sits in, so splitting [n0, n1) between threads gives bitwise the same
- * C, run after run. Rows ahead are prefetched (gathered rows defeat the
- * hardware prefetcher). */
+ * gemm_tn (dW += dYᵀ X, rows through index lists): C is cut into tiles of
+ * MR rows n x 32 columns k (two zmm per row, 24 accumulators). The input
+ * rows i are cut into chunks (their A rows stay in L2; at most TN_ROWS rows
+ * when there are scales); per chunk, column blocks are the outer loop, so a
+ * 32-column strip of B stays in cache for every row tile. A tile runs over
+ * the chunk's rows in order: per row it loads b_i[k0 .. k0+31] times s_i,
+ * broadcasts a_i[n .. n+MR) and does 2*MR FMAs; the finished tile is added
+ * into C once per chunk. With scales and more than one row tile, the scaled
+ * strip is packed once per chunk (32 KB on the stack) instead of each tile
+ * paying 2 multiplies per row (a tenth of its FMAs). Rows ahead are
+ * prefetched (gathered rows defeat the hardware prefetcher).
+ * Every output is C + (fma chain over the first chunk's rows, in order) +
+ * (the next chunk's) ...: the chunking depends on N and scale only, and the
+ * arithmetic of an output neither on its tile nor on packing, so splitting
+ * [n0, n1) between threads gives bitwise the same C, run after run. */
 #include "kernels/kernels.h"
 
 #include <immintrin.h>
@@ -37,7 +39,7 @@ enum {
     MR = 12,                 /* rows per micro-tile (TILE_ROWS): 24 accumulators + 2 B + 1 broadcast */
     L2_PANEL_BYTES = 512 * 1024, /* packed B swept per row block */
     TN_A_BYTES = 512 * 1024,     /* gemm_tn: rows of A per chunk of the sum over i */
-    TN_ROWS = 256,               /* gemm_tn: at most this many rows per chunk */
+    TN_ROWS = 256,               /* gemm_tn: rows per chunk when it may pack */
     TN_PF = 8,                   /* gemm_tn: rows ahead to prefetch */
 };
 

@@ -29,6 +29,8 @@ static dm_status check_config(const dm_model *m, const dm_train_config *tc, dm_e
     if (tc->warmup < 0) return dm_fail(err, DM_ERR_ARG, "--warmup %lld must be >= 0", (long long)tc->warmup);
     if (!(tc->clip >= 0)) return dm_fail(err, DM_ERR_ARG, "--clip %g must be >= 0", (double)tc->clip);
     if (tc->grad_accum < 1) return dm_fail(err, DM_ERR_ARG, "--grad-accum %d must be >= 1", tc->grad_accum);
+    if (!(tc->dropout >= 0 && tc->dropout < 1))
+        return dm_fail(err, DM_ERR_ARG, "--dropout %g must be in [0, 1)", (double)tc->dropout);
     if (!(tc->label_smoothing >= 0 && tc->label_smoothing < 1))
         return dm_fail(err, DM_ERR_ARG, "--label-smoothing %g must be in [0, 1)", (double)tc->label_smoothing);
     if (tc->loss == DM_LOSS_CE && !c->n_classes)
@@ -383,6 +385,7 @@ static void micro_batch(dm_trainer *t, const float *x, const float *target, cons
     int L = c->n_layers;
     t->x = x;
     t->n = n;
+    t->drop_base = (uint64_t)t->step * 0x9e3779b97f4a7c15ull + (uint64_t)t->micro * 0xc2b2ae3d27d4eb4full + 1;
     dm_tr_embed_forward(t);
     for (int l = 0; l < L; l++) dm_tr_layer_forward(t, l);
     if (c->n_classes) dm_tr_head_forward(t);
@@ -427,6 +430,7 @@ dm_status dm_train_step(dm_trainer *t, const float *x, const float *target, cons
     int64_t correct = 0;
     for (int a = 0; a < A; a++) {
         int64_t r0 = a * mb;
+        t->micro = a;
         micro_batch(t, x + r0 * in, target ? target + r0 * outw : NULL, labels ? labels + r0 : NULL, mb,
                     1.0f / A, &loss, &bal, &correct);
     }

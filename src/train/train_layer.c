@@ -40,6 +40,33 @@ static span make_span(const dm_trainer *t, const layer_cache *lc, int i, int64_t
     return (span){i, nk + (int64_t)(i - c->n_experts) * n + start, len, NULL, start, NULL, NULL};
 }
 
+/* ---------------------------------------------------------------- dropout */
+
+/* Counter-based dropout: element (cache row, j) of layer l is dropped when a
+ * hash of (micro-batch base, l, row, j) falls below p. The backward pass
+ * recomputes the same mask, nothing is stored, and the mask does not depend on
+ * which thread handles which rows. */
+static uint64_t mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* x[i, j] *= mask / (1 - p) for rows [0, len) of cache rows starting at row0. */
+static void dropout_rows(const dm_trainer *t, int l, int64_t row0, int64_t len, int h, float *x, int64_t ld)
+{
+    float p = t->tc.dropout;
+    if (!(p > 0)) return;
+    uint64_t cut = (uint64_t)((double)p * 18446744073709551616.0), base = mix64(t->drop_base + (uint64_t)l * 0x9e3779b97f4a7c15ull);
+    float keep = 1.0f / (1.0f - p);
+    for (int64_t i = 0; i < len; i++) {
+        uint64_t rb = mix64(base ^ (uint64_t)(row0 + i) * 0xd6e8feb86659fd93ull);
+        float *r = x + i * ld;
+        for (int j = 0; j < h; j++) r[j] = mix64(rb + (uint64_t)j) < cut ? 0.0f : r[j] * keep;
+    }
+}
+
 /* ---------------------------------------------------------------- forward */
 
 typedef struct fwd_arg { dm_trainer *t; int l; int64_t n_tasks; } fwd_arg;
@@ -90,6 +117,7 @@ static void fwd_task(void *arg, int64_t ti, int tid)
     if (swiglu) K->silu_mul(h1, sp.len, H, ldh, hn, hm);
     else K->layernorm_fwd(h1, sp.len, H, ldh, x->gamma, x->beta, c->ln_eps, hn, hm,
                           lc->mean + sp.cache0, lc->rstd + sp.cache0);
+    dropout_rows(t, a->l, sp.cache0, sp.len, H, hn, hm);
     dm_gemm down = {
         .M = sp.len, .N = D, .K = H, .A = hn, .lda = hm, .Bp = x->p2, .bias = x->b2,
         .R = swiglu ? NULL : A, .ldr = D, .r_idx = sp.rows,
@@ -263,6 +291,7 @@ static void expert_bwd_task(void *arg, int64_t ti, int tid)
     dm_gemm dhn = {.M = M, .N = H, .K = D, .A = dY, .lda = D, .a_idx = sp.rows, .Bp = xt->p2t,
                    .scale = sp.w, .C = dh, .ldc = ldh};
     K->gemm(&dhn);
+    dropout_rows(t, a->l, sp.cache0, M, H, dh, ldh);  /* the forward's mask, recomputed */
 
     int up_n = swiglu ? 2 * H : H;
     if (swiglu) {

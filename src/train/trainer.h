@@ -34,6 +34,8 @@ struct dm_trainer {
     dm_pool *pool;
     int n_threads;
     int64_t step;
+    uint64_t drop_base;  /* dropout hash base of the running micro-batch */
+    int micro;           /* index of the running micro-batch in its step */
     float *grad;         /* [n_params] */
     float *adam_m;       /* [n_params] */
     float *adam_v;       /* [n_params] */
