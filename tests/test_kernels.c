@@ -1635,8 +1635,39 @@ static void test_kernel_tables(dm_t *t)
     CHECK(t, dm_kernels_for(DM_ISA_AVX512) == &dm_kernels_avx512, "dispatch avx512");
 }
 
+/* pack_bt(B) must equal pack_b(B^T) for every table, at awkward sizes. */
+static void test_kernel_pack_bt(dm_t *t)
+{
+    static const dm_isa list[] = {DM_ISA_REF, DM_ISA_AVX2, DM_ISA_AVX512};
+    static const int sizes[][2] = {{1, 1}, {3, 7}, {17, 33}, {32, 16}, {63, 65}, {8, 512}, {256, 3}};
+    for (size_t i = 0; i < sizeof list / sizeof list[0]; i++) {
+        if (dm_isa_resolve(list[i]) != list[i]) continue;
+        const dm_kernels *k = dm_kernels_for(list[i]);
+        CHECK(t, k->pack_bt != NULL, "%s: pack_bt missing", dm_isa_name(list[i]));
+        if (!k->pack_bt) continue;
+        for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+            int N = sizes[s][0], K = sizes[s][1];
+            size_t n = k->pack_b_size(K, N);
+            float *B = malloc((size_t)N * K * sizeof *B), *Bt = malloc((size_t)N * K * sizeof *Bt);
+            float *a = malloc(n * sizeof *a), *b = malloc(n * sizeof *b);
+            for (int r = 0; r < N; r++)
+                for (int c = 0; c < K; c++) {
+                    B[(size_t)r * K + c] = (float)(r * 1000 + c) + 0.5f;
+                    Bt[(size_t)c * N + r] = B[(size_t)r * K + c];
+                }
+            for (size_t j = 0; j < n; j++) a[j] = b[j] = -7.0f;
+            k->pack_bt(B, N, K, a);
+            k->pack_b(Bt, K, N, b);
+            CHECK(t, !memcmp(a, b, n * sizeof *a), "%s N=%d K=%d: pack_bt differs from pack_b of the transpose",
+                  dm_isa_name(list[i]), N, K);
+            free(B); free(Bt); free(a); free(b);
+        }
+    }
+}
+
 void suite_kernels(dm_t *t)
 {
+    DM_RUN(t, test_kernel_pack_bt);
     DM_RUN(t, test_kernel_tables);
     DM_RUN(t, test_kernel_ref_gemm_known);
     DM_RUN(t, test_kernel_ref_gemm_naive);

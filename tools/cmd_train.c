@@ -19,36 +19,38 @@ static const char help[] =
     "DIR/checkpoint/state.safetensors (the whole training state, for --resume) and\n"
     "DIR/metrics.jsonl (one JSON object per logged step and per evaluation).\n"
     "With --data fashion-mnist and no other flags it trains the default classifier:\n"
-    "784 -> embed 256 -> 2 MoE layers (E=8, k=2, H=256, seed experts, softmax router)\n"
-    "-> LayerNorm -> 10 classes, 6 epochs, AdamW lr 2e-3, cosine, batch 128.\n\n"
+    "784 -> embed 384 -> 2 MoE layers (E=8, k=2, H=384, the seed's router and experts)\n"
+    "-> LayerNorm -> 10 classes; 15 epochs of batch 256, AdamW lr 5e-4 with cosine decay,\n"
+    "aux-free balancing (DeepSeek-V3). docs/training.md records what it reaches.\n\n"
     "data:\n"
     "  --data SPEC          fashion-mnist[:DIR] | mnist:DIR | X.npy,Y.npy[,XT.npy,YT.npy] |\n"
     "                       synthetic[:regimes=8,dim=32,rows=20000,test=0.1,noise=0.15]\n"
     "  --task T             classify | regress (default: classify for IDX, else regress)\n"
     "  --no-shuffle         keep file order (default: a seeded shuffle per epoch)\n"
     "  --augment A          none | a comma list of shift=N (random shifts of square images by\n"
-    "                       up to N pixels), flip (left-right), drop=P (input dropout);\n"
-    "                       default drop=0.2 for IDX images, none otherwise\n"
+    "                       up to N pixels), flip (left-right), drop=P (input dropout) (none)\n"
     "  --seed N             seed of the model init, the shuffles and synthetic data (0)\n"
-    "model (new models; ignored with --model or --resume):\n"
+    "model (new models; ignored with --model or --resume; classifiers default to D=384,\n"
+    "H=384, 2 layers, with an embedding from the data's width and a head to its classes):\n"
     "  --model PATH         start from this model file instead\n"
     "  --layers N           MoE layers (classify: 2; regress: 1, the bare seed layer)\n"
     MODEL_FLAGS_HELP
     "optimisation:\n"
     "  --loss L             mse | ce (default: ce for classify, mse for regress)\n"
     "  --optimizer adamw    the only optimizer (PyTorch AdamW semantics)\n"
-    "  --lr F               peak learning rate (2e-3 classify, 1e-3 regress)\n"
+    "  --lr F               peak learning rate (5e-4 classify, 1e-3 regress)\n"
     "  --weight-decay F     decoupled weight decay (0.01)\n"
     "  --betas F,F          AdamW betas (0.9,0.999)\n"
     "  --eps F              AdamW epsilon (1e-8)\n"
-    "  --batch N            rows per micro-batch (128)\n"
-    "  --steps N | --epochs N   optimizer steps in total (default: 6 epochs)\n"
+    "  --batch N            rows per micro-batch (256)\n"
+    "  --steps N | --epochs N   optimizer steps in total (default: 15 epochs classify, 10 regress)\n"
     "  --warmup N           linear warm-up steps (100)\n"
     "  --schedule S         cosine | constant (cosine, to 0 at the last step)\n"
     "  --clip F             global gradient-norm clip (1.0; 0 = off)\n"
     "  --grad-accum N       micro-batches per optimizer step (1)\n"
     "  --balance LIST       none | seed,switch,aux_free,z_loss (comma list; NAME=COEF sets a\n"
-    "                       coefficient); default none. aux_free adds a selection bias\n"
+    "                       coefficient); default aux_free for new classifiers, else none.\n"
+    "                       aux_free gives a new model a selection bias\n"
     "  --balance-coef F     coefficient of every enabled loss term (seed, switch, z_loss)\n"
     "  --bias-update F      aux_free step gamma (0.001)\n"
     "  --label-smoothing F  cross-entropy label smoothing (0)\n"
@@ -187,7 +189,7 @@ int cmd_train(int argc, char **argv)
         {"label-smoothing", required_argument, 0, O_LS}, {"dropout", required_argument, 0, O_DROP},
         {"help", no_argument, 0, O_HELP}, MODEL_LONG_OPTIONS, {0, 0, 0, 0},
     };
-    opts o = {.task = -1, .shuffle = 1, .layers = 0, .threads = 0, .grad_accum = 1, .batch = 128,
+    opts o = {.task = -1, .shuffle = 1, .layers = 0, .threads = 0, .grad_accum = 1, .batch = 256,
               .steps = 0, .epochs = 0, .warmup = 100, .eval_every = 0, .log_every = 50, .ckpt_every = 1000,
               .loss = -1, .lr = 0, .wd = 0.01f, .b1 = 0.9f, .b2 = 0.999f, .eps = 1e-8f, .clip = 1.0f,
               .bal_coef = -1, .bias_update = 1e-3f, .schedule = DM_SCHED_COSINE};

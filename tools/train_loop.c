@@ -23,9 +23,8 @@ static dm_status new_model(const opts *o, const dm_config *flags, const dm_data 
     int cls = d->task == DM_TASK_CLASSIFY;
 #define SET(flag, field, value) if (!o->cfg_set[(flag) - 1000]) c.field = (value)
     if (cls) {
-        SET(OPT_DIM, dim, 256);
-        SET(OPT_HIDDEN, hidden, 256);
-        SET(OPT_ROUTER, router, DM_ROUTER_SOFTMAX);
+        SET(OPT_DIM, dim, 384);
+        SET(OPT_HIDDEN, hidden, 384);
         c.n_layers = o->layers ? o->layers : 2;
         c.in_dim = d->train.dim;
         c.n_classes = d->n_classes;
@@ -109,7 +108,7 @@ int train_run(opts *o, const dm_config *flags, int top_k_flag)
     dm_train_config tc;
     dm_train_config_default(&tc);
     tc.loss = o->loss >= 0 ? (dm_loss_kind)o->loss : task == DM_TASK_CLASSIFY ? DM_LOSS_CE : DM_LOSS_MSE;
-    tc.lr = o->lr > 0 ? o->lr : task == DM_TASK_CLASSIFY ? 2e-3f : 1e-3f;
+    tc.lr = o->lr > 0 ? o->lr : task == DM_TASK_CLASSIFY ? 5e-4f : 1e-3f;
     tc.weight_decay = o->wd;
     tc.beta1 = o->b1;
     tc.beta2 = o->b2;
@@ -121,8 +120,10 @@ int train_run(opts *o, const dm_config *flags, int top_k_flag)
     tc.bias_update = o->bias_update;
     tc.label_smoothing = o->label_smoothing;
     tc.dropout = o->dropout;
-    if (o->balance && parse_balance(o->balance, &tc)) {
-        rc = cli_usage(CMD, "--balance '%s': expected none or a list of seed, switch, aux_free, z_loss", o->balance);
+    /* classifiers balance their experts DeepSeek-V3's way unless told otherwise */
+    const char *balance = o->balance ? o->balance : task == DM_TASK_CLASSIFY && !o->model && !o->resume ? "aux_free" : NULL;
+    if (balance && parse_balance(balance, &tc)) {
+        rc = cli_usage(CMD, "--balance '%s': expected none or a list of seed, switch, aux_free, z_loss", balance);
         goto done;
     }
     if (o->bal_coef >= 0) tc.coef_seed = tc.coef_switch = tc.coef_z = o->bal_coef;
@@ -148,7 +149,7 @@ int train_run(opts *o, const dm_config *flags, int top_k_flag)
         goto done;
     }
     int64_t steps_per_epoch = d.train.n / step_rows;
-    int64_t epochs = o->epochs ? o->epochs : task == DM_TASK_CLASSIFY ? 6 : 10;
+    int64_t epochs = o->epochs ? o->epochs : task == DM_TASK_CLASSIFY ? 15 : 10;
     tc.total_steps = o->steps ? o->steps : epochs * steps_per_epoch;
     if (tc.warmup >= tc.total_steps) tc.warmup = tc.total_steps / 10;
 
@@ -196,7 +197,7 @@ int train_run(opts *o, const dm_config *flags, int top_k_flag)
     /* augmentation: comma list of shift=N, flip, drop=P (shift and flip: square images only) */
     int aug_shift = 0, aug_flip = 0, side = (int)lround(sqrt((double)in));
     float aug_drop = 0;
-    const char *aug = o->augment ? o->augment : is_idx_spec(o->data) ? "drop=0.2" : "none";
+    const char *aug = o->augment ? o->augment : "none";
     if (strcmp(aug, "none")) {
         char buf[128];
         snprintf(buf, sizeof buf, "%s", aug);

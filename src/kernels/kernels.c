@@ -1,6 +1,8 @@
 /* kernels.c - picks the kernel table for an ISA. */
 #include "kernels/kernels.h"
 
+#include <string.h>
+
 const dm_kernels *dm_kernels_for(dm_isa isa)
 {
     switch (isa) {
@@ -12,6 +14,10 @@ const dm_kernels *dm_kernels_for(dm_isa isa)
 
 void dm_pack_bt(const dm_kernels *k, const float *B, int N, int K, float *dst, float *tmp)
 {
+    if (k->pack_bt) {
+        k->pack_bt(B, N, K, dst);
+        return;
+    }
     /* blocked transpose: 32x32 tiles keep both sides in cache */
     for (int n0 = 0; n0 < N; n0 += 32)
         for (int k0 = 0; k0 < K; k0 += 32) {
@@ -20,4 +26,36 @@ void dm_pack_bt(const dm_kernels *k, const float *B, int N, int K, float *dst, f
                 for (int kk = k0; kk < k1; kk++) tmp[(size_t)kk * N + n] = B[(size_t)n * K + kk];
         }
     k->pack_b(tmp, K, N, dst);
+}
+
+void dm_pack_panels(const float *B, int N, int K, int nr, float *dst)
+{
+    int P = (N + nr - 1) / nr;
+    for (int p = 0; p < P; p++) {
+        float *panel = dst + (size_t)p * K * nr;  /* [K, nr] */
+        int n0 = p * nr, cols = N - n0 < nr ? N - n0 : nr;
+        /* blocks of 64 k keep the panel's written lines in L1 across the nr rows */
+        for (int k0 = 0; k0 < K; k0 += 64) {
+            int k1 = k0 + 64 < K ? k0 + 64 : K;
+            for (int j = 0; j < nr; j++) {
+                const float *b = j < cols ? B + (size_t)(n0 + j) * K : NULL;
+                for (int k = k0; k < k1; k++) panel[(size_t)k * nr + j] = b ? b[k] : 0.0f;
+            }
+        }
+    }
+}
+
+void dm_pack_panels_t(const float *B, int N, int K, int nr, float *dst)
+{
+    /* B^T is [K, N]: its panels cover nr columns of B, and panel row n is B[n, k0 .. k0+nr) */
+    int P = (K + nr - 1) / nr;
+    for (int p = 0; p < P; p++) {
+        float *panel = dst + (size_t)p * N * nr;  /* [N, nr] */
+        int k0 = p * nr, cols = K - k0 < nr ? K - k0 : nr;
+        for (int n = 0; n < N; n++) {
+            float *o = panel + (size_t)n * nr;
+            memcpy(o, B + (size_t)n * K + k0, (size_t)cols * sizeof *o);
+            for (int j = cols; j < nr; j++) o[j] = 0.0f;
+        }
+    }
 }

@@ -62,6 +62,9 @@ typedef struct dm_kernels {
     /* Floats needed to hold B [N, K] packed. */
     size_t (*pack_b_size)(int N, int K);
     void (*pack_b)(const float *B, int N, int K, float *dst);
+    /* Packs B^T ([K, N]) from B [N, K] into pack_b_size(K, N) floats, as
+     * pack_b(B^T, K, N) would (the input-gradient GEMM dX = dY B uses it). */
+    void (*pack_bt)(const float *B, int N, int K, float *dst);
     void (*gemm)(const dm_gemm *g);
     /* In place, each of `rows` rows of n floats (stride ld):
      * x = (x - mean) / sqrt(var + eps) * gamma + beta, biased variance;
@@ -112,9 +115,15 @@ typedef struct dm_kernels {
  * not compiled in falls back to the reference table. */
 const dm_kernels *dm_kernels_for(dm_isa isa);
 
-/* Packs Bt = B^T ([K, N], B is [N, K]) with k->pack_b, for the input-gradient
- * GEMM dX = dY B. tmp: K * N floats of scratch. */
+/* k->pack_bt when the table has one, else a transpose into tmp (K * N floats)
+ * and k->pack_b. */
 void dm_pack_bt(const dm_kernels *k, const float *B, int N, int K, float *dst, float *tmp);
+
+/* The panel layout of the SIMD tables: B [N, K] as ceil(N / nr) panels of
+ * [K, nr] (panel p holds outputs p*nr .. p*nr+nr-1, zero past N); and the same
+ * layout of B^T built straight from B (each panel row is a contiguous copy). */
+void dm_pack_panels(const float *B, int N, int K, int nr, float *dst);
+void dm_pack_panels_t(const float *B, int N, int K, int nr, float *dst);
 
 extern const dm_kernels dm_kernels_ref;
 extern const dm_kernels dm_kernels_avx2;

@@ -54,19 +54,12 @@ static size_t avx512_pack_b_size(int N, int K)
 
 static void avx512_pack_b(const float *B /* [N, K] */, int N, int K, float *dst /* [P, K, NR] */)
 {
-    for (int p = 0; p < n_panels(N); p++) {
-        float *panel = dst + (size_t)p * K * NR; /* [K, NR] */
-        for (int j = 0; j < NR; j++) {
-            int n = p * NR + j;
-            if (n >= N) { /* zero columns past N: the tail lanes compute 0 */
-                for (int k = 0; k < K; k++) panel[(size_t)k * NR + j] = 0.0f;
-                continue;
-            }
-            /* read B rows sequentially; the strided writes are a one-time cost */
-            const float *b = B + (int64_t)n * K; /* [K] */
-            for (int k = 0; k < K; k++) panel[(size_t)k * NR + j] = b[k];
-        }
-    }
+    dm_pack_panels(B, N, K, NR, dst);
+}
+
+static void avx512_pack_bt(const float *B /* [N, K] */, int N, int K, float *dst /* [P, N, NR] */)
+{
+    dm_pack_panels_t(B, N, K, NR, dst);
 }
 
 /* ---------------------------------------------------------------- gemm */
@@ -653,6 +646,7 @@ const dm_kernels dm_kernels_avx512 = {
     .isa = DM_ISA_AVX512,
     .pack_b_size = avx512_pack_b_size,
     .pack_b = avx512_pack_b,
+    .pack_bt = avx512_pack_bt,
     .gemm = avx512_gemm,
     .layernorm = avx512_layernorm,
     .silu_mul = avx512_silu_mul,

@@ -34,6 +34,12 @@ static void ref_pack_b(const float *B /* [N, K] */, int N, int K, float *dst /* 
     if (n) memcpy(dst, B, n * sizeof *dst);
 }
 
+static void ref_pack_bt(const float *B /* [N, K] */, int N, int K, float *dst /* [K, N] */)
+{
+    for (int n = 0; n < N; n++)
+        for (int k = 0; k < K; k++) dst[(size_t)k * N + n] = B[(size_t)n * K + k];
+}
+
 /* The epilogue of one output, in the order the interface documents. */
 static float ref_epilogue(float acc, float bias, dm_act act, float r, float s)
 {
@@ -235,6 +241,7 @@ const dm_kernels dm_kernels_ref = {
     .isa = DM_ISA_REF,
     .pack_b_size = ref_pack_b_size,
     .pack_b = ref_pack_b,
+    .pack_bt = ref_pack_bt,
     .gemm = ref_gemm,
     .layernorm = ref_layernorm,
     .silu_mul = ref_silu_mul,
