@@ -40,6 +40,23 @@ static span make_span(const dm_trainer *t, const layer_cache *lc, int i, int64_t
     return (span){i, nk + (int64_t)(i - c->n_experts) * n + start, len, NULL, start, NULL, NULL};
 }
 
+/* Points g's output at the span's (row, slot) rows of buf [n, J, D]: routed
+ * experts scatter through the dispatch slots, a shared expert writes its slot
+ * of consecutive rows. */
+static void span_output(const dm_trainer *t, const span *sp, float *buf, dm_gemm *g)
+{
+    const dm_config *c = &t->m->cfg;
+    int64_t D = c->dim, J = c->top_k + c->n_shared;
+    if (sp->rows) {
+        g->C = buf;
+        g->ldc = D;
+        g->c_idx = sp->slot;
+    } else {
+        g->C = buf + (sp->row0 * J + c->top_k + (sp->expert - c->n_experts)) * D;
+        g->ldc = J * D;
+    }
+}
+
 /* ---------------------------------------------------------------- dropout */
 
 /* Counter-based dropout: element (cache row, j) of layer l is dropped when a
@@ -103,7 +120,7 @@ static void fwd_task(void *arg, int64_t ti, int tid)
     layer_cache *lc = &t->lc[a->l];
     span sp = make_span(t, lc, (int)t->tasks[3 * ti], t->tasks[3 * ti + 1], t->tasks[3 * ti + 2]);
     const dm_expert_w *x = &m->layers[a->l].experts[sp.expert];
-    int D = c->dim, H = x->hidden, k = c->top_k, J = k + c->n_shared;
+    int D = c->dim, H = x->hidden;
     int swiglu = c->expert == DM_EXPERT_SWIGLU;
     int64_t ldh = ldh_of(c), hm = hmax_of(c);
     const float *in = t->act + (int64_t)a->l * t->n * D;
@@ -122,14 +139,7 @@ static void fwd_task(void *arg, int64_t ti, int tid)
         .M = sp.len, .N = D, .K = H, .A = hn, .lda = hm, .Bp = x->p2, .bias = x->b2,
         .R = swiglu ? NULL : A, .ldr = D, .r_idx = sp.rows,
     };
-    if (sp.rows) {
-        down.C = lc->yexp;
-        down.ldc = D;
-        down.c_idx = sp.slot;
-    } else {
-        down.C = lc->yexp + (sp.row0 * J + k + (sp.expert - c->n_experts)) * D;
-        down.ldc = (int64_t)J * D;
-    }
+    span_output(t, &sp, lc->yexp, &down);
     K->gemm(&down);
 }
 
@@ -273,7 +283,7 @@ static void expert_bwd_task(void *arg, int64_t ti, int tid)
     const dm_expert_w *x = &m->layers[a->l].experts[sp.expert];
     const expert_t *xt = &t->ext[a->l * S + sp.expert];
     const struct expert_grad *g = &t->lg[a->l].ex[sp.expert];
-    int D = c->dim, H = x->hidden, k = c->top_k, J = k + c->n_shared;
+    int D = c->dim, H = x->hidden;
     int swiglu = c->expert == DM_EXPERT_SWIGLU;
     int64_t ldh = ldh_of(c), hm = hmax_of(c);
     const float *in = t->act + (int64_t)a->l * t->n * D;
@@ -319,14 +329,7 @@ static void expert_bwd_task(void *arg, int64_t ti, int tid)
         K->colsum(dh, ldh, NULL, NULL, M, H, g->b1);
     }
     dm_gemm dxg = {.M = M, .N = D, .K = up_n, .A = dh, .lda = ldh, .Bp = xt->p1t};
-    if (sp.rows) {
-        dxg.C = t->dxslot;
-        dxg.ldc = D;
-        dxg.c_idx = sp.slot;
-    } else {
-        dxg.C = t->dxslot + (sp.row0 * J + k + (sp.expert - c->n_experts)) * D;
-        dxg.ldc = (int64_t)J * D;
-    }
+    span_output(t, &sp, t->dxslot, &dxg);
     K->gemm(&dxg);
 }
 
