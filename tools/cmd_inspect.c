@@ -46,6 +46,10 @@ int cmd_inspect(int argc, char **argv)
            (double)c->route_scale, c->n_groups, c->topk_groups, c->selection_bias ? "yes" : "no");
     printf("  experts %s, shared experts %d (hidden %d), LayerNorm eps %g\n", dm_expert_name(c->expert),
            c->n_shared, c->shared_hidden, (double)c->ln_eps);
+    if (c->n_layers > 1 || c->in_dim || c->n_classes)
+        printf("  network: input %d%s -> %d MoE layer(s)%s -> output %d\n", c->in_dim ? c->in_dim : c->dim,
+               c->in_dim ? " -> embed" : "", c->n_layers, c->n_classes ? " -> LayerNorm -> head" : "",
+               c->n_classes ? c->n_classes : c->dim);
     long long total = (long long)dm_model_param_count(m), active = (long long)dm_model_active_params(m);
     printf("  parameters %lld, active per row %lld (%.1f%%)\n", total, active, total ? 100.0 * active / total : 0.0);
     if (tensors) {
