@@ -52,9 +52,55 @@ static size_t avx512_pack_b_size(int N, int K)
     return (size_t)n_panels(N) * NR * (size_t)(K > 0 ? K : 0);
 }
 
+/* In-register transpose of a 16x16 block: r[i] becomes column i. */
+static inline void transpose16(__m512 r[16])
+{
+    __m512 t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
+        t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
+    }
+    for (int i = 0; i < 8; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+    }
+}
+
+/* Full panels go through 16x16 register transposes (training re-packs every
+ * step, so this is a hot path); the last partial panel and the K tail are
+ * copied element by element. */
 static void avx512_pack_b(const float *B /* [N, K] */, int N, int K, float *dst /* [P, K, NR] */)
 {
-    dm_pack_panels(B, N, K, NR, dst);
+    for (int p = 0; p < n_panels(N); p++) {
+        float *panel = dst + (size_t)p * K * NR; /* [K, NR] */
+        int n0 = p * NR, k_done = 0;
+        if (n0 + NR <= N) {
+            for (; k_done + 16 <= K; k_done += 16)
+                for (int half = 0; half < 2; half++) {
+                    __m512 r[16];
+                    for (int i = 0; i < 16; i++)
+                        r[i] = _mm512_loadu_ps(B + (size_t)(n0 + half * 16 + i) * K + k_done);
+                    transpose16(r);
+                    for (int i = 0; i < 16; i++) _mm512_storeu_ps(panel + (size_t)(k_done + i) * NR + half * 16, r[i]);
+                }
+        }
+        for (int j = 0; j < NR; j++) {
+            const float *b = n0 + j < N ? B + (size_t)(n0 + j) * K : NULL;
+            for (int k = k_done; k < K; k++) panel[(size_t)k * NR + j] = b ? b[k] : 0.0f;
+        }
+    }
 }
 
 static void avx512_pack_bt(const float *B /* [N, K] */, int N, int K, float *dst /* [P, N, NR] */)
