@@ -257,18 +257,17 @@ int train_run(opts *o, const dm_config *flags, int top_k_flag)
             double util, vio;
             dm_trainer_expert_load(tr, load);
             load_stats(load, L, E, &util, &vio);
-            char eta[32], bars[128];
+            char eta[32], bars[128], accs[32] = "";
             fmt_eta(eta, sizeof eta, (now - t0) / (double)(step - first) * (double)(stop - step));
             bar(bars, load, E);
+            if (acc >= 0) snprintf(accs, sizeof accs, " acc %.3f", acc);
             if (tty)
-                printf("\rstep %lld/%lld  epoch %.2f  loss %.4f%s%.3f  %.0f rows/s  ETA %s  load |%s|   ",
-                       (long long)step, (long long)tc.total_steps, epoch, loss_acc / n_acc,
-                       acc >= 0 ? "  acc " : "", acc >= 0 ? acc : 0.0, rps, eta, bars);
+                printf("\rstep %lld/%lld  epoch %.2f  loss %.4f %s  %.0f rows/s  ETA %s  load |%s|   ",
+                       (long long)step, (long long)tc.total_steps, epoch, loss_acc / n_acc, accs, rps, eta, bars);
             if (log_now) {
                 if (!tty)
-                    printf("step %lld/%lld epoch %.2f loss %.4f%s%.3f rows/s %.0f util %.3f ETA %s\n",
-                           (long long)step, (long long)tc.total_steps, epoch, loss_acc / n_acc,
-                           acc >= 0 ? " acc " : "", acc >= 0 ? acc : 0.0, rps, util, eta);
+                    printf("step %lld/%lld epoch %.2f loss %.4f%s rows/s %.0f util %.3f ETA %s\n",
+                           (long long)step, (long long)tc.total_steps, epoch, loss_acc / n_acc, accs, rps, util, eta);
                 fprintf(mf, "{\"step\":%lld,\"epoch\":%.4f,\"loss\":%.6f,\"balance_loss\":%.6g,\"lr\":%.6g,"
                             "\"grad_norm\":%.6g,\"rows_per_s\":%.1f",
                         (long long)step, epoch, loss_acc / n_acc, bal_acc / n_acc, st.lr, st.grad_norm, rps);
