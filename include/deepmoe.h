@@ -289,6 +289,15 @@ typedef struct dm_eval {
 dm_status dm_evaluate(dm_ctx *ctx, const float *x, const float *target, const int32_t *labels,
                       const int32_t *regime, int64_t n, int64_t oracle_rows, dm_eval *out, dm_error *err);
 
+/* ---------------------------------------------------------------- benchmarking */
+
+/* fp32 FMA peak of the pool's threads in GFLOP/s, measured for about `seconds`
+ * by a register-resident FMA loop on the given ISA (0 for DM_ISA_REF). */
+double dm_peak_gflops(dm_pool *pool, dm_isa isa, double seconds);
+/* Useful forward FLOPs of one row: embedding, router, the k chosen experts and
+ * the shared experts of every layer, head (2 per multiply-add). */
+double dm_model_flops_per_row(const dm_model *m);
+
 /* ---------------------------------------------------------------- arrays (.npy) */
 
 typedef struct dm_array {

@@ -46,7 +46,7 @@ npy_file() {
 # ---------------------------------------------------------------- help
 expect "no command is a usage error" 2 "usage: deepmoe" "$BIN"
 expect "unknown command" 2 "unknown command 'frobnicate'" "$BIN" frobnicate
-for c in init infer inspect demo train eval; do
+for c in init infer inspect demo train eval bench; do
     if "$BIN" "$c" --help >out.txt 2>&1 && grep -q "usage: deepmoe $c" out.txt; then ok "$c --help"; else bad "$c --help" "$(head -c 200 out.txt)"; fi
 done
 if "$BIN" --help | grep -q "commands:"; then ok "deepmoe --help"; else bad "deepmoe --help" "no command list"; fi
@@ -76,6 +76,14 @@ if "$BIN" infer --model m.safetensors --input x0.npy --output y0.npy --quiet 2>e
     ok "infer zero rows"; else bad "infer zero rows" "$(cat err.txt)"; fi
 if "$BIN" demo --batch 64 --iters 2 --threads 1 >out.txt 2>&1 && grep -q "expert utilization" out.txt &&
    grep -qE "max relative difference [0-9.]+e-0[6-9]" out.txt; then ok "demo"; else bad "demo" "$(cat out.txt)"; fi
+
+"$BIN" bench --batch 64 --iters 2 --threads 1 --json >out.txt 2>err.txt
+keys_ok=1
+for k in batch threads mode rows_per_s gflops us_p50 us_p99 peak_gflops fraction_of_peak; do grep -q "\"$k\":" out.txt || keys_ok=0; done
+[ "$keys_ok" = 1 ] && ok "bench --json" || bad "bench --json" "$(cat out.txt err.txt)"
+"$BIN" bench --model v3.safetensors --mode train --batch 32 --iters 2 --threads 2 >out.txt 2>err.txt &&
+    grep -q "training step, batch 32" out.txt && ok "bench --mode train" || bad "bench --mode train" "$(cat out.txt err.txt)"
+expect "bench: bad mode" 2 "--mode 'fast'" "$BIN" bench --mode fast
 
 # ---------------------------------------------------------------- bad model files
 expect "model: missing file" 1 "nope.safetensors: .*(No such file|cannot open)" "$BIN" infer --model nope.safetensors --input x.npy --output o.npy

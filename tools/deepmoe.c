@@ -16,6 +16,7 @@ static const cli_cmd commands[] = {
     {"demo", "init the default seed model, run a batch, print routing and throughput", cmd_demo},
     {"train", "train a model on Fashion-MNIST, .npy arrays or synthetic data", cmd_train},
     {"eval", "evaluate a model on a dataset's held-out split", cmd_eval},
+    {"bench", "time a forward pass or training step against the measured fp32 peak", cmd_bench},
 };
 #define N_COMMANDS ((int)(sizeof commands / sizeof commands[0]))
 
