@@ -256,6 +256,9 @@ dm_status dm_trainer_save(const dm_trainer *t, const char *path, const void *blo
                           dm_error *err);
 dm_status dm_trainer_load(dm_trainer *t, const char *path, void *blob, size_t blob_cap,
                           size_t *blob_len, dm_error *err);
+/* Reads only a checkpoint's caller blob (to restore a run's settings before
+ * the trainer exists); dm_trainer_load verifies the whole file later. */
+dm_status dm_checkpoint_blob(const char *path, void *blob, size_t blob_cap, size_t *blob_len, dm_error *err);
 
 /* ---------------------------------------------------------------- routing metrics */
 

@@ -161,7 +161,7 @@ tail -n 1 run_a/metrics.jsonl | grep -q '"routing_accuracy":' || keys_ok=0
 [ "$keys_ok" = 1 ] && [ "$(grep -c . run_a/metrics.jsonl)" -eq 5 ] && ok "metrics.jsonl keys" || bad "metrics.jsonl keys" "$(head -c 600 run_a/metrics.jsonl)"
 "$BIN" train $T1 --out run_b --balance switch,aux_free --stop-at 20 >out.txt 2>err.txt
 grep -q "stopped at step 20 of 40" out.txt && ok "--stop-at" || bad "--stop-at" "$(tail -c 300 out.txt) $(cat err.txt)"
-"$BIN" train $T1 --resume run_b --balance switch,aux_free >out.txt 2>err.txt
+"$BIN" train --data $SYN --resume run_b >out.txt 2>err.txt  # the run's own settings come back
 if grep -q "resumed at step 20" out.txt && cmp -s run_a/model.safetensors run_b/model.safetensors; then
     ok "N straight == N/2 + resume + N/2 (byte-identical model)"; else bad "resume byte-identical" "$(tail -c 300 out.txt) $(cat err.txt)"; fi
 "$BIN" eval --model run_a/model.safetensors --data $SYN --seed 3 --json >out.txt 2>err.txt
@@ -172,10 +172,25 @@ if echo "$last" | grep -q '"mse":' && echo "$last" | grep -q '"expert_utilizatio
 mkdir -p run_c/checkpoint && cp run_b/model.safetensors run_c/
 head -c 3000 run_b/checkpoint/state.safetensors >run_c/checkpoint/state.safetensors
 expect "resume: truncated checkpoint" 1 "run_c/checkpoint/state.safetensors: .*(exceeds|past|truncated)" "$BIN" train $T1 --resume run_c
+# the default classifier (aux-free balancing by default) resumes exactly with no flags repeated
+C1="--data $SYN --task classify --dim 16 --hidden 8 --experts 4 --batch 64 --steps 30 --threads 2"
+"$BIN" train $C1 --out cls_a >/dev/null 2>&1
+"$BIN" train $C1 --out cls_b --stop-at 15 >/dev/null 2>&1
+"$BIN" train --data $SYN --resume cls_b >out.txt 2>err.txt
+cmp -s cls_a/model.safetensors cls_b/model.safetensors && ok "classifier resume byte-identical (defaults)" ||
+    bad "classifier resume byte-identical (defaults)" "$(tail -c 300 out.txt) $(cat err.txt)"
+"$BIN" train --data $SYN --resume cls_a --steps 10 >out.txt 2>err.txt
+[ $? -eq 1 ] && grep -q "past --steps 10" err.txt && ok "resume: --steps below the saved step" || bad "resume: --steps below" "$(cat err.txt)"
+# a batch far larger than the old fixed task list (was a heap overflow)
+"$BIN" train --data synthetic:dim=8,rows=12000 --out big --batch 8192 --steps 2 >out.txt 2>err.txt && ok "train: batch 8192" || bad "train: batch 8192" "$(cat err.txt)"
+expect "train: diverging run" 1 "diverged at step" "$BIN" train --data $SYN --out dv --steps 50 --lr 1e6 --clip 0 --warmup 0
 expect "train: unknown balance" 2 "--balance 'magic'" "$BIN" train --data $SYN --out run_d --balance magic
 expect "train: missing data dir" 1 "nowhere: directory not found; install Debian's dataset-fashion-mnist" "$BIN" train --data fashion-mnist:nowhere --out run_e
 expect "train: regression width" 1 "give --dim 8" "$BIN" train --data $SYN --out run_f --dim 16
 expect "eval: model does not fit data" 1 "does not fit" "$BIN" eval --model m.safetensors --data $SYN
+expect "eval: classify without a head" 1 "has no classifier head" "$BIN" eval --model run_a/model.safetensors --data $SYN --task classify
+"$BIN" eval --model cls_a/model.safetensors --data $SYN --json >out.txt 2>err.txt && tail -n 1 out.txt | grep -q '"accuracy":' &&
+    ok "eval: task from the model's head" || bad "eval: task from the model's head" "$(tail -n 2 out.txt) $(cat err.txt)"
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

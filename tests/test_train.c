@@ -1,3 +1,4 @@
+#define _GNU_SOURCE
 /* test_train.c - training: finite-difference gradient checks for every op and
  * variant, determinism across thread counts, checkpoints (bit-exact resume,
  * corrupt or mismatched files refused), config errors. */
@@ -275,6 +276,15 @@ static void test_train_resume_bit_exact(dm_t *t)
     const char *trunc = dm_test_write_file("trunc.safetensors", bytes, (size_t)size / 2);
     CHECK(t, dm_trainer_load(t2, trunc, got, sizeof got, &len, &err) == DM_ERR_FORMAT, "truncated refused");
     CHECK(t, strstr(err.msg, "trunc.safetensors") != NULL, "message names the file: %s", err.msg);
+    char *sp = memmem(bytes, (size_t)size, "\"deepmoe.step\":\"4\"", 18);
+    CHECK(t, sp != NULL, "step metadata present");
+    if (sp) {
+        sp[16] = '9';  /* an edited step must be caught by the checksum */
+        const char *edit = dm_test_write_file("edit.safetensors", bytes, (size_t)size);
+        CHECK(t, dm_trainer_load(t2, edit, got, sizeof got, &len, &err) == DM_ERR_FORMAT, "edited step refused");
+        CHECK(t, strstr(err.msg, "checksum mismatch") != NULL, "message: %s", err.msg);
+        sp[16] = '4';
+    }
     bytes[size - 5] ^= 0x40;
     const char *flip = dm_test_write_file("flip.safetensors", bytes, (size_t)size);
     CHECK(t, dm_trainer_load(t2, flip, got, sizeof got, &len, &err) == DM_ERR_FORMAT, "corrupt refused");

@@ -16,9 +16,9 @@ static const char help[] =
     "synthetic regimes set the regime purity.\n\n"
     "  --model PATH       model file\n"
     "  --data SPEC        dataset (its test split is used)\n"
-    "  --task T           classify | regress (default: classify for IDX, else regress)\n"
+    "  --task T           classify | regress (default: classify if the model has a head)\n"
     "  --seed N           synthetic data seed (use the training run's)\n"
-    "  --oracle-rows N    rows the routing oracle scores (1000; 0 = skip)\n"
+    "  --oracle-rows N    rows the routing oracle scores (1000, at most 1024; 0 = skip)\n"
     "  --threads N        worker threads (0 = all CPUs)\n"
     "  --top-k K          k for a model file without deepmoe metadata\n"
     "  --json             print one JSON object on the last line\n";
@@ -56,7 +56,6 @@ int cmd_eval(int argc, char **argv)
     }
     if (optind < argc) return cli_usage("eval", "unexpected argument '%s'", argv[optind]);
     if (!model || !data) return cli_usage("eval", "--model and --data are required");
-    if (task < 0) task = !strncmp(data, "fashion-mnist", 13) || !strncmp(data, "mnist", 5) ? DM_TASK_CLASSIFY : DM_TASK_REGRESS;
 
     dm_error err;
     dm_model *m = NULL;
@@ -65,12 +64,20 @@ int cmd_eval(int argc, char **argv)
     double *load = NULL;
     int rc = 1;
     dm_model_opts mo = {.isa = DM_ISA_AUTO, .top_k = top_k};
-    if (dm_model_load(model, &mo, &m, &err) || dm_data_load(data, (dm_task)task, (uint64_t)seed, &d, &err) ||
-        dm_pool_create(threads, &pool, &err)) {
+    if (dm_model_load(model, &mo, &m, &err)) {
         rc = cli_error("eval", &err);
         goto done;
     }
     const dm_config *c = dm_model_config(m);
+    if (task < 0) task = c->n_classes ? DM_TASK_CLASSIFY : DM_TASK_REGRESS;  /* the model's head decides */
+    if (task == DM_TASK_CLASSIFY && !c->n_classes) {
+        fprintf(stderr, "deepmoe eval: %s has no classifier head; evaluate it with --task regress\n", model);
+        goto done;
+    }
+    if (dm_data_load(data, (dm_task)task, (uint64_t)seed, &d, &err) || dm_pool_create(threads, &pool, &err)) {
+        rc = cli_error("eval", &err);
+        goto done;
+    }
     int in = c->in_dim ? c->in_dim : c->dim, out = c->n_classes ? c->n_classes : c->dim;
     if (in != d.test.dim || (task == DM_TASK_REGRESS && out != d.test.y_dim) ||
         (task == DM_TASK_CLASSIFY && out < d.n_classes)) {
@@ -97,14 +104,17 @@ int cmd_eval(int argc, char **argv)
         printf("\n");
     }
     if (json) {
-        printf("{\"loss\":%.6f", ev.loss);
-        if (ev.accuracy >= 0) printf(",\"accuracy\":%.5f", ev.accuracy);
-        if (ev.mse >= 0) printf(",\"mse\":%.6f", ev.mse);
+        printf("{\"oracle_rows\":%lld", (long long)ev.oracle_rows);
+        json_num(stdout, "loss", ev.loss);
+        if (task == DM_TASK_CLASSIFY) json_num(stdout, "accuracy", ev.accuracy);
+        else json_num(stdout, "mse", ev.mse);
         printf(",\"expert_load\":");
         json_load(stdout, load, L, E);
-        printf(",\"expert_utilization\":%.5f,\"max_vio\":%.5f,\"routing_accuracy\":%.5f", ev.expert_utilization,
-               ev.max_vio, ev.routing_accuracy);
-        if (ev.purity >= 0) printf(",\"regime_purity\":%.5f", ev.purity);
+        json_num(stdout, "expert_utilization", ev.expert_utilization);
+        json_num(stdout, "max_vio", ev.max_vio);
+        if (ev.routing_accuracy >= 0) json_num(stdout, "routing_accuracy", ev.routing_accuracy);
+        else printf(",\"routing_accuracy\":null");
+        if (ev.purity >= 0) json_num(stdout, "regime_purity", ev.purity);
         printf("}\n");
     }
     rc = 0;

@@ -7,8 +7,10 @@
 
 static const char help[] =
     "usage: deepmoe infer --model M.safetensors --input X.npy --output Y.npy [options]\n\n"
-    "Runs the MoE layer on every row of X ([N, D] float32 or float64, C order) and\n"
-    "writes Y ([N, D] float32). Only the chosen experts run (sparse dispatch).\n"
+    "Runs the model on every row of X ([N, in] float32, float64 or small integers, C order)\n"
+    "and writes Y ([N, out] float32). Only the chosen experts run (sparse dispatch).\n"
+    "Rows go in as they are: a model trained on .npy data saw features scaled to [-1, 1]\n"
+    "by the train split's per-column min and max, so scale new rows the same way.\n"
     "Inputs containing NaN or Inf are refused (the error names the row and column).\n\n"
     "  --model PATH      model (.safetensors; a seed state dict without metadata works)\n"
     "  --input PATH      input rows (.npy)\n"

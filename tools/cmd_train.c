@@ -44,7 +44,7 @@ static const char help[] =
     "  --eps F              AdamW epsilon (1e-8)\n"
     "  --batch N            rows per micro-batch (256)\n"
     "  --steps N | --epochs N   optimizer steps in total (default: 15 epochs classify, 10 regress)\n"
-    "  --warmup N           linear warm-up steps (100)\n"
+    "  --warmup N           linear warm-up steps (100; a tenth of the run if that is longer)\n"
     "  --schedule S         cosine | constant (cosine, to 0 at the last step)\n"
     "  --clip F             global gradient-norm clip (1.0; 0 = off)\n"
     "  --grad-accum N       micro-batches per optimizer step (1)\n"
@@ -60,8 +60,9 @@ static const char help[] =
     "  --eval-every N       evaluate on the test split every N steps (0 = at the end only)\n"
     "  --log-every N        metrics.jsonl / log line every N steps (50)\n"
     "  --checkpoint-every N write the checkpoint every N steps (1000, and at the end)\n"
-    "  --resume DIR         continue the run saved in DIR up to the total --steps\n"
-    "                       (--out defaults to DIR)\n"
+    "  --resume DIR         continue the run saved in DIR (--out defaults to DIR); the run's\n"
+    "                       own seed, batch, augmentation and optimisation settings are kept,\n"
+    "                       --steps may set a new total\n"
     "  --stop-at N          stop after step N (checkpoint written), keeping the schedule of\n"
     "                       the full run: a later --resume continues it exactly\n"
     "  --top-k K            k for a --model file without deepmoe metadata\n";
@@ -75,6 +76,7 @@ int parse_balance(const char *s, dm_train_config *tc)
     char buf[256];
     snprintf(buf, sizeof buf, "%s", s);
     tc->balance = 0;
+    if (!buf[0] || strspn(buf, ",") == strlen(buf)) return -1;  /* "" or ",,": say none */
     for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
         char *eq = strchr(tok, '=');
         float coef = -1;
@@ -106,6 +108,12 @@ int mkdir_p(const char *dir)
 }
 
 /* ---------------------------------------------------------------- metrics */
+
+void json_num(FILE *fp, const char *key, double v)
+{
+    if (isfinite(v)) fprintf(fp, ",\"%s\":%.6g", key, v);
+    else fprintf(fp, ",\"%s\":null", key);  /* JSON has no NaN or Inf */
+}
 
 void json_load(FILE *fp, const double *load, int L, int E)
 {
@@ -154,14 +162,17 @@ int evaluate(const char *cmd, dm_model *m, dm_pool *pool, const dm_data *d, int6
 
 void eval_json(FILE *fp, int64_t step, const dm_eval *ev, const double *load, int L, int E)
 {
-    fprintf(fp, "{\"eval\":true,\"step\":%lld,\"loss\":%.6f", (long long)step, ev->loss);
-    if (ev->accuracy >= 0) fprintf(fp, ",\"accuracy\":%.5f", ev->accuracy);
-    if (ev->mse >= 0) fprintf(fp, ",\"mse\":%.6f", ev->mse);
+    fprintf(fp, "{\"eval\":true,\"step\":%lld", (long long)step);
+    json_num(fp, "loss", ev->loss);
+    /* a classification result has an accuracy (a count, never NaN); otherwise report the MSE */
+    if (ev->accuracy >= 0) json_num(fp, "accuracy", ev->accuracy);
+    else json_num(fp, "mse", ev->mse);
     fprintf(fp, ",\"expert_load\":");
     json_load(fp, load, L, E);
-    fprintf(fp, ",\"expert_utilization\":%.5f,\"max_vio\":%.5f", ev->expert_utilization, ev->max_vio);
-    if (ev->routing_accuracy >= 0) fprintf(fp, ",\"routing_accuracy\":%.5f", ev->routing_accuracy);
-    if (ev->purity >= 0) fprintf(fp, ",\"regime_purity\":%.5f", ev->purity);
+    json_num(fp, "expert_utilization", ev->expert_utilization);
+    json_num(fp, "max_vio", ev->max_vio);
+    if (ev->routing_accuracy >= 0) json_num(fp, "routing_accuracy", ev->routing_accuracy);
+    if (ev->purity >= 0) json_num(fp, "regime_purity", ev->purity);
     fprintf(fp, "}\n");
     fflush(fp);
 }
@@ -252,10 +263,18 @@ int cmd_train(int argc, char **argv)
         case O_LS: FLOATOPT(label_smoothing, "--label-smoothing", fv >= 0 && fv < 1)
         case O_DROP: FLOATOPT(dropout, "--dropout", fv >= 0 && fv < 1)
 #undef FLOATOPT
-        case O_BETAS:
-            if (sscanf(optarg, "%f,%f", &o.b1, &o.b2) != 2 || !(o.b1 >= 0 && o.b1 < 1 && o.b2 >= 0 && o.b2 < 1))
+        case O_BETAS: {
+            char b1s[64], *comma = strchr(optarg, ',');
+            int bad = !comma || comma - optarg >= (long)sizeof b1s;
+            if (!bad) {
+                memcpy(b1s, optarg, (size_t)(comma - optarg));
+                b1s[comma - optarg] = 0;
+                bad = cli_float(b1s, &o.b1) || cli_float(comma + 1, &o.b2);
+            }
+            if (bad || !(o.b1 >= 0 && o.b1 < 1 && o.b2 >= 0 && o.b2 < 1))
                 return cli_usage("train", "--betas '%s': expected two numbers in [0, 1), e.g. 0.9,0.999", optarg);
             break;
+        }
 #define INTOPT(field, name, lo_, hi_) \
             if (cli_int(optarg, lo_, hi_, &iv)) return cli_usage("train", name " '%s' must be in %ld..%ld", optarg, (long)(lo_), (long)(hi_)); \
             o.field = iv; break;

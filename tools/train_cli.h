@@ -21,11 +21,25 @@ typedef struct opts {
 } opts;
 
 /* The resumable position of the data and the run, saved as the checkpoint's blob. */
-typedef struct run_state { int64_t epoch, pos, total_steps; uint64_t seed; int32_t shuffle, batch; } run_state;
+#define RUN_STATE_VERSION 1
+/* Everything a resumed run needs besides the tensors: the data position and
+ * the run's own settings, which win over the command line on --resume. */
+typedef struct run_state {
+    uint32_t version;
+    int32_t task;
+    int64_t epoch, pos;
+    uint64_t seed;
+    int32_t shuffle, batch;
+    int32_t aug_shift, aug_flip;
+    float aug_drop;
+    dm_train_config tc;      /* total_steps included */
+} run_state;
 
 
 int parse_balance(const char *s, dm_train_config *tc);
 int mkdir_p(const char *dir);
+/* ,"key":v, or null when v is not finite. */
+void json_num(FILE *fp, const char *key, double v);
 void json_load(FILE *fp, const double *load, int L, int E);
 void load_stats(const double *load, int L, int E, double *util, double *vio);
 void bar(char *out, const double *load, int E);

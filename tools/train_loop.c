@@ -49,6 +49,8 @@ static dm_status check_fit(const dm_model *m, const dm_data *d, const dm_train_c
     int in = c->in_dim ? c->in_dim : c->dim, out = c->n_classes ? c->n_classes : c->dim;
     if (in != d->train.dim)
         return dm_fail(err, DM_ERR_SHAPE, "the data has %d features per row but the model takes %d", d->train.dim, in);
+    if (d->task == DM_TASK_CLASSIFY && !c->n_classes)
+        return dm_fail(err, DM_ERR_SHAPE, "the model has no classifier head (n_classes 0); use --task regress");
     if (d->task == DM_TASK_CLASSIFY && out < d->n_classes)
         return dm_fail(err, DM_ERR_SHAPE, "the data has %d classes but the model outputs %d", d->n_classes, out);
     if (d->task == DM_TASK_REGRESS && out != d->train.y_dim)
@@ -102,6 +104,24 @@ int train_run(opts *o, const dm_config *flags, int top_k_flag)
     int tty = isatty(STDOUT_FILENO);
     double t_start = cli_now();
 
+    /* a resumed run keeps its own settings: read them before anything else */
+    run_state saved = {0};
+    if (o->resume) {
+        size_t len = 0;
+        path_join(path, sizeof path, o->resume, "checkpoint/state.safetensors");
+        if (dm_checkpoint_blob(path, &saved, sizeof saved, &len, &err)) goto fail;
+        if (len != sizeof saved || saved.version != RUN_STATE_VERSION) {
+            fprintf(stderr, "deepmoe train: %s was written by another version of deepmoe train; cannot resume it\n", path);
+            goto done;
+        }
+        o->task = saved.task;
+        o->seed = (long long)saved.seed;
+        o->shuffle = saved.shuffle;
+        o->batch = saved.batch;
+        o->grad_accum = saved.tc.grad_accum;
+        printf("resuming %s: its seed, batch, shuffle, augmentation and optimisation settings are kept%s\n",
+               o->resume, o->steps ? "; --steps sets the new total" : "");
+    }
     dm_task task = o->task >= 0 ? (dm_task)o->task : is_idx_spec(o->data) ? DM_TASK_CLASSIFY : DM_TASK_REGRESS;
     if (dm_data_load(o->data, task, (uint64_t)o->seed, &d, &err)) goto fail;
 
@@ -127,6 +147,7 @@ int train_run(opts *o, const dm_config *flags, int top_k_flag)
         goto done;
     }
     if (o->bal_coef >= 0) tc.coef_seed = tc.coef_switch = tc.coef_z = o->bal_coef;
+    if (o->resume) tc = saved.tc;
 
     /* the model: resumed, given, or new */
     if (o->resume) {
@@ -150,30 +171,28 @@ int train_run(opts *o, const dm_config *flags, int top_k_flag)
     }
     int64_t steps_per_epoch = d.train.n / step_rows;
     int64_t epochs = o->epochs ? o->epochs : task == DM_TASK_CLASSIFY ? 15 : 10;
-    tc.total_steps = o->steps ? o->steps : epochs * steps_per_epoch;
-    if (tc.warmup >= tc.total_steps) tc.warmup = tc.total_steps / 10;
+    if (!o->resume) {
+        tc.total_steps = o->steps ? o->steps : epochs * steps_per_epoch;
+        if (tc.warmup >= tc.total_steps) tc.warmup = tc.total_steps / 10;  /* documented in --help */
+    } else if (o->steps) {
+        tc.total_steps = o->steps;
+    }
 
     if (dm_pool_create(o->threads, &pool, &err) || dm_trainer_create(m, &tc, pool, &tr, &err)) goto fail;
     if (dm_batcher_init(&b, &d.train, (uint64_t)o->seed, o->shuffle, &err)) goto fail;
-    run_state rs = {0, 0, tc.total_steps, (uint64_t)o->seed, o->shuffle, o->batch};
+    run_state rs = {RUN_STATE_VERSION, task, 0, 0, (uint64_t)o->seed, o->shuffle, o->batch, 0, 0, 0, tc};
     if (o->resume) {
-        run_state saved;
         size_t len = 0;
         path_join(path, sizeof path, o->resume, "checkpoint/state.safetensors");
         if (dm_trainer_load(tr, path, &saved, sizeof saved, &len, &err)) goto fail;
-        if (len != sizeof saved || saved.seed != rs.seed || saved.shuffle != rs.shuffle || saved.batch != rs.batch) {
-            fprintf(stderr, "deepmoe train: %s: saved with --seed %llu --batch %d%s; resume with the same data flags\n",
-                    path, (unsigned long long)saved.seed, saved.batch, saved.shuffle ? "" : " --no-shuffle");
-            goto done;
-        }
-        if (!o->steps && saved.total_steps != tc.total_steps) {  /* keep the run's schedule */
-            fprintf(stderr, "deepmoe train: the saved run has %lld steps in total; pass --steps to change it\n",
-                    (long long)saved.total_steps);
+        if (dm_trainer_step_count(tr) > tc.total_steps) {
+            fprintf(stderr, "deepmoe train: %s is at step %lld, past --steps %lld\n", path,
+                    (long long)dm_trainer_step_count(tr), (long long)tc.total_steps);
             goto done;
         }
         if (dm_batcher_seek(&b, saved.epoch, saved.pos, &err)) goto fail;
         rs = saved;
-        rs.total_steps = tc.total_steps;
+        rs.tc = tc;
     }
     if (mkdir_p(o->out)) {
         fprintf(stderr, "deepmoe train: cannot create directory %s\n", o->out);
@@ -197,7 +216,12 @@ int train_run(opts *o, const dm_config *flags, int top_k_flag)
     /* augmentation: comma list of shift=N, flip, drop=P (shift and flip: square images only) */
     int aug_shift = 0, aug_flip = 0, side = (int)lround(sqrt((double)in));
     float aug_drop = 0;
-    const char *aug = o->augment ? o->augment : "none";
+    const char *aug = o->augment && !o->resume ? o->augment : "none";
+    if (o->resume) {
+        aug_shift = saved.aug_shift;
+        aug_flip = saved.aug_flip;
+        aug_drop = saved.aug_drop;
+    }
     if (strcmp(aug, "none")) {
         char buf[128];
         snprintf(buf, sizeof buf, "%s", aug);
@@ -218,6 +242,9 @@ int train_run(opts *o, const dm_config *flags, int top_k_flag)
         }
     }
 
+    rs.aug_shift = aug_shift;
+    rs.aug_flip = aug_flip;
+    rs.aug_drop = aug_drop;
     int64_t step = dm_trainer_step_count(tr), first = step, stop = o->stop_at ? DM_MIN(o->stop_at, tc.total_steps) : tc.total_steps;
     printf("training %s on %s: %lld train rows, %lld test rows, %lld steps of %lld rows (%.2f epochs), %d threads\n",
            c->n_classes ? "classifier" : "regressor", d.name, (long long)d.train.n, (long long)d.test.n,
@@ -240,6 +267,13 @@ int train_run(opts *o, const dm_config *flags, int top_k_flag)
         if (aug_shift || aug_flip) dm_augment_images(x, step_rows, side, aug_shift, aug_flip, (uint64_t)o->seed, step);
         if (aug_drop > 0) dm_augment_dropout(x, step_rows * in, aug_drop, (uint64_t)o->seed, step);
         if (dm_train_step(tr, x, y, labels, step_rows, &st, &err)) goto fail;
+        if (!isfinite(st.loss) || !isfinite(st.grad_norm)) {
+            if (tty) printf("\n");
+            fprintf(stderr, "deepmoe train: training diverged at step %lld (loss %g, gradient norm %g); "
+                            "lower --lr or set --clip (any earlier checkpoint in %s is kept)\n",
+                    (long long)st.step, st.loss, st.grad_norm, o->out);
+            goto done;
+        }
         step = st.step;
         rs.epoch = b.epoch;
         rs.pos = b.pos;
@@ -268,13 +302,19 @@ int train_run(opts *o, const dm_config *flags, int top_k_flag)
                 if (!tty)
                     printf("step %lld/%lld epoch %.2f loss %.4f%s rows/s %.0f util %.3f ETA %s\n",
                            (long long)step, (long long)tc.total_steps, epoch, loss_acc / n_acc, accs, rps, util, eta);
-                fprintf(mf, "{\"step\":%lld,\"epoch\":%.4f,\"loss\":%.6f,\"balance_loss\":%.6g,\"lr\":%.6g,"
-                            "\"grad_norm\":%.6g,\"rows_per_s\":%.1f",
-                        (long long)step, epoch, loss_acc / n_acc, bal_acc / n_acc, st.lr, st.grad_norm, rps);
-                if (acc >= 0) fprintf(mf, ",\"train_accuracy\":%.5f", acc);
+                fprintf(mf, "{\"step\":%lld", (long long)step);
+                json_num(mf, "epoch", epoch);
+                json_num(mf, "loss", loss_acc / n_acc);
+                json_num(mf, "balance_loss", bal_acc / n_acc);
+                json_num(mf, "lr", st.lr);
+                json_num(mf, "grad_norm", st.grad_norm);
+                json_num(mf, "rows_per_s", rps);
+                if (acc >= 0) json_num(mf, "train_accuracy", acc);
                 fprintf(mf, ",\"expert_load\":");
                 json_load(mf, load, L, E);
-                fprintf(mf, ",\"expert_utilization\":%.5f,\"max_vio\":%.5f}\n", util, vio);
+                json_num(mf, "expert_utilization", util);
+                json_num(mf, "max_vio", vio);
+                fprintf(mf, "}\n");
                 fflush(mf);
                 loss_acc = bal_acc = 0;
                 n_acc = correct_acc = rows_log = 0;
@@ -282,7 +322,7 @@ int train_run(opts *o, const dm_config *flags, int top_k_flag)
             }
             fflush(stdout);
         }
-        if (o->eval_every && step % o->eval_every == 0 && step < stop) {
+        if (o->eval_every && step % o->eval_every == 0 && step < stop && d.test.n > 0) {
             dm_eval ev;
             if (evaluate(CMD, m, pool, &d, 0, &ev, load)) goto done;
             eval_json(mf, step, &ev, load, L, E);
@@ -303,6 +343,11 @@ int train_run(opts *o, const dm_config *flags, int top_k_flag)
         goto done;
     }
     dm_eval ev;
+    if (d.test.n == 0) {
+        printf("the test split is empty: no evaluation\ntrain time %.1f s\n", train_s);
+        rc = 0;
+        goto done;
+    }
     if (evaluate(CMD, m, pool, &d, 1000, &ev, load)) goto done;
     eval_json(mf, step, &ev, load, L, E);
     printf("test: loss %.4f", ev.loss);

@@ -50,6 +50,7 @@ dm_status dm_evaluate(dm_ctx *ctx, const float *x, const float *target, const in
     const dm_config *c = &m->cfg;
     int in = dm_model_in_width(c), ow = dm_model_out_width(c), E = c->n_experts, k = c->top_k, L = c->n_layers;
     if (!labels && !target) return dm_fail(err, DM_ERR_ARG, "evaluate: needs labels or targets");
+    if (n <= 0) return dm_fail(err, DM_ERR_ARG, "evaluate: the split is empty (no rows to score)");
     if (labels)
         for (int64_t i = 0; i < n; i++)
             if (labels[i] < 0 || labels[i] >= ow)

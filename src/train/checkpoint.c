@@ -17,6 +17,14 @@
 
 #define NAME_MAX_CK (DM_NAME_MAX + 16)
 
+/* The metadata the CRC also covers, so that an edited step or caller state is refused too. */
+static uLong crc_meta(uLong crc, const char *cfg, const char *step, const char *blob)
+{
+    crc = crc32(crc, (const Bytef *)cfg, (uInt)strlen(cfg));
+    crc = crc32(crc, (const Bytef *)step, (uInt)strlen(step));
+    return crc32(crc, (const Bytef *)blob, (uInt)strlen(blob));
+}
+
 static uLong crc_floats(uLong crc, const float *x, int64_t n)
 {
     /* files are little-endian; so is every host deepmoe builds on (dm_host_is_le is checked at save) */
@@ -30,6 +38,8 @@ static uLong crc_floats(uLong crc, const float *x, int64_t n)
     }
     return crc;
 }
+
+static int decode_blob(const char *hex, void *blob, size_t cap, size_t *len);
 
 dm_status dm_trainer_save(const dm_trainer *t, const char *path, const void *blob, size_t blob_len, dm_error *err)
 {
@@ -66,6 +76,7 @@ dm_status dm_trainer_save(const dm_trainer *t, const char *path, const void *blo
     hex[2 * blob_len] = 0;
     char step[32], crcs[16];
     snprintf(step, sizeof step, "%" PRId64, t->step);
+    crc = crc_meta(crc, cfg, step, hex);
     snprintf(crcs, sizeof crcs, "%08lx", (unsigned long)crc);
     const char *meta[] = {"deepmoe.checkpoint", "1", DM_CONFIG_KEY, cfg, "deepmoe.step", step,
                           "deepmoe.blob", hex, "deepmoe.crc32", crcs};
@@ -101,6 +112,7 @@ dm_status dm_trainer_load(dm_trainer *t, const char *path, void *blob, size_t bl
     uLong crc = crc32(0L, Z_NULL, 0);
     for (int i = 0; i < f.n_tensors; i++)
         crc = crc32(crc, f.tensors[i].data, (uInt)(f.tensors[i].end - f.tensors[i].begin));
+    crc = crc_meta(crc, cfgs, steps, hex);
     char want[16];
     snprintf(want, sizeof want, "%08lx", (unsigned long)crc);
     if (strcmp(want, crcs)) {
@@ -112,9 +124,15 @@ dm_status dm_trainer_load(dm_trainer *t, const char *path, void *blob, size_t bl
         st = dm_fail(err, DM_ERR_SHAPE, "%s: checkpoint is for a different model (config %s)", path, cfgs);
         goto done;
     }
+    char *end;
+    long long step = strtoll(steps, &end, 10);
+    if (*end || end == steps || step < 0) {
+        st = dm_fail(err, DM_ERR_FORMAT, "%s: bad step \"%s\"", path, steps);
+        goto done;
+    }
     size_t hl = strlen(hex);
-    if (hl % 2 || hl / 2 > blob_cap) {
-        st = dm_fail(err, DM_ERR_FORMAT, "%s: caller state of %zu bytes does not fit (%zu)", path, hl / 2, blob_cap);
+    if (hl % 2 || hl / 2 > blob_cap || strspn(hex, "0123456789abcdef") != hl) {
+        st = dm_fail(err, DM_ERR_FORMAT, "%s: bad caller state (%zu hex digits for at most %zu bytes)", path, hl, blob_cap);
         goto done;
     }
     /* every tensor present with its shape, F32, before anything is overwritten */
@@ -138,15 +156,38 @@ dm_status dm_trainer_load(dm_trainer *t, const char *path, void *blob, size_t bl
             st = dm_st_read_f32(&f, dm_st_find(&f, name), dst, err);
         }
     if (st) goto done;
-    t->step = strtoll(steps, NULL, 10);
+    t->step = step;
+    decode_blob(hex, blob, blob_cap, blob_len);  /* checked above */
+    dm_tr_sync(t);
+done:
+    dm_st_close(&f);
+    return st;
+}
+
+/* Decodes the hex caller state; -1 if malformed or too long. */
+static int decode_blob(const char *hex, void *blob, size_t cap, size_t *len)
+{
+    size_t hl = strlen(hex);
+    if (hl % 2 || hl / 2 > cap || strspn(hex, "0123456789abcdef") != hl) return -1;
     for (size_t i = 0; i < hl / 2; i++) {
-        unsigned v;
+        unsigned v = 0;
         sscanf(hex + 2 * i, "%2x", &v);
         ((unsigned char *)blob)[i] = (unsigned char)v;
     }
-    if (blob_len) *blob_len = hl / 2;
-    dm_tr_sync(t);
-done:
+    if (len) *len = hl / 2;
+    return 0;
+}
+
+dm_status dm_checkpoint_blob(const char *path, void *blob, size_t blob_cap, size_t *blob_len, dm_error *err)
+{
+    dm_st_file f;
+    dm_status st = dm_st_open(path, &f, err);
+    if (st) return st;
+    const char *hex = dm_st_meta(&f, "deepmoe.blob");
+    if (!dm_st_meta(&f, "deepmoe.checkpoint") || !hex)
+        st = dm_fail(err, DM_ERR_FORMAT, "%s: not a deepmoe checkpoint (metadata missing)", path);
+    else if (decode_blob(hex, blob, blob_cap, blob_len))
+        st = dm_fail(err, DM_ERR_FORMAT, "%s: bad caller state in the checkpoint", path);
     dm_st_close(&f);
     return st;
 }

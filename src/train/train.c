@@ -291,7 +291,7 @@ static dm_status reserve(dm_trainer *t, int64_t n, dm_error *err)
     A(t->dact[0], n * D); A(t->dact[1], n * D); A(t->dxslot, n * J * D);
     A(t->dw, n * k); A(t->dlogits, n * E); A(t->resid, n);
     A(t->dscratch, (int64_t)t->n_threads * n * 2 * ldh);
-    A(t->tasks, 4 * (E + S + 64));
+    A(t->tasks, 3 * (n * k / 64 + E + S * (n / 64 + 1) + 1));  /* (expert, start, len) per task */
 #undef A
     if (!ok) {
         free_acts(t);
@@ -419,8 +419,9 @@ dm_status dm_train_step(dm_trainer *t, const float *x, const float *target, cons
         for (int64_t i = 0; i < n_rows; i++)
             if (labels[i] < 0 || labels[i] >= c->n_classes)
                 return dm_fail(err, DM_ERR_ARG, "label %d of row %lld is outside [0, %d)", labels[i], (long long)i, c->n_classes);
-    } else if ((s = dm_check_input(target, n_rows, outw, err))) {
-        return dm_fail(err, s, "target %s", err ? err->msg : "");
+    } else {
+        dm_error e2;
+        if ((s = dm_check_input(target, n_rows, outw, &e2))) return dm_fail(err, s, "target %s", e2.msg);
     }
     int64_t mb = n_rows / A;
     if ((s = reserve(t, mb, err))) return s;
