@@ -29,6 +29,17 @@ if [ "$st" -ne 0 ] && ! grep -qE '^[0-9]+ passed, [1-9][0-9]* failed' "$log"; th
     echo "test_deepmoe exited with status $st"; fail=$((fail + 1))
 fi
 
+# the same suite with the best kernels forced down to AVX2 and to portable C
+# (DEEPMOE_ISA), so every path that resolves DM_ISA_AUTO is exercised on each table
+for isa in avx2 ref; do
+    echo "== C tests, DEEPMOE_ISA=$isa"
+    DEEPMOE_ISA=$isa "$B/test_deepmoe" >"$log" 2>&1
+    st=$?
+    grep -E '^(FAIL|  )' "$log" | grep -v '^  parity\|^  gradcheck\|^  train parity\|^  synthetic' || true
+    tail -n 1 "$log"
+    add_counts "$log" "test_deepmoe ($isa)"
+done
+
 echo "== CLI tests ($B/deepmoe)"
 bash tests/test_cli.sh "$B/deepmoe" 2>&1 | tee "$log"
 add_counts "$log" test_cli.sh

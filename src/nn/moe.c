@@ -21,6 +21,9 @@
 
 #define ROW_BLOCK 64      /* rows per compute task: the hidden tile stays in L2 */
 #define COMBINE_BLOCK 64
+#ifndef DM_INLINE_FLOPS
+#define DM_INLINE_FLOPS 6e6
+#endif
 
 typedef struct task { int32_t expert, start, len; } task;
 
@@ -39,6 +42,7 @@ struct dm_ctx {
     int64_t scratch_w;    /* floats per row of hidden scratch */
     float *route_tmp;     /* [n_threads, dm_route_scratch] */
     /* the running layer */
+    dm_pool *run_pool;    /* the pool for the running batch: NULL when waking threads costs more than it saves */
     int force_layer;      /* >= 0: route every row of this layer to force_expert alone */
     int force_expert;
     const dm_layer *ly;
@@ -287,7 +291,7 @@ static void layer_forward(dm_ctx *c, const dm_layer *ly, const float *x, float *
     c->y = y;
     c->rb.e = re;
     c->rb.w = rw;
-    dm_moe_route(c->m, ly, c->pool, x, c->n, &c->rb, c->route_tmp);
+    dm_moe_route(c->m, ly, c->run_pool, x, c->n, &c->rb, c->route_tmp);
     if (ly == &c->m->layers[c->force_layer < 0 ? 0 : c->force_layer] && c->force_layer >= 0) {
         /* the oracle's probe: slot 0 = the forced expert with weight 1; the other
          * slots take other experts with weight 0 (computed, then ignored) */
@@ -300,8 +304,8 @@ static void layer_forward(dm_ctx *c, const dm_layer *ly, const float *x, float *
     }
     dm_moe_dispatch(cf, c->n, &c->rb);
     make_tasks(c);
-    dm_pool_run(c->pool, c->n_tasks, expert_task, c);
-    dm_pool_run(c->pool, (c->n + COMBINE_BLOCK - 1) / COMBINE_BLOCK, combine_task, c);
+    dm_pool_run(c->run_pool, c->n_tasks, expert_task, c);
+    dm_pool_run(c->run_pool, (c->n + COMBINE_BLOCK - 1) / COMBINE_BLOCK, combine_task, c);
 }
 
 /* ---------------------------------------------------------------- linear maps */
@@ -339,7 +343,7 @@ static void linear_task(void *arg, int64_t t, int tid)
 static void linear_forward(dm_ctx *c, const dm_linear *lin, const float *x, float *y, int norm)
 {
     linear_arg a = {c->m, lin, x, y, c->n, norm ? c->m->norm_w : NULL, norm ? c->m->norm_b : NULL, c->ybuf};
-    dm_pool_run(c->pool, (c->n + DM_ROUTE_BLOCK - 1) / DM_ROUTE_BLOCK, linear_task, &a);
+    dm_pool_run(c->run_pool, (c->n + DM_ROUTE_BLOCK - 1) / DM_ROUTE_BLOCK, linear_task, &a);
 }
 
 /* ---------------------------------------------------------------- forward */
@@ -363,6 +367,9 @@ dm_status dm_forward(dm_ctx *c, const float *x, int64_t n, float *y, const dm_ro
     if (st) return st;
     if ((st = reserve(c, n, err))) return st;
     c->n = n;
+    /* latency first: below ~6 MFLOP of work a batch runs on the calling thread,
+     * since waking the pool's threads costs more than they would save */
+    c->run_pool = (double)n * dm_model_flops_per_row(m) < DM_INLINE_FLOPS ? NULL : c->pool;
     const float *h = x;
     if (cf->in_dim) {
         linear_forward(c, &m->embed, x, c->act[0], 0);
