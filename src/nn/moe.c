@@ -19,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ROW_BLOCK 64      /* rows per compute task: the hidden tile stays in L2 */
+#define ROW_BLOCK 32       /* rows per compute task: small enough that a hot expert splits across threads */
 #define COMBINE_BLOCK 64
 #ifndef DM_INLINE_FLOPS
 #define DM_INLINE_FLOPS 6e6
