@@ -12,10 +12,14 @@ T=${1:-2}
 make -s cli
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
-inc=/usr/include/x86_64-linux-gnu/openblas-openmp
-if [ -f "$inc/cblas.h" ]; then
-    cc -std=c11 -O2 -D_POSIX_C_SOURCE=200809L bench/openblas_moe.c -I"$inc" -lopenblas -lm -o "$W/openblas_moe"
-fi
+# Debian's libopenblas-dev comes as libopenblas-{openmp,pthread,serial}-dev: take whichever is installed
+for inc in /usr/include/x86_64-linux-gnu/openblas-openmp /usr/include/x86_64-linux-gnu/openblas-pthread \
+           /usr/include/x86_64-linux-gnu/openblas-serial; do
+    if [ -f "$inc/cblas.h" ]; then
+        cc -std=c11 -O2 -D_POSIX_C_SOURCE=200809L bench/openblas_moe.c -I"$inc" -lopenblas -lm -o "$W/openblas_moe"
+        break
+    fi
+done
 num() { sed -E "s/.*\"$1\":([0-9.]+).*/\1/"; }
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs; $(date -u +%F)"
 printf '%-44s %12s %10s\n' "forward, seed layer" "rows/s" "vs deepmoe"
@@ -31,7 +35,7 @@ if [ -x "$W/openblas_moe" ]; then
     ob=$(OMP_NUM_THREADS=$T env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$W/openblas_moe" 1024 30 | sed -E 's/.*: ([0-9]+) rows\/s.*/\1/')
     printf '%-44s %12.0f %10.2f   (deepmoe is %.2fx)\n' "OpenBLAS sgemm per expert, batch 1024" "$ob" "$(echo "$ob $ours" | awk '{print $1 / $2}')" "$(echo "$ours $ob" | awk '{print $1 / $2}')"
 else
-    echo "OpenBLAS peer skipped: install libopenblas-openmp-dev"
+    echo "OpenBLAS peer skipped: install libopenblas-dev (libopenblas-openmp-dev runs best with PyTorch's OpenMP)"
 fi
 if /usr/bin/python3 -c 'import torch' 2>/dev/null; then
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE /usr/bin/python3 bench/torch_seed.py "$T" >"$W/torch.txt"
