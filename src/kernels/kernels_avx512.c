@@ -218,11 +218,48 @@ static void resolve_rows(const dm_gemm *g, int64_t i0, int mr, tile_rows *rows)
     }
 }
 
+/* The batch-1 path: one row against four full panels at once. Eight
+ * independent accumulator chains keep the FMA pipes busy where one panel's two
+ * chains would wait on FMA latency. Each output is still one chain over k in
+ * order, exactly as in tile_1, so the result is the same bits. */
+static void gemv4(const tile_rows *rows, const float *bp /* 4 x [K, NR] */, int K, int n0, const dm_gemm *g)
+{
+    const float *a = rows->a[0];
+    const size_t ps = (size_t)K * NR;
+    const float *q0 = bp, *q1 = bp + ps, *q2 = bp + 2 * ps, *q3 = bp + 3 * ps;
+    __m512 l0 = _mm512_setzero_ps(), h0 = l0, l1 = l0, h1 = l0, l2 = l0, h2 = l0, l3 = l0, h3 = l0;
+    for (int k = 0; k < K; k++) {
+        __m512 av = _mm512_set1_ps(a[k]);
+        size_t o = (size_t)k * NR;
+        l0 = _mm512_fmadd_ps(av, _mm512_loadu_ps(q0 + o), l0);
+        h0 = _mm512_fmadd_ps(av, _mm512_loadu_ps(q0 + o + 16), h0);
+        l1 = _mm512_fmadd_ps(av, _mm512_loadu_ps(q1 + o), l1);
+        h1 = _mm512_fmadd_ps(av, _mm512_loadu_ps(q1 + o + 16), h1);
+        l2 = _mm512_fmadd_ps(av, _mm512_loadu_ps(q2 + o), l2);
+        h2 = _mm512_fmadd_ps(av, _mm512_loadu_ps(q2 + o + 16), h2);
+        l3 = _mm512_fmadd_ps(av, _mm512_loadu_ps(q3 + o), l3);
+        h3 = _mm512_fmadd_ps(av, _mm512_loadu_ps(q3 + o + 16), h3);
+    }
+    const __mmask16 all = (__mmask16)0xFFFF;
+    store_row(rows, 0, l0, h0, n0, all, all, g);
+    store_row(rows, 0, l1, h1, n0 + NR, all, all, g);
+    store_row(rows, 0, l2, h2, n0 + 2 * NR, all, all, g);
+    store_row(rows, 0, l3, h3, n0 + 3 * NR, all, all, g);
+}
+
 static void avx512_gemm(const dm_gemm *g)
 {
     if (g->M <= 0 || g->N <= 0) return;
     int K = g->K > 0 ? g->K : 0;
     int np = n_panels(g->N);
+    if (g->M == 1) {  /* matrix-vector: no L2 blocking needed, four panels per pass */
+        tile_rows rows;
+        resolve_rows(g, 0, 1, &rows);
+        int p = 0;
+        for (; (p + 4) * NR <= g->N; p += 4) gemv4(&rows, g->Bp + (size_t)p * K * NR, K, p * NR, g);
+        for (; p < np; p++) tile_1(&rows, g->Bp + (size_t)p * K * NR, K, p * NR, g->N - p * NR, g);
+        return;
+    }
     size_t panel_bytes = (size_t)K * NR * sizeof(float);
     /* panels per block: as many as fit the L2 budget, at least one */
     size_t fit = panel_bytes ? L2_PANEL_BYTES / panel_bytes : (size_t)np;
