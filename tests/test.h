@@ -55,5 +55,6 @@ void suite_parity(dm_t *t);
 void suite_data(dm_t *t);
 void suite_train(dm_t *t);
 void suite_train_parity(dm_t *t);
+void suite_serve_config(dm_t *t);
 
 #endif

@@ -46,7 +46,7 @@ npy_file() {
 # ---------------------------------------------------------------- help
 expect "no command is a usage error" 2 "usage: deepmoe" "$BIN"
 expect "unknown command" 2 "unknown command 'frobnicate'" "$BIN" frobnicate
-for c in init infer inspect demo train eval bench; do
+for c in init infer inspect demo train eval bench export; do
     if "$BIN" "$c" --help >out.txt 2>&1 && grep -q "usage: deepmoe $c" out.txt; then ok "$c --help"; else bad "$c --help" "$(head -c 200 out.txt)"; fi
 done
 if "$BIN" --help | grep -q "commands:"; then ok "deepmoe --help"; else bad "deepmoe --help" "no command list"; fi
@@ -84,6 +84,12 @@ for k in batch threads mode rows_per_s gflops us_p50 us_p99 peak_gflops fraction
 "$BIN" bench --model v3.safetensors --mode train --batch 32 --iters 2 --threads 2 >out.txt 2>err.txt &&
     grep -q "training step, batch 32" out.txt && ok "bench --mode train" || bad "bench --mode train" "$(cat out.txt err.txt)"
 expect "bench: bad mode" 2 "--mode 'fast'" "$BIN" bench --mode fast
+
+if "$BIN" export --model m.safetensors --repository repo >out.txt 2>err.txt && [ -s repo/moe_model/1/model.safetensors ] &&
+   grep -q 'name: "moe_model"' repo/moe_model/config.pbtxt && grep -q 'max_batch_size: 64' repo/moe_model/config.pbtxt &&
+   grep -q 'dims: \[ 512 \]' repo/moe_model/config.pbtxt && "$BIN" inspect repo/moe_model/1/model.safetensors >/dev/null; then
+    ok "export a model repository"; else bad "export a model repository" "$(cat out.txt err.txt repo/moe_model/config.pbtxt 2>/dev/null | head -c 600)"; fi
+expect "export: bad name" 2 "--name 'a/b'" "$BIN" export --model m.safetensors --repository repo --name a/b
 
 # ---------------------------------------------------------------- bad model files
 expect "model: missing file" 1 "nope.safetensors: .*(No such file|cannot open)" "$BIN" infer --model nope.safetensors --input x.npy --output o.npy

@@ -82,6 +82,7 @@ int main(int argc, char **argv)
     suite_data(&t);
     suite_train(&t);
     suite_train_parity(&t);
+    suite_serve_config(&t);
     /* remove the scratch directory's files */
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dm_test_tmpdir());

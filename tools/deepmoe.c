@@ -17,6 +17,7 @@ static const cli_cmd commands[] = {
     {"train", "train a model on Fashion-MNIST, .npy arrays or synthetic data", cmd_train},
     {"eval", "evaluate a model on a dataset's held-out split", cmd_eval},
     {"bench", "time a forward pass or training step against the measured fp32 peak", cmd_bench},
+    {"export", "write a Triton-style model repository (config.pbtxt + model) for serving", cmd_export},
 };
 #define N_COMMANDS ((int)(sizeof commands / sizeof commands[0]))
 
