@@ -8,10 +8,12 @@ SAN     ?=
 
 JANSSON_CFLAGS := $(shell pkg-config --cflags jansson 2>/dev/null)
 JANSSON_LIBS   := $(shell pkg-config --libs jansson 2>/dev/null || echo -ljansson)
+MHD_CFLAGS     := $(shell pkg-config --cflags libmicrohttpd 2>/dev/null)
+MHD_LIBS       := $(shell pkg-config --libs libmicrohttpd 2>/dev/null || echo -lmicrohttpd)
 
 CFLAGS  := -std=c11 $(OPT) -g -Wall -Wextra -Werror -fPIC -pthread \
-           -D_POSIX_C_SOURCE=200809L -Iinclude -Isrc $(JANSSON_CFLAGS)
-LDLIBS  := $(JANSSON_LIBS) -lz -lm -pthread
+           -D_POSIX_C_SOURCE=200809L -Iinclude -Isrc $(JANSSON_CFLAGS) $(MHD_CFLAGS)
+LDLIBS  := $(JANSSON_LIBS) $(MHD_LIBS) -lz -lm -pthread
 ifneq ($(SAN),)
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined

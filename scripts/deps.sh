@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # deps.sh - make sure the Debian packages deepmoe builds with are installed.
 # As root it installs what is missing (apt-get); otherwise it says what to run.
-#   build:   gcc make pkg-config libjansson-dev zlib1g-dev
+#   build:   gcc make pkg-config libjansson-dev zlib1g-dev libmicrohttpd-dev; python3 (standard library only) drives the server tests
 #   extra:   DEEPMOE_DEPS_EXTRA="python3-torch ..." adds packages (fixtures, benchmarks)
 set -eu
-need=(gcc make pkg-config libjansson-dev zlib1g-dev)
+need=(gcc make pkg-config libjansson-dev zlib1g-dev libmicrohttpd-dev python3)
 # shellcheck disable=SC2206
 need+=(${DEEPMOE_DEPS_EXTRA:-})
 missing=()

@@ -40,6 +40,10 @@ for isa in avx2 ref; do
     add_counts "$log" "test_deepmoe ($isa)"
 done
 
+echo "== server tests ($B/deepmoe serve, over HTTP)"
+/usr/bin/python3 tests/test_serve.py "$B/deepmoe" 2>&1 | tee "$log"
+add_counts "$log" test_serve.py
+
 echo "== CLI tests ($B/deepmoe)"
 bash tests/test_cli.sh "$B/deepmoe" 2>&1 | tee "$log"
 add_counts "$log" test_cli.sh

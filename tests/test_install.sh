@@ -29,7 +29,7 @@ C
 export PKG_CONFIG_PATH="$T/usr/lib/pkgconfig"
 check "compile with pkg-config flags (shared library)" "cc -std=c11 \$(pkg-config --cflags deepmoe) '$T/demo.c' -o '$T/demo_so' \$(pkg-config --libs deepmoe)"
 check "run the shared program" "LD_LIBRARY_PATH='$T/usr/lib' ldd '$T/demo_so' | grep -q '$T/usr/lib/libdeepmoe.so' && LD_LIBRARY_PATH='$T/usr/lib' '$T/demo_so' | grep -q '^ok '"
-check "link the static archive" "cc -std=c11 \$(pkg-config --cflags deepmoe) '$T/demo.c' -o '$T/demo' '$T/usr/lib/libdeepmoe.a' \$(pkg-config --static --libs-only-l deepmoe | sed 's/-ldeepmoe//')"
+check "link the static archive" "cc -std=c11 \$(pkg-config --cflags deepmoe) '$T/demo.c' -o '$T/demo' '$T/usr/lib/libdeepmoe.a' \$(pkg-config --libs jansson zlib libmicrohttpd) -lm -pthread"
 check "run the static program" "! ldd '$T/demo' | grep -q libdeepmoe && '$T/demo' | grep -q '^ok '"
 check "installed CLI runs" "'$T/usr/bin/deepmoe' --version"
 echo "$pass passed, $fail failed"

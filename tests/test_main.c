@@ -83,6 +83,8 @@ int main(int argc, char **argv)
     suite_train(&t);
     suite_train_parity(&t);
     suite_serve_config(&t);
+    suite_serve_codec(&t);
+    suite_serve_sched(&t);
     /* remove the scratch directory's files */
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dm_test_tmpdir());

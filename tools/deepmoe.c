@@ -18,6 +18,7 @@ static const cli_cmd commands[] = {
     {"eval", "evaluate a model on a dataset's held-out split", cmd_eval},
     {"bench", "time a forward pass or training step against the measured fp32 peak", cmd_bench},
     {"export", "write a Triton-style model repository (config.pbtxt + model) for serving", cmd_export},
+    {"serve", "serve a model repository over Triton's HTTP/REST protocol", cmd_serve},
 };
 #define N_COMMANDS ((int)(sizeof commands / sizeof commands[0]))
 

@@ -1,0 +1,635 @@
+/* server.c - HTTP endpoints of the Triton-compatible server.
+ *
+ *   GET  /v2/health/live | /v2/health/ready           200, empty body
+ *   GET  /v2                                          server metadata
+ *   GET  /v2/models/{m}[/versions/{v}]                model metadata
+ *   GET  /v2/models/{m}[/versions/{v}]/ready|config|stats
+ *   GET  /v2/models/stats                             every model's statistics
+ *   POST /v2/models/{m}[/versions/{v}]/infer          inference (JSON or binary tensors)
+ *   POST /v2/repository/index                         the repository's models
+ *   GET  :metrics_port/metrics                        Prometheus text
+ * Errors are {"error": "..."} with Triton's status codes; unknown paths 404,
+ * wrong methods 405. Requests are handled on libmicrohttpd's thread per
+ * connection (keep-alive, 100-continue and chunked bodies come with it) and
+ * block in the model's scheduler, which batches them. */
+#include "base/base.h"
+#include "serve/server.h"
+#include "serve/model_config.h"
+#include "serve/infer_codec.h"
+#include "serve/sched.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_MODELS 64
+
+typedef struct served {
+    char name[DM_MC_NAME];
+    int64_t version;
+    dm_triton_config cfg;
+    dm_model *model;
+    dm_sched *sched;
+    int in, out, layers, k;
+    _Atomic uint64_t fail_other;   /* failures before the scheduler (bad requests) */
+    _Atomic int64_t last_ms;
+} served;
+
+struct dm_server {
+    dm_server_config cfg;
+    struct MHD_Daemon *http, *metrics;
+    int http_port, metrics_port;
+    int n_models;
+    served *models[MAX_MODELS];
+    double start_s, ready_s;
+    _Atomic int in_flight;     /* requests between their first byte and their completion */
+};
+
+typedef struct body {      /* one request's upload */
+    char *data;
+    size_t len, cap;
+    int too_big;
+} body;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int64_t epoch_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---------------------------------------------------------------- repository */
+
+static int is_version_dir(const char *s)
+{
+    if (!*s || *s == '0') return 0;  /* Triton ignores names that start with 0 */
+    for (const char *p = s; *p; p++)
+        if (*p < '0' || *p > '9') return 0;
+    return strlen(s) < 18;
+}
+
+static void served_free(served *sv)
+{
+    if (!sv) return;
+    dm_sched_free(sv->sched);
+    dm_model_free(sv->model);
+    free(sv);
+}
+
+/* Loads DIR/name: its config and the highest version (version_policy latest 1). */
+static dm_status load_model(const char *repo, const char *name, const dm_server_config *sc, served **out, dm_error *err)
+{
+    *out = NULL;
+    char path[4096];
+    served *sv = calloc(1, sizeof *sv);
+    if (!sv) return dm_fail(err, DM_ERR_NOMEM, "out of memory");
+    if (strlen(name) >= sizeof sv->name) {
+        free(sv);
+        return dm_fail(err, DM_ERR_ARG, "%s/%.64s...: model name too long", repo, name);
+    }
+    memcpy(sv->name, name, strlen(name) + 1);
+    snprintf(path, sizeof path, "%s/%s/config.pbtxt", repo, name);
+    dm_status st = dm_model_config_load(path, &sv->cfg, err);
+    if (st) goto fail;
+    if (sv->cfg.name[0] && strcmp(sv->cfg.name, name)) {
+        st = dm_fail(err, DM_ERR_FORMAT, "%s: name \"%s\" differs from the directory name \"%s\"", path, sv->cfg.name, name);
+        goto fail;
+    }
+    memcpy(sv->cfg.name, sv->name, sizeof sv->cfg.name);
+    snprintf(path, sizeof path, "%s/%s", repo, name);
+    DIR *d = opendir(path);
+    if (!d) {
+        st = dm_fail(err, DM_ERR_IO, "%s: cannot open the model directory", path);
+        goto fail;
+    }
+    for (struct dirent *e; (e = readdir(d));)
+        if (is_version_dir(e->d_name)) {
+            int64_t v = strtoll(e->d_name, NULL, 10);
+            if (v > sv->version) sv->version = v;
+        }
+    closedir(d);
+    if (!sv->version) {
+        st = dm_fail(err, DM_ERR_FORMAT, "%s: no version directory (e.g. %s/1/model.safetensors)", path, path);
+        goto fail;
+    }
+    snprintf(path, sizeof path, "%s/%s/%lld/model.safetensors", repo, name, (long long)sv->version);
+    if ((st = dm_model_load(path, NULL, &sv->model, err))) goto fail;
+    const dm_config *mc = dm_model_config(sv->model);
+    sv->in = mc->in_dim ? mc->in_dim : mc->dim;
+    sv->out = mc->n_classes ? mc->n_classes : mc->dim;
+    sv->layers = mc->n_layers;
+    sv->k = mc->top_k;
+    const dm_triton_config *c = &sv->cfg;
+    if (c->n_inputs != 1 || c->inputs[0].n_dims != 1 || c->inputs[0].dims[0] != sv->in ||
+        strcmp(c->inputs[0].data_type, "TYPE_FP32")) {
+        st = dm_fail(err, DM_ERR_SHAPE, "%s/%s/config.pbtxt: the model takes one TYPE_FP32 input of dims [%d]", repo, name, sv->in);
+        goto fail;
+    }
+    dm_sched_config sc2 = {
+        .max_batch_size = c->max_batch_size > 0 ? c->max_batch_size : 1,
+        .dynamic_batching = c->dynamic_batching,
+        .n_preferred = c->n_preferred,
+        .max_queue_delay_us = c->max_queue_delay_us,
+        .max_queue_size = c->max_queue_size,
+        .default_timeout_us = c->default_timeout_us,
+        .allow_timeout_override = c->allow_timeout_override,
+        .instances = c->instance_count > 0 ? c->instance_count : 1,
+        .threads_per_instance = sc->threads > 0 ? sc->threads : 1,
+    };
+    for (int i = 0; i < c->n_preferred && i < 32; i++) sc2.preferred[i] = c->preferred_batch_size[i];
+    if ((st = dm_sched_create(sv->model, &sc2, &sv->sched, err))) goto fail;
+    *out = sv;
+    return DM_OK;
+fail:
+    served_free(sv);
+    return st;
+}
+
+static dm_status load_repository(dm_server *s, dm_error *err)
+{
+    const char *repo = s->cfg.repository;
+    DIR *d = opendir(repo);
+    if (!d) return dm_fail(err, DM_ERR_IO, "%s: cannot open the model repository", repo);
+    dm_status st = DM_OK;
+    for (struct dirent *e; !st && (e = readdir(d));) {
+        if (e->d_name[0] == '.') continue;
+        char path[4096];
+        struct stat sb;
+        snprintf(path, sizeof path, "%s/%s/config.pbtxt", repo, e->d_name);
+        if (stat(path, &sb) != 0) continue;  /* not a model directory */
+        if (s->n_models == MAX_MODELS) {
+            st = dm_fail(err, DM_ERR_UNSUPPORTED, "%s: more than %d models", repo, MAX_MODELS);
+            break;
+        }
+        served *sv;
+        if (!(st = load_model(repo, e->d_name, &s->cfg, &sv, err))) s->models[s->n_models++] = sv;
+    }
+    closedir(d);
+    if (!st && !s->n_models) st = dm_fail(err, DM_ERR_FORMAT, "%s: no models (expected DIR/<model>/config.pbtxt)", repo);
+    return st;
+}
+
+static served *find_model(dm_server *s, const char *name, size_t len)
+{
+    for (int i = 0; i < s->n_models; i++)
+        if (strlen(s->models[i]->name) == len && !strncmp(s->models[i]->name, name, len)) return s->models[i];
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- responses */
+
+static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, char *data, size_t len, const char *type,
+                             size_t header_len)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, data ? data : (char *)"",
+                                                              data ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+    if (!r) {
+        free(data);
+        return MHD_NO;
+    }
+    if (type) MHD_add_response_header(r, "Content-Type", type);
+    if (header_len) {
+        char h[32];
+        snprintf(h, sizeof h, "%zu", header_len);
+        MHD_add_response_header(r, "Inference-Header-Content-Length", h);
+    }
+    enum MHD_Result ret = MHD_queue_response(c, code, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result reply_json(struct MHD_Connection *c, unsigned code, json_t *j)
+{
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    return reply(c, code, s, s ? strlen(s) : 0, "application/json", 0);
+}
+
+static enum MHD_Result reply_error(struct MHD_Connection *c, unsigned code, const char *msg)
+{
+    char *b = dm_infer_error_body(msg);
+    return reply(c, code, b, b ? strlen(b) : 0, "application/json", 0);
+}
+
+/* ---------------------------------------------------------------- endpoints */
+
+static json_t *tensor_meta(const dm_mc_tensor *t, int batched)
+{
+    json_t *shape = json_array();
+    if (batched) json_array_append_new(shape, json_integer(-1));
+    for (int i = 0; i < t->n_dims; i++) json_array_append_new(shape, json_integer(t->dims[i]));
+    return json_pack("{s:s, s:s, s:o}", "name", t->name, "datatype", t->data_type + 5 /* drop "TYPE_" */, "shape", shape);
+}
+
+static enum MHD_Result model_metadata(struct MHD_Connection *c, served *sv)
+{
+    const dm_triton_config *mc = &sv->cfg;
+    json_t *ins = json_array(), *outs = json_array();
+    for (int i = 0; i < mc->n_inputs; i++) json_array_append_new(ins, tensor_meta(&mc->inputs[i], mc->max_batch_size > 0));
+    for (int i = 0; i < mc->n_outputs; i++) json_array_append_new(outs, tensor_meta(&mc->outputs[i], mc->max_batch_size > 0));
+    char v[32];
+    snprintf(v, sizeof v, "%lld", (long long)sv->version);
+    json_t *j = json_pack("{s:s, s:[s], s:s, s:o, s:o}", "name", sv->name, "versions", v, "platform",
+                          mc->platform[0] ? mc->platform : mc->backend, "inputs", ins, "outputs", outs);
+    return reply_json(c, 200, j);
+}
+
+static json_t *stat_pair(uint64_t count, uint64_t ns) { return json_pack("{s:I, s:I}", "count", (json_int_t)count, "ns", (json_int_t)ns); }
+
+static json_t *model_stats(served *sv)
+{
+    dm_sched_stats st;
+    dm_sched_stats_get(sv->sched, &st);
+    char v[32];
+    snprintf(v, sizeof v, "%lld", (long long)sv->version);
+    json_t *batches = json_array();
+    for (int b = 1; b <= 1024; b++)
+        if (st.batch_count[b])
+            json_array_append_new(batches, json_pack("{s:i, s:o, s:o, s:o}", "batch_size", b, "compute_input",
+                                                     stat_pair(st.batch_count[b], 0), "compute_infer",
+                                                     stat_pair(st.batch_count[b], 0), "compute_output",
+                                                     stat_pair(st.batch_count[b], 0)));
+    uint64_t fail = st.fail + atomic_load(&sv->fail_other);
+    json_t *inf = json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "success", stat_pair(st.success, st.queue_ns + st.compute_ns),
+                            "fail", stat_pair(fail, 0), "queue", stat_pair(st.success, st.queue_ns), "compute_input",
+                            stat_pair(st.execution_count, 0), "compute_infer", stat_pair(st.execution_count, st.compute_ns),
+                            "compute_output", stat_pair(st.execution_count, 0), "cache_hit", stat_pair(0, 0),
+                            "cache_miss", stat_pair(0, 0));
+    return json_pack("{s:s, s:s, s:I, s:I, s:I, s:o, s:{}, s:o, s:[]}", "name", sv->name, "version", v, "last_inference",
+                     (json_int_t)atomic_load(&sv->last_ms), "inference_count", (json_int_t)st.inference_count,
+                     "execution_count", (json_int_t)st.execution_count, "inference_stats", inf, "response_stats",
+                     "batch_stats", batches, "memory_usage");
+}
+
+/* Inference: parse, check against the model, run through the scheduler, answer. */
+static enum MHD_Result infer(dm_server *s, struct MHD_Connection *c, served *sv, const body *b)
+{
+    DM_UNUSED(s);
+    dm_infer_request req;
+    dm_error err;
+    const char *hl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Inference-Header-Content-Length");
+    int64_t header_len = -1;
+    if (hl) {
+        char *end;
+        header_len = strtoll(hl, &end, 10);
+        if (*end || end == hl || header_len < 0) {
+            atomic_fetch_add(&sv->fail_other, 1);
+            return reply_error(c, 400, "bad Inference-Header-Content-Length");
+        }
+    }
+    const dm_mc_tensor *in = &sv->cfg.inputs[0];
+    dm_status st = header_len == 0
+        ? dm_infer_parse_raw(b->data, b->len, in->name, "FP32", in->dims, in->n_dims, &req, &err)
+        : dm_infer_parse(b->data ? b->data : "", b->len, header_len, &req, &err);
+    if (st) {
+        atomic_fetch_add(&sv->fail_other, 1);
+        return reply_error(c, 400, err.msg);
+    }
+    char msg[512] = "";
+    const dm_infer_tensor *t = req.n_inputs == 1 ? &req.inputs[0] : NULL;
+    int batched = sv->cfg.max_batch_size > 0;
+    int64_t rows = t && batched && t->ndims == 2 ? t->shape[0] : 1;
+    if (!t || strcmp(t->name, in->name))
+        snprintf(msg, sizeof msg, "expected one input '%s' for model '%s'", in->name, sv->name);
+    else if (!t->f32)
+        snprintf(msg, sizeof msg, "input '%s' for model '%s': datatype %s is not supported", t->name, sv->name, t->datatype);
+    else if ((batched ? t->ndims != 2 : t->ndims != 1) || t->shape[t->ndims - 1] != sv->in || rows < 1)
+        snprintf(msg, sizeof msg, "unexpected shape for input '%s' for model '%s'. Expected [%s%d]", t->name, sv->name,
+                 batched ? "-1," : "", sv->in);
+    else if (batched && rows > sv->cfg.max_batch_size)
+        snprintf(msg, sizeof msg, "inference request batch-size must be <= %d for '%s'", sv->cfg.max_batch_size, sv->name);
+    if (msg[0]) {
+        dm_infer_request_free(&req);
+        atomic_fetch_add(&sv->fail_other, 1);
+        return reply_error(c, 400, msg);
+    }
+    /* which outputs: the requested ones, else all */
+    int want[3] = {0, 0, 0}, bin[3] = {0, 0, 0};
+    static const char *const names[3] = {"output", "routing_experts", "routing_weights"};
+    for (int o = 0; o < 3; o++) {
+        int idx = -1;
+        for (int r = 0; r < req.n_outputs; r++)
+            if (!strcmp(req.output_names[r], names[o])) idx = r;
+        want[o] = req.n_outputs == 0 || idx >= 0;
+        int flag = idx >= 0 ? req.output_binary[idx] : -1;
+        bin[o] = req.raw_binary || (flag >= 0 ? flag : req.binary_data_output);
+    }
+    for (int r = 0; r < req.n_outputs; r++) {
+        int known = 0;
+        for (int o = 0; o < 3; o++) known |= !strcmp(req.output_names[r], names[o]);
+        if (!known) {
+            snprintf(msg, sizeof msg, "unexpected inference output '%s' for model '%s'", req.output_names[r], sv->name);
+            dm_infer_request_free(&req);
+            atomic_fetch_add(&sv->fail_other, 1);
+            return reply_error(c, 400, msg);
+        }
+    }
+    int64_t lk = (int64_t)sv->layers * sv->k;
+    float *y = malloc((size_t)rows * sv->out * sizeof *y);
+    int32_t *ex = want[1] || want[2] ? malloc((size_t)rows * lk * sizeof *ex) : NULL;
+    float *w = want[1] || want[2] ? malloc((size_t)rows * lk * sizeof *w) : NULL;
+    int32_t *ex_rows = ex ? malloc((size_t)rows * lk * sizeof *ex_rows) : NULL;
+    float *w_rows = w ? malloc((size_t)rows * lk * sizeof *w_rows) : NULL;
+    if (!y || ((want[1] || want[2]) && (!ex || !w || !ex_rows || !w_rows))) {
+        free(y); free(ex); free(w); free(ex_rows); free(w_rows);
+        dm_infer_request_free(&req);
+        return reply_error(c, 500, "out of memory");
+    }
+    dm_sched_request sr = {.x = t->f32, .rows = rows, .y = y, .experts = ex, .weights = w, .timeout_us = req.timeout_us};
+    int rc = dm_sched_submit(sv->sched, &sr);
+    enum MHD_Result ret;
+    if (rc != DM_SCHED_OK) {
+        unsigned code = rc == DM_SCHED_QUEUE_FULL || rc == DM_SCHED_TIMEOUT || rc == DM_SCHED_SHUTDOWN ? 503
+                        : rc == DM_SCHED_TOO_BIG ? 400 : 500;
+        ret = reply_error(c, code, sr.error[0] ? sr.error : "inference failed");
+    } else {
+        atomic_store(&sv->last_ms, epoch_ms());
+        /* routing arrays come layer-major [L, rows, k]; the outputs are per row [rows, L * k] */
+        for (int64_t l = 0; ex && l < sv->layers; l++)
+            for (int64_t r = 0; r < rows; r++)
+                for (int64_t j = 0; j < sv->k; j++) {
+                    ex_rows[r * lk + l * sv->k + j] = ex[(l * rows + r) * sv->k + j];
+                    w_rows[r * lk + l * sv->k + j] = w[(l * rows + r) * sv->k + j];
+                }
+        dm_infer_output outs[3];
+        int n = 0;
+        const void *data[3] = {y, ex_rows, w_rows};
+        static const char *const types[3] = {"FP32", "INT32", "FP32"};
+        for (int o = 0; o < 3; o++) {
+            if (!want[o]) continue;
+            outs[n] = (dm_infer_output){.name = names[o], .datatype = types[o], .ndims = batched ? 2 : 1,
+                                        .data = data[o], .binary = bin[o]};
+            int64_t width = o == 0 ? sv->out : lk;
+            if (batched) { outs[n].shape[0] = rows; outs[n].shape[1] = width; }
+            else outs[n].shape[0] = width;
+            n++;
+        }
+        char ver[32];
+        snprintf(ver, sizeof ver, "%lld", (long long)sv->version);
+        size_t len = 0, hlen = 0;
+        char *resp = dm_infer_response(sv->name, ver, req.id, outs, n, &len, &hlen);
+        ret = resp ? reply(c, 200, resp, len, hlen ? "application/octet-stream" : "application/json", hlen)
+                   : reply_error(c, 500, "out of memory");
+    }
+    free(y); free(ex); free(w); free(ex_rows); free(w_rows);
+    dm_infer_request_free(&req);
+    return ret;
+}
+
+/* /v2/models/{m}[/versions/{v}][/{action}] */
+static enum MHD_Result models_route(dm_server *s, struct MHD_Connection *c, const char *rest, int is_get, int is_post,
+                                    const body *b)
+{
+    if (!strcmp(rest, "stats")) {
+        if (!is_get) return reply_error(c, 405, "Method Not Allowed");
+        json_t *arr = json_array();
+        for (int i = 0; i < s->n_models; i++) json_array_append_new(arr, model_stats(s->models[i]));
+        return reply_json(c, 200, json_pack("{s:o}", "model_stats", arr));
+    }
+    const char *slash = strchr(rest, '/');
+    size_t nlen = slash ? (size_t)(slash - rest) : strlen(rest);
+    served *sv = find_model(s, rest, nlen);
+    if (!sv) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "Request for unknown model: '%.*s' is not found", (int)DM_MIN(nlen, 128), rest);
+        return reply_error(c, 404, msg);
+    }
+    const char *action = slash ? slash + 1 : "";
+    if (!strncmp(action, "versions/", 9)) {
+        const char *v = action + 9;
+        char *end;
+        long long ver = strtoll(v, &end, 10);
+        if (end == v || (*end && *end != '/')) return reply_error(c, 404, "Not Found");
+        if (ver != sv->version) return reply_error(c, 404, "Request for unknown model version");
+        action = *end ? end + 1 : "";
+    }
+    if (!strcmp(action, "infer")) return is_post ? infer(s, c, sv, b) : reply_error(c, 405, "Method Not Allowed");
+    if (!is_get) return reply_error(c, 405, "Method Not Allowed");
+    if (!*action) return model_metadata(c, sv);
+    if (!strcmp(action, "ready")) return reply(c, 200, NULL, 0, NULL, 0);
+    if (!strcmp(action, "config")) {
+        char *j = dm_model_config_json(&sv->cfg);
+        return j ? reply(c, 200, j, strlen(j), "application/json", 0) : reply_error(c, 500, "out of memory");
+    }
+    if (!strcmp(action, "stats")) {
+        json_t *arr = json_array();
+        json_array_append_new(arr, model_stats(sv));
+        return reply_json(c, 200, json_pack("{s:o}", "model_stats", arr));
+    }
+    return reply_error(c, 404, "Not Found");
+}
+
+static enum MHD_Result route(dm_server *s, struct MHD_Connection *c, const char *url, const char *method, const body *b)
+{
+    int is_get = !strcmp(method, "GET") || !strcmp(method, "HEAD"), is_post = !strcmp(method, "POST");
+    if (b->too_big) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "request body larger than the server's limit of %zu bytes", s->cfg.max_body);
+        return reply_error(c, 413, msg);
+    }
+    if (!strcmp(url, "/v2/health/live") || !strcmp(url, "/v2/health/ready"))
+        return is_get ? reply(c, 200, NULL, 0, NULL, 0) : reply_error(c, 405, "Method Not Allowed");
+    if (!strcmp(url, "/v2") || !strcmp(url, "/v2/")) {
+        if (!is_get) return reply_error(c, 405, "Method Not Allowed");
+        return reply_json(c, 200, json_pack("{s:s, s:s, s:[s, s, s, s]}", "name", "deepmoe", "version", DM_VERSION,
+                                            "extensions", "model_configuration", "binary_tensor_data", "statistics",
+                                            "model_repository"));
+    }
+    if (!strncmp(url, "/v2/models/", 11)) return models_route(s, c, url + 11, is_get, is_post, b);
+    if (!strcmp(url, "/v2/repository/index")) {
+        if (!is_post) return reply_error(c, 405, "Method Not Allowed");
+        json_t *arr = json_array();
+        for (int i = 0; i < s->n_models; i++) {
+            char v[32];
+            snprintf(v, sizeof v, "%lld", (long long)s->models[i]->version);
+            json_array_append_new(arr, json_pack("{s:s, s:s, s:s}", "name", s->models[i]->name, "version", v, "state", "READY"));
+        }
+        return reply_json(c, 200, arr);
+    }
+    return reply_error(c, 404, "Not Found");
+}
+
+static enum MHD_Result on_http(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                               const char *version, const char *upload, size_t *upload_size, void **con_cls)
+{
+    DM_UNUSED(version);
+    dm_server *s = cls;
+    body *b = *con_cls;
+    if (!b) {  /* first call: headers only */
+        b = calloc(1, sizeof *b);
+        if (!b) return MHD_NO;
+        *con_cls = b;
+        atomic_fetch_add(&s->in_flight, 1);
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        if (b->len + *upload_size > s->cfg.max_body) {
+            b->too_big = 1;  /* keep reading, answer 413 at the end */
+        } else {
+            if (b->len + *upload_size + 1 > b->cap) {
+                size_t cap = DM_MAX(b->cap * 2, b->len + *upload_size + 1);
+                char *d = realloc(b->data, cap);
+                if (!d) return MHD_NO;
+                b->data = d;
+                b->cap = cap;
+            }
+            memcpy(b->data + b->len, upload, *upload_size);
+            b->len += *upload_size;
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    return route(s, c, url, method, b);
+}
+
+static void on_done(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode code)
+{
+    DM_UNUSED(c); DM_UNUSED(code);
+    dm_server *s = cls;
+    body *b = *con_cls;
+    if (b) {
+        free(b->data);
+        free(b);
+        atomic_fetch_sub(&s->in_flight, 1);
+    }
+    *con_cls = NULL;
+}
+
+/* ---------------------------------------------------------------- metrics */
+
+static enum MHD_Result on_metrics(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                  const char *version, const char *upload, size_t *upload_size, void **con_cls)
+{
+    DM_UNUSED(version); DM_UNUSED(upload);
+    dm_server *s = cls;
+    if (!*con_cls) { *con_cls = (void *)1; return MHD_YES; }
+    *upload_size = 0;
+    *con_cls = NULL;
+    if (strcmp(url, "/metrics")) return reply_error(c, 404, "Not Found");
+    if (strcmp(method, "GET")) return reply_error(c, 405, "Method Not Allowed");
+    size_t cap = 1 << 16, len = 0;
+    char *out = malloc(cap);
+    if (!out) return MHD_NO;
+#define EMIT(...) do { int w_ = snprintf(out + len, cap - len, __VA_ARGS__); if (w_ > 0) len += DM_MIN((size_t)w_, cap - len - 1); } while (0)
+    static const char *const help[][3] = {
+        {"nv_inference_request_success", "counter", "Number of successful inference requests, all batch sizes"},
+        {"nv_inference_request_failure", "counter", "Number of failed inference requests, all batch sizes"},
+        {"nv_inference_count", "counter", "Number of inferences performed (does not include cached requests)"},
+        {"nv_inference_exec_count", "counter", "Number of model executions performed (does not include cached requests)"},
+        {"nv_inference_pending_request_count", "gauge", "Instantaneous number of pending requests awaiting execution per-model."},
+        {"nv_inference_request_duration_us", "counter", "Cumulative inference request duration in microseconds (includes cached requests)"},
+        {"nv_inference_queue_duration_us", "counter", "Cumulative inference queuing duration in microseconds (includes cached requests)"},
+        {"nv_inference_compute_infer_duration_us", "counter", "Cumulative compute inference duration in microseconds (does not include cached requests)"},
+    };
+    for (size_t h = 0; h < sizeof help / sizeof help[0]; h++) {
+        EMIT("# HELP %s %s\n# TYPE %s %s\n", help[h][0], help[h][2], help[h][0], help[h][1]);
+        for (int i = 0; i < s->n_models; i++) {
+            served *sv = s->models[i];
+            dm_sched_stats st;
+            dm_sched_stats_get(sv->sched, &st);
+            double v = 0;
+            switch (h) {
+            case 0: v = (double)st.success; break;
+            case 1: v = (double)(st.fail + atomic_load(&sv->fail_other)); break;
+            case 2: v = (double)st.inference_count; break;
+            case 3: v = (double)st.execution_count; break;
+            case 4: v = (double)st.pending; break;
+            case 5: v = (double)(st.queue_ns + st.compute_ns) / 1000.0; break;
+            case 6: v = (double)st.queue_ns / 1000.0; break;
+            case 7: v = (double)st.compute_ns / 1000.0; break;
+            }
+            if (h == 1) EMIT("%s{model=\"%s\",reason=\"REJECTED\",version=\"%lld\"} %.0f\n", help[h][0], sv->name, (long long)sv->version, v);
+            else EMIT("%s{model=\"%s\",version=\"%lld\"} %.0f\n", help[h][0], sv->name, (long long)sv->version, v);
+        }
+    }
+    EMIT("# HELP deepmoe_cold_start_seconds Seconds from server start to ready\n# TYPE deepmoe_cold_start_seconds gauge\n");
+    EMIT("deepmoe_cold_start_seconds %.6f\n", s->ready_s - s->start_s);
+#undef EMIT
+    return reply(c, 200, out, len, "text/plain; version=0.0.4; charset=utf-8", 0);
+}
+
+/* ---------------------------------------------------------------- lifecycle */
+
+static struct MHD_Daemon *listen_on(dm_server *s, const char *host, int port, MHD_AccessHandlerCallback fn,
+                                    int *bound, dm_error *err, dm_status *st)
+{
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET, host, &a.sin_addr) != 1) {
+        *st = dm_fail(err, DM_ERR_ARG, "--host '%s' is not an IPv4 address", host);
+        return NULL;
+    }
+    struct MHD_Daemon *d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                                                MHD_USE_ITC,
+                                            (uint16_t)port, NULL, NULL, fn, s, MHD_OPTION_SOCK_ADDR, &a,
+                                            MHD_OPTION_NOTIFY_COMPLETED, fn == on_http ? on_done : NULL, s,
+                                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_END);
+    if (!d) {
+        *st = dm_fail(err, DM_ERR_IO, "cannot listen on %s:%d (port in use?)", host, port);
+        return NULL;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+    *bound = info ? info->port : port;
+    return d;
+}
+
+dm_status dm_server_start(const dm_server_config *c, dm_server **out, dm_error *err)
+{
+    *out = NULL;
+    dm_server *s = calloc(1, sizeof *s);
+    if (!s) return dm_fail(err, DM_ERR_NOMEM, "server: out of memory");
+    s->start_s = now_s();
+    s->cfg = *c;
+    if (!s->cfg.host) s->cfg.host = "127.0.0.1";
+    if (!s->cfg.max_body) s->cfg.max_body = 64u << 20;
+    dm_status st = load_repository(s, err);
+    if (!st) s->http = listen_on(s, s->cfg.host, c->http_port, on_http, &s->http_port, err, &st);
+    if (!st && c->metrics_port >= 0)
+        s->metrics = listen_on(s, s->cfg.host, c->metrics_port, on_metrics, &s->metrics_port, err, &st);
+    if (st) {
+        dm_server_stop(s);
+        return st;
+    }
+    s->ready_s = now_s();
+    *out = s;
+    return DM_OK;
+}
+
+int dm_server_http_port(const dm_server *s) { return s->http_port; }
+int dm_server_metrics_port(const dm_server *s) { return s->metrics_port; }
+
+void dm_server_stop(dm_server *s)
+{
+    if (!s) return;
+    if (s->http) {
+        /* graceful: stop accepting, let the requests in flight finish and be
+         * answered (up to 60 s), then close the connections */
+        MHD_socket fd = MHD_quiesce_daemon(s->http);
+        if (fd != MHD_INVALID_SOCKET) close(fd);
+        for (int i = 0; i < 60000 && atomic_load(&s->in_flight) > 0; i++) {
+            struct timespec ts = {0, 1000000};
+            nanosleep(&ts, NULL);
+        }
+        MHD_stop_daemon(s->http);
+    }
+    if (s->metrics) MHD_stop_daemon(s->metrics);
+    for (int i = 0; i < s->n_models; i++) served_free(s->models[i]);
+    free(s);
+}

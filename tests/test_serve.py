@@ -1,0 +1,191 @@
+#!/usr/bin/python3
+"""test_serve.py DEEPMOE - the Triton-compatible server over real HTTP: every
+endpoint, JSON and binary tensors against `deepmoe infer`, batching under load,
+queue-full and timeout answers, malformed requests, body limit, graceful stop.
+Standard library only. Prints one line per check and "N passed, N failed"."""
+import http.client, json, os, re, signal, struct, subprocess, sys, tempfile, threading, time
+
+BIN = os.path.abspath(sys.argv[1])
+T = tempfile.mkdtemp(prefix="deepmoe-serve-")
+passed = failed = 0
+
+def check(name, cond, detail=""):
+    global passed, failed
+    if cond:
+        passed += 1; print("ok   " + name)
+    else:
+        failed += 1; print("FAIL %s: %s" % (name, str(detail)[:400]))
+
+def run(*args):
+    return subprocess.run([BIN] + list(args), cwd=T, capture_output=True, text=True)
+
+def write_npy(path, rows):  # float32 [n, d], numpy's v1.0 layout
+    n, d = len(rows), len(rows[0])
+    head = "{'descr': '<f4', 'fortran_order': False, 'shape': (%d, %d), }" % (n, d)
+    head += " " * (63 - (10 + len(head)) % 64) + "\n"
+    with open(path, "wb") as f:
+        f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(head)) + head.encode())
+        for r in rows: f.write(struct.pack("<%df" % d, *r))
+
+def read_npy(path):
+    b = open(path, "rb").read()
+    hl = struct.unpack("<H", b[8:10])[0]
+    shape = tuple(int(v) for v in re.search(r"\((\d+), (\d+)\)", b[10:10 + hl].decode()).groups())
+    vals = struct.unpack("<%df" % (shape[0] * shape[1]), b[10 + hl:])
+    return [list(vals[i * shape[1]:(i + 1) * shape[1]]) for i in range(shape[0])]
+
+class Server:
+    def __init__(self, repo, *extra):
+        self.p = subprocess.Popen([BIN, "serve", "--model-repository", repo, "--http-port", "0", "--metrics-port", "0"] + list(extra),
+                                  cwd=T, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.p.stdout.readline()
+        m = re.search(r"HTTP on [0-9.]+:(\d+), metrics on [0-9.]+:(\d+)", line)
+        if not m:
+            raise RuntimeError("server did not start: " + line + self.p.stderr.read())
+        self.port, self.mport = int(m.group(1)), int(m.group(2))
+        self.ready_ms = float(re.search(r"ready in ([0-9.]+) ms", line).group(1))
+    def req(self, method, path, body=None, headers=None, port=None):
+        c = http.client.HTTPConnection("127.0.0.1", port or self.port, timeout=30)
+        c.request(method, path, body=body, headers=headers or {})
+        r = c.getresponse()
+        data = r.read()
+        out = (r.status, dict(r.getheaders()), data)
+        c.close()
+        return out
+    def stop(self):
+        self.p.send_signal(signal.SIGTERM)
+        return self.p.wait(timeout=30)
+
+def repo_with(name, pbtxt_extra="", max_batch=64):
+    run("export", "--model", "m.safetensors", "--repository", name, "--max-batch-size", str(max_batch))
+    if pbtxt_extra:
+        p = os.path.join(T, name, "moe_model", "config.pbtxt")
+        text = open(p).read()
+        text = re.sub(r"dynamic_batching \{.*?\n\}\n", pbtxt_extra + "\n", text, flags=re.S)
+        open(p, "w").write(text)
+    return os.path.join(T, name)
+
+# ---------------------------------------------------------------- setup
+r = run("init", "--out", "m.safetensors", "--dim", "32", "--experts", "4", "--hidden", "16")
+check("init a model", r.returncode == 0, r.stderr)
+rows = [[((i * 7 + j * 13) % 17) / 8.5 - 1.0 for j in range(32)] for i in range(5)]
+write_npy(os.path.join(T, "x.npy"), rows)
+r = run("infer", "--model", "m.safetensors", "--input", "x.npy", "--output", "y.npy", "--quiet")
+want = read_npy(os.path.join(T, "y.npy"))
+S = Server(repo_with("repo"))
+check("cold start under 100 ms", S.ready_ms < 100, S.ready_ms)
+
+# ---------------------------------------------------------------- endpoints
+for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/moe_model/ready", "/v2/models/moe_model/versions/1/ready"):
+    st, h, b = S.req("GET", path)
+    check("GET " + path, st == 200, st)
+st, h, b = S.req("GET", "/v2")
+meta = json.loads(b)
+check("server metadata", st == 200 and "binary_tensor_data" in meta["extensions"] and "statistics" in meta["extensions"], b)
+st, h, b = S.req("GET", "/v2/models/moe_model")
+m = json.loads(b)
+check("model metadata", st == 200 and m["inputs"][0] == {"name": "input", "datatype": "FP32", "shape": [-1, 32]}
+      and m["versions"] == ["1"], b)
+st, h, b = S.req("GET", "/v2/models/moe_model/config")
+c = json.loads(b)
+check("model config", st == 200 and c["max_batch_size"] == 64 and "dynamic_batching" in c and c["input"][0]["data_type"] == "TYPE_FP32", b)
+st, h, b = S.req("POST", "/v2/repository/index", b"")
+check("repository index", st == 200 and json.loads(b)[0]["state"] == "READY", b)
+
+# ---------------------------------------------------------------- JSON and binary inference
+flat = [v for r_ in rows for v in r_]
+body = json.dumps({"id": "abc", "inputs": [{"name": "input", "shape": [5, 32], "datatype": "FP32", "data": flat}]})
+st, h, b = S.req("POST", "/v2/models/moe_model/infer", body, {"Content-Type": "application/json"})
+resp = json.loads(b) if st == 200 else {}
+outs = {o["name"]: o for o in resp.get("outputs", [])}
+got = outs.get("output", {}).get("data", [])
+err = max([abs(a - b_) for a, b_ in zip(got, [v for r_ in want for v in r_])] or [1])
+check("JSON infer equals deepmoe infer", st == 200 and len(got) == 160 and err < 1e-5 and resp.get("id") == "abc", (st, err, b[:200]))
+check("routing outputs", outs.get("routing_experts", {}).get("shape") == [5, 2] and outs.get("routing_weights", {}).get("datatype") == "FP32", outs.keys())
+header = json.dumps({"inputs": [{"name": "input", "shape": [5, 32], "datatype": "FP32", "parameters": {"binary_data_size": 640}}],
+                     "outputs": [{"name": "output", "parameters": {"binary_data": True}}]}).encode()
+st, h, b = S.req("POST", "/v2/models/moe_model/versions/1/infer", header + struct.pack("<160f", *flat),
+                 {"Inference-Header-Content-Length": str(len(header))})
+hl = int(h.get("Inference-Header-Content-Length", "-1"))
+ok = st == 200 and hl > 0 and len(b) == hl + 640
+if ok:
+    j = json.loads(b[:hl])
+    vals = struct.unpack("<160f", b[hl:])
+    err = max(abs(a - b_) for a, b_ in zip(vals, got))
+    ok = j["outputs"][0]["parameters"]["binary_data_size"] == 640 and err < 1e-6 and len(j["outputs"]) == 1
+check("binary infer (tritonclient's default framing)", ok, (st, h, b[:200]))
+st, h, b = S.req("POST", "/v2/models/moe_model/infer", struct.pack("<32f", *rows[0]), {"Inference-Header-Content-Length": "0"})
+hl = int(h.get("Inference-Header-Content-Length", "-1"))
+check("raw binary request", st == 200 and hl > 0 and abs(struct.unpack("<32f", b[hl:hl + 128])[0] - got[0]) < 1e-6, (st, b[:200]))
+
+# ---------------------------------------------------------------- batching under load
+results = []
+def client(i):
+    body = json.dumps({"inputs": [{"name": "input", "shape": [1, 32], "datatype": "FP32", "data": rows[i % 5]}]})
+    for _ in range(20):
+        st, h, b = S.req("POST", "/v2/models/moe_model/infer", body)
+        results.append(st == 200 and abs(json.loads(b)["outputs"][0]["data"][3] - want[i % 5][3]) < 1e-5)
+ths = [threading.Thread(target=client, args=(i,)) for i in range(16)]
+for t in ths: t.start()
+for t in ths: t.join()
+check("320 concurrent requests answered correctly", len(results) == 320 and all(results), results.count(False))
+st, h, b = S.req("GET", "/v2/models/moe_model/stats")
+s = json.loads(b)["model_stats"][0]
+check("statistics", st == 200 and s["inference_count"] >= 327 and s["execution_count"] >= 1
+      and "count" in s["inference_stats"]["queue"], b[:300])
+st, h, b = S.req("GET", "/metrics", port=S.mport)
+text = b.decode()
+check("Prometheus metrics", st == 200 and 'nv_inference_request_success{model="moe_model",version="1"}' in text
+      and "nv_inference_exec_count" in text and "nv_inference_queue_duration_us" in text, text[:300])
+
+# ---------------------------------------------------------------- errors
+def expect_error(name, code, needle, method, path, body=b"", headers=None):
+    st, h, b = S.req(method, path, body, headers)
+    try:
+        msg = json.loads(b)["error"]
+    except Exception:
+        msg = b
+    check(name, st == code and needle in str(msg), (st, b[:200]))
+expect_error("unknown path 404", 404, "Not Found", "GET", "/v2/nothing")
+expect_error("unknown model 404", 404, "unknown model", "GET", "/v2/models/nope")
+expect_error("wrong method 405", 405, "Method Not Allowed", "GET", "/v2/models/moe_model/infer")
+expect_error("malformed JSON 400", 400, "", "POST", "/v2/models/moe_model/infer", b"{not json")
+expect_error("wrong shape 400 names the input", 400, "input 'input'", "POST", "/v2/models/moe_model/infer",
+             json.dumps({"inputs": [{"name": "input", "shape": [1, 31], "datatype": "FP32", "data": [0.0] * 31}]}))
+expect_error("element count 400", 400, "input", "POST", "/v2/models/moe_model/infer",
+             json.dumps({"inputs": [{"name": "input", "shape": [1, 32], "datatype": "FP32", "data": [0.0] * 30}]}))
+expect_error("batch above max_batch_size 400", 400, "batch-size must be <= 64", "POST", "/v2/models/moe_model/infer",
+             json.dumps({"inputs": [{"name": "input", "shape": [65, 32], "datatype": "FP32", "data": [0.0] * (65 * 32)}]}))
+expect_error("bad binary framing 400", 400, "", "POST", "/v2/models/moe_model/infer", b"{}", {"Inference-Header-Content-Length": "99"})
+S.stop()
+
+# ---------------------------------------------------------------- queue full, timeout, body limit, graceful stop
+Q = Server(repo_with("repo_q", "dynamic_batching { preferred_batch_size: [ 64 ] max_queue_delay_microseconds: 400000 "
+                     "default_queue_policy { max_queue_size: 2 default_timeout_microseconds: 200000 } }"), "--max-body", "4096")
+codes, msgs = [], []
+def one():
+    body = json.dumps({"inputs": [{"name": "input", "shape": [1, 32], "datatype": "FP32", "data": rows[0]}]})
+    st, h, b = Q.req("POST", "/v2/models/moe_model/infer", body)
+    codes.append(st); msgs.append(b)
+ths = [threading.Thread(target=one) for _ in range(6)]
+for t in ths: t.start()
+for t in ths: t.join()
+check("queue full answers 503 'Exceeds maximum queue size'", any(c_ == 503 and b"Exceeds maximum queue size" in m_ for c_, m_ in zip(codes, msgs)), list(zip(codes, msgs)))
+check("queued too long answers 503 'Request timeout expired'", any(c_ == 503 and b"Request timeout expired" in m_ for c_, m_ in zip(codes, msgs)), list(zip(codes, msgs)))
+st, h, b = Q.req("POST", "/v2/models/moe_model/infer", b"x" * 5000)
+check("body over --max-body answers 413", st == 413, (st, b))
+Q.stop()
+G = Server(repo_with("repo_g", "dynamic_batching { max_queue_delay_microseconds: 300000 preferred_batch_size: [ 64 ] }"))
+res = []
+def slow():
+    body = json.dumps({"inputs": [{"name": "input", "shape": [1, 32], "datatype": "FP32", "data": rows[1]}]})
+    res.append(G.req("POST", "/v2/models/moe_model/infer", body)[0])
+t = threading.Thread(target=slow); t.start()
+time.sleep(0.1)
+rc = G.stop()
+t.join()
+check("SIGTERM finishes the request in flight, exit 0", res == [200] and rc == 0, (res, rc))
+r = run("serve", "--model-repository", "nowhere", "--http-port", "0", "--metrics-port", "-1")
+check("serve: missing repository is an error", r.returncode == 1 and "nowhere" in r.stderr, r.stderr)
+print("%d passed, %d failed" % (passed, failed))
+sys.exit(1 if failed else 0)
