@@ -73,11 +73,15 @@ asan:
 
 # The main job: train the default MoE classifier on Fashion-MNIST (Debian's
 # dataset-fashion-mnist) into runs/fashion-mnist/, print its test accuracy next
-# to the published baselines, keep the model for serving.
+# to the published baselines, then serve it over Triton's HTTP protocol on
+# localhost:8000 (metrics on :8002) until Ctrl-C.
 run:
 	@DEEPMOE_DEPS_EXTRA=dataset-fashion-mnist bash scripts/deps.sh
 	@$(MAKE) --no-print-directory cli
 	$(BUILD)/deepmoe train --data fashion-mnist --out runs/fashion-mnist
+	$(BUILD)/deepmoe export --model runs/fashion-mnist/model.safetensors --repository runs/models --name moe_model
+	@echo "try: curl -s localhost:8000/v2/models/moe_model; see README.md for an inference example; Ctrl-C stops"
+	$(BUILD)/deepmoe serve --model-repository runs/models
 
 deps:
 	@bash scripts/deps.sh
@@ -102,7 +106,7 @@ clean:
 
 help:
 	@echo "make          build library, CLI and tests into $(BUILD)/"
-	@echo "make run      install missing packages (as root), build, train the Fashion-MNIST classifier"
+	@echo "make run      install missing packages (as root), build, train the Fashion-MNIST classifier, serve it"
 	@echo "make test     build and run every test"
 	@echo "make asan     run the tests under ASan + UBSan (build/asan/)"
 	@echo "make install  PREFIX=/usr/local: library, header, CLI, pkg-config file"

@@ -46,7 +46,7 @@ npy_file() {
 # ---------------------------------------------------------------- help
 expect "no command is a usage error" 2 "usage: deepmoe" "$BIN"
 expect "unknown command" 2 "unknown command 'frobnicate'" "$BIN" frobnicate
-for c in init infer inspect demo train eval bench export; do
+for c in init infer inspect demo train eval bench export serve; do
     if "$BIN" "$c" --help >out.txt 2>&1 && grep -q "usage: deepmoe $c" out.txt; then ok "$c --help"; else bad "$c --help" "$(head -c 200 out.txt)"; fi
 done
 if "$BIN" --help | grep -q "commands:"; then ok "deepmoe --help"; else bad "deepmoe --help" "no command list"; fi

@@ -15,7 +15,8 @@ static const char help[] =
     "                      [--max-batch-size 64] [--version 1] [--top-k K]\n\n"
     "Writes DIR/NAME/config.pbtxt and DIR/NAME/VERSION/model.safetensors, as the seed\n"
     "deploys its model behind Triton: input \"input\" and output \"output\" (FP32, dims\n"
-    "[in] and [out]), max_batch_size 64 and dynamic batching on, one CPU instance;\n"
+    "[in] and [out]), max_batch_size 64 and dynamic batching on (no queue delay: a lone\n"
+    "request runs at once, batches form under load), one CPU instance;\n"
     "plus two optional outputs with the routing decision of every MoE layer,\n"
     "\"routing_experts\" (INT32, [layers * k]) and \"routing_weights\" (FP32, [layers * k]).\n\n"
     "  --model PATH          the model (a seed state dict without metadata works with --top-k)\n"
@@ -78,7 +79,7 @@ int cmd_export(int argc, char **argv)
     mc.dynamic_batching = 1;
     mc.n_preferred = 1;
     mc.preferred_batch_size[0] = mbs;
-    mc.max_queue_delay_us = 100;
+    mc.max_queue_delay_us = 0;  /* Triton's default: no wait when idle, batches form under backlog */
     mc.instance_count = 1;
     snprintf(mc.instance_kind, sizeof mc.instance_kind, "KIND_CPU");
     mc.version_policy = DM_VP_LATEST;
