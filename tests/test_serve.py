@@ -137,6 +137,11 @@ st, h, b = S.req("GET", "/metrics", port=S.mport)
 text = b.decode()
 check("Prometheus metrics", st == 200 and 'nv_inference_request_success{model="moe_model",version="1"}' in text
       and "nv_inference_exec_count" in text and "nv_inference_queue_duration_us" in text, text[:300])
+routed = [int(l.split()[-1]) for l in text.splitlines() if l.startswith("deepmoe_expert_routed_rows_total{")]
+check("per-expert routed rows: every assignment counted", len(routed) == 4 and sum(routed) == 2 * s["inference_count"], (routed, s["inference_count"]))
+check("latency summary, utilization, memory, cold start",
+      'quantile="0.99"' in text and "deepmoe_expert_utilization{" in text and "deepmoe_process_resident_memory_peak_bytes" in text
+      and "deepmoe_cold_start_seconds" in text, text[-600:])
 
 # ---------------------------------------------------------------- errors
 def expect_error(name, code, needle, method, path, body=b"", headers=None):

@@ -23,6 +23,7 @@ typedef struct sched_inst {
     dm_ctx *ctx;
     float *x, *y, *w;            /* gather/scatter buffers, max_batch_size rows */
     int32_t *ex;
+    uint64_t *routed;            /* [layers * E] this batch's assignments per expert (merged into the stats) */
     sched_node **batch;          /* at most max_batch_size requests */
     int n;
     int busy, quit, started;
@@ -206,10 +207,15 @@ static void run_batch(sched_inst *in)
         total += r->rows;
         if (r->experts || r->weights) want_route = 1;
     }
+    want_route = 1;  /* always: the per-expert counts of the metrics come from it */
     dm_routing route = {in->ex, in->w};
     dm_error e = {0};
     dm_status st = dm_forward(in->ctx, in->x, total, in->y, want_route ? &route : NULL, &e);
     if (st == DM_OK) {
+        int E = dm_model_config(s->m)->n_experts;
+        memset(in->routed, 0, (size_t)s->layers * E * sizeof *in->routed);
+        for (int64_t l = 0; l < s->layers; l++)
+            for (int64_t a = 0; a < total * s->k; a++) in->routed[l * E + in->ex[l * total * s->k + a]]++;
         int64_t off = 0;
         for (int i = 0; i < in->n; i++) {
             dm_sched_request *r = in->batch[i]->r;
@@ -277,6 +283,8 @@ static void *worker_main(void *arg)
         }
         s->st.execution_count++;
         s->st.batch_count[total > 1024 ? 1024 : total]++;
+        int E = dm_model_config(s->m)->n_experts;
+        for (int64_t j = 0; j < (int64_t)s->layers * E && j < DM_SCHED_MAX_ROUTE; j++) s->st.expert_rows[j] += in->routed[j];
         in->n = 0;
         in->busy = 0;
         pthread_cond_broadcast(&s->done_cv);
@@ -338,6 +346,7 @@ static void sched_destroy(dm_sched *s)
         dm_free(in->x);
         dm_free(in->y);
         dm_free(in->ex);
+        free(in->routed);
         dm_free(in->w);
         free(in->batch);
         pthread_cond_destroy(&in->cv);
@@ -411,9 +420,10 @@ dm_status dm_sched_create(const dm_model *m, const dm_sched_config *c, dm_sched 
         in->x = dm_alloc(mb * (size_t)s->in * sizeof(float));
         in->y = dm_alloc(mb * (size_t)s->out * sizeof(float));
         in->ex = dm_alloc(route * sizeof(int32_t));
+        in->routed = calloc((size_t)s->layers * mc->n_experts, sizeof *in->routed);
         in->w = dm_alloc(route * sizeof(float));
         in->batch = calloc(mb, sizeof *in->batch);
-        if (!in->x || !in->y || !in->ex || !in->w || !in->batch) {
+        if (!in->x || !in->y || !in->ex || !in->w || !in->batch || !in->routed) {
             sched_destroy(s);
             return dm_fail(err, DM_ERR_NOMEM, "sched: out of memory for %d-row batch buffers", c->max_batch_size);
         }
@@ -503,6 +513,8 @@ void dm_sched_stats_get(dm_sched *s, dm_sched_stats *out)
     *out = s->st;
     out->pending = s->pending;
     pthread_mutex_unlock(&s->mu);
+    out->route_layers = (int)s->layers;
+    out->route_experts = dm_model_config(s->m)->n_experts;
 }
 
 void dm_sched_free(dm_sched *s)

@@ -60,6 +60,8 @@ dm_status dm_sched_create(const dm_model *m, const dm_sched_config *c, dm_sched 
  * fills r's result fields. The request's buffers must stay valid until then. */
 int dm_sched_submit(dm_sched *s, dm_sched_request *r);
 
+#define DM_SCHED_MAX_ROUTE 4096   /* layers x experts counted in the stats */
+
 typedef struct dm_sched_stats {
     uint64_t success, fail;      /* requests (fail counts every refusal too) */
     uint64_t inference_count;    /* rows of successful requests */
@@ -67,6 +69,8 @@ typedef struct dm_sched_stats {
     uint64_t queue_ns, compute_ns; /* summed over successful requests */
     uint64_t batch_count[1025];  /* executions per batch size (sizes > 1024 counted at 1024) */
     int64_t pending;             /* requests queued now */
+    int route_layers, route_experts;     /* shape of expert_rows */
+    uint64_t expert_rows[DM_SCHED_MAX_ROUTE]; /* [layer * E + e]: (row, slot) assignments routed to e */
 } dm_sched_stats;
 
 void dm_sched_stats_get(dm_sched *s, dm_sched_stats *out);

@@ -22,6 +22,7 @@
 #include <dirent.h>
 #include <jansson.h>
 #include <microhttpd.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,7 @@
 #include <unistd.h>
 
 #define MAX_MODELS 64
+#define LAT_RING 8192     /* request durations kept for the p50/p90/p99 summaries */
 
 typedef struct served {
     char name[DM_MC_NAME];
@@ -41,6 +43,9 @@ typedef struct served {
     int in, out, layers, k;
     _Atomic uint64_t fail_other;   /* failures before the scheduler (bad requests) */
     _Atomic int64_t last_ms;
+    pthread_mutex_t lat_mu;        /* recent request durations, for the latency summaries */
+    uint32_t lat_us[LAT_RING];
+    uint64_t lat_n;
 } served;
 
 struct dm_server {
@@ -88,6 +93,7 @@ static void served_free(served *sv)
     if (!sv) return;
     dm_sched_free(sv->sched);
     dm_model_free(sv->model);
+    pthread_mutex_destroy(&sv->lat_mu);
     free(sv);
 }
 
@@ -98,6 +104,7 @@ static dm_status load_model(const char *repo, const char *name, const dm_server_
     char path[4096];
     served *sv = calloc(1, sizeof *sv);
     if (!sv) return dm_fail(err, DM_ERR_NOMEM, "out of memory");
+    pthread_mutex_init(&sv->lat_mu, NULL);
     if (strlen(name) >= sizeof sv->name) {
         free(sv);
         return dm_fail(err, DM_ERR_ARG, "%s/%.64s...: model name too long", repo, name);
@@ -277,9 +284,22 @@ static json_t *model_stats(served *sv)
 }
 
 /* Inference: parse, check against the model, run through the scheduler, answer. */
+static enum MHD_Result infer_inner(struct MHD_Connection *c, served *sv, const body *b);
+
 static enum MHD_Result infer(dm_server *s, struct MHD_Connection *c, served *sv, const body *b)
 {
     DM_UNUSED(s);
+    double t0 = now_s();
+    enum MHD_Result r = infer_inner(c, sv, b);
+    uint32_t us = (uint32_t)DM_MIN(1e9, (now_s() - t0) * 1e6);
+    pthread_mutex_lock(&sv->lat_mu);
+    sv->lat_us[sv->lat_n++ % LAT_RING] = us;
+    pthread_mutex_unlock(&sv->lat_mu);
+    return r;
+}
+
+static enum MHD_Result infer_inner(struct MHD_Connection *c, served *sv, const body *b)
+{
     dm_infer_request req;
     dm_error err;
     const char *hl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Inference-Header-Content-Length");
@@ -512,6 +532,12 @@ static void on_done(void *cls, struct MHD_Connection *c, void **con_cls, enum MH
 
 /* ---------------------------------------------------------------- metrics */
 
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
 static enum MHD_Result on_metrics(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                   const char *version, const char *upload, size_t *upload_size, void **con_cls)
 {
@@ -522,7 +548,7 @@ static enum MHD_Result on_metrics(void *cls, struct MHD_Connection *c, const cha
     *con_cls = NULL;
     if (strcmp(url, "/metrics")) return reply_error(c, 404, "Not Found");
     if (strcmp(method, "GET")) return reply_error(c, 405, "Method Not Allowed");
-    size_t cap = 1 << 16, len = 0;
+    size_t cap = 1 << 20, len = 0;
     char *out = malloc(cap);
     if (!out) return MHD_NO;
 #define EMIT(...) do { int w_ = snprintf(out + len, cap - len, __VA_ARGS__); if (w_ > 0) len += DM_MIN((size_t)w_, cap - len - 1); } while (0)
@@ -557,6 +583,67 @@ static enum MHD_Result on_metrics(void *cls, struct MHD_Connection *c, const cha
             else EMIT("%s{model=\"%s\",version=\"%lld\"} %.0f\n", help[h][0], sv->name, (long long)sv->version, v);
         }
     }
+    /* request latency summaries over the most recent requests */
+    EMIT("# HELP nv_inference_request_summary_us Summary of inference request duration in microseconds (recent requests)\n"
+         "# TYPE nv_inference_request_summary_us summary\n");
+    for (int i = 0; i < s->n_models; i++) {
+        served *sv = s->models[i];
+        static const double qs[3] = {0.5, 0.9, 0.99};
+        uint32_t *tmp = malloc(LAT_RING * sizeof *tmp);
+        pthread_mutex_lock(&sv->lat_mu);
+        uint64_t n = DM_MIN(sv->lat_n, (uint64_t)LAT_RING), total = sv->lat_n;
+        if (tmp) memcpy(tmp, sv->lat_us, n * sizeof *tmp);
+        pthread_mutex_unlock(&sv->lat_mu);
+        if (tmp && n) {
+            qsort(tmp, n, sizeof *tmp, cmp_u32);
+            for (int q = 0; q < 3; q++)
+                EMIT("nv_inference_request_summary_us{model=\"%s\",version=\"%lld\",quantile=\"%g\"} %u\n", sv->name,
+                     (long long)sv->version, qs[q], tmp[(size_t)(qs[q] * (double)(n - 1))]);
+        }
+        EMIT("nv_inference_request_summary_us_count{model=\"%s\",version=\"%lld\"} %llu\n", sv->name,
+             (long long)sv->version, (unsigned long long)total);
+        free(tmp);
+    }
+    /* deepmoe's own: rows routed per expert and the utilization they give */
+    EMIT("# HELP deepmoe_expert_routed_rows_total (row, slot) assignments routed to each expert\n"
+         "# TYPE deepmoe_expert_routed_rows_total counter\n");
+    double util[MAX_MODELS];
+    for (int i = 0; i < s->n_models; i++) {
+        served *sv = s->models[i];
+        dm_sched_stats *st = malloc(sizeof *st);
+        util[i] = 0;
+        if (!st) continue;
+        dm_sched_stats_get(sv->sched, st);
+        for (int l = 0; l < st->route_layers; l++) {
+            double load[4096], sum = 0;
+            for (int e = 0; e < st->route_experts && l * st->route_experts + e < DM_SCHED_MAX_ROUTE; e++) {
+                uint64_t v = st->expert_rows[l * st->route_experts + e];
+                EMIT("deepmoe_expert_routed_rows_total{model=\"%s\",version=\"%lld\",layer=\"%d\",expert=\"%d\"} %llu\n",
+                     sv->name, (long long)sv->version, l, e, (unsigned long long)v);
+                load[e] = (double)v;
+                sum += (double)v;
+            }
+            if (sum > 0) util[i] += dm_expert_utilization(load, st->route_experts) / st->route_layers;
+        }
+        free(st);
+    }
+    EMIT("# HELP deepmoe_expert_utilization Mean over layers of mean/max expert load since start (1 = balanced)\n"
+         "# TYPE deepmoe_expert_utilization gauge\n");
+    for (int i = 0; i < s->n_models; i++)
+        EMIT("deepmoe_expert_utilization{model=\"%s\",version=\"%lld\"} %.4f\n", s->models[i]->name,
+             (long long)s->models[i]->version, util[i]);
+    long rss = 0, hwm = 0;
+    FILE *fp = fopen("/proc/self/status", "r");
+    char line[256];
+    while (fp && fgets(line, sizeof line, fp)) {
+        if (!strncmp(line, "VmRSS:", 6)) rss = strtol(line + 6, NULL, 10);
+        if (!strncmp(line, "VmHWM:", 6)) hwm = strtol(line + 6, NULL, 10);
+    }
+    if (fp) fclose(fp);
+    EMIT("# HELP deepmoe_process_resident_memory_bytes Resident memory of the server process\n"
+         "# TYPE deepmoe_process_resident_memory_bytes gauge\ndeepmoe_process_resident_memory_bytes %ld\n", rss * 1024);
+    EMIT("# HELP deepmoe_process_resident_memory_peak_bytes Peak resident memory of the server process\n"
+         "# TYPE deepmoe_process_resident_memory_peak_bytes gauge\ndeepmoe_process_resident_memory_peak_bytes %ld\n", hwm * 1024);
     EMIT("# HELP deepmoe_cold_start_seconds Seconds from server start to ready\n# TYPE deepmoe_cold_start_seconds gauge\n");
     EMIT("deepmoe_cold_start_seconds %.6f\n", s->ready_s - s->start_s);
 #undef EMIT
