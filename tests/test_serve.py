@@ -180,6 +180,25 @@ check("queued too long answers 503 'Request timeout expired'", any(c_ == 503 and
 st, h, b = Q.req("POST", "/v2/models/moe_model/infer", b"x" * 5000)
 check("body over --max-body answers 413", st == 413, (st, b))
 Q.stop()
+H = Server(repo_with("repo_h", "dynamic_batching { max_queue_delay_microseconds: 300000 preferred_batch_size: [ 64 ] }"))
+res = []
+def slow_h():
+    body = json.dumps({"inputs": [{"name": "input", "shape": [1, 32], "datatype": "FP32", "data": rows[2]}]})
+    res.append(H.req("POST", "/v2/models/moe_model/infer", body)[0])
+t = threading.Thread(target=slow_h); t.start()
+time.sleep(0.1)
+st_u, _, bu = H.req("POST", "/v2/repository/models/moe_model/unload", b"")
+t.join()
+check("unload while a request runs: the request is answered, then the model goes", res == [200] and st_u == 200, (res, st_u, bu))
+st, _, b = H.req("GET", "/v2/models/moe_model")
+st_i, _, bi = H.req("POST", "/v2/repository/index", b"")
+check("unloaded model: 404 and UNAVAILABLE in the index", st == 404 and b'"UNAVAILABLE"' in bi, (st, bi))
+st_l, _, bl = H.req("POST", "/v2/repository/models/moe_model/load", b"")
+st, _, b = H.req("GET", "/v2/models/moe_model/ready")
+check("load brings it back", st_l == 200 and st == 200, (st_l, bl, st))
+st, _, b = H.req("POST", "/v2/repository/models/nope/load", b"")
+check("loading a model not in the repository is a 400 naming it", st == 400 and b"nope" in b, (st, b))
+H.stop()
 G = Server(repo_with("repo_g", "dynamic_batching { max_queue_delay_microseconds: 300000 preferred_batch_size: [ 64 ] }"))
 res = []
 def slow():

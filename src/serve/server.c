@@ -6,7 +6,8 @@
  *   GET  /v2/models/{m}[/versions/{v}]/ready|config|stats
  *   GET  /v2/models/stats                             every model's statistics
  *   POST /v2/models/{m}[/versions/{v}]/infer          inference (JSON or binary tensors)
- *   POST /v2/repository/index                         the repository's models
+ *   POST /v2/repository/index                         the repository's models (READY / UNAVAILABLE)
+ *   POST /v2/repository/models/{m}/load | unload     explicit load / unload (waits for requests in flight)
  *   GET  :metrics_port/metrics                        Prometheus text
  * Errors are {"error": "..."} with Triton's status codes; unknown paths 404,
  * wrong methods 405. Requests are handled on libmicrohttpd's thread per
@@ -56,6 +57,8 @@ struct dm_server {
     served *models[MAX_MODELS];
     double start_s, ready_s;
     _Atomic int in_flight;     /* requests between their first byte and their completion */
+    pthread_rwlock_t lock;     /* requests hold it shared; load and unload exclusively, so a model
+                                  is never replaced or freed under a request that uses it */
 };
 
 typedef struct body {      /* one request's upload */
@@ -454,7 +457,68 @@ static enum MHD_Result models_route(dm_server *s, struct MHD_Connection *c, cons
     return reply_error(c, 404, "Not Found");
 }
 
+/* POST /v2/repository/models/{m}/load | unload, under the exclusive lock. */
+static enum MHD_Result repository_action(dm_server *s, struct MHD_Connection *c, const char *rest)
+{
+    const char *slash = strchr(rest, '/');
+    if (!slash || (strcmp(slash, "/load") && strcmp(slash, "/unload"))) return reply_error(c, 404, "Not Found");
+    char name[DM_MC_NAME];
+    size_t nlen = (size_t)(slash - rest);
+    if (!nlen || nlen >= sizeof name || memchr(rest, '.', nlen) == rest) return reply_error(c, 400, "bad model name");
+    memcpy(name, rest, nlen);
+    name[nlen] = 0;
+    int idx = -1;
+    for (int i = 0; i < s->n_models; i++)
+        if (!strcmp(s->models[i]->name, name)) idx = i;
+    if (!strcmp(slash, "/unload")) {
+        if (idx < 0) {
+            char msg[256];
+            snprintf(msg, sizeof msg, "failed to unload '%s', no version is available", name);
+            return reply_error(c, 400, msg);
+        }
+        served_free(s->models[idx]);  /* no request holds it: we own the lock exclusively */
+        s->models[idx] = s->models[--s->n_models];
+        return reply(c, 200, NULL, 0, NULL, 0);
+    }
+    served *sv;
+    dm_error err;
+    if (load_model(s->cfg.repository, name, &s->cfg, &sv, &err)) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "failed to load '%.128s': %.512s", name, err.msg);
+        return reply_error(c, 400, msg);
+    }
+    if (idx >= 0) {
+        served_free(s->models[idx]);
+        s->models[idx] = sv;
+    } else if (s->n_models < MAX_MODELS) {
+        s->models[s->n_models++] = sv;
+    } else {
+        served_free(sv);
+        return reply_error(c, 400, "too many models loaded");
+    }
+    return reply(c, 200, NULL, 0, NULL, 0);
+}
+
+static enum MHD_Result route_locked(dm_server *s, struct MHD_Connection *c, const char *url, const char *method,
+                                    const body *b);
+
 static enum MHD_Result route(dm_server *s, struct MHD_Connection *c, const char *url, const char *method, const body *b)
+{
+    if (!strncmp(url, "/v2/repository/models/", 22)) {
+        if (strcmp(method, "POST")) return reply_error(c, 405, "Method Not Allowed");
+        pthread_rwlock_wrlock(&s->lock);
+        enum MHD_Result r = repository_action(s, c, url + 22);
+        pthread_rwlock_unlock(&s->lock);
+        return r;
+    }
+    pthread_rwlock_rdlock(&s->lock);
+    enum MHD_Result r = route_locked(s, c, url, method, b);
+    pthread_rwlock_unlock(&s->lock);
+    return r;
+}
+
+static enum MHD_Result route_locked(dm_server *s, struct MHD_Connection *c, const char *url, const char *method,
+                                    const body *b)
 {
     int is_get = !strcmp(method, "GET") || !strcmp(method, "HEAD"), is_post = !strcmp(method, "POST");
     if (b->too_big) {
@@ -479,6 +543,15 @@ static enum MHD_Result route(dm_server *s, struct MHD_Connection *c, const char 
             snprintf(v, sizeof v, "%lld", (long long)s->models[i]->version);
             json_array_append_new(arr, json_pack("{s:s, s:s, s:s}", "name", s->models[i]->name, "version", v, "state", "READY"));
         }
+        DIR *d = opendir(s->cfg.repository);  /* models of the repository that are not loaded */
+        for (struct dirent *e; d && (e = readdir(d));) {
+            char path[4096];
+            struct stat sb;
+            snprintf(path, sizeof path, "%s/%s/config.pbtxt", s->cfg.repository, e->d_name);
+            if (e->d_name[0] == '.' || stat(path, &sb) || find_model(s, e->d_name, strlen(e->d_name))) continue;
+            json_array_append_new(arr, json_pack("{s:s, s:s, s:s}", "name", e->d_name, "state", "UNAVAILABLE", "reason", "unloaded"));
+        }
+        if (d) closedir(d);
         return reply_json(c, 200, arr);
     }
     return reply_error(c, 404, "Not Found");
@@ -551,6 +624,7 @@ static enum MHD_Result on_metrics(void *cls, struct MHD_Connection *c, const cha
     size_t cap = 1 << 20, len = 0;
     char *out = malloc(cap);
     if (!out) return MHD_NO;
+    pthread_rwlock_rdlock(&s->lock);
 #define EMIT(...) do { int w_ = snprintf(out + len, cap - len, __VA_ARGS__); if (w_ > 0) len += DM_MIN((size_t)w_, cap - len - 1); } while (0)
     static const char *const help[][3] = {
         {"nv_inference_request_success", "counter", "Number of successful inference requests, all batch sizes"},
@@ -647,6 +721,7 @@ static enum MHD_Result on_metrics(void *cls, struct MHD_Connection *c, const cha
     EMIT("# HELP deepmoe_cold_start_seconds Seconds from server start to ready\n# TYPE deepmoe_cold_start_seconds gauge\n");
     EMIT("deepmoe_cold_start_seconds %.6f\n", s->ready_s - s->start_s);
 #undef EMIT
+    pthread_rwlock_unlock(&s->lock);
     return reply(c, 200, out, len, "text/plain; version=0.0.4; charset=utf-8", 0);
 }
 
@@ -684,6 +759,7 @@ dm_status dm_server_start(const dm_server_config *c, dm_server **out, dm_error *
     if (!s) return dm_fail(err, DM_ERR_NOMEM, "server: out of memory");
     s->start_s = now_s();
     s->cfg = *c;
+    pthread_rwlock_init(&s->lock, NULL);
     if (!s->cfg.host) s->cfg.host = "127.0.0.1";
     if (!s->cfg.max_body) s->cfg.max_body = 64u << 20;
     dm_status st = load_repository(s, err);
@@ -718,5 +794,6 @@ void dm_server_stop(dm_server *s)
     }
     if (s->metrics) MHD_stop_daemon(s->metrics);
     for (int i = 0; i < s->n_models; i++) served_free(s->models[i]);
+    pthread_rwlock_destroy(&s->lock);
     free(s);
 }
