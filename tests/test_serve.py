@@ -133,6 +133,9 @@ st, h, b = S.req("GET", "/v2/models/moe_model/stats")
 s = json.loads(b)["model_stats"][0]
 check("statistics", st == 200 and s["inference_count"] >= 327 and s["execution_count"] >= 1
       and "count" in s["inference_stats"]["queue"], b[:300])
+check("concurrent requests were batched (stats: executions < inferences, a batch > 1)",
+      s["execution_count"] < s["inference_count"] and any(x["batch_size"] > 1 for x in s["batch_stats"]),
+      (s["execution_count"], s["inference_count"], s["batch_stats"][:3]))
 st, h, b = S.req("GET", "/metrics", port=S.mport)
 text = b.decode()
 check("Prometheus metrics", st == 200 and 'nv_inference_request_success{model="moe_model",version="1"}' in text
@@ -142,6 +145,30 @@ check("per-expert routed rows: every assignment counted", len(routed) == 4 and s
 check("latency summary, utilization, memory, cold start",
       'quantile="0.99"' in text and "deepmoe_expert_utilization{" in text and "deepmoe_process_resident_memory_peak_bytes" in text
       and "deepmoe_cold_start_seconds" in text, text[-600:])
+
+# ---------------------------------------------------------------- HTTP framing: chunked bodies, Expect: 100-continue, keep-alive
+import socket
+body = json.dumps({"inputs": [{"name": "input", "shape": [1, 32], "datatype": "FP32", "data": rows[0]}]}).encode()
+c_ = http.client.HTTPConnection("127.0.0.1", S.port, timeout=30)
+c_.request("POST", "/v2/models/moe_model/infer", body=iter([body[:50], body[50:]]), encode_chunked=True,
+           headers={"Transfer-Encoding": "chunked"})
+r_ = c_.getresponse(); d_ = r_.read()
+check("chunked request body", r_.status == 200 and abs(json.loads(d_)["outputs"][0]["data"][0] - want[0][0]) < 1e-5, (r_.status, d_[:200]))
+c_.request("GET", "/v2/health/live")  # the same connection again: keep-alive
+r_ = c_.getresponse(); r_.read()
+check("keep-alive: a second request on the same connection", r_.status == 200, r_.status)
+c_.close()
+sk = socket.create_connection(("127.0.0.1", S.port), timeout=30)
+sk.sendall(b"POST /v2/models/moe_model/infer HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
+first = sk.recv(100)
+sk.sendall(body)
+rest = b""
+while b"outputs" not in rest:
+    chunk = sk.recv(65536)
+    if not chunk: break
+    rest += chunk
+sk.close()
+check("Expect: 100-continue", first.startswith(b"HTTP/1.1 100") and b" 200 " in rest.split(b"\r\n")[0], (first, rest[:100]))
 
 # ---------------------------------------------------------------- errors
 def expect_error(name, code, needle, method, path, body=b"", headers=None):
