@@ -14,6 +14,8 @@ typedef struct sched_node {
     int64_t enq_ns;
     int64_t deadline_ns;         /* 0 = none */
     int done, result;
+    pthread_cond_t cv;           /* its submitter waits here: one wake-up per finished request,
+                                    not a broadcast to every waiting submitter */
     struct sched_node *next;
 } sched_node;
 
@@ -89,6 +91,7 @@ static void finish_refused(dm_sched *s, sched_node *nd, int result, const char *
     snprintf(r->error, sizeof r->error, "%s", msg);
     nd->result = result;
     nd->done = 1;
+    pthread_cond_signal(&nd->cv);
     s->st.fail++;
 }
 
@@ -111,7 +114,7 @@ static void expire(dm_sched *s, int64_t now)
         }
         nd = next;
     }
-    if (any) pthread_cond_broadcast(&s->done_cv);
+    DM_UNUSED(any);
 }
 
 static int64_t earliest_deadline(const dm_sched *s)
@@ -280,6 +283,7 @@ static void *worker_main(void *arg)
                 s->st.fail++;
             }
             nd->done = 1;
+            pthread_cond_signal(&nd->cv);
         }
         s->st.execution_count++;
         s->st.batch_count[total > 1024 ? 1024 : total]++;
@@ -456,13 +460,15 @@ int dm_sched_submit(dm_sched *s, dm_sched_request *r)
         snprintf(r->error, sizeof r->error, "NULL scheduler");
         return DM_SCHED_FAILED;
     }
-    sched_node nd = {r, 0, 0, 0, 0, NULL};
+    sched_node nd = {.r = r};
+    pthread_cond_init(&nd.cv, NULL);
     pthread_mutex_lock(&s->mu);
     if (s->stopping) {
         r->status = DM_ERR_ARG;
         snprintf(r->error, sizeof r->error, "Server is stopping");
         s->st.fail++;
         pthread_mutex_unlock(&s->mu);
+        pthread_cond_destroy(&nd.cv);
         return DM_SCHED_SHUTDOWN;
     }
     if (r->rows > s->c.max_batch_size) {
@@ -471,17 +477,20 @@ int dm_sched_submit(dm_sched *s, dm_sched_request *r)
                  s->c.max_batch_size, s->name);
         finish_refused(s, &nd, DM_SCHED_TOO_BIG, msg);
         pthread_mutex_unlock(&s->mu);
+        pthread_cond_destroy(&nd.cv);
         return DM_SCHED_TOO_BIG;
     }
     if (r->rows < 1 || !r->x || !r->y) {
         finish_refused(s, &nd, DM_SCHED_FAILED,
                        r->rows < 1 ? "inference request batch-size must be >= 1" : "NULL input or output buffer");
         pthread_mutex_unlock(&s->mu);
+        pthread_cond_destroy(&nd.cv);
         return DM_SCHED_FAILED;
     }
     if (s->c.max_queue_size > 0 && s->pending >= s->c.max_queue_size) {
         finish_refused(s, &nd, DM_SCHED_QUEUE_FULL, "Exceeds maximum queue size");
         pthread_mutex_unlock(&s->mu);
+        pthread_cond_destroy(&nd.cv);
         return DM_SCHED_QUEUE_FULL;
     }
     int64_t timeout_us = s->c.default_timeout_us;
@@ -494,11 +503,12 @@ int dm_sched_submit(dm_sched *s, dm_sched_request *r)
     s->pending++;
     s->in_submit++;
     pthread_cond_signal(&s->cv);
-    while (!nd.done) pthread_cond_wait(&s->done_cv, &s->mu);
+    while (!nd.done) pthread_cond_wait(&nd.cv, &s->mu);
     s->in_submit--;
     if (s->stopping && s->in_submit == 0) pthread_cond_broadcast(&s->done_cv);
     int result = nd.result;
     pthread_mutex_unlock(&s->mu);
+    pthread_cond_destroy(&nd.cv);
     return result;
 }
 
