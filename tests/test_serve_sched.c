@@ -460,8 +460,76 @@ static void test_serve_sched_no_dynamic_batching(dm_t *t)
     dm_model_free(m);
 }
 
+/* The asynchronous submit: every queued request calls back exactly once with
+ * correct results; refusals return at once without a callback. */
+typedef struct async_log {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int calls[16], results[16], total;
+} async_log;
+typedef struct async_arg { async_log *log; int i; } async_arg;
+
+static void async_done(void *arg, int result)
+{
+    async_arg *a = arg;
+    pthread_mutex_lock(&a->log->mu);
+    a->log->calls[a->i]++;
+    a->log->results[a->i] = result;
+    a->log->total++;
+    pthread_cond_signal(&a->log->cv);
+    pthread_mutex_unlock(&a->log->mu);
+}
+
+static void test_serve_sched_async(dm_t *t)
+{
+    dm_model *m = small_model(t);
+    if (!m) return;
+    dm_ctx *ref = NULL;
+    dm_error err = {0};
+    CHECK_OK(t, dm_ctx_create(m, NULL, &ref, &err), &err);
+    dm_sched_config c = base_cfg();
+    c.max_queue_delay_us = 2000;
+    dm_sched *s = NULL;
+    CHECK_OK(t, dm_sched_create(m, &c, &s, &err), &err);
+    if (!s || !ref) { dm_ctx_free(ref); dm_model_free(m); return; }
+    static req_buf b[16];
+    async_log log = {.total = 0};
+    pthread_mutex_init(&log.mu, NULL);
+    pthread_cond_init(&log.cv, NULL);
+    async_arg args[16];
+    for (int i = 0; i < 16; i++) {
+        req_init(&b[i], 1 + i % 3, 300 + (uint64_t)i, ref);
+        args[i] = (async_arg){&log, i};
+        CHECK(t, dm_sched_submit_async(s, &b[i].r, async_done, &args[i]) == DM_SCHED_OK, "request %d refused", i);
+    }
+    req_buf big;
+    req_init(&big, 1, 1, ref);
+    big.r.rows = 9;  /* above max_batch_size 8: refused at once, no callback */
+    CHECK(t, dm_sched_submit_async(s, &big.r, async_done, &args[0]) == DM_SCHED_TOO_BIG, "too big must be refused");
+    pthread_mutex_lock(&log.mu);
+    double t0 = secs();
+    while (log.total < 16 && secs() - t0 < 20) {
+        pthread_mutex_unlock(&log.mu);
+        sleep_ms(5);
+        pthread_mutex_lock(&log.mu);
+    }
+    pthread_mutex_unlock(&log.mu);
+    CHECK(t, log.total == 16, "%d callbacks, want 16", log.total);
+    for (int i = 0; i < 16; i++) {
+        CHECK(t, log.calls[i] == 1 && log.results[i] == DM_SCHED_OK, "request %d: %d calls, result %d", i,
+              log.calls[i], log.results[i]);
+        CHECK(t, req_matches(&b[i]), "request %d differs from dm_forward", i);
+    }
+    dm_sched_free(s);
+    pthread_mutex_destroy(&log.mu);
+    pthread_cond_destroy(&log.cv);
+    dm_ctx_free(ref);
+    dm_model_free(m);
+}
+
 void suite_serve_sched(dm_t *t)
 {
+    DM_RUN(t, test_serve_sched_async);
     DM_RUN(t, test_serve_sched_matches_forward);
     DM_RUN(t, test_serve_sched_concurrent);
     DM_RUN(t, test_serve_sched_preferred);

@@ -16,6 +16,8 @@ typedef struct sched_node {
     int done, result;
     pthread_cond_t cv;           /* its submitter waits here: one wake-up per finished request,
                                     not a broadcast to every waiting submitter */
+    void (*cb)(void *arg, int result);  /* asynchronous submit: called once done, then the node is freed */
+    void *cb_arg;
     struct sched_node *next;
 } sched_node;
 
@@ -27,6 +29,7 @@ typedef struct sched_inst {
     int32_t *ex;
     uint64_t *routed;            /* [layers * E] this batch's assignments per expert (merged into the stats) */
     sched_node **batch;          /* at most max_batch_size requests */
+    sched_node **done_async;     /* scratch: the batch's asynchronous nodes */
     int n;
     int busy, quit, started;
     pthread_cond_t cv;           /* a batch was handed over, or quit */
@@ -91,8 +94,15 @@ static void finish_refused(dm_sched *s, sched_node *nd, int result, const char *
     snprintf(r->error, sizeof r->error, "%s", msg);
     nd->result = result;
     nd->done = 1;
-    pthread_cond_signal(&nd->cv);
     s->st.fail++;
+    if (nd->cb) {  /* only queued async nodes get here (immediate refusals return before a node exists) */
+        nd->cb(nd->cb_arg, result);
+        s->in_submit--;
+        if (s->stopping && s->in_submit == 0) pthread_cond_broadcast(&s->done_cv);
+        free(nd);
+        return;
+    }
+    pthread_cond_signal(&nd->cv);
 }
 
 /* Under the lock: refuses the queued requests whose timeout expired. */
@@ -283,7 +293,21 @@ static void *worker_main(void *arg)
                 s->st.fail++;
             }
             nd->done = 1;
-            pthread_cond_signal(&nd->cv);
+            if (!nd->cb) pthread_cond_signal(&nd->cv);
+        }
+        /* asynchronous requests: call back outside the lock, then free their nodes */
+        int n_async = 0;
+        for (int i = 0; i < in->n; i++)
+            if (in->batch[i]->cb) in->done_async[n_async++] = in->batch[i];
+        if (n_async) {
+            pthread_mutex_unlock(&s->mu);
+            for (int i = 0; i < n_async; i++) {
+                in->done_async[i]->cb(in->done_async[i]->cb_arg, in->done_async[i]->result);
+                free(in->done_async[i]);
+            }
+            pthread_mutex_lock(&s->mu);
+            s->in_submit -= n_async;
+            if (s->stopping && s->in_submit == 0) pthread_cond_broadcast(&s->done_cv);
         }
         s->st.execution_count++;
         s->st.batch_count[total > 1024 ? 1024 : total]++;
@@ -351,6 +375,7 @@ static void sched_destroy(dm_sched *s)
         dm_free(in->y);
         dm_free(in->ex);
         free(in->routed);
+        free(in->done_async);
         dm_free(in->w);
         free(in->batch);
         pthread_cond_destroy(&in->cv);
@@ -425,9 +450,10 @@ dm_status dm_sched_create(const dm_model *m, const dm_sched_config *c, dm_sched 
         in->y = dm_alloc(mb * (size_t)s->out * sizeof(float));
         in->ex = dm_alloc(route * sizeof(int32_t));
         in->routed = calloc((size_t)s->layers * mc->n_experts, sizeof *in->routed);
+        in->done_async = calloc((size_t)mb, sizeof *in->done_async);
         in->w = dm_alloc(route * sizeof(float));
         in->batch = calloc(mb, sizeof *in->batch);
-        if (!in->x || !in->y || !in->ex || !in->w || !in->batch || !in->routed) {
+        if (!in->x || !in->y || !in->ex || !in->w || !in->batch || !in->routed || !in->done_async) {
             sched_destroy(s);
             return dm_fail(err, DM_ERR_NOMEM, "sched: out of memory for %d-row batch buffers", c->max_batch_size);
         }
@@ -510,6 +536,64 @@ int dm_sched_submit(dm_sched *s, dm_sched_request *r)
     pthread_mutex_unlock(&s->mu);
     pthread_cond_destroy(&nd.cv);
     return result;
+}
+
+int dm_sched_submit_async(dm_sched *s, dm_sched_request *r, void (*done)(void *arg, int result), void *arg)
+{
+    if (!r || !done) return DM_SCHED_FAILED;
+    r->status = DM_OK;
+    r->error[0] = 0;
+    r->queue_ns = r->compute_ns = 0;
+    r->batch_rows = 0;
+    if (!s) {
+        r->status = DM_ERR_ARG;
+        snprintf(r->error, sizeof r->error, "NULL scheduler");
+        return DM_SCHED_FAILED;
+    }
+    int code = DM_SCHED_OK;
+    const char *msg = NULL;
+    char big[256];
+    pthread_mutex_lock(&s->mu);
+    if (s->stopping) {
+        code = DM_SCHED_SHUTDOWN;
+        msg = "Server is stopping";
+    } else if (r->rows > s->c.max_batch_size) {
+        snprintf(big, sizeof big, "inference request batch-size must be <= %d for '%s'", s->c.max_batch_size, s->name);
+        code = DM_SCHED_TOO_BIG;
+        msg = big;
+    } else if (r->rows < 1 || !r->x || !r->y) {
+        code = DM_SCHED_FAILED;
+        msg = r->rows < 1 ? "inference request batch-size must be >= 1" : "NULL input or output buffer";
+    } else if (s->c.max_queue_size > 0 && s->pending >= s->c.max_queue_size) {
+        code = DM_SCHED_QUEUE_FULL;
+        msg = "Exceeds maximum queue size";
+    }
+    sched_node *nd = code ? NULL : calloc(1, sizeof *nd);
+    if (!code && !nd) {
+        code = DM_SCHED_FAILED;
+        msg = "out of memory";
+    }
+    if (code) {
+        r->status = DM_ERR_ARG;
+        snprintf(r->error, sizeof r->error, "%s", msg);
+        s->st.fail++;
+        pthread_mutex_unlock(&s->mu);
+        return code;
+    }
+    int64_t timeout_us = s->c.default_timeout_us;
+    if (s->c.allow_timeout_override && r->timeout_us > 0 && r->timeout_us < timeout_us) timeout_us = r->timeout_us;
+    nd->r = r;
+    nd->cb = done;
+    nd->cb_arg = arg;
+    nd->enq_ns = now_ns();
+    nd->deadline_ns = timeout_us > 0 ? nd->enq_ns + timeout_us * 1000 : 0;
+    if (s->tail) s->tail->next = nd; else s->head = nd;
+    s->tail = nd;
+    s->pending++;
+    s->in_submit++;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return DM_SCHED_OK;
 }
 
 void dm_sched_stats_get(dm_sched *s, dm_sched_stats *out)

@@ -62,6 +62,13 @@ int dm_sched_submit(dm_sched *s, dm_sched_request *r);
 
 #define DM_SCHED_MAX_ROUTE 4096   /* layers x experts counted in the stats */
 
+/* Non-blocking submit: DM_SCHED_OK (0) when queued, and then done(arg, result)
+ * is called exactly once from a scheduler thread when the request finished
+ * (result is a DM_SCHED_* code, r is filled); any other return value is an
+ * immediate refusal (r->error set) and done is not called. r must stay valid
+ * until done runs. */
+int dm_sched_submit_async(dm_sched *s, dm_sched_request *r, void (*done)(void *arg, int result), void *arg);
+
 typedef struct dm_sched_stats {
     uint64_t success, fail;      /* requests (fail counts every refusal too) */
     uint64_t inference_count;    /* rows of successful requests */
