@@ -207,6 +207,33 @@ check("queued too long answers 503 'Request timeout expired'", any(c_ == 503 and
 st, h, b = Q.req("POST", "/v2/models/moe_model/infer", b"x" * 5000)
 check("body over --max-body answers 413", st == 413, (st, b))
 Q.stop()
+# versions: latest 1 serves only the highest; all serves each
+import shutil
+rv = repo_with("repo_v")
+run("init", "--out", "m2.safetensors", "--dim", "32", "--experts", "4", "--hidden", "16", "--seed", "9")
+os.makedirs(os.path.join(rv, "moe_model", "2"))
+shutil.copy(os.path.join(T, "m2.safetensors"), os.path.join(rv, "moe_model", "2", "model.safetensors"))
+V = Server(rv)
+st1, _, _ = V.req("GET", "/v2/models/moe_model/versions/1/ready")
+st2, _, b2 = V.req("GET", "/v2/models/moe_model")
+check("latest policy serves only the highest version", st1 == 404 and json.loads(b2)["versions"] == ["2"], (st1, b2))
+V.stop()
+p_ = os.path.join(rv, "moe_model", "config.pbtxt")
+text_ = open(p_).read()
+open(p_, "w").write(text_.replace("version_policy: { latest { num_versions: 1 } }", "version_policy: { all { } }"))
+V = Server(rv)
+body = json.dumps({"inputs": [{"name": "input", "shape": [1, 32], "datatype": "FP32", "data": rows[0]}]})
+a = V.req("POST", "/v2/models/moe_model/versions/1/infer", body)
+b_ = V.req("POST", "/v2/models/moe_model/versions/2/infer", body)
+d_ = V.req("POST", "/v2/models/moe_model/infer", body)
+st_m, _, bm = V.req("GET", "/v2/models/moe_model")
+ok = a[0] == 200 and b_[0] == 200 and d_[0] == 200 and sorted(json.loads(bm)["versions"]) == ["1", "2"]
+if ok:
+    o1, o2, od = (json.loads(x[2]) for x in (a, b_, d_))
+    ok = (o1["model_version"] == "1" and o2["model_version"] == "2" and od["model_version"] == "2"
+          and o1["outputs"][0]["data"] != o2["outputs"][0]["data"] and abs(o1["outputs"][0]["data"][0] - want[0][0]) < 1e-5)
+check("all policy: each version served; no version means the highest", ok, (a[0], b_[0], d_[0], bm[:200]))
+V.stop()
 H = Server(repo_with("repo_h", "dynamic_batching { max_queue_delay_microseconds: 300000 preferred_batch_size: [ 64 ] }"))
 res = []
 def slow_h():

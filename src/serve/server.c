@@ -100,44 +100,20 @@ static void served_free(served *sv)
     free(sv);
 }
 
-/* Loads DIR/name: its config and the highest version (version_policy latest 1). */
-static dm_status load_model(const char *repo, const char *name, const dm_server_config *sc, served **out, dm_error *err)
+/* Loads version v of DIR/name with its parsed config. */
+static dm_status load_version(const char *repo, const char *name, int64_t v, const dm_triton_config *cfg,
+                              const dm_server_config *sc, served **out, dm_error *err)
 {
     *out = NULL;
     char path[4096];
     served *sv = calloc(1, sizeof *sv);
     if (!sv) return dm_fail(err, DM_ERR_NOMEM, "out of memory");
     pthread_mutex_init(&sv->lat_mu, NULL);
-    if (strlen(name) >= sizeof sv->name) {
-        free(sv);
-        return dm_fail(err, DM_ERR_ARG, "%s/%.64s...: model name too long", repo, name);
-    }
     memcpy(sv->name, name, strlen(name) + 1);
-    snprintf(path, sizeof path, "%s/%s/config.pbtxt", repo, name);
-    dm_status st = dm_model_config_load(path, &sv->cfg, err);
-    if (st) goto fail;
-    if (sv->cfg.name[0] && strcmp(sv->cfg.name, name)) {
-        st = dm_fail(err, DM_ERR_FORMAT, "%s: name \"%s\" differs from the directory name \"%s\"", path, sv->cfg.name, name);
-        goto fail;
-    }
-    memcpy(sv->cfg.name, sv->name, sizeof sv->cfg.name);
-    snprintf(path, sizeof path, "%s/%s", repo, name);
-    DIR *d = opendir(path);
-    if (!d) {
-        st = dm_fail(err, DM_ERR_IO, "%s: cannot open the model directory", path);
-        goto fail;
-    }
-    for (struct dirent *e; (e = readdir(d));)
-        if (is_version_dir(e->d_name)) {
-            int64_t v = strtoll(e->d_name, NULL, 10);
-            if (v > sv->version) sv->version = v;
-        }
-    closedir(d);
-    if (!sv->version) {
-        st = dm_fail(err, DM_ERR_FORMAT, "%s: no version directory (e.g. %s/1/model.safetensors)", path, path);
-        goto fail;
-    }
-    snprintf(path, sizeof path, "%s/%s/%lld/model.safetensors", repo, name, (long long)sv->version);
+    sv->cfg = *cfg;
+    sv->version = v;
+    dm_status st;
+    snprintf(path, sizeof path, "%s/%s/%lld/model.safetensors", repo, name, (long long)v);
     if ((st = dm_model_load(path, NULL, &sv->model, err))) goto fail;
     const dm_config *mc = dm_model_config(sv->model);
     sv->in = mc->in_dim ? mc->in_dim : mc->dim;
@@ -147,7 +123,8 @@ static dm_status load_model(const char *repo, const char *name, const dm_server_
     const dm_triton_config *c = &sv->cfg;
     if (c->n_inputs != 1 || c->inputs[0].n_dims != 1 || c->inputs[0].dims[0] != sv->in ||
         strcmp(c->inputs[0].data_type, "TYPE_FP32")) {
-        st = dm_fail(err, DM_ERR_SHAPE, "%s/%s/config.pbtxt: the model takes one TYPE_FP32 input of dims [%d]", repo, name, sv->in);
+        st = dm_fail(err, DM_ERR_SHAPE, "%s/%s/config.pbtxt: version %lld takes one TYPE_FP32 input of dims [%d]", repo,
+                     name, (long long)v, sv->in);
         goto fail;
     }
     dm_sched_config sc2 = {
@@ -160,6 +137,7 @@ static dm_status load_model(const char *repo, const char *name, const dm_server_
         .allow_timeout_override = c->allow_timeout_override,
         .instances = c->instance_count > 0 ? c->instance_count : 1,
         .threads_per_instance = sc->threads > 0 ? sc->threads : 1,
+        .name = name,
     };
     for (int i = 0; i < c->n_preferred && i < 32; i++) sc2.preferred[i] = c->preferred_batch_size[i];
     if ((st = dm_sched_create(sv->model, &sc2, &sv->sched, err))) goto fail;
@@ -167,6 +145,81 @@ static dm_status load_model(const char *repo, const char *name, const dm_server_
     return DM_OK;
 fail:
     served_free(sv);
+    return st;
+}
+
+static int cmp_desc(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x < y) - (x > y);
+}
+
+/* Loads DIR/name: its config, then the versions its version_policy selects
+ * (latest N: the N highest; all; specific: each listed one, which must exist). */
+static dm_status load_model(const char *repo, const char *name, const dm_server_config *sc, served **list, int cap,
+                            int *n, dm_error *err)
+{
+    *n = 0;
+    char path[4096];
+    dm_triton_config *cfg = calloc(1, sizeof *cfg);
+    if (!cfg) return dm_fail(err, DM_ERR_NOMEM, "out of memory");
+    dm_status st = DM_OK;
+    if (strlen(name) >= sizeof cfg->name) {
+        st = dm_fail(err, DM_ERR_ARG, "%s/%.64s...: model name too long", repo, name);
+        goto done;
+    }
+    snprintf(path, sizeof path, "%s/%s/config.pbtxt", repo, name);
+    if ((st = dm_model_config_load(path, cfg, err))) goto done;
+    if (cfg->name[0] && strcmp(cfg->name, name)) {
+        st = dm_fail(err, DM_ERR_FORMAT, "%s: name \"%s\" differs from the directory name \"%s\"", path, cfg->name, name);
+        goto done;
+    }
+    memcpy(cfg->name, name, strlen(name) + 1);
+    snprintf(path, sizeof path, "%s/%s", repo, name);
+    int64_t have[256];
+    int nh = 0;
+    DIR *d = opendir(path);
+    if (!d) {
+        st = dm_fail(err, DM_ERR_IO, "%s: cannot open the model directory", path);
+        goto done;
+    }
+    for (struct dirent *e; (e = readdir(d));)
+        if (is_version_dir(e->d_name) && nh < 256) have[nh++] = strtoll(e->d_name, NULL, 10);
+    closedir(d);
+    qsort(have, (size_t)nh, sizeof *have, cmp_desc);
+    int64_t pick[256];
+    int np = 0;
+    if (cfg->version_policy == DM_VP_SPECIFIC) {
+        for (int i = 0; i < cfg->n_versions; i++) {
+            int found = 0;
+            for (int j = 0; j < nh; j++) found |= have[j] == cfg->versions[i];
+            if (!found) {
+                st = dm_fail(err, DM_ERR_FORMAT, "%s: version_policy names version %lld, which has no directory", path,
+                             (long long)cfg->versions[i]);
+                goto done;
+            }
+            pick[np++] = cfg->versions[i];
+        }
+    } else {
+        int want = cfg->version_policy == DM_VP_ALL ? nh : DM_MIN(nh, cfg->num_versions > 0 ? cfg->num_versions : 1);
+        for (int j = 0; j < want; j++) pick[np++] = have[j];
+    }
+    if (!np) {
+        st = dm_fail(err, DM_ERR_FORMAT, "%s: no version directory (e.g. %s/1/model.safetensors)", path, path);
+        goto done;
+    }
+    if (np > cap) {
+        st = dm_fail(err, DM_ERR_UNSUPPORTED, "%s: %d versions selected, at most %d can be served", path, np, cap);
+        goto done;
+    }
+    for (int i = 0; i < np && !st; i++)
+        if (!(st = load_version(repo, name, pick[i], cfg, sc, &list[*n], err))) (*n)++;
+    if (st) {
+        for (int i = 0; i < *n; i++) served_free(list[i]);
+        *n = 0;
+    }
+done:
+    free(cfg);
     return st;
 }
 
@@ -182,23 +235,25 @@ static dm_status load_repository(dm_server *s, dm_error *err)
         struct stat sb;
         snprintf(path, sizeof path, "%s/%s/config.pbtxt", repo, e->d_name);
         if (stat(path, &sb) != 0) continue;  /* not a model directory */
-        if (s->n_models == MAX_MODELS) {
-            st = dm_fail(err, DM_ERR_UNSUPPORTED, "%s: more than %d models", repo, MAX_MODELS);
-            break;
-        }
-        served *sv;
-        if (!(st = load_model(repo, e->d_name, &s->cfg, &sv, err))) s->models[s->n_models++] = sv;
+        int n = 0;
+        st = load_model(repo, e->d_name, &s->cfg, s->models + s->n_models, MAX_MODELS - s->n_models, &n, err);
+        s->n_models += n;
     }
     closedir(d);
     if (!st && !s->n_models) st = dm_fail(err, DM_ERR_FORMAT, "%s: no models (expected DIR/<model>/config.pbtxt)", repo);
     return st;
 }
 
-static served *find_model(dm_server *s, const char *name, size_t len)
+/* The loaded version v of a model, or its highest loaded version when v < 0. */
+static served *find_model(dm_server *s, const char *name, size_t len, int64_t v)
 {
-    for (int i = 0; i < s->n_models; i++)
-        if (strlen(s->models[i]->name) == len && !strncmp(s->models[i]->name, name, len)) return s->models[i];
-    return NULL;
+    served *best = NULL;
+    for (int i = 0; i < s->n_models; i++) {
+        served *m = s->models[i];
+        if (strlen(m->name) != len || strncmp(m->name, name, len)) continue;
+        if (v >= 0 ? m->version == v : (!best || m->version > best->version)) best = m;
+    }
+    return best;
 }
 
 /* ---------------------------------------------------------------- responses */
@@ -246,15 +301,20 @@ static json_t *tensor_meta(const dm_mc_tensor *t, int batched)
     return json_pack("{s:s, s:s, s:o}", "name", t->name, "datatype", t->data_type + 5 /* drop "TYPE_" */, "shape", shape);
 }
 
-static enum MHD_Result model_metadata(struct MHD_Connection *c, served *sv)
+static enum MHD_Result model_metadata(dm_server *s, struct MHD_Connection *c, served *sv)
 {
     const dm_triton_config *mc = &sv->cfg;
     json_t *ins = json_array(), *outs = json_array();
     for (int i = 0; i < mc->n_inputs; i++) json_array_append_new(ins, tensor_meta(&mc->inputs[i], mc->max_batch_size > 0));
     for (int i = 0; i < mc->n_outputs; i++) json_array_append_new(outs, tensor_meta(&mc->outputs[i], mc->max_batch_size > 0));
-    char v[32];
-    snprintf(v, sizeof v, "%lld", (long long)sv->version);
-    json_t *j = json_pack("{s:s, s:[s], s:s, s:o, s:o}", "name", sv->name, "versions", v, "platform",
+    json_t *versions = json_array();
+    for (int i = 0; i < s->n_models; i++)
+        if (!strcmp(s->models[i]->name, sv->name)) {
+            char v[32];
+            snprintf(v, sizeof v, "%lld", (long long)s->models[i]->version);
+            json_array_append_new(versions, json_string(v));
+        }
+    json_t *j = json_pack("{s:s, s:o, s:s, s:o, s:o}", "name", sv->name, "versions", versions, "platform",
                           mc->platform[0] ? mc->platform : mc->backend, "inputs", ins, "outputs", outs);
     return reply_json(c, 200, j);
 }
@@ -426,24 +486,28 @@ static enum MHD_Result models_route(dm_server *s, struct MHD_Connection *c, cons
     }
     const char *slash = strchr(rest, '/');
     size_t nlen = slash ? (size_t)(slash - rest) : strlen(rest);
-    served *sv = find_model(s, rest, nlen);
-    if (!sv) {
-        char msg[256];
-        snprintf(msg, sizeof msg, "Request for unknown model: '%.*s' is not found", (int)DM_MIN(nlen, 128), rest);
-        return reply_error(c, 404, msg);
-    }
     const char *action = slash ? slash + 1 : "";
+    int64_t ver = -1;
     if (!strncmp(action, "versions/", 9)) {
         const char *v = action + 9;
         char *end;
-        long long ver = strtoll(v, &end, 10);
-        if (end == v || (*end && *end != '/')) return reply_error(c, 404, "Not Found");
-        if (ver != sv->version) return reply_error(c, 404, "Request for unknown model version");
+        ver = strtoll(v, &end, 10);
+        if (end == v || ver < 0 || (*end && *end != '/')) return reply_error(c, 404, "Not Found");
         action = *end ? end + 1 : "";
+    }
+    served *sv = find_model(s, rest, nlen, ver);
+    if (!sv) {
+        char msg[256];
+        if (ver >= 0 && find_model(s, rest, nlen, -1))
+            snprintf(msg, sizeof msg, "Request for unknown model: '%.*s' version %lld is not found", (int)DM_MIN(nlen, 128),
+                     rest, (long long)ver);
+        else
+            snprintf(msg, sizeof msg, "Request for unknown model: '%.*s' is not found", (int)DM_MIN(nlen, 128), rest);
+        return reply_error(c, 404, msg);
     }
     if (!strcmp(action, "infer")) return is_post ? infer(s, c, sv, b) : reply_error(c, 405, "Method Not Allowed");
     if (!is_get) return reply_error(c, 405, "Method Not Allowed");
-    if (!*action) return model_metadata(c, sv);
+    if (!*action) return model_metadata(s, c, sv);
     if (!strcmp(action, "ready")) return reply(c, 200, NULL, 0, NULL, 0);
     if (!strcmp(action, "config")) {
         char *j = dm_model_config_json(&sv->cfg);
@@ -467,35 +531,33 @@ static enum MHD_Result repository_action(dm_server *s, struct MHD_Connection *c,
     if (!nlen || nlen >= sizeof name || memchr(rest, '.', nlen) == rest) return reply_error(c, 400, "bad model name");
     memcpy(name, rest, nlen);
     name[nlen] = 0;
-    int idx = -1;
-    for (int i = 0; i < s->n_models; i++)
-        if (!strcmp(s->models[i]->name, name)) idx = i;
-    if (!strcmp(slash, "/unload")) {
-        if (idx < 0) {
-            char msg[256];
-            snprintf(msg, sizeof msg, "failed to unload '%s', no version is available", name);
-            return reply_error(c, 400, msg);
-        }
-        served_free(s->models[idx]);  /* no request holds it: we own the lock exclusively */
-        s->models[idx] = s->models[--s->n_models];
-        return reply(c, 200, NULL, 0, NULL, 0);
-    }
-    served *sv;
-    dm_error err;
-    if (load_model(s->cfg.repository, name, &s->cfg, &sv, &err)) {
-        char msg[1024];
-        snprintf(msg, sizeof msg, "failed to load '%.128s': %.512s", name, err.msg);
+    int had = 0;
+    for (int i = 0; i < s->n_models; i++) had |= !strcmp(s->models[i]->name, name);
+    if (!strcmp(slash, "/unload") && !had) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "failed to unload '%s', no version is available", name);
         return reply_error(c, 400, msg);
     }
-    if (idx >= 0) {
-        served_free(s->models[idx]);
-        s->models[idx] = sv;
-    } else if (s->n_models < MAX_MODELS) {
-        s->models[s->n_models++] = sv;
-    } else {
-        served_free(sv);
-        return reply_error(c, 400, "too many models loaded");
+    served *fresh[MAX_MODELS];
+    int nf = 0;
+    if (!strcmp(slash, "/load")) {
+        dm_error err;
+        int room = MAX_MODELS - s->n_models;
+        for (int i = 0; i < s->n_models; i++) room += !strcmp(s->models[i]->name, name);  /* replaced */
+        if (load_model(s->cfg.repository, name, &s->cfg, fresh, room, &nf, &err)) {
+            char msg[1024];
+            snprintf(msg, sizeof msg, "failed to load '%.128s': %.512s", name, err.msg);
+            return reply_error(c, 400, msg);
+        }
     }
+    /* drop the old versions (no request holds them: the lock is exclusive), add the new */
+    int k = 0;
+    for (int i = 0; i < s->n_models; i++) {
+        if (!strcmp(s->models[i]->name, name)) served_free(s->models[i]);
+        else s->models[k++] = s->models[i];
+    }
+    s->n_models = k;
+    for (int i = 0; i < nf; i++) s->models[s->n_models++] = fresh[i];
     return reply(c, 200, NULL, 0, NULL, 0);
 }
 
@@ -548,7 +610,7 @@ static enum MHD_Result route_locked(dm_server *s, struct MHD_Connection *c, cons
             char path[4096];
             struct stat sb;
             snprintf(path, sizeof path, "%s/%s/config.pbtxt", s->cfg.repository, e->d_name);
-            if (e->d_name[0] == '.' || stat(path, &sb) || find_model(s, e->d_name, strlen(e->d_name))) continue;
+            if (e->d_name[0] == '.' || stat(path, &sb) || find_model(s, e->d_name, strlen(e->d_name), -1)) continue;
             json_array_append_new(arr, json_pack("{s:s, s:s, s:s}", "name", e->d_name, "state", "UNAVAILABLE", "reason", "unloaded"));
         }
         if (d) closedir(d);
