@@ -30,6 +30,8 @@ int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(print
 /* Strict integer / float parsing of an option value: 0 ok, -1 bad. */
 int cli_int(const char *s, long lo, long hi, int *out);
 int cli_float(const char *s, float *out);
+/* Sorts n timings ascending (qsort with a double comparator). */
+void cli_sort_times(double *t, int n);
 /* Wall-clock seconds (monotonic). */
 double cli_now(void);
 /* Per-expert load line: "load  e0 0.125 |####   | ..." to stdout. */

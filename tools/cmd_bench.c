@@ -25,12 +25,6 @@ static const char help[] =
     "  --json          one JSON object: batch, threads, mode, isa, rows_per_s, gflops, us_p50,\n"
     "                  us_p99, peak_gflops, fraction_of_peak\n";
 
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 int cmd_bench(int argc, char **argv)
 {
     static const struct option lo[] = {
@@ -108,7 +102,7 @@ int cmd_bench(int argc, char **argv)
     }
     double total = 0;
     for (int i = 0; i < iters; i++) total += t[i];
-    qsort(t, (size_t)iters, sizeof *t, cmp_d);
+    cli_sort_times(t, iters);
     double p50 = t[iters / 2], p99 = t[(int)fmin(iters - 1, ceil(0.99 * iters) - 1)];
     double rps = batch * iters / total;
     double flops = dm_model_flops_per_row(m) * (train ? 3.0 : 1.0);

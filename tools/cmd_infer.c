@@ -22,12 +22,6 @@ static const char help[] =
     "  --repeat N        run the forward N times and report the median time (1)\n"
     "  --quiet           print nothing on success\n";
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 int cmd_infer(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -120,7 +114,7 @@ int cmd_infer(int argc, char **argv)
         if (st) goto fail;
     }
     if (!quiet) {
-        qsort(times, (size_t)repeat, sizeof *times, cmp_double);
+        cli_sort_times(times, repeat);
         double med = times[repeat / 2];
         printf("%lld rows, D=%d E=%d k=%d, %d threads, %s kernels\n", (long long)n, c->dim, c->n_experts,
                c->top_k, dm_pool_size(pool), dm_isa_name(dm_model_isa(m)));

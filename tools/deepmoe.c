@@ -69,6 +69,14 @@ int cli_float(const char *s, float *out)
     return 0;
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+void cli_sort_times(double *t, int n) { qsort(t, (size_t)n, sizeof *t, cmp_double); }
+
 double cli_now(void)
 {
     struct timespec ts;
