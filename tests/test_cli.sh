@@ -2,9 +2,11 @@
 # test_cli.sh DEEPMOE - the command line as a user meets it: --help, init,
 # inspect, infer, and every kind of bad input, each of which must give a
 # one-line error naming the file and the problem, exit status 1 or 2, and no
-# crash. Files are built byte by byte here so no Python is needed.
+# crash. Files are built byte by byte here; Python (standard library) only
+# edits checkpoints (tests/ckpt_edit.py).
 set -u
 BIN=$(realpath "$1")
+SRC=$(cd "$(dirname "$0")/.." && pwd)
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 cd "$T"
@@ -110,7 +112,7 @@ expect "model: unknown dtype" 1 "dtype.safetensors: .*F99" "$BIN" inspect dtype.
 st_file size.safetensors '{"a": {"dtype": "F32", "shape": [5], "data_offsets": [0, 16]}}' 16
 expect "model: shape/size mismatch" 1 "size.safetensors: .*\\ba\\b" "$BIN" inspect size.safetensors
 st_file i64.safetensors '{"gating.gate.weight": {"dtype": "I64", "shape": [2, 4], "data_offsets": [0, 64]}, "gating.gate.bias": {"dtype": "F32", "shape": [2], "data_offsets": [64, 72]}, "experts.0.net.0.weight": {"dtype": "F32", "shape": [2, 4], "data_offsets": [72, 104]}}' 104
-expect "model: integer weights" 1 "i64.safetensors: .*I64" "$BIN" inspect i64.safetensors
+expect "model: incomplete file refused before building" 1 "i64.safetensors: the config describes 14 tensors .* cannot be this model" "$BIN" inspect i64.safetensors
 # a tiny seed model D=4 E=2 H=2 with one tensor missing, then one extra
 W='"gating.gate.weight": {"dtype": "F32", "shape": [2, 4], "data_offsets": [0, 32]}, "gating.gate.bias": {"dtype": "F32", "shape": [2], "data_offsets": [32, 40]}'
 o=40
@@ -127,6 +129,10 @@ if "$BIN" infer --model tiny.safetensors --input x4.npy --output y4.npy --quiet 
 expect "model: --top-k larger than E" 1 "top-k 3 exceeds the model's 2 experts" "$BIN" infer --model tiny.safetensors --input x4.npy --output y4.npy --top-k 3
 st_file extra.safetensors "{$W, \"experts.5.w9\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [$o, $((o + 4))]}}" $((o + 4))
 expect "model: extra tensor" 1 "extra.safetensors: unexpected tensor experts.5.w9" "$BIN" infer --model extra.safetensors --input x4.npy --output y4.npy
+# the tiny model with its last tensor stored as I64: refused by dtype, naming it
+W3=$(printf '%s' "$W" | sed -E "s/\"experts.1.net.3.bias\": \{[^}]*\}/\"experts.1.net.3.bias\": {\"dtype\": \"I64\", \"shape\": [4], \"data_offsets\": [$((o - 16)), $((o + 16))]}/")
+st_file i64b.safetensors "{$W3}" $((o + 16))
+expect "model: integer weights" 1 "i64b.safetensors: .*experts.1.net.3.bias.*I64" "$BIN" inspect i64b.safetensors
 W2=$(printf '%s' "$W" | sed -E 's/, "experts.1.net.2.bias": \{[^}]*\}//')
 st_file missing.safetensors "{$W2}" $o
 expect "model: missing tensor" 1 "missing.safetensors: missing tensor experts.1.net.2.bias" "$BIN" infer --model missing.safetensors --input x4.npy --output y4.npy
@@ -178,6 +184,42 @@ if echo "$last" | grep -q '"mse":' && echo "$last" | grep -q '"expert_utilizatio
 mkdir -p run_c/checkpoint && cp run_b/model.safetensors run_c/
 head -c 3000 run_b/checkpoint/state.safetensors >run_c/checkpoint/state.safetensors
 expect "resume: truncated checkpoint" 1 "run_c/checkpoint/state.safetensors: .*(exceeds|past|truncated)" "$BIN" train $T1 --resume run_c
+# a tampered run state: the CRC is checked first, then every field, naming it
+ck() {  # ck NAME EDIT...: run_t/ is run_b/ with its run state edited by tests/ckpt_edit.py
+    rm -rf run_t; mkdir -p run_t/checkpoint && cp run_b/model.safetensors run_t/
+    /usr/bin/python3 "$SRC/tests/ckpt_edit.py" run_b/checkpoint/state.safetensors run_t/checkpoint/state.safetensors "$@"
+}
+ck batch=0 --keep-crc
+expect "resume: edited run state, old checksum" 1 "state.safetensors: checksum mismatch" "$BIN" train --data $SYN --resume run_t
+ck batch=0
+expect "resume: batch 0 (was a division by zero)" 1 "run state: field 'batch' is 0, outside \[1, 16777216\]" "$BIN" train --data $SYN --resume run_t
+ck batch=-4
+expect "resume: negative batch (was a negative allocation)" 1 "field 'batch' is -4" "$BIN" train --data $SYN --resume run_t
+ck aug_flip=true
+expect "resume: saved flip on non-square data (was a heap overflow)" 1 "the resumed run's shift/flip augmentation needs square images" "$BIN" train --data $SYN --resume run_t
+ck lr=0
+expect "resume: learning rate 0" 1 "field 'lr' is 0, outside \(0" "$BIN" train --data $SYN --resume run_t
+ck total_steps=
+expect "resume: missing field" 1 "field 'total_steps' is missing" "$BIN" train --data $SYN --resume run_t
+ck magic=1
+expect "resume: unknown field" 1 "unknown field 'magic'" "$BIN" train --data $SYN --resume run_t
+ck task='"cluster"'
+expect "resume: bad enum" 1 "field 'task' must be \"classify\" or \"regress\"" "$BIN" train --data $SYN --resume run_t
+ck --raw 01000000000000000000000000000000
+expect "resume: raw struct bytes of the old format" 1 "run state is not a JSON object" "$BIN" train --data $SYN --resume run_t
+ck
+"$BIN" train --data $SYN --resume run_t >out.txt 2>err.txt && cmp -s run_a/model.safetensors run_t/model.safetensors &&
+    ok "resume: an unedited rewrite still resumes byte-identically (the edit tool is faithful)" ||
+    bad "resume: faithful rewrite" "$(cat err.txt)"
+# the regression inputs of the fuzz harnesses, through the command line
+R=$SRC/tests/fuzz/regress
+expect "npy pipe: element count x 4 wraps (was a heap overflow)" 1 "shape is too large" \
+    "$BIN" infer --model tiny.safetensors --input <(tail -c +2 $R/npy/pipe-size-wrap) --output bad_out.npy
+expect "npy pipe: huge shape, 16 bytes (was a 4 GB allocation)" 1 "data is 16 bytes, shape \(1000000000,\) needs 4000000000" \
+    "$BIN" infer --model tiny.safetensors --input <(tail -c +2 $R/npy/pipe-huge-shape) --output bad_out.npy
+expect "model: 130-byte file asking for 1024 x 4096 (was minutes, GBs)" 1 "1024 layers of .* more than" timeout 10 "$BIN" inspect $R/model/config-bigger-than-file
+expect "model: 128 x 128 config, empty file (was 10 s)" 1 "98560 tensors .* cannot be this model" timeout 10 "$BIN" inspect $R/model/config-128x128
+
 # the default classifier (aux-free balancing by default) resumes exactly with no flags repeated
 C1="--data $SYN --task classify --dim 16 --hidden 8 --experts 4 --batch 64 --steps 30 --threads 2"
 "$BIN" train $C1 --out cls_a >/dev/null 2>&1

@@ -20,20 +20,7 @@ typedef struct opts {
     int cfg_set[OPT_MODEL_FLAGS_END - 1000];
 } opts;
 
-/* The resumable position of the data and the run, saved as the checkpoint's blob. */
-#define RUN_STATE_VERSION 1
-/* Everything a resumed run needs besides the tensors: the data position and
- * the run's own settings, which win over the command line on --resume. */
-typedef struct run_state {
-    uint32_t version;
-    int32_t task;
-    int64_t epoch, pos;
-    uint64_t seed;
-    int32_t shuffle, batch;
-    int32_t aug_shift, aug_flip;
-    float aug_drop;
-    dm_train_config tc;      /* total_steps included */
-} run_state;
+#include "train/run_state.h"   /* dm_run_state: what a checkpoint keeps of the run */
 
 
 int parse_balance(const char *s, dm_train_config *tc);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #define CMD "train"
+#define RUN_BLOB_MAX 4096   /* the run state's JSON is ~800 bytes */
 
 static int is_idx_spec(const char *s) { return !strncmp(s, "fashion-mnist", 13) || !strncmp(s, "mnist", 5); }
 
@@ -74,14 +75,18 @@ static void fmt_eta(char *buf, size_t n, double s)
     else snprintf(buf, n, "%.0fs", s);
 }
 
-static int save_all(dm_trainer *tr, dm_model *m, const char *out, const run_state *rs)
+static int save_all(dm_trainer *tr, dm_model *m, const char *out, const dm_run_state *rs)
 {
     char path[4096];
     dm_error err;
     path_join(path, sizeof path, out, "checkpoint");
     if (mkdir_p(path)) { fprintf(stderr, "deepmoe train: cannot create %s\n", path); return 1; }
     path_join(path, sizeof path, out, "checkpoint/state.safetensors");
-    if (dm_trainer_save(tr, path, rs, sizeof *rs, &err)) return cli_error(CMD, &err);
+    char *json = dm_run_state_to_json(rs);
+    if (!json) { fprintf(stderr, "deepmoe train: out of memory\n"); return 1; }
+    dm_status st = dm_trainer_save(tr, path, json, strlen(json), &err);
+    free(json);
+    if (st) return cli_error(CMD, &err);
     path_join(path, sizeof path, out, "model.safetensors");
     if (dm_model_save(m, path, &err)) return cli_error(CMD, &err);
     return 0;
@@ -105,15 +110,15 @@ int train_run(opts *o, const dm_config *flags, int top_k_flag)
     double t_start = cli_now();
 
     /* a resumed run keeps its own settings: read them before anything else */
-    run_state saved = {0};
+    dm_run_state saved = {0};
+    char blob[RUN_BLOB_MAX];
     if (o->resume) {
         size_t len = 0;
         path_join(path, sizeof path, o->resume, "checkpoint/state.safetensors");
-        if (dm_checkpoint_blob(path, &saved, sizeof saved, &len, &err)) goto fail;
-        if (len != sizeof saved || saved.version != RUN_STATE_VERSION) {
-            fprintf(stderr, "deepmoe train: %s was written by another version of deepmoe train; cannot resume it\n", path);
-            goto done;
-        }
+        /* the checksum is checked, then every field, before any is used */
+        if (dm_checkpoint_blob(path, blob, sizeof blob, &len, &err) ||
+            dm_run_state_from_json(blob, len, path, &saved, &err))
+            goto fail;
         o->task = saved.task;
         o->seed = (long long)saved.seed;
         o->shuffle = saved.shuffle;
@@ -180,11 +185,11 @@ int train_run(opts *o, const dm_config *flags, int top_k_flag)
 
     if (dm_pool_create(o->threads, &pool, &err) || dm_trainer_create(m, &tc, pool, &tr, &err)) goto fail;
     if (dm_batcher_init(&b, &d.train, (uint64_t)o->seed, o->shuffle, &err)) goto fail;
-    run_state rs = {RUN_STATE_VERSION, task, 0, 0, (uint64_t)o->seed, o->shuffle, o->batch, 0, 0, 0, tc};
+    dm_run_state rs = {.task = task, .seed = (uint64_t)o->seed, .shuffle = o->shuffle, .batch = o->batch, .tc = tc};
     if (o->resume) {
         size_t len = 0;
         path_join(path, sizeof path, o->resume, "checkpoint/state.safetensors");
-        if (dm_trainer_load(tr, path, &saved, sizeof saved, &len, &err)) goto fail;
+        if (dm_trainer_load(tr, path, blob, sizeof blob, &len, &err)) goto fail;
         if (dm_trainer_step_count(tr) > tc.total_steps) {
             fprintf(stderr, "deepmoe train: %s is at step %lld, past --steps %lld\n", path,
                     (long long)dm_trainer_step_count(tr), (long long)tc.total_steps);
@@ -236,10 +241,12 @@ int train_run(opts *o, const dm_config *flags, int top_k_flag)
                 goto done;
             }
         }
-        if ((aug_shift || aug_flip) && (side * side != in || side > 64)) {
-            fprintf(stderr, "deepmoe train: --augment shift/flip needs square images; rows have %d values\n", in);
-            goto done;
-        }
+    }
+    /* for the flags and for a resumed run's saved augmentation alike */
+    if ((aug_shift || aug_flip) && (side * side != in || side > 64)) {
+        fprintf(stderr, "deepmoe train: %s shift/flip augmentation needs square images of at most 64x64; rows have %d values\n",
+                o->resume ? "the resumed run's" : "--augment", in);
+        goto done;
     }
 
     rs.aug_shift = aug_shift;

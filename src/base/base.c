@@ -7,6 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
 
 /* ---------------------------------------------------------------- errors */
 
@@ -63,6 +67,29 @@ int dm_mul_size(size_t a, size_t b, size_t *out)
 {
     if (a && b > SIZE_MAX / a) return -1;
     *out = a * b;
+    return 0;
+}
+
+void *dm_alloc_array(size_t n, size_t size)
+{
+    size_t bytes;
+    return dm_mul_size(n, size, &bytes) == 0 ? dm_alloc(bytes) : NULL;
+}
+
+int dm_growbuf_reserve(dm_growbuf *b, size_t need)
+{
+    if (need > b->max) return -1;
+    if (need <= b->cap && b->p) return 0;
+    size_t cap = b->cap ? b->cap : (size_t)1 << 16;
+    while (cap < need && cap <= SIZE_MAX / 2) cap *= 2;
+    if (cap > b->max) cap = b->max;
+    if (cap < need) cap = need;
+    void *p = dm_alloc(cap);
+    if (!p) return -1;
+    if (b->p && b->cap) memcpy(p, b->p, b->cap);
+    dm_free(b->p);
+    b->p = p;
+    b->cap = cap;
     return 0;
 }
 
@@ -147,6 +174,45 @@ uint16_t dm_f32_to_f16(float f)
 
 /* ---------------------------------------------------------------- atomic files */
 
+/* The directory that holds path: "." when it has no slash, "/" for "/name". */
+static void dir_of(const char *path, char *dir, size_t cap)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(dir, cap, ".");
+    else if (slash == path) snprintf(dir, cap, "/");
+    else snprintf(dir, cap, "%.*s", (int)(slash - path), path);
+}
+
+/* Removes the temp files of path that killed writers left behind: names of
+ * exactly the form BASE.tmp.PID, regular files only, PID not our own and no
+ * such process on this host (kill(PID, 0) fails with ESRCH; EPERM means it
+ * lives). Best effort: every error is ignored. A live writer of the same path
+ * in another PID namespace or on another host would look dead, but two
+ * writers of one final path race anyway (the last rename wins). */
+static void remove_stale_temps(const char *path)
+{
+    char dir[4096];
+    dir_of(path, dir, sizeof dir);
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    size_t bl = strlen(base);
+    if (bl == 0) return;
+    DIR *d = opendir(dir);
+    if (!d) return;
+    for (struct dirent *e; (e = readdir(d));) {
+        const char *name = e->d_name, *p = name + bl + 5;
+        if (strncmp(name, base, bl) || strncmp(name + bl, ".tmp.", 5)) continue;
+        size_t digits = strspn(p, "0123456789");
+        if (digits == 0 || digits > 9 || p[digits] || *p == '0') continue;
+        long pid = strtol(p, NULL, 10);
+        if (pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+        struct stat st;
+        if (fstatat(dirfd(d), name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode))
+            unlinkat(dirfd(d), name, 0);
+    }
+    closedir(d);
+}
+
 dm_status dm_atomic_open(dm_atomic_file *f, const char *path, dm_error *err)
 {
     memset(f, 0, sizeof *f);
@@ -154,28 +220,52 @@ dm_status dm_atomic_open(dm_atomic_file *f, const char *path, dm_error *err)
         return dm_fail(err, DM_ERR_ARG, "%s: path too long", path);
     snprintf(f->path, sizeof f->path, "%s", path);
     snprintf(f->tmp, sizeof f->tmp, "%s.tmp.%d", path, (int)getpid());
+    remove_stale_temps(path);
     f->fp = fopen(f->tmp, "wb");
     if (!f->fp)
         return dm_fail(err, DM_ERR_IO, "%s: cannot create %s: %s", path, f->tmp, strerror(errno));
     return DM_OK;
 }
 
+/* fsync of the directory that holds path, so that a rename into it survives a
+ * crash. Filesystems that cannot sync a directory (EINVAL, ENOTSUP) and a
+ * directory we may write but not read (EACCES) are let through: there is no
+ * stronger guarantee to be had there. */
+static dm_status sync_dir(const char *path, dm_error *err)
+{
+    char dir[4096];
+    dir_of(path, dir, sizeof dir);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == EACCES) return DM_OK;
+        return dm_fail(err, DM_ERR_IO, "%s: written, but its directory %s cannot be opened to sync it: %s", path, dir,
+                       strerror(errno));
+    }
+    int r = fsync(fd), e = errno;
+    close(fd);
+    if (r != 0 && e != EINVAL && e != ENOTSUP && e != EOPNOTSUPP)
+        return dm_fail(err, DM_ERR_IO, "%s: written, but syncing its directory %s failed: %s", path, dir, strerror(e));
+    return DM_OK;
+}
+
 dm_status dm_atomic_commit(dm_atomic_file *f, dm_error *err)
 {
-    int bad = ferror(f->fp) || fflush(f->fp) != 0 || fsync(fileno(f->fp)) != 0;
-    int e = errno;
+    int bad = ferror(f->fp), e = EIO;
+    if (!bad && (fflush(f->fp) != 0 || fsync(fileno(f->fp)) != 0)) { bad = 1; e = errno; }
     if (fclose(f->fp) != 0 && !bad) { bad = 1; e = errno; }
     f->fp = NULL;
     if (bad) {
         remove(f->tmp);
         return dm_fail(err, DM_ERR_IO, "%s: write failed: %s", f->path, strerror(e));
     }
+    /* the data is on disk before the new name points at it ... */
     if (rename(f->tmp, f->path) != 0) {
         e = errno;
         remove(f->tmp);
         return dm_fail(err, DM_ERR_IO, "%s: rename from %s failed: %s", f->path, f->tmp, strerror(e));
     }
-    return DM_OK;
+    /* ... and the name is on disk before we report success */
+    return sync_dir(f->path, err);
 }
 
 void dm_atomic_abort(dm_atomic_file *f)

@@ -22,8 +22,23 @@ dm_status dm_fail(dm_error *err, dm_status code, const char *fmt, ...)
 void *dm_alloc(size_t bytes);
 void *dm_calloc(size_t bytes);
 void dm_free(void *p);
-/* a*b*c bytes with overflow check; returns 0 and sets *out, or -1 on overflow. */
+/* Sizes from untrusted numbers (file headers, request shapes) go through
+ * these: a*b with an overflow check (0 and *out set, or -1 on overflow), and
+ * n elements of `size` bytes, aligned, NULL on overflow or out of memory. */
 int dm_mul_size(size_t a, size_t b, size_t *out);
+void *dm_alloc_array(size_t n, size_t size);
+
+/* A buffer that grows as data actually arrives, never past `max` bytes: a
+ * reader whose size comes from a header it cannot check up front (a pipe, a
+ * gzip stream) allocates for the bytes present, not for what the header
+ * claims. Start from {0} with max set; free p with dm_free. */
+typedef struct dm_growbuf {
+    void *p;
+    size_t cap, max;
+} dm_growbuf;
+/* Room for `need` bytes (need <= max): capacity doubles, from 64 KiB, capped
+ * at max; contents kept. 0, or -1 when need > max or out of memory. */
+int dm_growbuf_reserve(dm_growbuf *b, size_t need);
 
 /* splitmix64-seeded xoshiro256** generator; state is caller-owned. */
 typedef struct dm_rng { uint64_t s[4]; } dm_rng;
@@ -38,8 +53,11 @@ float dm_bf16_to_f32(uint16_t h);
 uint16_t dm_f32_to_f16(float f);
 uint16_t dm_f32_to_bf16(float f);
 
-/* Atomic file replace: open PATH.tmp.PID for writing, and on commit fflush +
- * fsync + fclose + rename over PATH. abort removes the temp file. */
+/* Atomic, durable file replace: open writes PATH.tmp.PID (and first removes
+ * PATH.tmp.N files whose process N no longer exists: what a killed writer
+ * left); commit does fflush + fsync + fclose, renames over PATH, then fsyncs
+ * PATH's directory so the rename survives a crash too. A reader of PATH sees
+ * the old file or the new one, never a part. abort removes the temp file. */
 typedef struct dm_atomic_file {
     FILE *fp;
     char tmp[4096];

@@ -125,12 +125,55 @@ static void idx_close(idx_file *f)
     f->gz = NULL;
 }
 
-/* Images -> ds->x [n, rows*cols] as p / 127.5 - 1, converting 64 KiB at a time;
- * side = {rows, cols}. */
+/* Reads `total` data bytes, converting each chunk with conv into out (grown
+ * as bytes arrive: a header's counts are believed only as far as the file,
+ * possibly gzip'd, really holds them); out_size = bytes per item out. */
+typedef void (*idx_conv)(const unsigned char *in, size_t n, void *out);
+
+static dm_status read_items(idx_file *f, size_t total, size_t out_size, idx_conv conv, const char *what,
+                            dm_growbuf *out, dm_error *err)
+{
+    enum { CHUNK = 1 << 16 };
+    unsigned char *chunk = dm_alloc(CHUNK);
+    if (!chunk) return dm_fail(err, DM_ERR_NOMEM, "%s: out of memory", f->path);
+    dm_status s = DM_OK;
+    size_t done = 0;
+    while (done < total) {
+        size_t want = DM_MIN((size_t)CHUNK, total - done), got;
+        if (read_full(f, chunk, want, &got) != 0) {
+            s = read_error(f, what, done + got, total, err);
+            break;
+        }
+        if (dm_growbuf_reserve(out, (done + want) * out_size) != 0) {   /* <= out->max: no overflow */
+            s = dm_fail(err, DM_ERR_NOMEM, "%s: out of memory for %s", f->path, what);
+            break;
+        }
+        conv(chunk, want, (unsigned char *)out->p + done * out_size);
+        done += want;
+    }
+    dm_free(chunk);
+    if (s == DM_OK && !out->p && dm_growbuf_reserve(out, out_size) != 0)   /* no items: still a buffer */
+        s = dm_fail(err, DM_ERR_NOMEM, "%s: out of memory", f->path);
+    return s;
+}
+
+static void pixels_to_f32(const unsigned char *in, size_t n, void *out)
+{
+    float lut[256], *x = out;
+    for (int p = 0; p < 256; p++) lut[p] = (float)(p / 127.5 - 1.0);
+    for (size_t i = 0; i < n; i++) x[i] = lut[in[i]];
+}
+
+static void labels_to_i32(const unsigned char *in, size_t n, void *out)
+{
+    int32_t *y = out;
+    for (size_t i = 0; i < n; i++) y[i] = in[i];
+}
+
+/* Images -> ds->x [n, rows*cols] as p / 127.5 - 1; side = {rows, cols}. */
 static dm_status read_images(const char *path, dm_dataset *ds, uint32_t side[2], dm_error *err)
 {
     idx_file f;
-    unsigned char *chunk = NULL;
     dm_status s = idx_open(&f, path, IDX_IMAGES_MAGIC, 3, err);
     if (s != DM_OK) goto out;
     uint32_t n = f.dims[0], rows = f.dims[1], cols = f.dims[2];
@@ -144,37 +187,16 @@ static dm_status read_images(const char *path, dm_dataset *ds, uint32_t side[2],
                     (unsigned)cols);
         goto out;
     }
-    ds->x = dm_alloc(bytes);
-    if (!ds->x) {
-        s = dm_fail(err, DM_ERR_NOMEM, "%s: out of memory for %u images", path, (unsigned)n);
-        goto out;
-    }
+    dm_growbuf x = {.max = DM_MAX(bytes, sizeof(float))};
+    s = read_items(&f, total, sizeof(float), pixels_to_f32, "the pixel data", &x, err);
+    ds->x = x.p;   /* the caller frees it, on error too */
+    if (s != DM_OK) goto out;
     ds->n = n;
     ds->dim = (int)(rows * cols);
     side[0] = rows;
     side[1] = cols;
-
-    float lut[256];
-    for (int p = 0; p < 256; p++) lut[p] = (float)(p / 127.5 - 1.0);
-    enum { CHUNK = 1 << 16 };
-    chunk = dm_alloc(CHUNK);
-    if (!chunk) {
-        s = dm_fail(err, DM_ERR_NOMEM, "%s: out of memory", path);
-        goto out;
-    }
-    size_t done = 0;
-    while (done < total) {
-        size_t want = DM_MIN((size_t)CHUNK, total - done), got;
-        if (read_full(&f, chunk, want, &got) != 0) {
-            s = read_error(&f, "the pixel data", done + got, total, err);
-            goto out;
-        }
-        for (size_t i = 0; i < want; i++) ds->x[done + i] = lut[chunk[i]];
-        done += want;
-    }
     s = idx_expect_end(&f, "images", err);
 out:
-    dm_free(chunk);
     idx_close(&f);
     return s;
 }
@@ -183,29 +205,19 @@ out:
 static dm_status read_labels(const char *path, dm_dataset *ds, int64_t *n_labels, int *max_label, dm_error *err)
 {
     idx_file f;
-    unsigned char *raw = NULL;
     dm_status s = idx_open(&f, path, IDX_LABELS_MAGIC, 1, err);
     if (s != DM_OK) goto out;
-    size_t n = f.dims[0], got;
-    raw = dm_alloc(n);
-    ds->labels = dm_alloc(n * sizeof(int32_t));
-    if (!raw || !ds->labels) {
-        s = dm_fail(err, DM_ERR_NOMEM, "%s: out of memory for %zu labels", path, n);
-        goto out;
-    }
-    if (read_full(&f, raw, n, &got) != 0) {
-        s = read_error(&f, "the label data", got, n, err);
-        goto out;
-    }
+    size_t n = f.dims[0];
+    dm_growbuf y = {.max = DM_MAX(n, 1) * sizeof(int32_t)};   /* n <= INT32_MAX */
+    s = read_items(&f, n, sizeof(int32_t), labels_to_i32, "the label data", &y, err);
+    ds->labels = y.p;
+    if (s != DM_OK) goto out;
     *max_label = -1;
-    for (size_t i = 0; i < n; i++) {
-        ds->labels[i] = raw[i];
-        if (raw[i] > *max_label) *max_label = raw[i];
-    }
+    for (size_t i = 0; i < n; i++)
+        if (ds->labels[i] > *max_label) *max_label = ds->labels[i];
     *n_labels = (int64_t)n;
     s = idx_expect_end(&f, "labels", err);
 out:
-    dm_free(raw);
     idx_close(&f);
     return s;
 }

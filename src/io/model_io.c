@@ -123,6 +123,10 @@ static int count_prefixed(const dm_st_file *f, const char *prefix, const char *s
     }
 }
 
+/* A tensor dimension as a config width; one too large for an int becomes -1,
+ * which validation then refuses with its range. */
+static int as_width(int64_t v) { return v > INT32_MAX ? -1 : (int)v; }
+
 static dm_status infer_config(const dm_st_file *f, int top_k, dm_config *c, dm_error *err)
 {
     const char *path = f->path;
@@ -131,8 +135,8 @@ static dm_status infer_config(const dm_st_file *f, int top_k, dm_config *c, dm_e
     if (!g || g->ndim != 2)
         return dm_fail(err, DM_ERR_FORMAT, "%s: no deepmoe metadata and no 2-D tensor gating.gate.weight: "
                        "not a deepmoe or seed-model state dict", path);
-    c->n_experts = (int)g->shape[0];
-    c->dim = (int)g->shape[1];
+    c->n_experts = as_width(g->shape[0]);
+    c->dim = as_width(g->shape[1]);
     const char *up;
     if (dm_st_find(f, "experts.0.net.0.weight")) {
         c->expert = DM_EXPERT_SEED;
@@ -148,12 +152,12 @@ static dm_status infer_config(const dm_st_file *f, int top_k, dm_config *c, dm_e
     const dm_st_tensor *w1 = dm_st_find(f, name);
     if (w1->ndim != 2)
         return dm_fail(err, DM_ERR_SHAPE, "%s: tensor %s must be 2-D", path, name);
-    c->hidden = (int)w1->shape[0];
+    c->hidden = as_width(w1->shape[0]);
     c->n_shared = count_prefixed(f, "shared_experts", up);
     if (c->n_shared > 0) {
         snprintf(name, sizeof name, "shared_experts.0.%s", up);
         const dm_st_tensor *s = dm_st_find(f, name);
-        c->shared_hidden = (int)s->shape[0];
+        c->shared_hidden = s->ndim == 2 ? as_width(s->shape[0]) : -1;
     }
     c->selection_bias = dm_st_find(f, "gating.expert_bias") != NULL;
     c->top_k = top_k > 0 ? top_k : 2;
@@ -173,6 +177,28 @@ static void shape_str(char *buf, size_t n, int ndim, const int64_t *shape)
     if (o < n) snprintf(buf + o, n - o, "]");
 }
 
+/* Before anything is built, the file must be able to hold the model its
+ * config describes: every parameter in the smallest float type (2 bytes),
+ * and nearly as many tensors as the model has (a few missing ones are left
+ * to the name checks below, which say which). So a small file cannot make the
+ * loader build and zero a huge model on its word: what is built is bounded by
+ * the file's size. */
+#define MISSING_SLACK 64
+
+static dm_status check_holds(const dm_st_file *f, const dm_config *cin, dm_error *err)
+{
+    dm_config c = *cin;
+    dm_error e2;
+    int64_t n_tensors = 0, n_params = 0;
+    if (dm_config_validate(&c, &e2) || dm_config_size(&c, &n_tensors, &n_params, &e2))
+        return dm_fail(err, e2.code, "%s: %s", f->path, e2.msg);
+    if ((uint64_t)n_params > f->data_size / 2 || n_tensors > (int64_t)f->n_tensors + MISSING_SLACK)
+        return dm_fail(err, DM_ERR_FORMAT, "%s: the config describes %lld tensors of %lld values in all, "
+                       "but the file holds %d tensors in %llu bytes of data: it cannot be this model", f->path,
+                       (long long)n_tensors, (long long)n_params, f->n_tensors, (unsigned long long)f->data_size);
+    return DM_OK;
+}
+
 dm_status dm_model_load(const char *path, const dm_model_opts *o, dm_model **out, dm_error *err)
 {
     *out = NULL;
@@ -183,6 +209,7 @@ dm_status dm_model_load(const char *path, const dm_model_opts *o, dm_model **out
     const char *meta = dm_st_meta(&f, CONFIG_KEY);
     st = meta ? dm_config_from_json(meta, &c, path, err) : infer_config(&f, o ? o->top_k : 0, &c, err);
     dm_model *m = NULL;
+    if (!st) st = check_holds(&f, &c, err);
     if (!st) {
         dm_error e2;
         st = dm_model_create(&c, o, &m, &e2);

@@ -329,18 +329,25 @@ static int convert_value(const npy_header *h, const unsigned char *p, float *out
     return 0;
 }
 
-/* Reads n values of h's dtype into dst as float32, in chunks so that 8-byte
- * input never needs a second full-size buffer. Returns the values read; stops
- * early (and sets *inexact, *bad_index, *bad_value) at an integer float32
- * cannot represent exactly. */
-static size_t read_values(FILE *fp, const npy_header *h, float *dst, size_t n, int *inexact, size_t *bad_index,
-                          int64_t *bad_value)
+/* Reads n values of h's dtype as float32 into out (grown as values arrive, so
+ * a pipe whose header declares a huge shape costs only the bytes it holds),
+ * in chunks so that 8-byte input never needs a second full-size buffer.
+ * Returns the values read; stops early at the end of the data, when memory
+ * runs out (*nomem), or at an integer float32 cannot represent exactly
+ * (*inexact, *bad_index, *bad_value). */
+static size_t read_values(FILE *fp, const npy_header *h, dm_growbuf *out, size_t n, int *inexact, int *nomem,
+                          size_t *bad_index, int64_t *bad_value)
 {
     unsigned char buf[8192];
     size_t itemsize = (size_t)h->itemsize, per = sizeof buf / itemsize, done = 0;
-    *inexact = 0;
+    *inexact = *nomem = 0;
     while (done < n) {
         size_t want = DM_MIN(per, n - done), got = fread(buf, itemsize, want, fp);
+        if (got && dm_growbuf_reserve(out, (done + got) * sizeof(float)) != 0) {   /* <= n floats: no overflow */
+            *nomem = 1;
+            return done;
+        }
+        float *dst = out->p;
         for (size_t i = 0; i < got; i++) {
             if (convert_value(h, buf + i * itemsize, &dst[done + i], bad_value) != 0) {
                 *inexact = 1;
@@ -354,33 +361,38 @@ static size_t read_values(FILE *fp, const npy_header *h, float *dst, size_t n, i
     return done;
 }
 
-/* Checks the data size against the shape before allocating, so a header that
- * lies about a huge shape costs nothing; then reads exactly that much. */
+/* Checks the data size against the shape before allocating: for a regular
+ * file against its size, for a pipe by growing the buffer only as data
+ * arrives. Then reads exactly that much. */
 static dm_status read_data(FILE *fp, const char *path, const npy_header *h, size_t pre, dm_array *out,
                            dm_error *err)
 {
     int64_t rows = h->ndim == 1 ? 1 : h->shape[0], cols = h->ndim == 1 ? h->shape[0] : h->shape[1];
-    size_t n, need;
+    size_t n, need, fbytes;
     if (dm_mul_size((size_t)rows, (size_t)cols, &n) != 0 || dm_mul_size(n, (size_t)h->itemsize, &need) != 0 ||
-        need > (size_t)INT64_MAX)
+        dm_mul_size(n, sizeof(float), &fbytes) != 0 || need > (size_t)INT64_MAX || fbytes > (size_t)INT64_MAX)
         return dm_fail(err, DM_ERR_FORMAT, "%s: shape is too large", path);
+    dm_growbuf data = {.max = fbytes ? fbytes : sizeof(float)};
     struct stat st;
     if (fstat(fileno(fp), &st) == 0 && S_ISREG(st.st_mode)) {
-        uint64_t have = (uint64_t)st.st_size - pre;
+        uint64_t have = (uint64_t)st.st_size < pre ? 0 : (uint64_t)st.st_size - pre;
         if (have != need) {
             char hs[32];
             snprintf(hs, sizeof hs, "%llu", (unsigned long long)have);
             return size_error(path, h, hs, need, err);
         }
+        /* sized by the file: allocate it all at once */
+        if (dm_growbuf_reserve(&data, fbytes) != 0)
+            return dm_fail(err, DM_ERR_NOMEM, "%s: out of memory for %zu values", path, n);
     }
-    float *data = dm_alloc(n * sizeof(float));
-    if (!data) return dm_fail(err, DM_ERR_NOMEM, "%s: out of memory for %zu values", path, n);
-    int inexact = 0;
+    int inexact = 0, nomem = 0;
     size_t bad_index = 0;
     int64_t bad_value = 0;
-    size_t got = read_values(fp, h, data, n, &inexact, &bad_index, &bad_value);
+    size_t got = read_values(fp, h, &data, n, &inexact, &nomem, &bad_index, &bad_value);
     dm_status s = DM_OK;
-    if (inexact) {
+    if (nomem) {
+        s = dm_fail(err, DM_ERR_NOMEM, "%s: out of memory for %zu values", path, n);
+    } else if (inexact) {
         s = dm_fail(err, DM_ERR_UNSUPPORTED,
                     "%s: value %lld at row %lld, column %lld is not exactly representable as float32 (|v| > 2^24)",
                     path, (long long)bad_value, (long long)(bad_index / (size_t)cols),
@@ -394,14 +406,16 @@ static dm_status read_data(FILE *fp, const char *path, const npy_header *h, size
         char hs[48];
         snprintf(hs, sizeof hs, "more than %llu", (unsigned long long)need);
         s = size_error(path, h, hs, need, err);
+    } else if (!data.p && dm_growbuf_reserve(&data, sizeof(float)) != 0) {   /* an empty array still owns a buffer */
+        s = dm_fail(err, DM_ERR_NOMEM, "%s: out of memory", path);
     }
     if (s != DM_OK) {
-        dm_free(data);
+        dm_free(data.p);
         return s;
     }
     out->rows = rows;
     out->cols = cols;
-    out->data = data;
+    out->data = data.p;
     return DM_OK;
 }
 

@@ -100,6 +100,7 @@ void dm_st_close(dm_st_file *f)
     if (f->map) munmap(f->map, f->map_size);
     for (int i = 0; i < f->n_tensors; i++) free(f->tensors[i].name);
     free(f->tensors);
+    free(f->by_name);
     for (int i = 0; i < f->n_meta; i++) {
         free(f->meta_keys[i]);
         free(f->meta_vals[i]);
@@ -110,11 +111,20 @@ void dm_st_close(dm_st_file *f)
     memset(f, 0, sizeof *f);
 }
 
+/* Binary search of the name index: model construction looks up every
+ * tensor, so a linear scan would make loading quadratic in the tensor count. */
 const dm_st_tensor *dm_st_find(const dm_st_file *f, const char *name)
 {
-    if (!f || !name) return NULL;
-    for (int i = 0; i < f->n_tensors; i++)
-        if (strcmp(f->tensors[i].name, name) == 0) return &f->tensors[i];
+    if (!f || !name || !f->by_name) return NULL;
+    int lo = 0, hi = f->n_tensors - 1;
+    while (lo <= hi) {
+        int mid = lo + (hi - lo) / 2;
+        const dm_st_tensor *t = &f->tensors[f->by_name[mid]];
+        int c = strcmp(t->name, name);
+        if (c == 0) return t;
+        if (c < 0) lo = mid + 1;
+        else hi = mid - 1;
+    }
     return NULL;
 }
 
@@ -337,6 +347,34 @@ static dm_status parse_header(st_parse *p, const json_t *root)
     return check_overlap(p);
 }
 
+/* qsort_r is not C11: the comparator reaches the table through this. The
+ * index is built once per file, single-threaded use only within the sort. */
+static _Thread_local const dm_st_tensor *sort_base;
+
+static int cmp_name(const void *a, const void *b)
+{
+    return strcmp(sort_base[*(const int *)a].name, sort_base[*(const int *)b].name);
+}
+
+/* The name index; names are unique (the JSON parser refuses duplicate keys). */
+static dm_status build_index(st_parse *p)
+{
+    dm_st_file *f = p->f;
+    f->by_name = malloc((size_t)(f->n_tensors ? f->n_tensors : 1) * sizeof *f->by_name);
+    if (!f->by_name) return dm_fail(p->err, DM_ERR_NOMEM, "%s: out of memory", f->path);
+    f->total_numel = 0;
+    f->data_size = p->data_size;
+    for (int i = 0; i < f->n_tensors; i++) {
+        f->by_name[i] = i;
+        int64_t n = f->tensors[i].numel;   /* each tensor's bytes lie in the file: the sum cannot overflow */
+        f->total_numel += n;
+    }
+    sort_base = f->tensors;
+    qsort(f->by_name, (size_t)f->n_tensors, sizeof *f->by_name, cmp_name);
+    sort_base = NULL;
+    return DM_OK;
+}
+
 /* ---------------------------------------------------------------- open */
 
 static dm_status map_file(dm_st_file *f, dm_error *err)
@@ -404,6 +442,7 @@ dm_status dm_st_open(const char *path, dm_st_file *f, dm_error *err)
     }
     st_parse p = { .f = f, .err = err, .data_size = avail - hlen, .data = base + 8 + hlen };
     s = parse_header(&p, root);
+    if (s == DM_OK) s = build_index(&p);
     json_decref(root);
     if (s != DM_OK) dm_st_close(f);
     return s;

@@ -46,6 +46,9 @@ typedef struct dm_st_file {
     size_t map_size;
     int n_tensors;
     dm_st_tensor *tensors;       /* sorted by data offset */
+    int *by_name;                /* [n_tensors] indices into tensors, sorted by name (dm_st_find) */
+    int64_t total_numel;         /* elements of every tensor together */
+    uint64_t data_size;          /* bytes in the data section */
     int n_meta;
     char **meta_keys, **meta_vals;
 } dm_st_file;
@@ -56,7 +59,7 @@ typedef struct dm_st_file {
  * Errors read "PATH: problem". On error *f is left closed (safe to dm_st_close). */
 dm_status dm_st_open(const char *path, dm_st_file *f, dm_error *err);
 void dm_st_close(dm_st_file *f);
-const dm_st_tensor *dm_st_find(const dm_st_file *f, const char *name);
+const dm_st_tensor *dm_st_find(const dm_st_file *f, const char *name);   /* O(log n) */
 const char *dm_st_meta(const dm_st_file *f, const char *key);   /* NULL if absent */
 /* Converts a float tensor (F32/F16/BF16/F64) to float32 into dst[numel]. */
 dm_status dm_st_read_f32(const dm_st_file *f, const dm_st_tensor *t, float *dst, dm_error *err);

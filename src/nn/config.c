@@ -1,5 +1,6 @@
 /* config.c - the MoE layer's configuration: defaults, names, validation. */
 #include "base/base.h"
+#include "nn/model.h"
 
 #include <string.h>
 
@@ -49,9 +50,47 @@ int dm_expert_parse(const char *name)
 }
 
 /* Sizes are capped so that every index fits an int32 and every byte count a
- * size_t without further checks downstream. */
+ * size_t without further checks downstream: each width alone, and then the
+ * products (a tensor's elements, the model's tensors and parameters), so a
+ * config that validates is one whose memory the int64/size_t arithmetic of
+ * the layout can count. The limits are listed in docs/formats.md. */
 #define DM_MAX_WIDTH (1 << 20)
 #define DM_MAX_EXPERTS 4096
+
+/* One expert's parameters and tensors. Widths <= 2^20: fits int64 easily. */
+static int64_t expert_numel(const dm_config *c, int64_t h)
+{
+    int64_t D = c->dim;
+    return c->expert == DM_EXPERT_SEED ? h * D + 3 * h + D * h + D : 3 * h * D;
+}
+
+static int expert_tensors(const dm_config *c) { return c->expert == DM_EXPERT_SEED ? 6 : 3; }
+
+dm_status dm_config_size(const dm_config *c, int64_t *n_tensors, int64_t *n_params, dm_error *err)
+{
+    int64_t D = c->dim, E = c->n_experts, S = c->n_shared;
+    /* the largest single tensor: an expert matrix, the router, the embedding or the head */
+    int64_t big = DM_MAX(DM_MAX((int64_t)c->hidden, c->n_shared ? (int64_t)c->shared_hidden : 0), E) * D;
+    big = DM_MAX(big, DM_MAX((int64_t)c->in_dim, (int64_t)c->n_classes) * D);
+    if (big > DM_MAX_TENSOR_NUMEL)
+        return dm_fail(err, DM_ERR_ARG, "a tensor of %lld elements is larger than the %lld supported "
+                       "(dims multiply: e.g. hidden x dim)", (long long)big, (long long)DM_MAX_TENSOR_NUMEL);
+    /* one layer: <= 2^13 experts of < 2^42 parameters each, so < 2^56 */
+    int64_t layer_p = E * D + E + (c->selection_bias ? E : 0) + E * expert_numel(c, c->hidden) +
+                      S * expert_numel(c, c->shared_hidden);
+    int64_t layer_t = 2 + (c->selection_bias ? 1 : 0) + (E + S) * expert_tensors(c);
+    int64_t extra_p = (c->in_dim ? D * c->in_dim + D : 0) + (c->n_classes ? 2 * D + (int64_t)c->n_classes * D + c->n_classes : 0);
+    int64_t extra_t = (c->in_dim ? 2 : 0) + (c->n_classes ? 4 : 0), L = c->n_layers;
+    if (layer_p > (DM_MAX_PARAMS - extra_p) / L)
+        return dm_fail(err, DM_ERR_ARG, "%lld layers of %lld parameters each are more than the %lld supported",
+                       (long long)L, (long long)layer_p, (long long)DM_MAX_PARAMS);
+    if (layer_t > (DM_MAX_TENSORS - extra_t) / L)
+        return dm_fail(err, DM_ERR_ARG, "%lld layers of %lld tensors each are more than the %lld supported",
+                       (long long)L, (long long)layer_t, (long long)DM_MAX_TENSORS);
+    if (n_params) *n_params = L * layer_p + extra_p;
+    if (n_tensors) *n_tensors = L * layer_t + extra_t;
+    return DM_OK;
+}
 
 dm_status dm_config_validate(dm_config *c, dm_error *err)
 {
@@ -90,5 +129,5 @@ dm_status dm_config_validate(dm_config *c, dm_error *err)
         return dm_fail(err, DM_ERR_ARG, "classes %d out of range (0 = none, ..%d)", c->n_classes, DM_MAX_WIDTH);
     if (!(c->ln_eps > 0) || c->ln_eps > 1)
         return dm_fail(err, DM_ERR_ARG, "LayerNorm eps %g must be in (0, 1]", (double)c->ln_eps);
-    return DM_OK;
+    return dm_config_size(c, NULL, NULL, err);
 }

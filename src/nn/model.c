@@ -100,11 +100,52 @@ static int build_layout(const dm_config *c, layout *l)
 
 /* ---------------------------------------------------------------- views */
 
+/* Lookups are binary searches: building a model binds every tensor by name,
+ * and a linear scan per lookup would make that quadratic in the tensors. */
 int dm_model_tensor_index(const dm_model *m, const char *name)
 {
-    for (int i = 0; i < m->n_tensors; i++)
-        if (!strcmp(m->tensors[i].name, name)) return i;
+    int lo = 0, hi = m->n_tensors - 1;
+    while (lo <= hi) {
+        int mid = lo + (hi - lo) / 2, i = m->by_name[mid];
+        int c = strcmp(m->tensors[i].name, name);
+        if (c == 0) return i;
+        if (c < 0) lo = mid + 1;
+        else hi = mid - 1;
+    }
     return -1;
+}
+
+int dm_model_tensor_at(const dm_model *m, const float *p)
+{
+    if (!p || p < m->params) return -1;
+    int64_t off = p - m->params;
+    int lo = 0, hi = m->n_tensors - 1;   /* offsets increase along the table */
+    while (lo <= hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (m->tensors[mid].offset == off) return mid;
+        if (m->tensors[mid].offset < off) lo = mid + 1;
+        else hi = mid - 1;
+    }
+    return -1;
+}
+
+/* qsort has no context argument in C11; the table reaches the comparator here. */
+static _Thread_local const dm_tensor_desc *sort_table;
+
+static int cmp_name(const void *a, const void *b)
+{
+    return strcmp(sort_table[*(const int *)a].name, sort_table[*(const int *)b].name);
+}
+
+static int *name_index(const dm_tensor_desc *t, int n)
+{
+    int *idx = malloc((size_t)(n ? n : 1) * sizeof *idx);
+    if (!idx) return NULL;
+    for (int i = 0; i < n; i++) idx[i] = i;
+    sort_table = t;
+    qsort(idx, (size_t)n, sizeof *idx, cmp_name);
+    sort_table = NULL;
+    return idx;
 }
 
 static float *param(dm_model *m, const char *name)
@@ -177,9 +218,10 @@ dm_status dm_model_create(const dm_config *cin, const dm_model_opts *o, dm_model
     m->tensors = l.t;
     m->n_tensors = l.n;
     m->n_params = l.total;
+    m->by_name = name_index(l.t, l.n);
     m->params = dm_calloc((size_t)l.total * sizeof(float));
     m->layers = calloc((size_t)c.n_layers, sizeof *m->layers);
-    int ok = m->params && m->layers;
+    int ok = m->params && m->layers && m->by_name;
     for (int L = 0; ok && L < c.n_layers; L++)
         ok = (m->layers[L].experts = calloc((size_t)(c.n_experts + c.n_shared), sizeof(dm_expert_w))) != NULL;
     size_t bytes;
@@ -220,6 +262,7 @@ void dm_model_free(dm_model *m)
     dm_free(m->params);
     dm_free(m->packed);
     free(m->tensors);
+    free(m->by_name);
     free(m);
 }
 

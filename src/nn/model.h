@@ -64,6 +64,7 @@ struct dm_model {
     const dm_kernels *kern;
     int n_tensors;
     dm_tensor_desc *tensors;     /* [n_tensors] */
+    int *by_name;                /* [n_tensors] indices into tensors, sorted by name */
     int64_t n_params;            /* floats in params, padding included */
     float *params;               /* [n_params], one allocation */
     dm_linear embed;             /* in_dim -> D (w NULL when in_dim == 0) */
@@ -84,7 +85,18 @@ static inline int dm_model_is_bare(const dm_config *c)
 /* DM_ERR_NONFINITE naming the first NaN/Inf in x [n, width]; DM_OK if none. */
 dm_status dm_check_input(const float *x, int64_t n, int width, dm_error *err);
 
-/* Index of tensor `name` in the table, or -1. */
+/* Index of tensor `name` in the table, or -1 (binary search of by_name). */
 int dm_model_tensor_index(const dm_model *m, const char *name);
+/* Index of the tensor whose data starts at p, or -1 (binary search by offset). */
+int dm_model_tensor_at(const dm_model *m, const float *p);
+
+/* What a config costs, computed without building anything: the tensors and
+ * parameters (without padding) of the model it describes. DM_ERR_ARG when a
+ * tensor, the tensor count or the parameter count passes its limit. The
+ * widths must already be in range (dm_config_validate calls this last). */
+#define DM_MAX_TENSOR_NUMEL ((int64_t)INT32_MAX)   /* elements of one tensor */
+#define DM_MAX_TENSORS ((int64_t)1 << 21)          /* tensors of one model */
+#define DM_MAX_PARAMS ((int64_t)1 << 34)           /* parameters of one model (64 GiB in fp32) */
+dm_status dm_config_size(const dm_config *c, int64_t *n_tensors, int64_t *n_params, dm_error *err);
 
 #endif

@@ -162,7 +162,7 @@ static dm_status ic_walk_leaves(ic_walk *w, json_t *v, int depth, dm_error *err)
                            w->ty->name, w->count);
         f = (float)x;
     }
-    if (w->count < w->numel) w->out[w->count] = f;
+    if (w->out && w->count < w->numel) w->out[w->count] = f;
     w->count++;
     return DM_OK;
 }
@@ -251,9 +251,10 @@ static dm_status ic_parse_input(json_t *in, int idx, const unsigned char *body, 
         return dm_fail(err, DM_ERR_FORMAT,
                        "receiving %s data via JSON is not supported. Please use the binary data format for input %s",
                        ty->name, t->name);
-    t->f32 = malloc((size_t)(numel ? numel : 1) * sizeof(float));
-    if (!t->f32) return dm_fail(err, DM_ERR_NOMEM, "input '%s': out of memory", t->name);
-    ic_walk w = {ty, t->name, t->f32, numel, 0};
+    /* Count (and check) the values before allocating: the declared shape is
+     * believed only once the body really holds that many, so the allocation
+     * is bounded by the body's length, not by what its header says. */
+    ic_walk w = {ty, t->name, NULL, numel, 0};
     dm_status s = ic_walk_leaves(&w, data, 0, err);
     if (s) return s;
     if (w.count != numel) {
@@ -263,7 +264,11 @@ static dm_status ic_parse_input(json_t *in, int idx, const unsigned char *body, 
                        "unexpected number of elements for input '%s': got %" PRId64 ", shape %s needs %" PRId64,
                        t->name, w.count, sh, numel);
     }
-    return DM_OK;
+    t->f32 = malloc((size_t)(numel ? numel : 1) * sizeof(float));
+    if (!t->f32) return dm_fail(err, DM_ERR_NOMEM, "input '%s': out of memory", t->name);
+    w.out = t->f32;
+    w.count = 0;
+    return ic_walk_leaves(&w, data, 0, err);
 }
 
 static dm_status ic_parse_outputs(json_t *outs, dm_infer_request *req, dm_error *err)

@@ -25,11 +25,10 @@ static uLong crc_meta(uLong crc, const char *cfg, const char *step, const char *
     return crc32(crc, (const Bytef *)blob, (uInt)strlen(blob));
 }
 
-static uLong crc_floats(uLong crc, const float *x, int64_t n)
+/* zlib takes at most 4 GiB a call (uInt). */
+static uLong crc_bytes(uLong crc, const void *data, size_t bytes)
 {
-    /* files are little-endian; so is every host deepmoe builds on (dm_host_is_le is checked at save) */
-    const unsigned char *p = (const unsigned char *)x;
-    size_t bytes = (size_t)n * 4;
+    const unsigned char *p = data;
     while (bytes) {
         uInt chunk = bytes > (1u << 30) ? (1u << 30) : (uInt)bytes;
         crc = crc32(crc, p, chunk);
@@ -38,6 +37,9 @@ static uLong crc_floats(uLong crc, const float *x, int64_t n)
     }
     return crc;
 }
+
+/* files are little-endian; so is every host deepmoe builds on (dm_host_is_le is checked at save) */
+static uLong crc_floats(uLong crc, const float *x, int64_t n) { return crc_bytes(crc, x, (size_t)n * 4); }
 
 static int decode_blob(const char *hex, void *blob, size_t cap, size_t *len);
 
@@ -95,30 +97,47 @@ static int same_config(const dm_config *a, const dm_config *b)
            a->n_classes == b->n_classes;
 }
 
+/* The metadata of an opened checkpoint. */
+typedef struct ck_meta { const char *cfg, *step, *hex; } ck_meta;
+
+/* Opens a checkpoint and checks its CRC before any field of it is used. */
+static dm_status ck_open(const char *path, dm_st_file *f, ck_meta *cm, dm_error *err)
+{
+    dm_status st = dm_st_open(path, f, err);
+    if (st) return st;
+    const char *kind = dm_st_meta(f, "deepmoe.checkpoint"), *crcs = dm_st_meta(f, "deepmoe.crc32");
+    cm->cfg = dm_st_meta(f, DM_CONFIG_KEY);
+    cm->step = dm_st_meta(f, "deepmoe.step");
+    cm->hex = dm_st_meta(f, "deepmoe.blob");
+    if (!kind || !cm->cfg || !cm->step || !cm->hex || !crcs) {
+        st = dm_fail(err, DM_ERR_FORMAT, "%s: not a deepmoe checkpoint (metadata missing)", path);
+    } else if (strcmp(kind, "1")) {
+        st = dm_fail(err, DM_ERR_UNSUPPORTED, "%s: checkpoint format \"%.16s\" is not 1 (a newer deepmoe?)", path, kind);
+    } else {
+        /* in file order, which is the order they were written and summed in */
+        uLong crc = crc32(0L, Z_NULL, 0);
+        for (int i = 0; i < f->n_tensors; i++)
+            crc = crc_bytes(crc, f->tensors[i].data, (size_t)(f->tensors[i].end - f->tensors[i].begin));
+        crc = crc_meta(crc, cm->cfg, cm->step, cm->hex);
+        char want[16];
+        snprintf(want, sizeof want, "%08lx", (unsigned long)crc);
+        if (strcmp(want, crcs))
+            st = dm_fail(err, DM_ERR_FORMAT, "%s: checksum mismatch (stored %.16s, data %s): the checkpoint is corrupt",
+                         path, crcs, want);
+    }
+    if (st) dm_st_close(f);
+    return st;
+}
+
 dm_status dm_trainer_load(dm_trainer *t, const char *path, void *blob, size_t blob_cap, size_t *blob_len, dm_error *err)
 {
     dm_model *m = t->m;
     dm_st_file f;
-    dm_status st = dm_st_open(path, &f, err);
+    ck_meta cm;
+    dm_status st = ck_open(path, &f, &cm, err);
     if (st) return st;
-    const char *kind = dm_st_meta(&f, "deepmoe.checkpoint"), *cfgs = dm_st_meta(&f, DM_CONFIG_KEY);
-    const char *steps = dm_st_meta(&f, "deepmoe.step"), *hex = dm_st_meta(&f, "deepmoe.blob");
-    const char *crcs = dm_st_meta(&f, "deepmoe.crc32");
+    const char *cfgs = cm.cfg, *steps = cm.step, *hex = cm.hex;
     dm_config c;
-    if (!kind || !cfgs || !steps || !hex || !crcs) {
-        st = dm_fail(err, DM_ERR_FORMAT, "%s: not a deepmoe checkpoint (metadata missing)", path);
-        goto done;
-    }
-    uLong crc = crc32(0L, Z_NULL, 0);
-    for (int i = 0; i < f.n_tensors; i++)
-        crc = crc32(crc, f.tensors[i].data, (uInt)(f.tensors[i].end - f.tensors[i].begin));
-    crc = crc_meta(crc, cfgs, steps, hex);
-    char want[16];
-    snprintf(want, sizeof want, "%08lx", (unsigned long)crc);
-    if (strcmp(want, crcs)) {
-        st = dm_fail(err, DM_ERR_FORMAT, "%s: checksum mismatch (stored %s, data %s): the checkpoint is corrupt", path, crcs, want);
-        goto done;
-    }
     if ((st = dm_config_from_json(cfgs, &c, path, err))) goto done;
     if (dm_config_validate(&c, NULL) || !same_config(&c, &m->cfg)) {
         st = dm_fail(err, DM_ERR_SHAPE, "%s: checkpoint is for a different model (config %s)", path, cfgs);
@@ -181,13 +200,12 @@ static int decode_blob(const char *hex, void *blob, size_t cap, size_t *len)
 dm_status dm_checkpoint_blob(const char *path, void *blob, size_t blob_cap, size_t *blob_len, dm_error *err)
 {
     dm_st_file f;
-    dm_status st = dm_st_open(path, &f, err);
+    ck_meta cm;
+    dm_status st = ck_open(path, &f, &cm, err);
     if (st) return st;
-    const char *hex = dm_st_meta(&f, "deepmoe.blob");
-    if (!dm_st_meta(&f, "deepmoe.checkpoint") || !hex)
-        st = dm_fail(err, DM_ERR_FORMAT, "%s: not a deepmoe checkpoint (metadata missing)", path);
-    else if (decode_blob(hex, blob, blob_cap, blob_len))
-        st = dm_fail(err, DM_ERR_FORMAT, "%s: bad caller state in the checkpoint", path);
+    if (decode_blob(cm.hex, blob, blob_cap, blob_len))
+        st = dm_fail(err, DM_ERR_FORMAT, "%s: bad caller state in the checkpoint (%zu hex digits for at most %zu bytes)",
+                     path, strlen(cm.hex), blob_cap);
     dm_st_close(&f);
     return st;
 }

@@ -1,6 +1,7 @@
 /* train.c - the trainer: buffers, one optimizer step (micro-batches of
  * forward + loss + backward, then clipping, AdamW, aux-free bias update). */
 #include "train/trainer.h"
+#include "train/run_state.h"
 #include "nn/router.h"
 
 #include <math.h>
@@ -20,19 +21,8 @@ void dm_train_config_default(dm_train_config *tc)
 static dm_status check_config(const dm_model *m, const dm_train_config *tc, dm_error *err)
 {
     const dm_config *c = &m->cfg;
-    if (!(tc->lr > 0) || !isfinite(tc->lr)) return dm_fail(err, DM_ERR_ARG, "--lr %g must be positive", (double)tc->lr);
-    if (!(tc->weight_decay >= 0)) return dm_fail(err, DM_ERR_ARG, "--weight-decay %g must be >= 0", (double)tc->weight_decay);
-    if (!(tc->beta1 >= 0 && tc->beta1 < 1 && tc->beta2 >= 0 && tc->beta2 < 1))
-        return dm_fail(err, DM_ERR_ARG, "--betas %g,%g must be in [0, 1)", (double)tc->beta1, (double)tc->beta2);
-    if (!(tc->eps > 0)) return dm_fail(err, DM_ERR_ARG, "--eps %g must be positive", (double)tc->eps);
-    if (tc->total_steps < 1) return dm_fail(err, DM_ERR_ARG, "total steps %lld must be >= 1", (long long)tc->total_steps);
-    if (tc->warmup < 0) return dm_fail(err, DM_ERR_ARG, "--warmup %lld must be >= 0", (long long)tc->warmup);
-    if (!(tc->clip >= 0)) return dm_fail(err, DM_ERR_ARG, "--clip %g must be >= 0", (double)tc->clip);
-    if (tc->grad_accum < 1) return dm_fail(err, DM_ERR_ARG, "--grad-accum %d must be >= 1", tc->grad_accum);
-    if (!(tc->dropout >= 0 && tc->dropout < 1))
-        return dm_fail(err, DM_ERR_ARG, "--dropout %g must be in [0, 1)", (double)tc->dropout);
-    if (!(tc->label_smoothing >= 0 && tc->label_smoothing < 1))
-        return dm_fail(err, DM_ERR_ARG, "--label-smoothing %g must be in [0, 1)", (double)tc->label_smoothing);
+    dm_status st = dm_train_config_check(tc, err);
+    if (st) return st;
     if (tc->loss == DM_LOSS_CE && !c->n_classes)
         return dm_fail(err, DM_ERR_ARG, "cross-entropy needs a classifier model (n_classes > 0)");
     if ((tc->balance & DM_BAL_AUX_FREE) && !c->selection_bias)
@@ -118,13 +108,6 @@ static int64_t n_groups(const dm_config *c) { return (int64_t)c->n_layers * (c->
 
 void dm_tr_sync(dm_trainer *t) { dm_pool_run(t->pool, n_groups(&t->m->cfg), sync_task, t); }
 
-/* Tensor index of a parameter pointer (create time only). */
-static int tensor_of(const dm_model *m, const float *p)
-{
-    for (int i = 0; p && i < m->n_tensors; i++)
-        if (m->params + m->tensors[i].offset == p) return i;
-    return -1;
-}
 
 /* The tensors each re-pack task owns (contiguous in the layout), so that one
  * task can run AdamW on them and pack them while they are still in cache. */
@@ -137,19 +120,19 @@ static void build_groups(dm_trainer *t)
     for (int64_t i = 0; i < n_groups(c); i++) {
         int first = -1, count = 0;
         if (i == layers) {
-            first = tensor_of(m, m->embed.w);
+            first = dm_model_tensor_at(m, m->embed.w);
             count = 2;
         } else if (i == layers + 1) {
-            first = tensor_of(m, m->norm_w);
+            first = dm_model_tensor_at(m, m->norm_w);
             count = 4;
         } else {
             const dm_layer *ly = &m->layers[i / per];
             int j = (int)(i % per);
             if (j == S) {
-                first = tensor_of(m, ly->gate_w);
+                first = dm_model_tensor_at(m, ly->gate_w);
                 count = c->selection_bias ? 3 : 2;
             } else {
-                first = tensor_of(m, ly->experts[j].w1);
+                first = dm_model_tensor_at(m, ly->experts[j].w1);
                 count = c->expert == DM_EXPERT_SEED ? 6 : 3;
             }
         }
