@@ -5,6 +5,8 @@ BUILD   ?= build
 PREFIX  ?= /usr/local
 OPT     ?= -O2
 SAN     ?=
+FUZZ_CC ?= clang
+FUZZ_S  ?= 60
 
 JANSSON_CFLAGS := $(shell pkg-config --cflags jansson 2>/dev/null)
 JANSSON_LIBS   := $(shell pkg-config --libs jansson 2>/dev/null || echo -ljansson)
@@ -18,6 +20,12 @@ ifneq ($(SAN),)
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined
 endif
+# The fuzzing build (make fuzz-build sets FUZZ=1, CC=clang, BUILD=build/fuzz):
+# everything with coverage instrumentation; only the harnesses link libFuzzer.
+ifneq ($(FUZZ),)
+CFLAGS  += -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=fuzzer,address,undefined
+endif
 
 # Per-ISA kernel files get their instruction sets; everything else is portable.
 AVX2_FLAGS   := -mavx2 -mfma
@@ -29,8 +37,12 @@ TEST_SRC := $(sort $(wildcard tests/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
+# One libFuzzer harness per parser: tests/fuzz/fuzz_<target>.c (docs/fuzzing.md).
+FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,%,$(sort $(wildcard tests/fuzz/fuzz_*.c)))
+FUZZ_OBJ := $(FUZZ_TARGETS:%=$(BUILD)/obj/tests/fuzz/fuzz_%.o)
+.SECONDARY: $(FUZZ_OBJ)
 
-.PHONY: all lib cli tests test asan run install clean help fixtures deps
+.PHONY: all lib cli tests test asan fuzz fuzz-build fuzz-bins run install clean help fixtures deps
 
 all: lib cli tests
 
@@ -70,6 +82,21 @@ test: all
 # The same suite under AddressSanitizer + UndefinedBehaviorSanitizer.
 asan:
 	@$(MAKE) --no-print-directory BUILD=build/asan SAN=1 OPT=-O1 test
+
+# Every fuzz harness built with clang (ASan + UBSan + libFuzzer) into build/fuzz/,
+# then its regression inputs (tests/fuzz/regress/<target>/) and FUZZ_S seconds of
+# fuzzing from its seed corpus (tests/fuzz/corpus/<target>/) each; fails on any
+# crash, leak or timeout. Ends with "fuzz: N passed, N failed".
+fuzz: fuzz-build
+	@FUZZ_S=$(FUZZ_S) bash tests/fuzz/run.sh build/fuzz
+
+fuzz-build:
+	@$(MAKE) --no-print-directory BUILD=build/fuzz CC=$(FUZZ_CC) OPT=-O1 FUZZ=1 fuzz-bins
+
+fuzz-bins: $(FUZZ_TARGETS:%=$(BUILD)/fuzz_%)
+
+$(BUILD)/fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/libdeepmoe.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # The main job: train the default MoE classifier on Fashion-MNIST (Debian's
 # dataset-fashion-mnist) into runs/fashion-mnist/, print its test accuracy next
@@ -111,5 +138,7 @@ help:
 	@echo "make asan     run the tests under ASan + UBSan (build/asan/)"
 	@echo "make install  PREFIX=/usr/local: library, header, CLI, pkg-config file"
 	@echo "make fixtures regenerate PyTorch parity fixtures (python3-torch)"
+	@echo "make fuzz     FUZZ_S=60: build the fuzz harnesses with clang (build/fuzz/), run each for FUZZ_S seconds"
+	@echo "make fuzz-build  build the fuzz harnesses only (docs/fuzzing.md)"
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(FUZZ_OBJ:.o=.d)

@@ -48,6 +48,28 @@ echo "== CLI tests ($B/deepmoe)"
 bash tests/test_cli.sh "$B/deepmoe" 2>&1 | tee "$log"
 add_counts "$log" test_cli.sh
 
+# SIGKILL at random moments, mid-write included; every trial must resume to the
+# uninterrupted run's bytes (fewer trials under the sanitizers, which are slower)
+if [ "$B" = build ]; then trials=${CRASH_TRIALS:-100}; else trials=${CRASH_TRIALS:-20}; fi
+echo "== crash tests ($B/deepmoe train killed at random, $trials trials$([ "$B" = build ] || echo ', fewer in the sanitizer build'))"
+bash tests/test_crash.sh "$B/deepmoe" "$trials" 2>&1 | tee "$log"
+add_counts "$log" test_crash.sh
+
+# inputs that once crashed a fuzz harness (tests/fuzz/regress/<target>/), each run
+# once through its harness, when clang can link libFuzzer (docs/fuzzing.md)
+if [ "$B" = build ] && ls tests/fuzz/regress/*/* >/dev/null 2>&1; then
+    if ! echo 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { return d && n; }' |
+        ${FUZZ_CC:-clang} -x c -fsanitize=fuzzer,address,undefined -o /dev/null - 2>/dev/null; then
+        echo "SKIP fuzz regression inputs (no clang with libFuzzer: scripts/deps.sh installs clang and libclang-rt-dev)"
+    elif make --no-print-directory -j2 fuzz-build >"$log" 2>&1; then
+        echo "== fuzz regression inputs (build/fuzz)"
+        bash tests/fuzz/run.sh --regress-only build/fuzz 2>&1 | sed 's/^fuzz: //' | tee "$log"
+        add_counts "$log" "fuzz regression inputs"
+    else
+        tail -n 20 "$log"; echo "== fuzz regression inputs: make fuzz-build failed"; fail=$((fail + 1))
+    fi
+fi
+
 if [ "$B" = build ]; then  # the sanitizer build is not installed
     echo "== install test"
     bash tests/test_install.sh 2>&1 | tee "$log"

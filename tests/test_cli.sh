@@ -184,6 +184,13 @@ if echo "$last" | grep -q '"mse":' && echo "$last" | grep -q '"expert_utilizatio
 mkdir -p run_c/checkpoint && cp run_b/model.safetensors run_c/
 head -c 3000 run_b/checkpoint/state.safetensors >run_c/checkpoint/state.safetensors
 expect "resume: truncated checkpoint" 1 "run_c/checkpoint/state.safetensors: .*(exceeds|past|truncated)" "$BIN" train $T1 --resume run_c
+# a resumed run keeps its cadence, and drops metrics records a killed run wrote past its checkpoint
+"$BIN" train $T1 --out run_m --balance switch,aux_free --stop-at 20 --checkpoint-every 7 --log-every 5 >/dev/null 2>&1
+echo '{"step":33,"loss":1}' >>run_m/metrics.jsonl; printf '{"step":21,"lo' >>run_m/metrics.jsonl
+"$BIN" train --data $SYN --resume run_m >out.txt 2>err.txt
+steps=$(grep -oE '^\{"step":[0-9]+' run_m/metrics.jsonl | cut -d: -f2 | tr '\n' ' ')
+[ "$steps" = "5 10 15 20 25 30 35 40 " ] && cmp -s run_a/model.safetensors run_m/model.safetensors &&
+    ok "resume: cadence kept, records past the checkpoint dropped" || bad "resume: cadence and metrics" "steps '$steps' $(cat err.txt)"
 # a tampered run state: the CRC is checked first, then every field, naming it
 ck() {  # ck NAME EDIT...: run_t/ is run_b/ with its run state edited by tests/ckpt_edit.py
     rm -rf run_t; mkdir -p run_t/checkpoint && cp run_b/model.safetensors run_t/

@@ -257,7 +257,8 @@ static void test_regress_growbuf(dm_t *t)
 static void test_regress_run_state(dm_t *t)
 {
     dm_run_state a = {.task = 1, .epoch = 7, .pos = 123456789012LL, .seed = 9007199254740993ull, .shuffle = 1,
-                      .batch = 96, .aug_shift = 3, .aug_flip = 1, .aug_drop = 0.1f};
+                      .batch = 96, .aug_shift = 3, .aug_flip = 1, .aug_drop = 0.1f,
+                      .checkpoint_every = 25, .log_every = 5, .eval_every = 0};
     dm_train_config_default(&a.tc);
     a.tc.lr = 3.0000001e-4f, a.tc.eps = 1.17549435e-38f, a.tc.total_steps = 1999999999, a.tc.warmup = 17;
     a.tc.balance = DM_BAL_SEED | DM_BAL_Z, a.tc.label_smoothing = 0.99999994f, a.tc.schedule = DM_SCHED_CONSTANT;
@@ -268,7 +269,8 @@ static void test_regress_run_state(dm_t *t)
     if (!js) return;
     CHECK_OK(t, dm_run_state_from_json(js, strlen(js), "rs", &b, &err), &err);
     CHECK(t, b.task == a.task && b.epoch == a.epoch && b.pos == a.pos && b.seed == a.seed && b.shuffle == a.shuffle &&
-          b.batch == a.batch && b.aug_shift == a.aug_shift && b.aug_flip == a.aug_flip && b.aug_drop == a.aug_drop,
+          b.batch == a.batch && b.aug_shift == a.aug_shift && b.aug_flip == a.aug_flip && b.aug_drop == a.aug_drop &&
+          b.checkpoint_every == a.checkpoint_every && b.log_every == a.log_every && b.eval_every == a.eval_every,
           "run fields: %s", js);
     const dm_train_config *x = &a.tc, *y = &b.tc;
     CHECK(t, x->loss == y->loss && x->lr == y->lr && x->weight_decay == y->weight_decay && x->beta1 == y->beta1 &&
@@ -289,6 +291,7 @@ static void test_regress_run_state(dm_t *t)
         {"\"lr\":", "\"lr\":1e300,\"y\":", "field 'lr' is 1.0000000000000001e+300"},
         {"\"balance\":[\"seed\"", "\"balance\":[\"magic\"", "field 'balance': entry 0"},
         {"\"version\":2", "\"version\":1", "field 'version' is not 2"},
+        {"\"checkpoint_every\":25", "\"checkpoint_every\":0", "field 'checkpoint_every' is 0"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char buf[4096];

@@ -1,5 +1,6 @@
 /* cmd_infer.c - deepmoe infer: rows from a .npy through a model to a .npy. */
 #include "cli.h"
+#include "base/base.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -80,9 +81,10 @@ int cmd_infer(int argc, char **argv)
         goto done;
     }
     int64_t n = x.rows, k = c->top_k, L = c->n_layers;
-    y = malloc((size_t)(n ? n : 1) * out * sizeof *y);
-    re = malloc((size_t)(n ? n : 1) * L * k * sizeof *re);
-    rw = malloc((size_t)(n ? n : 1) * L * k * sizeof *rw);
+    size_t n1 = (size_t)(n ? n : 1);   /* rows come from the file: sizes checked for overflow */
+    y = dm_alloc_array2(n1, (size_t)out, sizeof *y);
+    re = dm_alloc_array2(n1, (size_t)(L * k), sizeof *re);
+    rw = dm_alloc_array2(n1, (size_t)(L * k), sizeof *rw);
     times = malloc((size_t)repeat * sizeof *times);
     if (!y || !re || !rw || !times) {
         fprintf(stderr, "deepmoe infer: out of memory for %lld rows\n", (long long)n);
@@ -101,7 +103,7 @@ int cmd_infer(int argc, char **argv)
     if (dm_npy_write(output, y, n, out, &err)) goto fail;
     if (routing) {  /* [n, L * 2k]: per layer, k expert ids then k weights */
         int64_t w = 2 * k * L;
-        float *r = malloc((size_t)(n ? n : 1) * w * sizeof *r);
+        float *r = dm_alloc_array2(n1, (size_t)w, sizeof *r);
         if (!r) { fprintf(stderr, "deepmoe infer: out of memory\n"); goto done; }
         for (int64_t l = 0; l < L; l++)
             for (int64_t i = 0; i < n; i++)

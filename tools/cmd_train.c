@@ -62,7 +62,9 @@ static const char help[] =
     "  --checkpoint-every N write the checkpoint every N steps (1000, and at the end)\n"
     "  --resume DIR         continue the run saved in DIR (--out defaults to DIR); the run's\n"
     "                       own seed, batch, augmentation and optimisation settings are kept,\n"
-    "                       --steps may set a new total\n"
+    "                       --steps may set a new total, and --eval-every, --log-every and\n"
+    "                       --checkpoint-every keep the run's values unless given; records of\n"
+    "                       metrics.jsonl past the checkpoint (a killed run's) are dropped\n"
     "  --stop-at N          stop after step N (checkpoint written), keeping the schedule of\n"
     "                       the full run: a later --resume continues it exactly\n"
     "  --top-k K            k for a --model file without deepmoe metadata\n";
@@ -94,6 +96,14 @@ int parse_balance(const char *s, dm_train_config *tc)
     return 0;
 }
 
+/* Each directory made is synced into its parent, so files renamed into it
+ * later survive a crash with their path. */
+static int mkdir_one(const char *dir)
+{
+    if (mkdir(dir, 0777) == 0) return dm_sync_parent(dir, NULL) == DM_OK ? 0 : -1;
+    return errno == EEXIST ? 0 : -1;
+}
+
 int mkdir_p(const char *dir)
 {
     char buf[4096];
@@ -101,10 +111,10 @@ int mkdir_p(const char *dir)
     for (char *p = buf + 1; *p; p++)
         if (*p == '/') {
             *p = 0;
-            if (mkdir(buf, 0777) && errno != EEXIST) return -1;
+            if (mkdir_one(buf)) return -1;
             *p = '/';
         }
-    return mkdir(buf, 0777) && errno != EEXIST ? -1 : 0;
+    return mkdir_one(buf);
 }
 
 /* ---------------------------------------------------------------- metrics */
@@ -201,7 +211,7 @@ int cmd_train(int argc, char **argv)
         {"help", no_argument, 0, O_HELP}, MODEL_LONG_OPTIONS, {0, 0, 0, 0},
     };
     opts o = {.task = -1, .shuffle = 1, .layers = 0, .threads = 0, .grad_accum = 1, .batch = 256,
-              .steps = 0, .epochs = 0, .warmup = 100, .eval_every = 0, .log_every = 50, .ckpt_every = 1000,
+              .steps = 0, .epochs = 0, .warmup = 100, .eval_every = -1, .log_every = -1, .ckpt_every = -1,
               .loss = -1, .lr = 0, .wd = 0.01f, .b1 = 0.9f, .b2 = 0.999f, .eps = 1e-8f, .clip = 1.0f,
               .bal_coef = -1, .bias_update = 1e-3f, .schedule = DM_SCHED_COSINE};
     dm_config_default(&o.cfg);

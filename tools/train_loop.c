@@ -79,6 +79,11 @@ static int save_all(dm_trainer *tr, dm_model *m, const char *out, const dm_run_s
 {
     char path[4096];
     dm_error err;
+    /* The model first: a checkpoint then always has a model beside it (of
+     * its step or one later), which --resume reads for the config. Each file
+     * is replaced atomically (temp file, fsync, rename, fsync of the dir). */
+    path_join(path, sizeof path, out, "model.safetensors");
+    if (dm_model_save(m, path, &err)) return cli_error(CMD, &err);
     path_join(path, sizeof path, out, "checkpoint");
     if (mkdir_p(path)) { fprintf(stderr, "deepmoe train: cannot create %s\n", path); return 1; }
     path_join(path, sizeof path, out, "checkpoint/state.safetensors");
@@ -87,9 +92,51 @@ static int save_all(dm_trainer *tr, dm_model *m, const char *out, const dm_run_s
     dm_status st = dm_trainer_save(tr, path, json, strlen(json), &err);
     free(json);
     if (st) return cli_error(CMD, &err);
-    path_join(path, sizeof path, out, "model.safetensors");
-    if (dm_model_save(m, path, &err)) return cli_error(CMD, &err);
     return 0;
+}
+
+/* The step of a metrics.jsonl record ({"step":N... or {"eval":true,"step":N...),
+ * -1 for a line that is not a whole record (a killed writer's last line). */
+static int64_t record_step(const char *line, int *is_eval)
+{
+    size_t n = strlen(line);
+    const char *s = strstr(line, "\"step\":");
+    *is_eval = !strncmp(line, "{\"eval\":true,", 14);
+    if (n < 2 || line[0] != '{' || line[n - 1] != '\n' || line[n - 2] != '}' || !s) return -1;
+    char *end;
+    long long v = strtoll(s + 7, &end, 10);
+    return end == s + 7 ? -1 : v;
+}
+
+/* A resumed run continues after its checkpoint's step: records a killed run
+ * wrote past it (and a final evaluation at it, which comes after the last
+ * save) would be written again, so they go, atomically. */
+static int trim_metrics(const char *path, int64_t step, int64_t total)
+{
+    FILE *in = fopen(path, "r");
+    if (!in) return 0;   /* none yet */
+    dm_atomic_file af;
+    dm_error err;
+    if (dm_atomic_open(&af, path, &err)) {
+        fclose(in);
+        return cli_error(CMD, &err);
+    }
+    char line[1 << 16];
+    int bad = 0;
+    while (!bad && fgets(line, sizeof line, in)) {
+        int is_eval;
+        int64_t s = record_step(line, &is_eval);
+        if (s < 0 || s > step || (is_eval && s == step && step == total)) continue;
+        bad = fputs(line, af.fp) == EOF;
+    }
+    bad |= ferror(in);
+    fclose(in);
+    if (bad) {
+        dm_atomic_abort(&af);
+        fprintf(stderr, "deepmoe train: %s: cannot rewrite it\n", path);
+        return 1;
+    }
+    return dm_atomic_commit(&af, &err) ? cli_error(CMD, &err) : 0;
 }
 
 int train_run(opts *o, const dm_config *flags, int top_k_flag)
@@ -124,9 +171,15 @@ int train_run(opts *o, const dm_config *flags, int top_k_flag)
         o->shuffle = saved.shuffle;
         o->batch = saved.batch;
         o->grad_accum = saved.tc.grad_accum;
+        if (o->ckpt_every < 0) o->ckpt_every = saved.checkpoint_every;
+        if (o->log_every < 0) o->log_every = saved.log_every;
+        if (o->eval_every < 0) o->eval_every = saved.eval_every;
         printf("resuming %s: its seed, batch, shuffle, augmentation and optimisation settings are kept%s\n",
                o->resume, o->steps ? "; --steps sets the new total" : "");
     }
+    if (o->ckpt_every < 0) o->ckpt_every = 1000;   /* the defaults --help gives */
+    if (o->log_every < 0) o->log_every = 50;
+    if (o->eval_every < 0) o->eval_every = 0;
     dm_task task = o->task >= 0 ? (dm_task)o->task : is_idx_spec(o->data) ? DM_TASK_CLASSIFY : DM_TASK_REGRESS;
     if (dm_data_load(o->data, task, (uint64_t)o->seed, &d, &err)) goto fail;
 
@@ -186,6 +239,7 @@ int train_run(opts *o, const dm_config *flags, int top_k_flag)
     if (dm_pool_create(o->threads, &pool, &err) || dm_trainer_create(m, &tc, pool, &tr, &err)) goto fail;
     if (dm_batcher_init(&b, &d.train, (uint64_t)o->seed, o->shuffle, &err)) goto fail;
     dm_run_state rs = {.task = task, .seed = (uint64_t)o->seed, .shuffle = o->shuffle, .batch = o->batch, .tc = tc};
+    rs.checkpoint_every = o->ckpt_every, rs.log_every = o->log_every, rs.eval_every = o->eval_every;
     if (o->resume) {
         size_t len = 0;
         path_join(path, sizeof path, o->resume, "checkpoint/state.safetensors");
@@ -198,20 +252,22 @@ int train_run(opts *o, const dm_config *flags, int top_k_flag)
         if (dm_batcher_seek(&b, saved.epoch, saved.pos, &err)) goto fail;
         rs = saved;
         rs.tc = tc;
+        rs.checkpoint_every = o->ckpt_every, rs.log_every = o->log_every, rs.eval_every = o->eval_every;
     }
     if (mkdir_p(o->out)) {
         fprintf(stderr, "deepmoe train: cannot create directory %s\n", o->out);
         goto done;
     }
     path_join(path, sizeof path, o->out, "metrics.jsonl");
+    if (o->resume && trim_metrics(path, dm_trainer_step_count(tr), tc.total_steps)) goto done;
     mf = fopen(path, o->resume ? "a" : "w");
     if (!mf) {
         fprintf(stderr, "deepmoe train: cannot write %s\n", path);
         goto done;
     }
-    x = malloc((size_t)step_rows * in * sizeof *x);
-    y = task == DM_TASK_REGRESS ? malloc((size_t)step_rows * out * sizeof *y) : NULL;
-    labels = malloc((size_t)step_rows * sizeof *labels);
+    x = dm_alloc_array2((size_t)step_rows, (size_t)in, sizeof *x);   /* step_rows <= the train split's rows */
+    y = task == DM_TASK_REGRESS ? dm_alloc_array2((size_t)step_rows, (size_t)out, sizeof *y) : NULL;
+    labels = dm_alloc_array((size_t)step_rows, sizeof *labels);
     load = malloc((size_t)L * E * sizeof *load);
     if (!x || (task == DM_TASK_REGRESS && !y) || !labels || !load) {
         fprintf(stderr, "deepmoe train: out of memory\n");

@@ -76,6 +76,12 @@ void *dm_alloc_array(size_t n, size_t size)
     return dm_mul_size(n, size, &bytes) == 0 ? dm_alloc(bytes) : NULL;
 }
 
+void *dm_alloc_array2(size_t a, size_t b, size_t size)
+{
+    size_t n;
+    return dm_mul_size(a, b, &n) == 0 ? dm_alloc_array(n, size) : NULL;
+}
+
 int dm_growbuf_reserve(dm_growbuf *b, size_t need)
 {
     if (need > b->max) return -1;
@@ -231,7 +237,7 @@ dm_status dm_atomic_open(dm_atomic_file *f, const char *path, dm_error *err)
  * crash. Filesystems that cannot sync a directory (EINVAL, ENOTSUP) and a
  * directory we may write but not read (EACCES) are let through: there is no
  * stronger guarantee to be had there. */
-static dm_status sync_dir(const char *path, dm_error *err)
+dm_status dm_sync_parent(const char *path, dm_error *err)
 {
     char dir[4096];
     dir_of(path, dir, sizeof dir);
@@ -265,7 +271,7 @@ dm_status dm_atomic_commit(dm_atomic_file *f, dm_error *err)
         return dm_fail(err, DM_ERR_IO, "%s: rename from %s failed: %s", f->path, f->tmp, strerror(e));
     }
     /* ... and the name is on disk before we report success */
-    return sync_dir(f->path, err);
+    return dm_sync_parent(f->path, err);
 }
 
 void dm_atomic_abort(dm_atomic_file *f)

@@ -27,6 +27,7 @@ void dm_free(void *p);
  * n elements of `size` bytes, aligned, NULL on overflow or out of memory. */
 int dm_mul_size(size_t a, size_t b, size_t *out);
 void *dm_alloc_array(size_t n, size_t size);
+void *dm_alloc_array2(size_t a, size_t b, size_t size);   /* a*b elements */
 
 /* A buffer that grows as data actually arrives, never past `max` bytes: a
  * reader whose size comes from a header it cannot check up front (a pipe, a
@@ -65,6 +66,8 @@ typedef struct dm_atomic_file {
 } dm_atomic_file;
 dm_status dm_atomic_open(dm_atomic_file *f, const char *path, dm_error *err);
 dm_status dm_atomic_commit(dm_atomic_file *f, dm_error *err);
+/* fsync of the directory holding path (after a rename or mkdir in it). */
+dm_status dm_sync_parent(const char *path, dm_error *err);
 void dm_atomic_abort(dm_atomic_file *f);
 
 /* 1 on a little-endian host. */

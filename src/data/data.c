@@ -109,7 +109,7 @@ static dm_status read_pair(npy_pair *p, dm_task task, dm_error *err)
 /* Rows [from, from + n) of a [*, cols] array into a new buffer. */
 static float *copy_rows(const dm_array *a, int64_t from, int64_t n)
 {
-    float *p = dm_alloc((size_t)n * (size_t)a->cols * sizeof(float));
+    float *p = dm_alloc_array2((size_t)n, (size_t)a->cols, sizeof(float));
     if (p && n) memcpy(p, a->data + (size_t)from * (size_t)a->cols, (size_t)n * (size_t)a->cols * sizeof(float));
     return p;
 }
@@ -136,7 +136,7 @@ static dm_status fill_split(dm_dataset *ds, npy_pair *p, int64_t from, int64_t n
             return dm_fail(err, DM_ERR_NOMEM, "%s: out of memory", p->ypath);
         }
     } else {
-        ds->labels = dm_alloc((size_t)n * sizeof(int32_t));
+        ds->labels = dm_alloc_array((size_t)n, sizeof(int32_t));
         if (!ds->labels) return dm_fail(err, DM_ERR_NOMEM, "%s: out of memory", p->ypath);
         for (int64_t i = 0; i < n; i++) ds->labels[i] = (int32_t)p->y.data[from + i];
     }

@@ -423,11 +423,12 @@ static enum MHD_Result infer_inner(struct MHD_Connection *c, served *sv, const b
         }
     }
     int64_t lk = (int64_t)sv->layers * sv->k;
-    float *y = malloc((size_t)rows * sv->out * sizeof *y);
-    int32_t *ex = want[1] || want[2] ? malloc((size_t)rows * lk * sizeof *ex) : NULL;
-    float *w = want[1] || want[2] ? malloc((size_t)rows * lk * sizeof *w) : NULL;
-    int32_t *ex_rows = ex ? malloc((size_t)rows * lk * sizeof *ex_rows) : NULL;
-    float *w_rows = w ? malloc((size_t)rows * lk * sizeof *w_rows) : NULL;
+    /* rows come from the request (bounded by its body): sizes checked for overflow anyway */
+    float *y = dm_alloc_array2((size_t)rows, (size_t)sv->out, sizeof *y);
+    int32_t *ex = want[1] || want[2] ? dm_alloc_array2((size_t)rows, (size_t)lk, sizeof *ex) : NULL;
+    float *w = want[1] || want[2] ? dm_alloc_array2((size_t)rows, (size_t)lk, sizeof *w) : NULL;
+    int32_t *ex_rows = ex ? dm_alloc_array2((size_t)rows, (size_t)lk, sizeof *ex_rows) : NULL;
+    float *w_rows = w ? dm_alloc_array2((size_t)rows, (size_t)lk, sizeof *w_rows) : NULL;
     if (!y || ((want[1] || want[2]) && (!ex || !w || !ex_rows || !w_rows))) {
         free(y); free(ex); free(w); free(ex_rows); free(w_rows);
         dm_infer_request_free(&req);

@@ -18,6 +18,7 @@ typedef struct dm_run_state {
     int shuffle, batch;
     int aug_shift, aug_flip; /* image augmentation: shift 0..8 pixels, left-right flips */
     float aug_drop;          /* input dropout in [0, 1) */
+    int64_t checkpoint_every, log_every, eval_every;   /* the run's cadence (eval 0 = off) */
     dm_train_config tc;      /* total_steps included */
 } dm_run_state;
 
