@@ -193,6 +193,33 @@ static void test_regress_kserve_json_shape(dm_t *t)
            "unexpected number of elements for input 'input': got 3, shape [1,4000000000] needs 4000000000");
 }
 
+/* Found by fuzz_kserve_json (10-minute run): a tensor with no elements but a
+ * dim near 1e18 was accepted by the parser and refused by the response
+ * builder (the two counted elements differently): its echo came back NULL. */
+static void test_regress_kserve_zero_elements(dm_t *t)
+{
+    size_t n = 0;
+    unsigned char *data = read_input("kserve_json", "zero-elements-huge-dim", &n);
+    CHECK(t, data != NULL, "input missing");
+    if (!data) return;
+    dm_infer_request *req = calloc(1, sizeof *req);
+    dm_error err = {0};
+    CHECK_OK(t, dm_infer_parse((const char *)data, n, -1, req, &err), &err);
+    CHECK(t, req->n_inputs == 1 && req->inputs[0].numel == 0, "parsed %d inputs", req->n_inputs);
+    dm_infer_output o = {.name = "a", .datatype = "FP32", .ndims = req->inputs[0].ndims, .data = req->inputs[0].f32};
+    memcpy(o.shape, req->inputs[0].shape, sizeof o.shape);
+    size_t body_len = 0, header_len = 0;
+    for (int binary = 0; binary < 2; binary++) {
+        o.binary = binary;
+        char *body = dm_infer_response("m", "1", "", &o, 1, &body_len, &header_len);
+        CHECK(t, body && strstr(body, "[1000000001389287561,0]"), "response (binary %d): %s", binary, body ? body : "NULL");
+        free(body);
+    }
+    dm_infer_request_free(req);
+    free(req);
+    free(data);
+}
+
 static void test_regress_idx_counts(dm_t *t)
 {
     expect(t, "idx", "label-count-huge", idx_input, DM_ERR_FORMAT, "truncated: the label data has 2 of 900000000 bytes");
@@ -312,6 +339,7 @@ void suite_regress(dm_t *t)
     DM_RUN(t, test_regress_model_bigger_than_file);
     DM_RUN(t, test_regress_kserve_json_shape);
     DM_RUN(t, test_regress_idx_counts);
+    DM_RUN(t, test_regress_kserve_zero_elements);
     DM_RUN(t, test_regress_config_size_matches_model);
     DM_RUN(t, test_regress_growbuf);
 }

@@ -100,6 +100,25 @@ static void ic_decode(const ic_type *ty, const unsigned char *p, int64_t numel, 
 
 /* ------------------------------------------------------------------- parsing */
 
+/* Elements of a shape, for the parser and the response builder alike: 0 when
+ * any dim is 0 (whatever the others), else the product, which must stay under
+ * INT64_MAX / 16 so that its byte count (8-byte types, with headroom) fits.
+ * -1 for a negative dim or a product past that bound. */
+#define IC_NUMEL_MAX (INT64_MAX / 16)
+static int64_t ic_shape_numel(const int64_t *shape, int ndims)
+{
+    for (int i = 0; i < ndims; i++) {
+        if (shape[i] < 0) return -1;
+        if (shape[i] == 0) return 0;
+    }
+    int64_t n = 1;
+    for (int i = 0; i < ndims; i++) {
+        if (n > IC_NUMEL_MAX / shape[i]) return -1;
+        n *= shape[i];
+    }
+    return n;
+}
+
 static void ic_shape_str(const int64_t *shape, int ndims, char *buf, size_t cap)
 {
     size_t k = 0;
@@ -195,17 +214,14 @@ static dm_status ic_parse_input(json_t *in, int idx, const unsigned char *body, 
     if (json_array_size(js) > DM_INFER_MAX_DIMS)
         return dm_fail(err, DM_ERR_FORMAT, "input '%s': shape has more than %d dims", t->name, DM_INFER_MAX_DIMS);
     t->ndims = (int)json_array_size(js);
-    int64_t numel = 1;
     for (int i = 0; i < t->ndims; i++) {
         json_t *d = json_array_get(js, (size_t)i);
         if (!json_is_integer(d) || json_integer_value(d) < 0)
             return dm_fail(err, DM_ERR_FORMAT, "input '%s': shape entries must be non-negative integers", t->name);
         t->shape[i] = json_integer_value(d);
-        if (t->shape[i] && numel > INT64_MAX / 8 / t->shape[i])
-            return dm_fail(err, DM_ERR_FORMAT, "input '%s': shape is too large", t->name);
-        numel *= t->shape[i];
     }
-    if ((uint64_t)numel > SIZE_MAX / sizeof(float) / 2)
+    int64_t numel = ic_shape_numel(t->shape, t->ndims);
+    if (numel < 0 || (uint64_t)numel > SIZE_MAX / sizeof(float) / 2)
         return dm_fail(err, DM_ERR_FORMAT, "input '%s': shape is too large", t->name);
     t->numel = numel;
 
@@ -509,14 +525,12 @@ char *dm_infer_response(const char *model, const char *version, const char *id, 
         const dm_infer_output *o = &outs[i];
         const ic_type *ty = o->datatype ? ic_type_find(o->datatype) : NULL;
         ok = ty && ty->size && o->name && o->ndims >= 0 && o->ndims <= DM_INFER_MAX_DIMS;
-        uint64_t numel = 1;
         json_t *jo = ok ? json_object() : NULL, *sh = ok ? json_array() : NULL;
         ok = ok && jo && sh;
-        for (int d = 0; ok && d < o->ndims; d++) {
-            ok = o->shape[d] >= 0 && (!o->shape[d] || numel <= (uint64_t)INT64_MAX / 16 / (uint64_t)o->shape[d]);
-            numel *= ok ? (uint64_t)o->shape[d] : 0;
-            ok = ok && !json_array_append_new(sh, json_integer(o->shape[d]));
-        }
+        int64_t sn = ok ? ic_shape_numel(o->shape, o->ndims) : -1;
+        ok = ok && sn >= 0;
+        uint64_t numel = ok ? (uint64_t)sn : 0;
+        for (int d = 0; ok && d < o->ndims; d++) ok = !json_array_append_new(sh, json_integer(o->shape[d]));
         size_t bytes = (size_t)(numel * ty->size);
         ok = ok && (numel == 0 || o->data) && bytes <= SIZE_MAX / 2 - tail;
         ok = ok && !json_object_set_new(jo, "name", json_string(o->name));
@@ -556,9 +570,7 @@ char *dm_infer_response(const char *model, const char *version, const char *id, 
     size_t at = jl;
     for (int i = 0; i < n; i++) {
         if (!outs[i].binary) continue;
-        uint64_t numel = 1;
-        for (int d = 0; d < outs[i].ndims; d++) numel *= (uint64_t)outs[i].shape[d];
-        size_t bytes = (size_t)numel * dm_infer_datatype_size(outs[i].datatype);
+        size_t bytes = (size_t)ic_shape_numel(outs[i].shape, outs[i].ndims) * dm_infer_datatype_size(outs[i].datatype);
         if (bytes) memcpy(body + at, outs[i].data, bytes);
         at += bytes;
     }
