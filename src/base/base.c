@@ -99,6 +99,40 @@ int dm_growbuf_reserve(dm_growbuf *b, size_t need)
     return 0;
 }
 
+/* ---------------------------------------------------------------- name index */
+
+/* qsort has no context argument in C11: the table reaches the comparator here,
+ * per thread, for the length of one sort. */
+static _Thread_local struct { const void *table; dm_name_fn name; } sort_ctx;
+
+static int cmp_rows(const void *a, const void *b)
+{
+    return strcmp(sort_ctx.name(sort_ctx.table, *(const int *)a), sort_ctx.name(sort_ctx.table, *(const int *)b));
+}
+
+int *dm_name_index(const void *table, int n, dm_name_fn name)
+{
+    int *order = malloc((size_t)(n > 0 ? n : 1) * sizeof *order);
+    if (!order) return NULL;
+    for (int i = 0; i < n; i++) order[i] = i;
+    sort_ctx.table = table, sort_ctx.name = name;
+    if (n > 1) qsort(order, (size_t)n, sizeof *order, cmp_rows);
+    sort_ctx.table = NULL, sort_ctx.name = NULL;
+    return order;
+}
+
+int dm_name_lookup(const void *table, const int *order, int n, dm_name_fn name, const char *key)
+{
+    int lo = 0, hi = n - 1;
+    while (order && key && lo <= hi) {
+        int mid = lo + (hi - lo) / 2, c = strcmp(name(table, order[mid]), key);
+        if (c == 0) return order[mid];
+        if (c < 0) lo = mid + 1;
+        else hi = mid - 1;
+    }
+    return -1;
+}
+
 /* ---------------------------------------------------------------- RNG */
 
 static uint64_t splitmix64(uint64_t *x)

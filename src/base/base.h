@@ -41,6 +41,14 @@ typedef struct dm_growbuf {
  * at max; contents kept. 0, or -1 when need > max or out of memory. */
 int dm_growbuf_reserve(dm_growbuf *b, size_t need);
 
+/* A name index over any table (a model's tensors, a file's): order[] sorts
+ * the rows by name(table, i), so lookups are binary searches and building a
+ * model that binds every tensor by name stays O(n log n). The index is
+ * malloc'd (NULL on OOM; free with free); lookup returns the row or -1. */
+typedef const char *(*dm_name_fn)(const void *table, int i);
+int *dm_name_index(const void *table, int n, dm_name_fn name);
+int dm_name_lookup(const void *table, const int *order, int n, dm_name_fn name, const char *key);
+
 /* splitmix64-seeded xoshiro256** generator; state is caller-owned. */
 typedef struct dm_rng { uint64_t s[4]; } dm_rng;
 void dm_rng_seed(dm_rng *r, uint64_t seed);

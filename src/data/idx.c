@@ -34,7 +34,12 @@ typedef struct idx_file {
     gzFile gz;
     char path[4096];
     uint32_t dims[3];   /* [n, rows, cols] for images, [n] for labels */
+    uint64_t avail;     /* data bytes the file can hold at most: what follows the header
+                         * (plain), or the deflate bound of 1032 per compressed byte (gzip) */
 } idx_file;
+
+/* deflate expands one input byte to at most 1032 output bytes (zlib's FAQ) */
+#define DEFLATE_MAX_RATIO 1032
 
 /* The error behind a gzread that returned fewer bytes than asked: a read or
  * gzip error when zlib reports one, else the file simply ended. */
@@ -101,6 +106,10 @@ static dm_status idx_open(idx_file *f, const char *path, uint32_t magic, int ndi
     if (f->dims[0] > INT32_MAX)
         return dm_fail(err, DM_ERR_FORMAT, "%s: %u items is more than supported (%d)", path,
                        (unsigned)f->dims[0], INT32_MAX);
+    struct stat st;
+    uint64_t size = stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+    if (gzdirect(f->gz)) f->avail = size > want ? size - want : 0;
+    else f->avail = size > UINT64_MAX / DEFLATE_MAX_RATIO ? UINT64_MAX : size * DEFLATE_MAX_RATIO;
     return DM_OK;
 }
 
@@ -125,9 +134,10 @@ static void idx_close(idx_file *f)
     f->gz = NULL;
 }
 
-/* Reads `total` data bytes, converting each chunk with conv into out (grown
- * as bytes arrive: a header's counts are believed only as far as the file,
- * possibly gzip'd, really holds them); out_size = bytes per item out. */
+/* Reads `total` data bytes, converting each chunk with conv into out: sized
+ * at once for what the file can hold (f->avail), and grown past that only as
+ * bytes really arrive, so a header's counts are believed only as far as the
+ * file, possibly gzip'd, backs them; out_size = bytes per item out. */
 typedef void (*idx_conv)(const unsigned char *in, size_t n, void *out);
 
 static dm_status read_items(idx_file *f, size_t total, size_t out_size, idx_conv conv, const char *what,
@@ -136,9 +146,13 @@ static dm_status read_items(idx_file *f, size_t total, size_t out_size, idx_conv
     enum { CHUNK = 1 << 16 };
     unsigned char *chunk = dm_alloc(CHUNK);
     if (!chunk) return dm_fail(err, DM_ERR_NOMEM, "%s: out of memory", f->path);
+    /* Room for what the file can really hold, at once: an honest file is read
+     * with no regrowth, a lying header costs at most the file's own bound. */
     dm_status s = DM_OK;
-    size_t done = 0;
-    while (done < total) {
+    size_t done = 0, first = (size_t)DM_MIN((uint64_t)total, f->avail);
+    if (first && dm_growbuf_reserve(out, first * out_size) != 0)
+        s = dm_fail(err, DM_ERR_NOMEM, "%s: out of memory for %s", f->path, what);
+    while (s == DM_OK && done < total) {
         size_t want = DM_MIN((size_t)CHUNK, total - done), got;
         if (read_full(f, chunk, want, &got) != 0) {
             s = read_error(f, what, done + got, total, err);

@@ -111,21 +111,13 @@ void dm_st_close(dm_st_file *f)
     memset(f, 0, sizeof *f);
 }
 
-/* Binary search of the name index: model construction looks up every
- * tensor, so a linear scan would make loading quadratic in the tensor count. */
+static const char *st_name(const void *tensors, int i) { return ((const dm_st_tensor *)tensors)[i].name; }
+
 const dm_st_tensor *dm_st_find(const dm_st_file *f, const char *name)
 {
-    if (!f || !name || !f->by_name) return NULL;
-    int lo = 0, hi = f->n_tensors - 1;
-    while (lo <= hi) {
-        int mid = lo + (hi - lo) / 2;
-        const dm_st_tensor *t = &f->tensors[f->by_name[mid]];
-        int c = strcmp(t->name, name);
-        if (c == 0) return t;
-        if (c < 0) lo = mid + 1;
-        else hi = mid - 1;
-    }
-    return NULL;
+    if (!f) return NULL;
+    int i = dm_name_lookup(f->tensors, f->by_name, f->n_tensors, st_name, name);
+    return i < 0 ? NULL : &f->tensors[i];
 }
 
 const char *dm_st_meta(const dm_st_file *f, const char *key)
@@ -347,31 +339,16 @@ static dm_status parse_header(st_parse *p, const json_t *root)
     return check_overlap(p);
 }
 
-/* qsort_r is not C11: the comparator reaches the table through this. The
- * index is built once per file, single-threaded use only within the sort. */
-static _Thread_local const dm_st_tensor *sort_base;
-
-static int cmp_name(const void *a, const void *b)
-{
-    return strcmp(sort_base[*(const int *)a].name, sort_base[*(const int *)b].name);
-}
-
 /* The name index; names are unique (the JSON parser refuses duplicate keys). */
 static dm_status build_index(st_parse *p)
 {
     dm_st_file *f = p->f;
-    f->by_name = malloc((size_t)(f->n_tensors ? f->n_tensors : 1) * sizeof *f->by_name);
+    f->by_name = dm_name_index(f->tensors, f->n_tensors, st_name);
     if (!f->by_name) return dm_fail(p->err, DM_ERR_NOMEM, "%s: out of memory", f->path);
     f->total_numel = 0;
     f->data_size = p->data_size;
-    for (int i = 0; i < f->n_tensors; i++) {
-        f->by_name[i] = i;
-        int64_t n = f->tensors[i].numel;   /* each tensor's bytes lie in the file: the sum cannot overflow */
-        f->total_numel += n;
-    }
-    sort_base = f->tensors;
-    qsort(f->by_name, (size_t)f->n_tensors, sizeof *f->by_name, cmp_name);
-    sort_base = NULL;
+    for (int i = 0; i < f->n_tensors; i++)
+        f->total_numel += f->tensors[i].numel;   /* each tensor's bytes lie in the file: the sum cannot overflow */
     return DM_OK;
 }
 

@@ -58,7 +58,7 @@ int dm_expert_parse(const char *name)
 #define DM_MAX_EXPERTS 4096
 
 /* One expert's parameters and tensors. Widths <= 2^20: fits int64 easily. */
-static int64_t expert_numel(const dm_config *c, int64_t h)
+int64_t dm_expert_numel(const dm_config *c, int64_t h)
 {
     int64_t D = c->dim;
     return c->expert == DM_EXPERT_SEED ? h * D + 3 * h + D * h + D : 3 * h * D;
@@ -76,8 +76,8 @@ dm_status dm_config_size(const dm_config *c, int64_t *n_tensors, int64_t *n_para
         return dm_fail(err, DM_ERR_ARG, "a tensor of %lld elements is larger than the %lld supported "
                        "(dims multiply: e.g. hidden x dim)", (long long)big, (long long)DM_MAX_TENSOR_NUMEL);
     /* one layer: <= 2^13 experts of < 2^42 parameters each, so < 2^56 */
-    int64_t layer_p = E * D + E + (c->selection_bias ? E : 0) + E * expert_numel(c, c->hidden) +
-                      S * expert_numel(c, c->shared_hidden);
+    int64_t layer_p = E * D + E + (c->selection_bias ? E : 0) + E * dm_expert_numel(c, c->hidden) +
+                      S * dm_expert_numel(c, c->shared_hidden);
     int64_t layer_t = 2 + (c->selection_bias ? 1 : 0) + (E + S) * expert_tensors(c);
     int64_t extra_p = (c->in_dim ? D * c->in_dim + D : 0) + (c->n_classes ? 2 * D + (int64_t)c->n_classes * D + c->n_classes : 0);
     int64_t extra_t = (c->in_dim ? 2 : 0) + (c->n_classes ? 4 : 0), L = c->n_layers;

@@ -100,19 +100,12 @@ static int build_layout(const dm_config *c, layout *l)
 
 /* ---------------------------------------------------------------- views */
 
-/* Lookups are binary searches: building a model binds every tensor by name,
- * and a linear scan per lookup would make that quadratic in the tensors. */
+static const char *desc_name(const void *t, int i) { return ((const dm_tensor_desc *)t)[i].name; }
+
+/* A binary search: building a model binds every tensor by name. */
 int dm_model_tensor_index(const dm_model *m, const char *name)
 {
-    int lo = 0, hi = m->n_tensors - 1;
-    while (lo <= hi) {
-        int mid = lo + (hi - lo) / 2, i = m->by_name[mid];
-        int c = strcmp(m->tensors[i].name, name);
-        if (c == 0) return i;
-        if (c < 0) lo = mid + 1;
-        else hi = mid - 1;
-    }
-    return -1;
+    return dm_name_lookup(m->tensors, m->by_name, m->n_tensors, desc_name, name);
 }
 
 int dm_model_tensor_at(const dm_model *m, const float *p)
@@ -129,24 +122,6 @@ int dm_model_tensor_at(const dm_model *m, const float *p)
     return -1;
 }
 
-/* qsort has no context argument in C11; the table reaches the comparator here. */
-static _Thread_local const dm_tensor_desc *sort_table;
-
-static int cmp_name(const void *a, const void *b)
-{
-    return strcmp(sort_table[*(const int *)a].name, sort_table[*(const int *)b].name);
-}
-
-static int *name_index(const dm_tensor_desc *t, int n)
-{
-    int *idx = malloc((size_t)(n ? n : 1) * sizeof *idx);
-    if (!idx) return NULL;
-    for (int i = 0; i < n; i++) idx[i] = i;
-    sort_table = t;
-    qsort(idx, (size_t)n, sizeof *idx, cmp_name);
-    sort_table = NULL;
-    return idx;
-}
 
 static float *param(dm_model *m, const char *name)
 {
@@ -218,7 +193,7 @@ dm_status dm_model_create(const dm_config *cin, const dm_model_opts *o, dm_model
     m->tensors = l.t;
     m->n_tensors = l.n;
     m->n_params = l.total;
-    m->by_name = name_index(l.t, l.n);
+    m->by_name = dm_name_index(l.t, l.n, desc_name);
     m->params = dm_calloc((size_t)l.total * sizeof(float));
     m->layers = calloc((size_t)c.n_layers, sizeof *m->layers);
     int ok = m->params && m->layers && m->by_name;
@@ -361,18 +336,12 @@ int64_t dm_model_param_count(const dm_model *m)
     return n;
 }
 
-static int64_t expert_params(const dm_config *c, int64_t h)
-{
-    int64_t D = c->dim;
-    return c->expert == DM_EXPERT_SEED ? h * D + h + 2 * h + D * h + D : 3 * h * D;
-}
-
 int64_t dm_model_active_params(const dm_model *m)
 {
     const dm_config *c = &m->cfg;
     int64_t D = c->dim;
     int64_t router = (int64_t)c->n_experts * D + c->n_experts + (c->selection_bias ? c->n_experts : 0);
-    int64_t layer = router + c->top_k * expert_params(c, c->hidden) + c->n_shared * expert_params(c, c->shared_hidden);
+    int64_t layer = router + c->top_k * dm_expert_numel(c, c->hidden) + c->n_shared * dm_expert_numel(c, c->shared_hidden);
     int64_t n = layer * c->n_layers;
     if (c->in_dim) n += D * c->in_dim + D;
     if (c->n_classes) n += 2 * D + (int64_t)c->n_classes * D + c->n_classes;

@@ -98,5 +98,7 @@ int dm_model_tensor_at(const dm_model *m, const float *p);
 #define DM_MAX_TENSORS ((int64_t)1 << 21)          /* tensors of one model */
 #define DM_MAX_PARAMS ((int64_t)1 << 34)           /* parameters of one model (64 GiB in fp32) */
 dm_status dm_config_size(const dm_config *c, int64_t *n_tensors, int64_t *n_params, dm_error *err);
+/* Parameters of one expert of hidden width h under c's expert type and D. */
+int64_t dm_expert_numel(const dm_config *c, int64_t h);
 
 #endif

@@ -267,10 +267,17 @@ static dm_status ic_parse_input(json_t *in, int idx, const unsigned char *body, 
         return dm_fail(err, DM_ERR_FORMAT,
                        "receiving %s data via JSON is not supported. Please use the binary data format for input %s",
                        ty->name, t->name);
-    /* Count (and check) the values before allocating: the declared shape is
-     * believed only once the body really holds that many, so the allocation
-     * is bounded by the body's length, not by what its header says. */
-    ic_walk w = {ty, t->name, NULL, numel, 0};
+    /* The declared shape is believed only as far as the body can back it: a
+     * JSON value takes at least two bytes ("1,"), so a body of len bytes holds
+     * at most (len + 1) / 2 of them. Past that nothing is allocated (the walk
+     * only counts, for the message); within it the allocation is bounded by
+     * the body's length, and one walk checks and fills. */
+    int fits = (uint64_t)numel <= ((uint64_t)len + 1) / 2;
+    if (fits) {
+        t->f32 = malloc((size_t)(numel ? numel : 1) * sizeof(float));
+        if (!t->f32) return dm_fail(err, DM_ERR_NOMEM, "input '%s': out of memory", t->name);
+    }
+    ic_walk w = {ty, t->name, t->f32, numel, 0};
     dm_status s = ic_walk_leaves(&w, data, 0, err);
     if (s) return s;
     if (w.count != numel) {
@@ -280,11 +287,7 @@ static dm_status ic_parse_input(json_t *in, int idx, const unsigned char *body, 
                        "unexpected number of elements for input '%s': got %" PRId64 ", shape %s needs %" PRId64,
                        t->name, w.count, sh, numel);
     }
-    t->f32 = malloc((size_t)(numel ? numel : 1) * sizeof(float));
-    if (!t->f32) return dm_fail(err, DM_ERR_NOMEM, "input '%s': out of memory", t->name);
-    w.out = t->f32;
-    w.count = 0;
-    return ic_walk_leaves(&w, data, 0, err);
+    return DM_OK;
 }
 
 static dm_status ic_parse_outputs(json_t *outs, dm_infer_request *req, dm_error *err)
