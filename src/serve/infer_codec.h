@@ -45,7 +45,8 @@ typedef struct dm_infer_request {
  * Returns DM_ERR_FORMAT with a message for: header length outside [0, len], malformed JSON (jansson's
  * text), missing/invalid fields, data + binary_data_size both given (or neither), binary sizes not matching
  * elements * size or running past the body (or bytes left over), JSON leaf count != product(shape)
- * ("unexpected number of elements for input 'x': got N, shape [..] needs M"), FP16/BF16 given as JSON
+ * ("unexpected number of elements for input 'x': got N, shape [..] needs M"; nothing is allocated for a
+ * shape larger than the body can hold), FP16/BF16 given as JSON
  * ("receiving FP16 data via JSON is not supported. Please use the binary data format for input X"),
  * unsupported datatypes (BOOL, BYTES, unknown), reserved parameters starting with "triton_", more than
  * DM_INFER_MAX_TENSORS inputs/outputs, duplicate input/output names. DM_ERR_NOMEM if allocation fails.
