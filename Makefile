@@ -120,12 +120,14 @@ fixtures:
 install: lib cli
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/bin \
 	           $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -d $(DESTDIR)$(PREFIX)/include/deepmoe
 	install -m 644 include/deepmoe.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 include/deepmoe/*.h $(DESTDIR)$(PREFIX)/include/deepmoe/
 	install -m 644 $(BUILD)/libdeepmoe.a $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(BUILD)/libdeepmoe.so $(DESTDIR)$(PREFIX)/lib/libdeepmoe.so.0
 	ln -sf libdeepmoe.so.0 $(DESTDIR)$(PREFIX)/lib/libdeepmoe.so
 	install -m 755 $(BUILD)/deepmoe $(DESTDIR)$(PREFIX)/bin/
-	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(shell sed -n 's/#define DM_VERSION "\(.*\)"/\1/p' include/deepmoe.h)|' \
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(shell sed -n 's/#define DM_VERSION "\(.*\)"/\1/p' include/deepmoe/api.h)|' \
 	    deepmoe.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/deepmoe.pc
 
 clean:

@@ -21,7 +21,12 @@
 extern "C" {
 #endif
 
-#define DM_VERSION "0.1.0"
+#include "deepmoe/api.h"   /* DM_API, DM_VERSION_* */
+
+/* The version of the library linked at run time (DM_VERSION_NUMBER of its build);
+ * compare with the header's to detect a mismatch. */
+DM_API int dm_version(int *major, int *minor, int *patch);
+DM_API const char *dm_version_string(void);
 
 /* ---------------------------------------------------------------- errors */
 

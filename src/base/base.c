@@ -14,6 +14,16 @@
 
 /* ---------------------------------------------------------------- errors */
 
+int dm_version(int *major, int *minor, int *patch)
+{
+    if (major) *major = DM_VERSION_MAJOR;
+    if (minor) *minor = DM_VERSION_MINOR;
+    if (patch) *patch = DM_VERSION_PATCH;
+    return DM_VERSION_NUMBER;
+}
+
+const char *dm_version_string(void) { return DM_VERSION; }
+
 const char *dm_status_name(dm_status s)
 {
     static const char *const names[] = {
