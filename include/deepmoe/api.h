@@ -1,7 +1,7 @@
 /* deepmoe/api.h - the library's export macro and version.
  *
  * libdeepmoe is built with -fvisibility=hidden: only declarations marked
- * DM_API (the public headers: deepmoe.h and deepmoe/*.h) are exported from
+ * DM_API (the public headers: deepmoe.h and the deepmoe/ directory) are exported from
  * the shared library. Internal headers under src/ never use DM_API. */
 #ifndef DEEPMOE_API_H
 #define DEEPMOE_API_H
