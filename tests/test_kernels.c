@@ -9,7 +9,7 @@
 #include "test.h"
 
 #include "base/base.h"
-#include "kernels/kernels.h"
+#include "kernels/wtype.h"
 
 #include <stdlib.h>
 
@@ -151,22 +151,24 @@ static int64_t c_row(const gdata *d, int64_t i) { return d->c_idx ? d->c_idx[i] 
 static float *run_gemm(const dm_kernels *kt, const gdata *d)
 {
     const gcase *c = &d->c;
-    size_t nb = kt->pack_b_size(c->N, c->K);
+    const dm_wtype *f32 = &dm_wtypes[DM_WT_F32];
+    size_t nb = dm_wmat_data_size(f32, kt->isa, c->N, c->K) / sizeof(float);
     float *Bp_buf = dm_alloc((nb + 1) * sizeof(float));
-    float *Bp = Bp_buf + c->unaligned;
-    kt->pack_b(d->B, c->N, c->K, Bp);
+    dm_wmat Bw;
+    dm_wmat_bind(&Bw, f32, kt->isa, c->N, c->K, Bp_buf + c->unaligned, NULL);
+    dm_wmat_pack(&Bw, d->B);
     size_t nc = (size_t)(d->c_rows * d->ldc + 1);
     float *C_buf = dm_alloc(nc * sizeof(float));
     fill_value(C_buf, (int64_t)nc, SENTINEL);
     dm_gemm g = {
         .M = c->M, .N = c->N, .K = c->K,
         .A = d->A_buf + c->unaligned, .lda = d->lda, .a_idx = d->a_idx,
-        .Bp = Bp, .bias = d->bias, .act = c->act,
+        .B = &Bw, .bias = d->bias, .act = c->act,
         .R = d->R_buf ? d->R_buf + c->unaligned : NULL, .ldr = d->ldr, .r_idx = d->r_idx,
         .scale = d->scale,
         .C = C_buf + c->unaligned, .ldc = d->ldc, .c_idx = d->c_idx,
     };
-    kt->gemm(&g);
+    dm_wmat_gemm(&g);
     dm_free(Bp_buf);
     return C_buf;
 }
@@ -339,22 +341,24 @@ static void test_kernel_ref_gemm_known(dm_t *t)
     const float scale[2] = {2, -1};
     const int32_t a_idx[2] = {1, 0}, c_idx[2] = {1, 0};
     float Bp[6], C[2 * 2];
-    dm_kernels_ref.pack_b(B, 2, 3, Bp);
+    dm_wmat Bw;
+    dm_wmat_bind(&Bw, &dm_wtypes[DM_WT_F32], DM_ISA_REF, 2, 3, Bp, NULL);
+    dm_wmat_pack(&Bw, B);
     /* row i reads A row a_idx[i] = {-4,5,-6} then {1,2,3}:
      *   A1·B0 = -4-12 = -16, A1·B1 = -5-6 = -11; A0·B0 = 7, A0·B1 = 1
      * + bias: -15.5, -21; 7.5, -9   relu: 0, 0; 7.5, 0
      * + R row i: 100, 200; 307.5, 400   * scale: 200, 400; -307.5, -400
      * row i lands in C row c_idx[i] */
-    dm_gemm g = {.M = 2, .N = 2, .K = 3, .A = A, .lda = 3, .a_idx = a_idx, .Bp = Bp,
+    dm_gemm g = {.M = 2, .N = 2, .K = 3, .A = A, .lda = 3, .a_idx = a_idx, .B = &Bw,
                  .bias = bias, .act = DM_ACT_RELU, .R = R, .ldr = 2, .scale = scale,
                  .C = C, .ldc = 2, .c_idx = c_idx};
-    dm_kernels_ref.gemm(&g);
+    dm_wmat_gemm(&g);
     const float want[4] = {-307.5f, -400, 200, 400};
     for (int j = 0; j < 4; j++) CHECK(t, C[j] == want[j], "C[%d] = %g, want %g", j, C[j], want[j]);
 
     /* no options: plain A·Bᵀ */
-    dm_gemm h = {.M = 2, .N = 2, .K = 3, .A = A, .lda = 3, .Bp = Bp, .C = C, .ldc = 2};
-    dm_kernels_ref.gemm(&h);
+    dm_gemm h = {.M = 2, .N = 2, .K = 3, .A = A, .lda = 3, .B = &Bw, .C = C, .ldc = 2};
+    dm_wmat_gemm(&h);
     const float plain[4] = {7, 1, -16, -11};
     for (int j = 0; j < 4; j++) CHECK(t, C[j] == plain[j], "C[%d] = %g, want %g", j, C[j], plain[j]);
 }
@@ -1613,16 +1617,62 @@ static void test_kernel_avx512_adamw(dm_t *t) { check_adamw(t, &dm_kernels_avx51
 static void check_table(dm_t *t, const dm_kernels *kt, dm_isa isa)
 {
     CHECK(t, kt->isa == isa, "table for %s says %s", dm_isa_name(isa), dm_isa_name(kt->isa));
-    CHECK(t, kt->pack_b_size && kt->pack_b && kt->gemm && kt->layernorm && kt->silu_mul,
-          "%s: missing entry", dm_isa_name(isa));
+    CHECK(t, kt->layernorm && kt->silu_mul, "%s: missing entry", dm_isa_name(isa));
     CHECK(t, kt->layernorm_fwd && kt->layernorm_bwd && kt->silu_mul_bwd && kt->gemm_tn && kt->colsum &&
              kt->adamw, "%s: missing training entry", dm_isa_name(isa));
+}
+
+/* Every weight type has every entry, a kernel set per ISA that says its ISA,
+ * and pack sizes that hold the matrix. */
+static void test_wtype_table(dm_t *t)
+{
     static const int sizes[][2] = {{1, 1}, {3, 17}, {8, 512}, {33, 7}, {512, 256}};
-    for (int s = 0; s < COUNT(sizes); s++) {
-        size_t need = (size_t)sizes[s][0] * (size_t)sizes[s][1];
-        CHECK(t, kt->pack_b_size(sizes[s][0], sizes[s][1]) >= need, "%s: pack_b_size(%d, %d) too small",
-              dm_isa_name(isa), sizes[s][0], sizes[s][1]);
+    for (int i = 0; i < DM_WT_COUNT; i++) {
+        const dm_wtype *w = &dm_wtypes[i];
+        CHECK(t, w->id == (dm_wtype_id)i && w->name && w->st_dtype && w->block >= 1 && w->block_bytes >= 1 &&
+                 w->quantize_ref && w->dequantize_ref, "wtype %d: missing entry", i);
+        CHECK(t, dm_wtype_by_name(w->name) == w, "%s: not found by name", w->name);
+        CHECK(t, w->kern[DM_ISA_REF] != NULL, "%s: no reference kernels", w->name);
+        for (int isa = DM_ISA_REF; isa < DM_ISA_COUNT; isa++) {
+            const dm_wkern *k = w->kern[isa];
+            if (!k) continue;
+            CHECK(t, k->isa == (dm_isa)isa && k->pack_size && k->pack && k->pack_t && k->unpack && k->gemm,
+                  "%s/%s: missing kernel", w->name, dm_isa_name((dm_isa)isa));
+            for (int s = 0; s < COUNT(sizes); s++) {
+                size_t need = (size_t)sizes[s][0] * (size_t)sizes[s][1] * w->block_bytes / (size_t)w->block;
+                CHECK(t, k->pack_size(sizes[s][0], sizes[s][1]) >= need, "%s/%s: pack_size(%d, %d) too small",
+                      w->name, dm_isa_name((dm_isa)isa), sizes[s][0], sizes[s][1]);
+            }
+        }
     }
+    CHECK(t, dm_wtype_by_name("q3") == NULL, "unknown type found");
+}
+
+/* pack then unpack gives the matrix back (exact for f32; the quantized
+ * types will bound the error), for every type and ISA at awkward sizes. */
+static void test_wtype_roundtrip(dm_t *t)
+{
+    static const int sizes[][2] = {{1, 1}, {3, 7}, {17, 33}, {32, 16}, {63, 65}, {8, 512}, {256, 3}};
+    for (int i = 0; i < DM_WT_COUNT; i++)
+        for (int isa = DM_ISA_REF; isa < DM_ISA_COUNT; isa++) {
+            const dm_wtype *w = &dm_wtypes[i];
+            if (!w->kern[isa] || dm_isa_resolve((dm_isa)isa) != (dm_isa)isa) continue;
+            for (int s = 0; s < COUNT(sizes); s++) {
+                int N = sizes[s][0], K = sizes[s][1];
+                float *W = malloc((size_t)N * K * sizeof *W), *back = malloc((size_t)N * K * sizeof *back);
+                void *data = malloc(dm_wmat_data_size(w, (dm_isa)isa, N, K));
+                size_t ns = dm_wmat_scales_size(w, (dm_isa)isa, N, K);
+                float *sc = ns ? malloc(ns * sizeof *sc) : NULL;
+                for (int64_t j = 0; j < (int64_t)N * K; j++) W[j] = (float)((j * 37) % 101) / 7.0f - 6.0f;
+                dm_wmat m;
+                dm_wmat_bind(&m, w, (dm_isa)isa, N, K, data, sc);
+                dm_wmat_pack(&m, W);
+                dm_wmat_unpack(&m, back);
+                CHECK(t, !memcmp(W, back, (size_t)N * K * sizeof *W), "%s/%s N=%d K=%d: unpack(pack(W)) != W",
+                      w->name, dm_isa_name((dm_isa)isa), N, K);
+                free(W); free(back); free(data); free(sc);
+            }
+        }
 }
 
 static void test_kernel_tables(dm_t *t)
@@ -1635,40 +1685,45 @@ static void test_kernel_tables(dm_t *t)
     CHECK(t, dm_kernels_for(DM_ISA_AVX512) == &dm_kernels_avx512, "dispatch avx512");
 }
 
-/* pack_bt(B) must equal pack_b(B^T) for every table, at awkward sizes. */
+/* pack_t(W) must equal pack(W^T) for every type and ISA, at awkward sizes. */
 static void test_kernel_pack_bt(dm_t *t)
 {
-    static const dm_isa list[] = {DM_ISA_REF, DM_ISA_AVX2, DM_ISA_AVX512};
     static const int sizes[][2] = {{1, 1}, {3, 7}, {17, 33}, {32, 16}, {63, 65}, {8, 512}, {256, 3}};
-    for (size_t i = 0; i < sizeof list / sizeof list[0]; i++) {
-        if (dm_isa_resolve(list[i]) != list[i]) continue;
-        const dm_kernels *k = dm_kernels_for(list[i]);
-        CHECK(t, k->pack_bt != NULL, "%s: pack_bt missing", dm_isa_name(list[i]));
-        if (!k->pack_bt) continue;
-        for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
-            int N = sizes[s][0], K = sizes[s][1];
-            size_t n = k->pack_b_size(K, N);
-            float *B = malloc((size_t)N * K * sizeof *B), *Bt = malloc((size_t)N * K * sizeof *Bt);
-            float *a = malloc(n * sizeof *a), *b = malloc(n * sizeof *b);
-            for (int r = 0; r < N; r++)
-                for (int c = 0; c < K; c++) {
-                    B[(size_t)r * K + c] = (float)(r * 1000 + c) + 0.5f;
-                    Bt[(size_t)c * N + r] = B[(size_t)r * K + c];
-                }
-            for (size_t j = 0; j < n; j++) a[j] = b[j] = -7.0f;
-            k->pack_bt(B, N, K, a);
-            k->pack_b(Bt, K, N, b);
-            CHECK(t, !memcmp(a, b, n * sizeof *a), "%s N=%d K=%d: pack_bt differs from pack_b of the transpose",
-                  dm_isa_name(list[i]), N, K);
-            free(B); free(Bt); free(a); free(b);
+    for (int w = 0; w < DM_WT_COUNT; w++)
+        for (int isa = DM_ISA_REF; isa < DM_ISA_COUNT; isa++) {
+            const dm_wtype *wt = &dm_wtypes[w];
+            if (!wt->kern[isa] || dm_isa_resolve((dm_isa)isa) != (dm_isa)isa) continue;
+            for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+                int N = sizes[s][0], K = sizes[s][1];
+                size_t n = dm_wmat_data_size(wt, (dm_isa)isa, K, N);
+                float *B = malloc((size_t)N * K * sizeof *B), *Bt = malloc((size_t)N * K * sizeof *Bt);
+                float *tmp = malloc((size_t)N * K * sizeof *tmp);
+                unsigned char *a = malloc(n), *b = malloc(n);
+                for (int r = 0; r < N; r++)
+                    for (int c = 0; c < K; c++) {
+                        B[(size_t)r * K + c] = (float)(r * 1000 + c) + 0.5f;
+                        Bt[(size_t)c * N + r] = B[(size_t)r * K + c];
+                    }
+                memset(a, 0x5a, n);
+                memset(b, 0x5a, n);
+                dm_wmat ma, mb;
+                dm_wmat_bind(&ma, wt, (dm_isa)isa, K, N, a, NULL);
+                dm_wmat_bind(&mb, wt, (dm_isa)isa, K, N, b, NULL);
+                dm_wmat_pack_t(&ma, B, tmp);
+                dm_wmat_pack(&mb, Bt);
+                CHECK(t, !memcmp(a, b, n), "%s/%s N=%d K=%d: pack_t differs from pack of the transpose",
+                      wt->name, dm_isa_name((dm_isa)isa), N, K);
+                free(B); free(Bt); free(tmp); free(a); free(b);
+            }
         }
-    }
 }
 
 void suite_kernels(dm_t *t)
 {
     DM_RUN(t, test_kernel_pack_bt);
     DM_RUN(t, test_kernel_tables);
+    DM_RUN(t, test_wtype_table);
+    DM_RUN(t, test_wtype_roundtrip);
     DM_RUN(t, test_kernel_ref_gemm_known);
     DM_RUN(t, test_kernel_ref_gemm_naive);
     DM_RUN(t, test_kernel_ref_layernorm);

@@ -6,26 +6,12 @@
 const dm_kernels *dm_kernels_for(dm_isa isa)
 {
     switch (isa) {
+#if DM_HAVE_X86
     case DM_ISA_AVX512: return &dm_kernels_avx512;
     case DM_ISA_AVX2: return &dm_kernels_avx2;
+#endif
     default: return &dm_kernels_ref;
     }
-}
-
-void dm_pack_bt(const dm_kernels *k, const float *B, int N, int K, float *dst, float *tmp)
-{
-    if (k->pack_bt) {
-        k->pack_bt(B, N, K, dst);
-        return;
-    }
-    /* blocked transpose: 32x32 tiles keep both sides in cache */
-    for (int n0 = 0; n0 < N; n0 += 32)
-        for (int k0 = 0; k0 < K; k0 += 32) {
-            int n1 = n0 + 32 < N ? n0 + 32 : N, k1 = k0 + 32 < K ? k0 + 32 : K;
-            for (int n = n0; n < n1; n++)
-                for (int kk = k0; kk < k1; kk++) tmp[(size_t)kk * N + n] = B[(size_t)n * K + kk];
-        }
-    k->pack_b(tmp, K, N, dst);
 }
 
 void dm_pack_panels(const float *B, int N, int K, int nr, float *dst)
@@ -56,6 +42,19 @@ void dm_pack_panels_t(const float *B, int N, int K, int nr, float *dst)
             float *o = panel + (size_t)n * nr;
             memcpy(o, B + (size_t)n * K + k0, (size_t)cols * sizeof *o);
             for (int j = cols; j < nr; j++) o[j] = 0.0f;
+        }
+    }
+}
+
+void dm_unpack_panels(const float *src, int N, int K, int nr, float *B)
+{
+    int P = (N + nr - 1) / nr;
+    for (int p = 0; p < P; p++) {
+        const float *panel = src + (size_t)p * K * nr;  /* [K, nr] */
+        int n0 = p * nr, cols = N - n0 < nr ? N - n0 : nr;
+        for (int j = 0; j < cols; j++) {
+            float *b = B + (size_t)(n0 + j) * K;
+            for (int k = 0; k < K; k++) b[k] = panel[(size_t)k * nr + j];
         }
     }
 }

@@ -2,8 +2,9 @@
  *
  * Every kernel has a portable reference (kernels_ref.c) and optimized twins
  * (kernels_avx2.c, kernels_avx512.c); dm_kernels_for picks the table, tests
- * compare the tables at awkward sizes. Weights are packed once by the same
- * table's pack_b, so each ISA chooses its own panel layout. */
+ * compare the tables at awkward sizes. The GEMMs against weights are not in
+ * this table: they belong to the weight's type (wtype.h), which packs the
+ * weight for an ISA and brings that ISA's GEMM for its layout. */
 #ifndef DM_KERNELS_H
 #define DM_KERNELS_H
 
@@ -11,7 +12,30 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* x86 SIMD files are built on x86-64 only (the Makefile may force 0). */
+#ifndef DM_HAVE_X86
+#if defined(__x86_64__) || defined(_M_X64)
+#define DM_HAVE_X86 1
+#else
+#define DM_HAVE_X86 0
+#endif
+#endif
+
+#define DM_ISA_COUNT (DM_ISA_AVX512 + 1)
+
 typedef enum { DM_ACT_NONE = 0, DM_ACT_RELU } dm_act;
+
+typedef struct dm_wtype dm_wtype;
+typedef struct dm_wkern dm_wkern;
+
+/* A weight W [N, K] packed by its type's kernels for one ISA (wtype.h). */
+typedef struct dm_wmat {
+    const dm_wtype *type;
+    const dm_wkern *kern;  /* the type's kernels for the ISA it was packed for */
+    int N, K;
+    void *data;            /* packed values */
+    float *scales;         /* the type's scales, or NULL */
+} dm_wmat;
 
 /* One GEMM with a fused epilogue, rows addressed through optional index lists
  * (sparse dispatch never copies rows it can index):
@@ -21,14 +45,14 @@ typedef enum { DM_ACT_NONE = 0, DM_ACT_RELU } dm_act;
  *                      r = R + (r_idx ? r_idx[i] : i) * ldr          (N floats, if R)
  *     c[n] = s_i * (act(sum_k a[k] * B[n, k] + bias[n]) + r[n])      s_i = scale ? scale[i] : 1
  *
- * B is the weight [N, K] (nn.Linear layout) as packed by pack_b. M may be 0.
+ * B is the weight [N, K] (nn.Linear layout), packed (wtype.h). M may be 0.
  * bias, R, scale may be NULL. C must not alias A or R, and c_idx must not
  * repeat a row (the result would depend on the write order). */
 typedef struct dm_gemm {
     int64_t M;
     int N, K;
     const float *A; int64_t lda; const int32_t *a_idx;
-    const float *Bp;              /* packed by the same table's pack_b */
+    const dm_wmat *B;             /* the weight, run through dm_wmat_gemm */
     const float *bias;            /* [N] or NULL */
     dm_act act;
     const float *R; int64_t ldr; const int32_t *r_idx;
@@ -59,13 +83,6 @@ typedef struct dm_gemm_tn {
 
 typedef struct dm_kernels {
     dm_isa isa;
-    /* Floats needed to hold B [N, K] packed. */
-    size_t (*pack_b_size)(int N, int K);
-    void (*pack_b)(const float *B, int N, int K, float *dst);
-    /* Packs B^T ([K, N]) from B [N, K] into pack_b_size(K, N) floats, as
-     * pack_b(B^T, K, N) would (the input-gradient GEMM dX = dY B uses it). */
-    void (*pack_bt)(const float *B, int N, int K, float *dst);
-    void (*gemm)(const dm_gemm *g);
     /* In place, each of `rows` rows of n floats (stride ld):
      * x = (x - mean) / sqrt(var + eps) * gamma + beta, biased variance;
      * gamma NULL means 1, beta NULL means 0. */
@@ -115,15 +132,13 @@ typedef struct dm_kernels {
  * not compiled in falls back to the reference table. */
 const dm_kernels *dm_kernels_for(dm_isa isa);
 
-/* k->pack_bt when the table has one, else a transpose into tmp (K * N floats)
- * and k->pack_b. */
-void dm_pack_bt(const dm_kernels *k, const float *B, int N, int K, float *dst, float *tmp);
-
 /* The panel layout of the SIMD tables: B [N, K] as ceil(N / nr) panels of
  * [K, nr] (panel p holds outputs p*nr .. p*nr+nr-1, zero past N); and the same
  * layout of B^T built straight from B (each panel row is a contiguous copy). */
 void dm_pack_panels(const float *B, int N, int K, int nr, float *dst);
 void dm_pack_panels_t(const float *B, int N, int K, int nr, float *dst);
+/* The inverse of dm_pack_panels: B [N, K] from its panels. */
+void dm_unpack_panels(const float *src, int N, int K, int nr, float *B);
 
 extern const dm_kernels dm_kernels_ref;
 extern const dm_kernels dm_kernels_avx2;

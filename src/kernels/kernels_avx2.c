@@ -1,7 +1,7 @@
 /* kernels_avx2.c - AVX2 + FMA kernels.
  *
  * The same design as kernels_avx512.c with 16 registers instead of 32:
- *  - pack_b cuts B [N, K] into column panels of NR = 16 outputs; panel p
+ *  - the f32 pack cuts B [N, K] into column panels of NR = 16 outputs; panel p
  *    holds, for each k, B[16p .. 16p+15, k] contiguously (zero past N).
  *  - The micro-kernel computes an MR x 16 tile (MR <= 6 rows, 12 ymm
  *    accumulators + 2 B + 1 broadcast = 15 registers) over the whole K,
@@ -18,7 +18,7 @@
  * all row tiles. The chunking depends on N only and each output is C plus
  * one fma chain per chunk over its rows in order, so splitting [n0, n1)
  * between threads gives bitwise the same C. */
-#include "kernels/kernels.h"
+#include "kernels/wtype.h"
 
 #include <immintrin.h>
 #include <math.h>
@@ -36,19 +36,29 @@ enum {
 
 static int n_panels(int N) { return (N + NR - 1) / NR; }
 
-static size_t avx2_pack_b_size(int N, int K)
+static size_t avx2_pack_size(int N, int K)
 {
-    return (size_t)n_panels(N) * NR * (size_t)(K > 0 ? K : 0);
+    return (size_t)n_panels(N) * NR * (size_t)(K > 0 ? K : 0) * sizeof(float);
 }
 
-static void avx2_pack_b(const float *B /* [N, K] */, int N, int K, float *dst /* [P, K, NR] */)
+static void avx2_pack(const float *B /* [N, K] */, int N, int K, void *dst /* [P, K, NR] */, float *scales)
 {
+    (void)scales;
     dm_pack_panels(B, N, K, NR, dst);
 }
 
-static void avx2_pack_bt(const float *B /* [N, K] */, int N, int K, float *dst /* [P, N, NR] */)
+static void avx2_pack_t(const float *B /* [N, K] */, int N, int K, void *dst /* [P, N, NR] */, float *scales,
+                        float *tmp)
 {
+    (void)scales;
+    (void)tmp;
     dm_pack_panels_t(B, N, K, NR, dst);
+}
+
+static void avx2_unpack(const void *src, const float *scales, int N, int K, float *B)
+{
+    (void)scales;
+    dm_unpack_panels(src, N, K, NR, B);
 }
 
 /* ---------------------------------------------------------------- masks */
@@ -163,6 +173,7 @@ static void resolve_rows(const dm_gemm *g, int64_t i0, int mr, tile_rows *rows)
 static void avx2_gemm(const dm_gemm *g)
 {
     if (g->M <= 0 || g->N <= 0) return;
+    const float *Bp = g->B->data;
     int K = g->K > 0 ? g->K : 0;
     int np = n_panels(g->N);
     size_t panel_bytes = (size_t)K * NR * sizeof(float);
@@ -178,7 +189,7 @@ static void avx2_gemm(const dm_gemm *g)
             resolve_rows(g, i0, mr, &rows);
             for (int p = p0; p < p1; p++) {
                 int n0 = p * NR;
-                tiles[mr](&rows, g->Bp + (size_t)p * K * NR, K, n0, g->N - n0, g);
+                tiles[mr](&rows, Bp + (size_t)p * K * NR, K, n0, g->N - n0, g);
             }
         }
     }
@@ -620,10 +631,6 @@ static void avx2_adamw(float *p, const float *g, float *m, float *v, int64_t n, 
 
 const dm_kernels dm_kernels_avx2 = {
     .isa = DM_ISA_AVX2,
-    .pack_b_size = avx2_pack_b_size,
-    .pack_b = avx2_pack_b,
-    .pack_bt = avx2_pack_bt,
-    .gemm = avx2_gemm,
     .layernorm = avx2_layernorm,
     .silu_mul = avx2_silu_mul,
     .layernorm_fwd = avx2_layernorm_fwd,
@@ -632,4 +639,13 @@ const dm_kernels dm_kernels_avx2 = {
     .gemm_tn = avx2_gemm_tn,
     .colsum = avx2_colsum,
     .adamw = avx2_adamw,
+};
+
+const dm_wkern dm_wkern_f32_avx2 = {
+    .isa = DM_ISA_AVX2,
+    .pack_size = avx2_pack_size,
+    .pack = avx2_pack,
+    .pack_t = avx2_pack_t,
+    .unpack = avx2_unpack,
+    .gemm = avx2_gemm,
 };

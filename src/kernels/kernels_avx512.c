@@ -1,7 +1,7 @@
 /* kernels_avx512.c - AVX-512 (F/BW/VL/DQ) + FMA kernels.
  *
  * GEMM design (C = A·Bᵀ, B [N, K] in nn.Linear layout):
- *  - pack_b cuts B into column panels of NR = 32 outputs. Panel p holds, for
+ *  - the f32 pack cuts B into column panels of NR = 32 outputs. Panel p holds, for
  *    each k, the 32 values B[32p .. 32p+31, k] contiguously (zero past N), so
  *    one k step of the micro-kernel is two contiguous zmm loads.
  *  - The micro-kernel computes an MR x 32 tile (MR <= 12 rows, 24 zmm
@@ -29,7 +29,7 @@
  * (the next chunk's) ...: the chunking depends on N and scale only, and the
  * arithmetic of an output neither on its tile nor on packing, so splitting
  * [n0, n1) between threads gives bitwise the same C, run after run. */
-#include "kernels/kernels.h"
+#include "kernels/wtype.h"
 
 #include <immintrin.h>
 #include <math.h>
@@ -47,9 +47,9 @@ enum {
 
 static int n_panels(int N) { return (N + NR - 1) / NR; }
 
-static size_t avx512_pack_b_size(int N, int K)
+static size_t avx512_pack_size(int N, int K)
 {
-    return (size_t)n_panels(N) * NR * (size_t)(K > 0 ? K : 0);
+    return (size_t)n_panels(N) * NR * (size_t)(K > 0 ? K : 0) * sizeof(float);
 }
 
 /* In-register transpose of a 16x16 block: r[i] becomes column i. */
@@ -81,8 +81,10 @@ static inline void transpose16(__m512 r[16])
 /* Full panels go through 16x16 register transposes (training re-packs every
  * step, so this is a hot path); the last partial panel and the K tail are
  * copied element by element. */
-static void avx512_pack_b(const float *B /* [N, K] */, int N, int K, float *dst /* [P, K, NR] */)
+static void avx512_pack(const float *B /* [N, K] */, int N, int K, void *data /* [P, K, NR] */, float *scales)
 {
+    (void)scales;
+    float *dst = data;
     for (int p = 0; p < n_panels(N); p++) {
         float *panel = dst + (size_t)p * K * NR; /* [K, NR] */
         int n0 = p * NR, k_done = 0;
@@ -103,9 +105,18 @@ static void avx512_pack_b(const float *B /* [N, K] */, int N, int K, float *dst 
     }
 }
 
-static void avx512_pack_bt(const float *B /* [N, K] */, int N, int K, float *dst /* [P, N, NR] */)
+static void avx512_pack_t(const float *B /* [N, K] */, int N, int K, void *dst /* [P, N, NR] */, float *scales,
+                        float *tmp)
 {
+    (void)scales;
+    (void)tmp;
     dm_pack_panels_t(B, N, K, NR, dst);
+}
+
+static void avx512_unpack(const void *src, const float *scales, int N, int K, float *B)
+{
+    (void)scales;
+    dm_unpack_panels(src, N, K, NR, B);
 }
 
 /* ---------------------------------------------------------------- gemm */
@@ -250,14 +261,15 @@ static void gemv4(const tile_rows *rows, const float *bp /* 4 x [K, NR] */, int 
 static void avx512_gemm(const dm_gemm *g)
 {
     if (g->M <= 0 || g->N <= 0) return;
+    const float *Bp = g->B->data;
     int K = g->K > 0 ? g->K : 0;
     int np = n_panels(g->N);
     if (g->M == 1) {  /* matrix-vector: no L2 blocking needed, four panels per pass */
         tile_rows rows;
         resolve_rows(g, 0, 1, &rows);
         int p = 0;
-        for (; (p + 4) * NR <= g->N; p += 4) gemv4(&rows, g->Bp + (size_t)p * K * NR, K, p * NR, g);
-        for (; p < np; p++) tile_1(&rows, g->Bp + (size_t)p * K * NR, K, p * NR, g->N - p * NR, g);
+        for (; (p + 4) * NR <= g->N; p += 4) gemv4(&rows, Bp + (size_t)p * K * NR, K, p * NR, g);
+        for (; p < np; p++) tile_1(&rows, Bp + (size_t)p * K * NR, K, p * NR, g->N - p * NR, g);
         return;
     }
     size_t panel_bytes = (size_t)K * NR * sizeof(float);
@@ -273,7 +285,7 @@ static void avx512_gemm(const dm_gemm *g)
             resolve_rows(g, i0, mr, &rows);
             for (int p = p0; p < p1; p++) {
                 int n0 = p * NR;
-                tiles[mr](&rows, g->Bp + (size_t)p * K * NR, K, n0, g->N - n0, g);
+                tiles[mr](&rows, Bp + (size_t)p * K * NR, K, n0, g->N - n0, g);
             }
         }
     }
@@ -727,10 +739,6 @@ static void avx512_adamw(float *p, const float *g, float *m, float *v, int64_t n
 
 const dm_kernels dm_kernels_avx512 = {
     .isa = DM_ISA_AVX512,
-    .pack_b_size = avx512_pack_b_size,
-    .pack_b = avx512_pack_b,
-    .pack_bt = avx512_pack_bt,
-    .gemm = avx512_gemm,
     .layernorm = avx512_layernorm,
     .silu_mul = avx512_silu_mul,
     .layernorm_fwd = avx512_layernorm_fwd,
@@ -739,4 +747,13 @@ const dm_kernels dm_kernels_avx512 = {
     .gemm_tn = avx512_gemm_tn,
     .colsum = avx512_colsum,
     .adamw = avx512_adamw,
+};
+
+const dm_wkern dm_wkern_f32_avx512 = {
+    .isa = DM_ISA_AVX512,
+    .pack_size = avx512_pack_size,
+    .pack = avx512_pack,
+    .pack_t = avx512_pack_t,
+    .unpack = avx512_unpack,
+    .gemm = avx512_gemm,
 };

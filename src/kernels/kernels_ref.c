@@ -17,27 +17,39 @@
  *    increasing row order, added to the float output once.
  *  - adamw: in float, one operation at a time in the order the interface
  *    states (as PyTorch's single-tensor AdamW does on float32 tensors).
- * pack_b is an identity copy: the packed layout is B itself, [N, K]. */
-#include "kernels/kernels.h"
+ * The f32 weight type packs as an identity copy: the packed layout is W itself, [N, K]. */
+#include "kernels/wtype.h"
 
 #include <math.h>
 #include <string.h>
 
-static size_t ref_pack_b_size(int N, int K)
+static size_t ref_pack_size(int N, int K)
 {
-    return (size_t)N * (size_t)K;
+    return (size_t)N * (size_t)K * sizeof(float);
 }
 
-static void ref_pack_b(const float *B /* [N, K] */, int N, int K, float *dst /* [N, K] */)
+static void ref_pack(const float *W /* [N, K] */, int N, int K, void *dst /* [N, K] */, float *scales)
 {
-    size_t n = ref_pack_b_size(N, K);
-    if (n) memcpy(dst, B, n * sizeof *dst);
+    (void)scales;
+    size_t n = ref_pack_size(N, K);
+    if (n) memcpy(dst, W, n);
 }
 
-static void ref_pack_bt(const float *B /* [N, K] */, int N, int K, float *dst /* [K, N] */)
+static void ref_pack_t(const float *W /* [N, K] */, int N, int K, void *data /* [K, N] */, float *scales,
+                       float *tmp)
 {
+    (void)scales;
+    (void)tmp;
+    float *dst = data;
     for (int n = 0; n < N; n++)
-        for (int k = 0; k < K; k++) dst[(size_t)k * N + n] = B[(size_t)n * K + k];
+        for (int k = 0; k < K; k++) dst[(size_t)k * N + n] = W[(size_t)n * K + k];
+}
+
+static void ref_unpack(const void *data, const float *scales, int N, int K, float *W)
+{
+    (void)scales;
+    size_t n = ref_pack_size(N, K);
+    if (n) memcpy(W, data, n);
 }
 
 /* The epilogue of one output, in the order the interface documents. */
@@ -52,7 +64,7 @@ static float ref_epilogue(float acc, float bias, dm_act act, float r, float s)
 
 static void ref_gemm(const dm_gemm *g)
 {
-    const float *Bp = g->Bp; /* [N, K] */
+    const float *Bp = g->B->data; /* [N, K] */
     for (int64_t i = 0; i < g->M; i++) {
         const float *a = g->A + (g->a_idx ? g->a_idx[i] : i) * g->lda;             /* [K] */
         float *c = g->C + (g->c_idx ? g->c_idx[i] : i) * g->ldc;                   /* [N] */
@@ -239,10 +251,6 @@ static void ref_adamw(float *p, const float *g, float *m, float *v, int64_t n, f
 
 const dm_kernels dm_kernels_ref = {
     .isa = DM_ISA_REF,
-    .pack_b_size = ref_pack_b_size,
-    .pack_b = ref_pack_b,
-    .pack_bt = ref_pack_bt,
-    .gemm = ref_gemm,
     .layernorm = ref_layernorm,
     .silu_mul = ref_silu_mul,
     .layernorm_fwd = ref_layernorm_fwd,
@@ -251,4 +259,13 @@ const dm_kernels dm_kernels_ref = {
     .gemm_tn = ref_gemm_tn,
     .colsum = ref_colsum,
     .adamw = ref_adamw,
+};
+
+const dm_wkern dm_wkern_f32_ref = {
+    .isa = DM_ISA_REF,
+    .pack_size = ref_pack_size,
+    .pack = ref_pack,
+    .pack_t = ref_pack_t,
+    .unpack = ref_unpack,
+    .gemm = ref_gemm,
 };

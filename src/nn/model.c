@@ -151,24 +151,31 @@ static void bind_expert(dm_model *m, dm_expert_w *x, const char *pre, const char
 
 static size_t up_rows(const dm_config *c, int h) { return (size_t)h * (c->expert == DM_EXPERT_SWIGLU ? 2 : 1); }
 
-/* Floats of packed operands the model needs (and, with base != NULL, hands them out). */
-static size_t carve_packed(dm_model *m, float *base)
+/* Bytes of packed operands the model needs (and, with base != NULL, binds them).
+ * Every operand starts on a 64-byte line. */
+static size_t carve_packed(dm_model *m, unsigned char *base)
 {
-    const dm_kernels *k = m->kern;
     const dm_config *c = &m->cfg;
+    const dm_wtype *f32 = &dm_wtypes[DM_WT_F32];
     size_t off = 0;
-#define TAKE(ptr, rows, cols) do { if (base) (ptr) = base + off; off += k->pack_b_size((int)(rows), (int)(cols)); } while (0)
-    if (c->in_dim) TAKE(m->embed.p, c->dim, c->in_dim);
+#define TAKE(w, type, rows, cols) do { \
+        size_t nd_ = dm_wmat_data_size(type, m->isa, (int)(rows), (int)(cols)); \
+        size_t ns_ = dm_wmat_scales_size(type, m->isa, (int)(rows), (int)(cols)) * sizeof(float); \
+        if (base) dm_wmat_bind(&(w), type, m->isa, (int)(rows), (int)(cols), base + off, \
+                               ns_ ? (float *)(void *)(base + off + (nd_ + 63) / 64 * 64) : NULL); \
+        off += (nd_ + 63) / 64 * 64 + (ns_ + 63) / 64 * 64; \
+    } while (0)
+    if (c->in_dim) TAKE(m->embed.p, f32, c->dim, c->in_dim);
     for (int L = 0; L < c->n_layers; L++) {
         dm_layer *ly = &m->layers[L];
-        TAKE(ly->gate_p, c->n_experts, c->dim);
+        TAKE(ly->gate_p, f32, c->n_experts, c->dim);
         for (int i = 0; i < c->n_experts + c->n_shared; i++) {
             int h = i < c->n_experts ? c->hidden : c->shared_hidden;
-            TAKE(ly->experts[i].p1, up_rows(c, h), c->dim);
-            TAKE(ly->experts[i].p2, c->dim, h);
+            TAKE(ly->experts[i].p1, m->wtype, up_rows(c, h), c->dim);
+            TAKE(ly->experts[i].p2, m->wtype, c->dim, h);
         }
     }
-    if (c->n_classes) TAKE(m->head.p, c->n_classes, c->dim);
+    if (c->n_classes) TAKE(m->head.p, f32, c->n_classes, c->dim);
 #undef TAKE
     return off;
 }
@@ -184,6 +191,7 @@ dm_status dm_model_create(const dm_config *cin, const dm_model_opts *o, dm_model
     m->cfg = c;
     m->isa = dm_isa_resolve(o ? o->isa : DM_ISA_AUTO);
     m->kern = dm_kernels_for(m->isa);
+    m->wtype = &dm_wtypes[DM_WT_F32];
     layout l;
     if (build_layout(&c, &l)) {
         free(l.t);
@@ -199,8 +207,7 @@ dm_status dm_model_create(const dm_config *cin, const dm_model_opts *o, dm_model
     int ok = m->params && m->layers && m->by_name;
     for (int L = 0; ok && L < c.n_layers; L++)
         ok = (m->layers[L].experts = calloc((size_t)(c.n_experts + c.n_shared), sizeof(dm_expert_w))) != NULL;
-    size_t bytes;
-    if (ok && dm_mul_size(carve_packed(m, NULL), sizeof(float), &bytes) == 0) m->packed = dm_calloc(bytes);
+    if (ok) m->packed = dm_calloc(carve_packed(m, NULL));
     if (!ok || !m->packed) {
         dm_model_free(m);
         return dm_fail(err, DM_ERR_NOMEM, "model: out of memory for %lld parameters", (long long)l.total);
@@ -243,11 +250,10 @@ void dm_model_free(dm_model *m)
 
 dm_status dm_model_sync(dm_model *m, dm_error *err)
 {
-    const dm_kernels *k = m->kern;
     const dm_config *c = &m->cfg;
     int D = c->dim;
-    if (c->in_dim) k->pack_b(m->embed.w, D, c->in_dim, m->embed.p);
-    if (c->n_classes) k->pack_b(m->head.w, c->n_classes, D, m->head.p);
+    if (c->in_dim) dm_wmat_pack(&m->embed.p, m->embed.w);
+    if (c->n_classes) dm_wmat_pack(&m->head.p, m->head.w);
     float *tmp = NULL;
     if (c->expert == DM_EXPERT_SWIGLU) {
         int hmax = DM_MAX(c->hidden, c->shared_hidden);
@@ -256,18 +262,18 @@ dm_status dm_model_sync(dm_model *m, dm_error *err)
     }
     for (int L = 0; L < c->n_layers; L++) {
         dm_layer *ly = &m->layers[L];
-        k->pack_b(ly->gate_w, c->n_experts, D, ly->gate_p);
+        dm_wmat_pack(&ly->gate_p, ly->gate_w);
         for (int i = 0; i < c->n_experts + c->n_shared; i++) {
             dm_expert_w *x = &ly->experts[i];
             int h = x->hidden;
             if (tmp) {  /* one GEMM computes both gate and up projections: [W1; W3] is [2H, D] */
                 memcpy(tmp, x->w1, (size_t)h * D * sizeof(float));
                 memcpy(tmp + (size_t)h * D, x->w3, (size_t)h * D * sizeof(float));
-                k->pack_b(tmp, 2 * h, D, x->p1);
+                dm_wmat_pack(&x->p1, tmp);
             } else {
-                k->pack_b(x->w1, h, D, x->p1);
+                dm_wmat_pack(&x->p1, x->w1);
             }
-            k->pack_b(x->w2, D, h, x->p2);
+            dm_wmat_pack(&x->p2, x->w2);
         }
     }
     dm_free(tmp);

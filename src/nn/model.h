@@ -16,7 +16,7 @@
 #define DM_MODEL_H
 
 #include "deepmoe.h"
-#include "kernels/kernels.h"
+#include "kernels/wtype.h"
 
 #define DM_NAME_MAX 64
 
@@ -37,8 +37,8 @@ typedef struct dm_expert_w {
     const float *w2;             /* [D, H]  seed net.3 / swiglu w2 */
     const float *b2;             /* [D]     seed only */
     const float *w3;             /* [H, D]  swiglu only */
-    float *p1;                   /* packed up-projection: seed W1 [H, D], swiglu [W1; W3] [2H, D] */
-    float *p2;                   /* packed W2 [D, H] */
+    dm_wmat p1;                  /* packed up-projection: seed W1 [H, D], swiglu [W1; W3] [2H, D] */
+    dm_wmat p2;                  /* packed W2 [D, H] */
 } dm_expert_w;
 
 /* One MoE layer. */
@@ -47,7 +47,7 @@ typedef struct dm_layer {
     const float *gate_b;         /* [E] */
     float *sel_bias;             /* [E] or NULL (written by aux-free balancing) */
     dm_expert_w *experts;        /* [E + S]: routed, then shared */
-    float *gate_p;               /* packed router weight */
+    dm_wmat gate_p;              /* packed router weight [E, D] */
 } dm_layer;
 
 /* A plain linear map (embedding, head) with its packed weight. */
@@ -55,13 +55,14 @@ typedef struct dm_linear {
     int in, out;
     const float *w;              /* [out, in] */
     const float *b;              /* [out] */
-    float *p;                    /* packed w */
+    dm_wmat p;                   /* packed w */
 } dm_linear;
 
 struct dm_model {
     dm_config cfg;
     dm_isa isa;
     const dm_kernels *kern;
+    const dm_wtype *wtype;       /* the experts' weight type (router, embed and head stay f32) */
     int n_tensors;
     dm_tensor_desc *tensors;     /* [n_tensors] */
     int *by_name;                /* [n_tensors] indices into tensors, sorted by name */
@@ -71,7 +72,7 @@ struct dm_model {
     dm_layer *layers;            /* [n_layers] */
     const float *norm_w, *norm_b;/* [D] final LayerNorm (n_classes > 0) */
     dm_linear head;              /* D -> C (w NULL when n_classes == 0) */
-    float *packed;               /* one allocation holding every packed operand */
+    unsigned char *packed;       /* one allocation holding every packed operand */
 };
 
 static inline int dm_model_in_width(const dm_config *c) { return c->in_dim ? c->in_dim : c->dim; }

@@ -173,9 +173,9 @@ static void route_task(void *arg, int64_t t, int tid)
     float *lg = a->rb->logits + r0 * E;
     dm_gemm g = {
         .M = rn, .N = E, .K = cf->dim, .A = a->x + r0 * cf->dim, .lda = cf->dim,
-        .Bp = a->ly->gate_p, .bias = a->ly->gate_b, .C = lg, .ldc = E,
+        .B = &a->ly->gate_p, .bias = a->ly->gate_b, .C = lg, .ldc = E,
     };
-    a->m->kern->gemm(&g);
+    dm_wmat_gemm(&g);
     float *tmp = a->tmp + (int64_t)tid * dm_route_scratch(cf);
     for (int64_t i = 0; i < rn; i++)
         dm_route_row(cf, a->ly->sel_bias, lg + i * E, tmp, a->rb->e + (r0 + i) * k, a->rb->w + (r0 + i) * k);
@@ -242,15 +242,15 @@ static void expert_task(void *arg, int64_t t, int tid)
     int swiglu = cf->expert == DM_EXPERT_SWIGLU;
     int64_t ldh = swiglu ? 2 * H : H;
     dm_gemm up = {
-        .M = tk.len, .N = (int)ldh, .K = D, .A = A, .lda = D, .a_idx = rows, .Bp = x->p1,
+        .M = tk.len, .N = (int)ldh, .K = D, .A = A, .lda = D, .a_idx = rows, .B = &x->p1,
         .bias = x->b1, .act = swiglu ? DM_ACT_NONE : DM_ACT_RELU, .C = h, .ldc = ldh,
     };
-    K->gemm(&up);
+    dm_wmat_gemm(&up);
     if (swiglu) K->silu_mul(h, tk.len, H, ldh, h, ldh);
     else K->layernorm(h, tk.len, H, ldh, x->gamma, x->beta, cf->ln_eps);
 
     dm_gemm down = {
-        .M = tk.len, .N = D, .K = H, .A = h, .lda = ldh, .Bp = x->p2, .bias = x->b2,
+        .M = tk.len, .N = D, .K = H, .A = h, .lda = ldh, .B = &x->p2, .bias = x->b2,
         .R = swiglu ? NULL : A, .ldr = D, .r_idx = rows,
     };
     if (shared) {
@@ -263,7 +263,7 @@ static void expert_task(void *arg, int64_t t, int tid)
         down.ldc = D;
         down.c_idx = c->rb.a_slot + tk.start;
     }
-    K->gemm(&down);
+    dm_wmat_gemm(&down);
 }
 
 static void combine_task(void *arg, int64_t t, int tid)
@@ -334,10 +334,10 @@ static void linear_task(void *arg, int64_t t, int tid)
         x = xn;
     }
     dm_gemm g = {
-        .M = rn, .N = a->lin->out, .K = a->lin->in, .A = x, .lda = a->lin->in, .Bp = a->lin->p,
+        .M = rn, .N = a->lin->out, .K = a->lin->in, .A = x, .lda = a->lin->in, .B = &a->lin->p,
         .bias = a->lin->b, .C = a->y + r0 * a->lin->out, .ldc = a->lin->out,
     };
-    K->gemm(&g);
+    dm_wmat_gemm(&g);
 }
 
 static void linear_forward(dm_ctx *c, const dm_linear *lin, const float *x, float *y, int norm)

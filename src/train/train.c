@@ -39,13 +39,18 @@ static float *grad_of(dm_trainer *t, const float *param)
     return param ? t->grad + (param - t->m->params) : NULL;
 }
 
-static size_t carve_tpacked(dm_trainer *t, float *base)
+/* Bytes of the transposed packs (f32, the model's ISA); with base, binds them. */
+static size_t carve_tpacked(dm_trainer *t, unsigned char *base)
 {
-    const dm_kernels *k = t->m->kern;
     const dm_config *c = &t->m->cfg;
+    const dm_wtype *f32 = &dm_wtypes[DM_WT_F32];
+    dm_isa isa = t->m->isa;
     int S = c->n_experts + c->n_shared;
     size_t off = 0;
-#define TAKE(ptr, rows, cols) do { if (base) (ptr) = base + off; off += k->pack_b_size((int)(rows), (int)(cols)); } while (0)
+#define TAKE(w, rows, cols) do { \
+        if (base) dm_wmat_bind(&(w), f32, isa, (int)(rows), (int)(cols), base + off, NULL); \
+        off += (dm_wmat_data_size(f32, isa, (int)(rows), (int)(cols)) + 63) / 64 * 64; \
+    } while (0)
     for (int l = 0; l < c->n_layers; l++) {
         TAKE(t->gate_pt[l], c->dim, c->n_experts);
         for (int i = 0; i < S; i++) {
@@ -67,23 +72,22 @@ static void sync_task(void *arg, int64_t i, int tid)
     dm_trainer *t = arg;
     dm_model *m = t->m;
     const dm_config *c = &m->cfg;
-    const dm_kernels *k = m->kern;
     int S = c->n_experts + c->n_shared, D = c->dim, per = S + 1;
     float *tmp = t->ttmp + (size_t)tid * t->ttmp_floats;
     int64_t layers = (int64_t)c->n_layers * per;
     if (i >= layers) {  /* the linear maps around the layers */
-        if (i == layers && c->in_dim) k->pack_b(m->embed.w, D, c->in_dim, m->embed.p);
+        if (i == layers && c->in_dim) dm_wmat_pack(&m->embed.p, m->embed.w);
         if (i == layers + 1 && c->n_classes) {
-            k->pack_b(m->head.w, c->n_classes, D, m->head.p);
-            dm_pack_bt(k, m->head.w, c->n_classes, D, t->head_pt, tmp);
+            dm_wmat_pack(&m->head.p, m->head.w);
+            dm_wmat_pack_t(&t->head_pt, m->head.w, tmp);
         }
         return;
     }
     int l = (int)(i / per), j = (int)(i % per);
     dm_layer *ly = &m->layers[l];
     if (j == S) {
-        k->pack_b(ly->gate_w, c->n_experts, D, ly->gate_p);
-        dm_pack_bt(k, ly->gate_w, c->n_experts, D, t->gate_pt[l], tmp);
+        dm_wmat_pack(&ly->gate_p, ly->gate_w);
+        dm_wmat_pack_t(&t->gate_pt[l], ly->gate_w, tmp);
         return;
     }
     dm_expert_w *x = &ly->experts[j];
@@ -94,14 +98,14 @@ static void sync_task(void *arg, int64_t i, int tid)
         float *cat = tmp + (size_t)2 * h * D;
         memcpy(cat, x->w1, (size_t)h * D * sizeof *cat);
         memcpy(cat + (size_t)h * D, x->w3, (size_t)h * D * sizeof *cat);
-        k->pack_b(cat, 2 * h, D, x->p1);
-        dm_pack_bt(k, cat, 2 * h, D, xt->p1t, tmp);
+        dm_wmat_pack(&x->p1, cat);
+        dm_wmat_pack_t(&xt->p1t, cat, tmp);
     } else {
-        k->pack_b(x->w1, h, D, x->p1);
-        dm_pack_bt(k, x->w1, h, D, xt->p1t, tmp);
+        dm_wmat_pack(&x->p1, x->w1);
+        dm_wmat_pack_t(&xt->p1t, x->w1, tmp);
     }
-    k->pack_b(x->w2, D, h, x->p2);
-    dm_pack_bt(k, x->w2, D, h, xt->p2t, tmp);
+    dm_wmat_pack(&x->p2, x->w2);
+    dm_wmat_pack_t(&xt->p2t, x->w2, tmp);
 }
 
 static int64_t n_groups(const dm_config *c) { return (int64_t)c->n_layers * (c->n_experts + c->n_shared + 1) + 2; }
@@ -183,7 +187,7 @@ dm_status dm_trainer_create(dm_model *m, const dm_train_config *tc, dm_pool *poo
              (t->lc[l].rb.offsets = dm_alloc((size_t)(E + 1) * sizeof(int32_t))) != NULL;
     }
     size_t ntp = ok ? carve_tpacked(t, NULL) : 0;
-    if (ok) ok = (t->tpacked = dm_alloc(ntp * sizeof(float))) != NULL;
+    if (ok) ok = (t->tpacked = dm_alloc(ntp)) != NULL;
     if (!ok) {
         dm_trainer_free(t);
         return dm_fail(err, DM_ERR_NOMEM, "trainer: out of memory for %lld parameters", (long long)m->n_params);

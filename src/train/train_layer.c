@@ -127,20 +127,20 @@ static void fwd_task(void *arg, int64_t ti, int tid)
     const float *A = sp.rows ? in : in + sp.row0 * D;
     float *h1 = lc->h1 + sp.cache0 * ldh, *hn = lc->hn + sp.cache0 * hm;
     dm_gemm up = {
-        .M = sp.len, .N = swiglu ? 2 * H : H, .K = D, .A = A, .lda = D, .a_idx = sp.rows, .Bp = x->p1,
+        .M = sp.len, .N = swiglu ? 2 * H : H, .K = D, .A = A, .lda = D, .a_idx = sp.rows, .B = &x->p1,
         .bias = x->b1, .act = swiglu ? DM_ACT_NONE : DM_ACT_RELU, .C = h1, .ldc = ldh,
     };
-    K->gemm(&up);
+    dm_wmat_gemm(&up);
     if (swiglu) K->silu_mul(h1, sp.len, H, ldh, hn, hm);
     else K->layernorm_fwd(h1, sp.len, H, ldh, x->gamma, x->beta, c->ln_eps, hn, hm,
                           lc->mean + sp.cache0, lc->rstd + sp.cache0);
     dropout_rows(t, a->l, sp.cache0, sp.len, H, hn, hm);
     dm_gemm down = {
-        .M = sp.len, .N = D, .K = H, .A = hn, .lda = hm, .Bp = x->p2, .bias = x->b2,
+        .M = sp.len, .N = D, .K = H, .A = hn, .lda = hm, .B = &x->p2, .bias = x->b2,
         .R = swiglu ? NULL : A, .ldr = D, .r_idx = sp.rows,
     };
     span_output(t, &sp, lc->yexp, &down);
-    K->gemm(&down);
+    dm_wmat_gemm(&down);
 }
 
 typedef struct comb_arg { dm_trainer *t; int l; } comb_arg;
@@ -298,9 +298,9 @@ static void expert_bwd_task(void *arg, int64_t ti, int tid)
                       .scale = sp.w, .C = g->w2, .ldc = H, .n0 = 0, .n1 = D};
     K->gemm_tn(&gw2);
     if (g->b2) K->colsum(dY, D, sp.rows, sp.w, M, D, g->b2);
-    dm_gemm dhn = {.M = M, .N = H, .K = D, .A = dY, .lda = D, .a_idx = sp.rows, .Bp = xt->p2t,
+    dm_gemm dhn = {.M = M, .N = H, .K = D, .A = dY, .lda = D, .a_idx = sp.rows, .B = &xt->p2t,
                    .scale = sp.w, .C = dh, .ldc = ldh};
-    K->gemm(&dhn);
+    dm_wmat_gemm(&dhn);
     dropout_rows(t, a->l, sp.cache0, M, H, dh, ldh);  /* the forward's mask, recomputed */
 
     int up_n = swiglu ? 2 * H : H;
@@ -328,9 +328,9 @@ static void expert_bwd_task(void *arg, int64_t ti, int tid)
     } else {
         K->colsum(dh, ldh, NULL, NULL, M, H, g->b1);
     }
-    dm_gemm dxg = {.M = M, .N = D, .K = up_n, .A = dh, .lda = ldh, .Bp = xt->p1t};
+    dm_gemm dxg = {.M = M, .N = D, .K = up_n, .A = dh, .lda = ldh, .B = &xt->p1t};
     span_output(t, &sp, t->dxslot, &dxg);
-    K->gemm(&dxg);
+    dm_wmat_gemm(&dxg);
 }
 
 /* Router parameter gradients and its input gradient (into dx). */
@@ -344,8 +344,8 @@ static void router_params(dm_trainer *t, int l, float *dx)
                      .C = t->lg[l].gate_w, .ldc = D, .n0 = 0, .n1 = E};
     K->gemm_tn(&gw);
     K->colsum(t->dlogits, E, NULL, NULL, t->n, E, t->lg[l].gate_b);
-    dm_gemm gx = {.M = t->n, .N = D, .K = E, .A = t->dlogits, .lda = E, .Bp = t->gate_pt[l], .C = dx, .ldc = D};
-    K->gemm(&gx);
+    dm_gemm gx = {.M = t->n, .N = D, .K = E, .A = t->dlogits, .lda = E, .B = &t->gate_pt[l], .C = dx, .ldc = D};
+    dm_wmat_gemm(&gx);
 }
 
 /* dx[r] += sum_j dxslot[r, j] + resid[r] * d[r] */

@@ -22,8 +22,8 @@ static void fwd_rows(void *arg, int64_t ti, int tid)
     lin_arg *a = arg;
     int64_t r0 = ti * ROW_BLOCK, rn = DM_MIN(a->t->n - r0, ROW_BLOCK);
     dm_gemm g = {.M = rn, .N = a->lin->out, .K = a->lin->in, .A = a->x + r0 * a->ldx, .lda = a->ldx,
-                 .Bp = a->lin->p, .bias = a->lin->b, .C = a->y + r0 * a->ldy, .ldc = a->ldy};
-    a->t->m->kern->gemm(&g);
+                 .B = &a->lin->p, .bias = a->lin->b, .C = a->y + r0 * a->ldy, .ldc = a->ldy};
+    dm_wmat_gemm(&g);
 }
 
 static int64_t row_tasks(const dm_trainer *t) { return (t->n + ROW_BLOCK - 1) / ROW_BLOCK; }
@@ -105,8 +105,8 @@ static void head_dx_task(void *arg, int64_t ti, int tid)
     int64_t r0 = ti * ROW_BLOCK, rn = DM_MIN(t->n - r0, ROW_BLOCK), D = c->dim;
     if (a->phase == 0) {
         dm_gemm g = {.M = rn, .N = (int)D, .K = c->n_classes, .A = t->dout + r0 * c->n_classes,
-                     .lda = c->n_classes, .Bp = t->head_pt, .C = a->dx + r0 * D, .ldc = D};
-        t->m->kern->gemm(&g);
+                     .lda = c->n_classes, .B = &t->head_pt, .C = a->dx + r0 * D, .ldc = D};
+        dm_wmat_gemm(&g);
         return;
     }
     const float *h = t->act + (int64_t)c->n_layers * t->n * D;

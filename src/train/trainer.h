@@ -24,8 +24,8 @@ typedef struct layer_cache {
 
 /* Packed transposed weights for the input-gradient GEMMs. */
 typedef struct expert_t {
-    float *p1t;          /* (W1 or [W1; W3])^T: [D, H or 2H] packed */
-    float *p2t;          /* W2^T: [H, D] packed */
+    dm_wmat p1t;         /* (W1 or [W1; W3])^T: [D, H or 2H] packed */
+    dm_wmat p2t;         /* W2^T: [H, D] packed */
 } expert_t;
 
 struct dm_trainer {
@@ -44,10 +44,10 @@ struct dm_trainer {
     int *grp_t0, *grp_t1;/* [groups] tensor range each update task owns */
 
     /* transposed packs */
-    float *tpacked;      /* one allocation */
-    float **gate_pt;     /* [L] Wg^T [D, E] */
+    unsigned char *tpacked; /* one allocation */
+    dm_wmat *gate_pt;    /* [L] Wg^T [D, E] */
     expert_t *ext;       /* [L * (E + S)] */
-    float *head_pt;      /* Wh^T [D, C] */
+    dm_wmat head_pt;     /* Wh^T [D, C] */
     float *ttmp;         /* [n_threads, ttmp_floats] transpose scratch */
     size_t ttmp_floats;
 
