@@ -1,7 +1,7 @@
 /* eval.c - held-out evaluation: loss, accuracy or MSE, expert load,
  * utilization, MaxVio, routing accuracy against a loss oracle, regime purity. */
 #include "base/base.h"
-#include "nn/moe.h"
+#include "nn/moe_layer.h"
 
 #include <math.h>
 #include <stdlib.h>

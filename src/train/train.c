@@ -172,6 +172,7 @@ dm_status dm_trainer_create(dm_model *m, const dm_train_config *tc, dm_pool *poo
     t->ext = calloc((size_t)L * S, sizeof *t->ext);
     t->lg = calloc((size_t)L, sizeof *t->lg);
     t->lc = calloc((size_t)L, sizeof *t->lc);
+    t->xb = calloc((size_t)L, sizeof *t->xb);
     t->counts = calloc((size_t)L * E, sizeof *t->counts);
     t->last_load = calloc((size_t)L * E, sizeof *t->last_load);
     t->bal = calloc((size_t)E, sizeof *t->bal);
@@ -180,7 +181,7 @@ dm_status dm_trainer_create(dm_model *m, const dm_train_config *tc, dm_pool *poo
     t->ttmp_floats = (size_t)4 * DM_MAX((size_t)hmax, (size_t)DM_MAX(c->n_experts, c->n_classes)) * c->dim;
     t->ttmp = dm_alloc(t->ttmp_floats * t->n_threads * sizeof(float));
     t->route_tmp = dm_alloc((size_t)t->n_threads * dm_route_scratch(c) * sizeof(float));
-    int ok = t->grad && t->adam_m && t->adam_v && t->frozen && t->gate_pt && t->ext && t->lg && t->lc &&
+    int ok = t->grad && t->adam_m && t->adam_v && t->frozen && t->gate_pt && t->ext && t->lg && t->lc && t->xb &&
              t->counts && t->last_load && t->bal && t->probsum && t->ttmp && t->route_tmp && t->tensor_sq && t->grp_t0 && t->grp_t1;
     for (int l = 0; ok && l < L; l++) {
         ok = (t->lg[l].ex = calloc((size_t)S, sizeof *t->lg[l].ex)) != NULL &&
@@ -225,9 +226,9 @@ static void free_acts(dm_trainer *t)
 {
     const dm_config *c = &t->m->cfg;
     for (int l = 0; t->lc && l < c->n_layers; l++) {
-        layer_cache *lc = &t->lc[l];
+        dm_moe_state *lc = &t->lc[l];
         void *bufs[] = {lc->rb.logits, lc->rb.e, lc->rb.w, lc->rb.a_rows, lc->rb.a_slot, lc->rb.a_w,
-                        lc->h1, lc->hn, lc->mean, lc->rstd, lc->yexp};
+                        lc->h1, lc->hn, lc->mean, lc->rstd, lc->ybuf};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dm_free(bufs[i]);
         int32_t *off = lc->rb.offsets;
         memset(lc, 0, sizeof *lc);
@@ -247,6 +248,8 @@ void dm_trainer_free(dm_trainer *t)
     if (!t) return;
     free_acts(t);
     for (int l = 0; t->lc && l < t->m->cfg.n_layers; l++) dm_free(t->lc[l].rb.offsets);
+    for (int l = 0; t->xb && l < t->m->cfg.n_layers; l++) dm_moe_xbuf_free(&t->xb[l]);
+    free(t->xb);
     for (int l = 0; t->lg && l < t->m->cfg.n_layers; l++) free(t->lg[l].ex);
     dm_free(t->grad); dm_free(t->adam_m); dm_free(t->adam_v); dm_free(t->tpacked); dm_free(t->ttmp);
     dm_free(t->route_tmp);
@@ -262,23 +265,24 @@ static dm_status reserve(dm_trainer *t, int64_t n, dm_error *err)
     free_acts(t);
     int64_t D = c->dim, E = c->n_experts, k = c->top_k, S = c->n_shared, J = k + S, L = c->n_layers;
     int64_t hmax = DM_MAX(c->hidden, c->shared_hidden), ldh = (int64_t)up_rows(c, (int)hmax);
-    int64_t rows = n * (k + S), outw = dm_model_out_width(c);
+    int64_t comp = dm_moe_comp_cap(c, n, t->xchg), rows = comp + n * S, outw = dm_model_out_width(c);
     int ok = 1;
 #define A(ptr, count) do { if (ok) ok = ((ptr) = dm_alloc((size_t)(count) * sizeof *(ptr))) != NULL; } while (0)
     for (int l = 0; l < L; l++) {
-        layer_cache *lc = &t->lc[l];
+        dm_moe_state *lc = &t->lc[l];
         A(lc->rb.logits, n * E); A(lc->rb.e, n * k); A(lc->rb.w, n * k);
         A(lc->rb.a_rows, n * k); A(lc->rb.a_slot, n * k); A(lc->rb.a_w, n * k);
         A(lc->h1, rows * ldh); A(lc->hn, rows * hmax); A(lc->mean, rows); A(lc->rstd, rows);
-        A(lc->yexp, n * J * D);
+        A(lc->ybuf, n * J * D);
     }
     A(t->act, (L + 1) * n * D);
     A(t->xn, n * D); A(t->hmean, n); A(t->hrstd, n);
     A(t->out, n * outw); A(t->dout, n * outw);
     A(t->dact[0], n * D); A(t->dact[1], n * D); A(t->dxslot, n * J * D);
     A(t->dw, n * k); A(t->dlogits, n * E); A(t->resid, n);
-    A(t->dscratch, (int64_t)t->n_threads * n * 2 * ldh);
-    A(t->tasks, 3 * (n * k / 64 + E + S * (n / 64 + 1) + 1));  /* (expert, start, len) per task */
+    t->ecap = n * (t->xchg ? t->xchg->n_ranks : 1);  /* rows one expert may get */
+    A(t->dscratch, (int64_t)t->n_threads * t->ecap * 2 * ldh);
+    A(t->tasks, dm_moe_max_tasks(c, n, comp));
 #undef A
     if (!ok) {
         free_acts(t);
@@ -365,16 +369,18 @@ static void aux_free_update(dm_trainer *t)
 
 /* ---------------------------------------------------------------- step */
 
-static void micro_batch(dm_trainer *t, const float *x, const float *target, const int32_t *labels, int64_t n,
-                        float scale, double *loss, double *bal, int64_t *correct)
+static dm_status micro_batch(dm_trainer *t, const float *x, const float *target, const int32_t *labels, int64_t n,
+                             float scale, double *loss, double *bal, int64_t *correct, dm_error *err)
 {
+    dm_status s;
     const dm_config *c = &t->m->cfg;
     int L = c->n_layers;
     t->x = x;
     t->n = n;
     t->drop_base = (uint64_t)t->step * 0x9e3779b97f4a7c15ull + (uint64_t)t->micro * 0xc2b2ae3d27d4eb4full + 1;
     dm_tr_embed_forward(t);
-    for (int l = 0; l < L; l++) dm_tr_layer_forward(t, l);
+    for (int l = 0; l < L; l++)
+        if ((s = dm_tr_layer_forward(t, l, err))) return s;
     if (c->n_classes) dm_tr_head_forward(t);
     *loss += dm_tr_task_loss(t, target, labels, scale, correct);
 
@@ -384,10 +390,17 @@ static void micro_batch(dm_trainer *t, const float *x, const float *target, cons
     else memcpy(d, t->dout, (size_t)n * c->dim * sizeof *d);
     for (int l = L - 1; l >= 0; l--) {
         *bal += dm_tr_balance(t, l, scale);
-        dm_tr_layer_backward(t, l, d, dx);
+        if ((s = dm_tr_layer_backward(t, l, d, dx, err))) return s;
         float *tmp = d; d = dx; dx = tmp;
     }
     if (c->in_dim) dm_tr_embed_backward(t, d);
+    return DM_OK;
+}
+
+void dm_tr_set_exchange(dm_trainer *t, const dm_moe_exchange *x)
+{
+    free_acts(t);  /* the cache's size depends on it */
+    t->xchg = x;
 }
 
 dm_status dm_train_step(dm_trainer *t, const float *x, const float *target, const int32_t *labels, int64_t n_rows,
@@ -419,8 +432,9 @@ dm_status dm_train_step(dm_trainer *t, const float *x, const float *target, cons
     for (int a = 0; a < A; a++) {
         int64_t r0 = a * mb;
         t->micro = a;
-        micro_batch(t, x + r0 * in, target ? target + r0 * outw : NULL, labels ? labels + r0 : NULL, mb,
-                    1.0f / A, &loss, &bal, &correct);
+        if ((s = micro_batch(t, x + r0 * in, target ? target + r0 * outw : NULL, labels ? labels + r0 : NULL, mb,
+                             1.0f / A, &loss, &bal, &correct, err)))
+            return s;
     }
     double norm = grad_norm(t);
     float gscale = 1.0f;
@@ -443,7 +457,7 @@ dm_status dm_tr_loss_and_grad(dm_trainer *t, const float *x, const float *target
     memset(t->grad, 0, (size_t)t->m->n_params * sizeof *t->grad);
     double l = 0, b = 0;
     int64_t correct = 0;
-    micro_batch(t, x, target, labels, n, 1.0f, &l, &b, &correct);
+    if ((s = micro_batch(t, x, target, labels, n, 1.0f, &l, &b, &correct, err))) return s;
     *loss = l + b;
     return DM_OK;
 }

@@ -65,7 +65,7 @@ double dm_tr_balance(dm_trainer *t, int l, float scale)
 {
     const dm_config *c = &t->m->cfg;
     const dm_train_config *tc = &t->tc;
-    const layer_cache *lc = &t->lc[l];
+    const dm_moe_state *lc = &t->lc[l];
     int64_t n = t->n;
     int E = c->n_experts, k = c->top_k;
     memset(t->dw, 0, (size_t)n * k * sizeof *t->dw);

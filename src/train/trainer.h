@@ -6,21 +6,13 @@
  * are cached per layer for the backward pass in buffers sized for the largest
  * micro-batch seen; a step allocates nothing after that.
  *
- * Cache rows of one MoE layer: assignment positions p < n*k (grouped by expert,
- * as dispatch sorted them), then shared expert s's rows at n*k + s*n + r. */
+ * Each MoE layer's forward leaves a dm_moe_state (moe_layer.h): routing,
+ * dispatch lists, slot outputs and the cache rows of its compute list. */
 #ifndef DM_TRAINER_H
 #define DM_TRAINER_H
 
 #include "base/base.h"
-#include "nn/moe.h"
-
-typedef struct layer_cache {
-    dm_route_buf rb;     /* logits [n, E], e/w [n, k], dispatch lists */
-    float *h1;           /* [rows, ldh] up-projection output: post-ReLU (seed) or [g | u] (swiglu) */
-    float *hn;           /* [rows, hmax] LayerNorm output (seed) or silu(g) * u (swiglu) */
-    float *mean, *rstd;  /* [rows] LayerNorm statistics (seed) */
-    float *yexp;         /* [n, J, D] unscaled expert outputs, slot j of row r */
-} layer_cache;
+#include "nn/moe_layer.h"
 
 /* Packed transposed weights for the input-gradient GEMMs. */
 typedef struct expert_t {
@@ -63,7 +55,9 @@ struct dm_trainer {
     int64_t n;           /* rows of the running micro-batch */
     const float *x;      /* the micro-batch input [n, in] */
     float *act;          /* [(L + 1), cap, D]: act_0 = embed(x) or x, act_{l+1} = layer l's output */
-    layer_cache *lc;     /* [L] */
+    dm_moe_state *lc;    /* [L] */
+    const dm_moe_exchange *xchg;  /* expert parallel (NULL: every expert here) */
+    dm_moe_xbuf *xb;     /* [L] exchange buffers */
     float *xn, *hmean, *hrstd;  /* head: LayerNorm output [cap, D] and statistics [cap] */
     float *out;          /* [cap, out] model output */
     float *dout;         /* [cap, out] loss gradient */
@@ -72,21 +66,24 @@ struct dm_trainer {
     float *dw;           /* [cap, k] gradient w.r.t. routing weights */
     float *dlogits;      /* [cap, E] */
     float *resid;        /* [cap] sum of residual weights per row (seed experts) */
-    float *dscratch;     /* [n_threads, cap, 2 * hmax] per-task expert gradient scratch */
+    float *dscratch;     /* [n_threads, ecap, 2 * ldh] per-task expert gradient scratch */
+    int64_t ecap;        /* rows one expert may get: cap, times the ranks when experts are exchanged */
     float *route_tmp;    /* [n_threads, dm_route_scratch] */
     double *bal;         /* [E] per-layer balance statistics scratch */
     double *probsum;     /* [E] */
     int64_t *counts;     /* [L, E] assignments of the running optimizer step (aux-free) */
     double *last_load;   /* [L, E] load of the last micro-batch */
-    int64_t *tasks;      /* scratch task list */
+    dm_moe_task *tasks;  /* scratch task list */
 };
 
-/* train_layer.c: one MoE layer's forward with caches, and its backward.
- * Forward: act_l -> act_{l+1}. Backward: dact_{l+1} (d) -> dact_l (dx), accumulating
- * parameter gradients; dw_extra/dlogits_extra hold balance-loss gradients already
- * (dw, dlogits arrays are inputs+outputs). */
-void dm_tr_layer_forward(dm_trainer *t, int l);
-void dm_tr_layer_backward(dm_trainer *t, int l, const float *d, float *dx);
+/* moe_backward.c: one MoE layer's forward (the shared pipeline, with the
+ * cache) and its backward. Forward: act_l -> act_{l+1}. Backward: dact_{l+1}
+ * (d) -> dact_l (dx), accumulating parameter gradients; t->dw / t->dlogits
+ * hold the balance-loss gradients already. */
+dm_status dm_tr_layer_forward(dm_trainer *t, int l, dm_error *err);
+dm_status dm_tr_layer_backward(dm_trainer *t, int l, const float *d, float *dx, dm_error *err);
+/* Expert parallel training: layers exchange rows through x (NULL: off). */
+void dm_tr_set_exchange(dm_trainer *t, const dm_moe_exchange *x);
 
 /* train.c: re-packs forward and transposed weights after the parameters changed. */
 void dm_tr_sync(dm_trainer *t);

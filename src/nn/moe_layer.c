@@ -1,0 +1,405 @@
+/* moe_layer.c - one MoE layer's forward, shared by inference and training
+ * (moe_layer.h): route, dispatch, exchange, compute, exchange back, combine.
+ *
+ * Determinism: every output row is computed by one GEMM row whatever task or
+ * thread runs it, and combine sums a row's slots in slot order, so results
+ * depend neither on the thread count nor on where an expert runs. */
+#include "base/base.h"
+#include "nn/moe_layer.h"
+#include "nn/router.h"
+
+#include <stdint.h>
+#include <string.h>
+
+#define COMBINE_BLOCK 64
+
+/* ---------------------------------------------------------------- expert kinds */
+
+static void seed_mid(const dm_kernels *K, const dm_expert_w *x, float eps, int64_t rows, int H, float *h1,
+                     int64_t ldh, float *hn, int64_t ldn, float *mean, float *rstd)
+{
+    if (!mean) K->layernorm(h1, rows, H, ldh, x->gamma, x->beta, eps);
+    else K->layernorm_fwd(h1, rows, H, ldh, x->gamma, x->beta, eps, hn, ldn, mean, rstd);
+}
+
+static float *seed_mid_bwd(const dm_kernels *K, const dm_expert_w *x, int64_t rows, int H, const float *h1,
+                           int64_t ldh, const float *mean, const float *rstd, float *dh, float *scratch,
+                           float *dgamma, float *dbeta)
+{
+    DM_UNUSED(scratch);
+    K->layernorm_bwd(h1, mean, rstd, dh, rows, H, ldh, x->gamma, dh, dgamma, dbeta);
+    for (int64_t i = 0; i < rows; i++) {  /* ReLU: h1 holds the post-ReLU values */
+        const float *hr = h1 + i * ldh;
+        float *dr = dh + i * ldh;
+        for (int j = 0; j < H; j++) dr[j] = hr[j] > 0 ? dr[j] : 0.0f;
+    }
+    return dh;
+}
+
+static void swiglu_mid(const dm_kernels *K, const dm_expert_w *x, float eps, int64_t rows, int H, float *h1,
+                       int64_t ldh, float *hn, int64_t ldn, float *mean, float *rstd)
+{
+    DM_UNUSED(x); DM_UNUSED(eps); DM_UNUSED(mean); DM_UNUSED(rstd);
+    K->silu_mul(h1, rows, H, ldh, hn, ldn);
+}
+
+static float *swiglu_mid_bwd(const dm_kernels *K, const dm_expert_w *x, int64_t rows, int H, const float *h1,
+                             int64_t ldh, const float *mean, const float *rstd, float *dh, float *scratch,
+                             float *dgamma, float *dbeta)
+{
+    DM_UNUSED(x); DM_UNUSED(mean); DM_UNUSED(rstd); DM_UNUSED(dgamma); DM_UNUSED(dbeta);
+    K->silu_mul_bwd(h1, dh, rows, H, ldh, ldh, scratch);  /* [dg | du], kept apart from dhn */
+    return scratch;
+}
+
+const dm_expert_ops dm_expert_kinds[] = {
+    [DM_EXPERT_SEED] = {"seed", 1, DM_ACT_RELU, 1, seed_mid, seed_mid_bwd},
+    [DM_EXPERT_SWIGLU] = {"swiglu", 2, DM_ACT_NONE, 0, swiglu_mid, swiglu_mid_bwd},
+};
+
+/* ---------------------------------------------------------------- route + dispatch */
+
+typedef struct route_arg {
+    const dm_model *m;
+    const dm_layer *ly;
+    const float *x;
+    int64_t n;
+    dm_route_buf *rb;
+    float *tmp;
+} route_arg;
+
+static void route_task(void *arg, int64_t t, int tid)
+{
+    route_arg *a = arg;
+    const dm_config *cf = &a->m->cfg;
+    int64_t r0 = t * DM_ROUTE_BLOCK, rn = DM_MIN(a->n - r0, DM_ROUTE_BLOCK);
+    int E = cf->n_experts, k = cf->top_k;
+    float *lg = a->rb->logits + r0 * E;
+    dm_gemm g = {
+        .M = rn, .N = E, .K = cf->dim, .A = a->x + r0 * cf->dim, .lda = cf->dim,
+        .B = &a->ly->gate_p, .bias = a->ly->gate_b, .C = lg, .ldc = E,
+    };
+    dm_wmat_gemm(&g);
+    float *tmp = a->tmp + (int64_t)tid * dm_route_scratch(cf);
+    for (int64_t i = 0; i < rn; i++)
+        dm_route_row(cf, a->ly->sel_bias, lg + i * E, tmp, a->rb->e + (r0 + i) * k, a->rb->w + (r0 + i) * k);
+}
+
+void dm_moe_route(const dm_model *m, const dm_layer *ly, dm_pool *pool, const float *x, int64_t n,
+                  dm_route_buf *rb, float *tmp)
+{
+    route_arg a = {m, ly, x, n, rb, tmp};
+    dm_pool_run(pool, (n + DM_ROUTE_BLOCK - 1) / DM_ROUTE_BLOCK, route_task, &a);
+}
+
+void dm_moe_dispatch(const dm_config *cf, int64_t n, dm_route_buf *rb)
+{
+    int E = cf->n_experts, k = cf->top_k, J = k + cf->n_shared;
+    int64_t nk = n * k;
+    int32_t *off = rb->offsets;
+    memset(off, 0, (size_t)(E + 1) * sizeof *off);
+    for (int64_t a = 0; a < nk; a++) off[rb->e[a] + 1]++;
+    for (int e = 0; e < E; e++) off[e + 1] += off[e];
+    for (int64_t a = 0; a < nk; a++) {  /* off[e] advances while filling ... */
+        int32_t pos = off[rb->e[a]]++;
+        int64_t r = a / k, j = a % k;
+        rb->a_rows[pos] = (int32_t)r;
+        rb->a_slot[pos] = (int32_t)(r * J + j);
+        rb->a_w[pos] = rb->w[a];
+    }
+    for (int e = E; e > 0; e--) off[e] = off[e - 1];  /* ... so shift it back to the starts */
+    off[0] = 0;
+}
+
+/* ---------------------------------------------------------------- tasks and spans */
+
+size_t dm_moe_task_size(void) { return sizeof(dm_moe_task); }
+
+int64_t dm_moe_max_tasks(const dm_config *c, int64_t n, int64_t n_comp)
+{
+    return n_comp / DM_MOE_BLOCK + c->n_experts + (int64_t)c->n_shared * (n / DM_MOE_BLOCK + 1) + 1;
+}
+
+int64_t dm_moe_make_tasks(const dm_config *c, const dm_moe_state *st, int64_t n, int block, dm_moe_task *tasks)
+{
+    int64_t nt = 0;
+    for (int i = 0; i < c->n_experts + c->n_shared; i++) {
+        int64_t count = i < c->n_experts ? st->c_off[i + 1] - st->c_off[i] : n;
+        if (!block) {  /* one task per expert: it owns the expert's gradients */
+            if (count) tasks[nt++] = (dm_moe_task){i, 0, (int32_t)count};
+            continue;
+        }
+        for (int64_t s = 0; s < count; s += block)
+            tasks[nt++] = (dm_moe_task){i, (int32_t)s, (int32_t)DM_MIN(block, count - s)};
+    }
+    return nt;
+}
+
+dm_moe_span dm_moe_span_of(const dm_config *c, const dm_moe_state *st, int64_t n, const float *x, dm_moe_task tk)
+{
+    int64_t D = c->dim, J = c->top_k + c->n_shared;
+    if (tk.expert < c->n_experts) {
+        int64_t p = st->c_off[tk.expert] + tk.start;
+        return (dm_moe_span){tk.expert, p, tk.len, st->c_in, st->c_idx + p, 0, st->c_w ? st->c_w + p : NULL,
+                             st->c_out, D, st->c_oidx + p};
+    }
+    int s = tk.expert - c->n_experts;
+    return (dm_moe_span){tk.expert, st->n_comp + (int64_t)s * n + tk.start, tk.len, x + tk.start * D, NULL, tk.start,
+                         NULL, st->ybuf + ((int64_t)tk.start * J + c->top_k + s) * D, J * D, NULL};
+}
+
+/* ---------------------------------------------------------------- dropout */
+
+/* Counter-based dropout: element (cache row, j) of layer l is dropped when a
+ * hash of (micro-batch base, l, row, j) falls below p. The backward pass
+ * recomputes the same mask, nothing is stored, and the mask does not depend on
+ * which thread handles which rows. */
+static uint64_t mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+void dm_moe_dropout(float p, uint64_t base0, int l, int64_t row0, int64_t len, int h, float *x, int64_t ld)
+{
+    if (!(p > 0)) return;
+    uint64_t cut = (uint64_t)((double)p * 18446744073709551616.0);
+    uint64_t base = mix64(base0 + (uint64_t)l * 0x9e3779b97f4a7c15ull);
+    float keep = 1.0f / (1.0f - p);
+    for (int64_t i = 0; i < len; i++) {
+        uint64_t rb = mix64(base ^ (uint64_t)(row0 + i) * 0xd6e8feb86659fd93ull);
+        float *r = x + i * ld;
+        for (int j = 0; j < h; j++) r[j] = mix64(rb + (uint64_t)j) < cut ? 0.0f : r[j] * keep;
+    }
+}
+
+/* ---------------------------------------------------------------- exchange */
+
+static void *grow(dm_growbuf *b, size_t bytes)
+{
+    if (!b->max) b->max = SIZE_MAX / 2;
+    return dm_growbuf_reserve(b, bytes ? bytes : 1) ? NULL : b->p;
+}
+
+void dm_moe_xbuf_free(dm_moe_xbuf *xb)
+{
+    if (!xb) return;
+    dm_growbuf *all[] = {&xb->send_pos, &xb->cnt, &xb->send, &xb->recv_x, &xb->recv_d, &xb->recv_w,
+                         &xb->out, &xb->back, &xb->c_idx, &xb->c_w, &xb->c_off};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        dm_free(all[i]->p);
+        *all[i] = (dm_growbuf){0};
+    }
+}
+
+/* Counts out, counts in, then the compute list over the received rows. */
+static dm_status xchg_plan(const dm_moe_exchange *x, const dm_config *c, dm_moe_state *st, dm_error *err)
+{
+    dm_moe_xbuf *xb = st->xb;
+    int R = x->n_ranks, E = c->n_experts;
+    const int32_t *off = st->rb.offsets;
+    int64_t *cnt = grow(&xb->cnt, ((size_t)4 * R * E + 2 * R) * sizeof(int64_t));
+    int32_t *pos = grow(&xb->send_pos, (size_t)(off[E] + 1) * sizeof(int32_t));
+    if (!cnt || !pos) return dm_fail(err, DM_ERR_NOMEM, "exchange: out of memory");
+    int64_t *cs = cnt, *cr = cnt + (int64_t)R * E, *sn = cnt + 2 * (int64_t)R * E, *rn = sn + R;
+    int64_t q = 0;
+    for (int o = 0; o < R; o++) {
+        sn[o] = 0;
+        for (int e = 0; e < E; e++) {
+            int64_t k = x->owner[e] == o ? off[e + 1] - off[e] : 0;
+            cs[(int64_t)o * E + e] = k;
+            sn[o] += k;
+            for (int64_t i = 0; i < k; i++) pos[q++] = off[e] + (int32_t)i;
+        }
+    }
+    xb->n_sent = q;
+    dm_status s = x->counts(x->ctx, cs, cr, E, err);
+    if (s) return s;
+    int64_t total = 0;
+    for (int r = 0; r < R; r++) {
+        rn[r] = 0;
+        for (int e = 0; e < E; e++) {
+            if (cr[(int64_t)r * E + e] < 0 || (cr[(int64_t)r * E + e] && x->owner[e] != x->rank))
+                return dm_fail(err, DM_ERR_ARG, "exchange: rank %d sent rows for expert %d, which rank %d does not own",
+                               r, e, x->rank);
+            rn[r] += cr[(int64_t)r * E + e];
+        }
+        total += rn[r];
+    }
+    if (total > INT32_MAX) return dm_fail(err, DM_ERR_ARG, "exchange: %lld rows received", (long long)total);
+    xb->n_recv = total;
+    xb->send_n = sn;
+    xb->recv_n = rn;
+    int32_t *coff = grow(&xb->c_off, (size_t)(E + 1) * sizeof(int32_t));
+    int32_t *cidx = grow(&xb->c_idx, (size_t)total * sizeof(int32_t));
+    if (!coff || !cidx) return dm_fail(err, DM_ERR_NOMEM, "exchange: out of memory");
+    /* compute list: local expert e's rows from rank 0, then rank 1, ... (the
+     * order one process would see them in: rank-major, as the batch is split) */
+    coff[0] = 0;
+    for (int e = 0; e < E; e++) {
+        int32_t p = coff[e];
+        int64_t base = 0;
+        for (int r = 0; r < R; r++) {
+            int64_t before = 0;  /* rank r's rows for experts below e */
+            for (int e2 = 0; e2 < e; e2++) before += cr[(int64_t)r * E + e2];
+            for (int64_t i = 0; i < cr[(int64_t)r * E + e]; i++) cidx[p++] = (int32_t)(base + before + i);
+            base += rn[r];
+        }
+        coff[e + 1] = p;
+    }
+    st->c_off = coff;
+    st->n_comp = total;
+    st->c_idx = cidx;
+    st->c_oidx = cidx;
+    return DM_OK;
+}
+
+dm_status dm_moe_xchg_send(const dm_moe_exchange *x, dm_moe_state *st, const float *src, int width,
+                           dm_growbuf *dst, dm_error *err)
+{
+    dm_moe_xbuf *xb = st->xb;
+    const int32_t *pos = xb->send_pos.p;
+    int w = src ? width : 1;
+    float *send = grow(&xb->send, (size_t)xb->n_sent * w * sizeof(float));
+    float *recv = grow(dst, (size_t)xb->n_recv * w * sizeof(float));
+    if (!send || !recv) return dm_fail(err, DM_ERR_NOMEM, "exchange: out of memory");
+    for (int64_t q = 0; q < xb->n_sent; q++) {
+        int32_t p = pos[q];
+        if (src) memcpy(send + q * w, src + (int64_t)st->rb.a_rows[p] * w, (size_t)w * sizeof(float));
+        else send[q] = st->rb.a_w[p];
+    }
+    return x->rows(x->ctx, send, xb->send_n, recv, xb->recv_n, w, err);
+}
+
+dm_status dm_moe_xchg_back(const dm_moe_exchange *x, dm_moe_state *st, const float *out, int width, float *dst,
+                           dm_error *err)
+{
+    dm_moe_xbuf *xb = st->xb;
+    float *back = grow(&xb->back, (size_t)xb->n_sent * width * sizeof(float));
+    if (!back) return dm_fail(err, DM_ERR_NOMEM, "exchange: out of memory");
+    dm_status s = x->rows(x->ctx, out, xb->recv_n, back, xb->send_n, width, err);
+    if (s) return s;
+    const int32_t *pos = xb->send_pos.p;
+    for (int64_t q = 0; q < xb->n_sent; q++)
+        memcpy(dst + (int64_t)st->rb.a_slot[pos[q]] * width, back + q * width, (size_t)width * sizeof(float));
+    return DM_OK;
+}
+
+/* ---------------------------------------------------------------- compute */
+
+typedef struct fwd_arg {
+    dm_moe_pass *p;
+    const dm_layer *ly;
+    const dm_moe_task *tasks;
+} fwd_arg;
+
+static void fwd_task(void *arg, int64_t t, int tid)
+{
+    fwd_arg *a = arg;
+    dm_moe_pass *p = a->p;
+    const dm_model *m = p->m;
+    const dm_config *c = &m->cfg;
+    const dm_expert_ops *ops = dm_expert_ops_of(c);
+    dm_moe_state *st = p->st;
+    dm_moe_span sp = dm_moe_span_of(c, st, p->n, p->x, a->tasks[t]);
+    const dm_expert_w *x = &a->ly->experts[sp.expert];
+    int D = c->dim, H = x->hidden;
+    int64_t ldh = dm_moe_ldh(c), hm = dm_moe_hmax(c);
+    float *h1, *hn, *mean = NULL, *rstd = NULL;
+    int64_t ldn;
+    if (st->h1) {  /* training: the cache rows keep what the backward needs */
+        h1 = st->h1 + sp.cache0 * ldh;
+        hn = st->hn + sp.cache0 * hm;
+        ldn = hm;
+        mean = st->mean + sp.cache0;
+        rstd = st->rstd + sp.cache0;
+    } else {       /* inference: in place in this thread's scratch */
+        h1 = hn = p->scratch + (int64_t)tid * DM_MOE_BLOCK * ldh;
+        ldn = ldh;
+    }
+    dm_gemm up = {
+        .M = sp.len, .N = H * ops->up_mult, .K = D, .A = sp.in, .lda = D, .a_idx = sp.idx, .B = &x->p1,
+        .bias = x->b1, .act = ops->up_act, .C = h1, .ldc = ldh,
+    };
+    dm_wmat_gemm(&up);
+    ops->mid(m->kern, x, c->ln_eps, sp.len, H, h1, ldh, hn, ldn, mean, rstd);
+    if (st->h1) dm_moe_dropout(p->dropout, p->drop_base, p->l, sp.cache0, sp.len, H, hn, hm);
+    dm_gemm down = {
+        .M = sp.len, .N = D, .K = H, .A = hn, .lda = ldn, .B = &x->p2, .bias = x->b2,
+        .R = ops->residual ? sp.in : NULL, .ldr = D, .r_idx = sp.idx,
+        .C = sp.out, .ldc = sp.ldo, .c_idx = sp.oidx,
+    };
+    dm_wmat_gemm(&down);
+}
+
+typedef struct comb_arg { dm_moe_pass *p; } comb_arg;
+
+static void combine_task(void *arg, int64_t t, int tid)
+{
+    DM_UNUSED(tid);
+    dm_moe_pass *p = ((comb_arg *)arg)->p;
+    const dm_config *c = &p->m->cfg;
+    int D = c->dim, k = c->top_k, J = k + c->n_shared;
+    int64_t r0 = t * COMBINE_BLOCK, r1 = DM_MIN(p->n, r0 + COMBINE_BLOCK);
+    for (int64_t r = r0; r < r1; r++) {
+        const float *y = p->st->ybuf + r * J * D, *w = p->st->rb.w + r * k;
+        float *o = p->y + r * D;
+        for (int d = 0; d < D; d++) o[d] = w[0] * y[d];
+        for (int j = 1; j < J; j++) {
+            float wj = j < k ? w[j] : 1.0f;
+            for (int d = 0; d < D; d++) o[d] += wj * y[(int64_t)j * D + d];
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- forward */
+
+dm_status dm_moe_layer_forward(dm_moe_pass *p, dm_error *err)
+{
+    const dm_model *m = p->m;
+    const dm_config *c = &m->cfg;
+    const dm_layer *ly = &m->layers[p->l];
+    dm_moe_state *st = p->st;
+    dm_route_buf *rb = &st->rb;
+    int k = c->top_k, E = c->n_experts;
+    dm_moe_route(m, ly, p->pool, p->x, p->n, rb, p->route_tmp);
+    if (p->force_expert >= 0)
+        /* the oracle's probe: slot 0 = the forced expert with weight 1; the other
+         * slots take other experts with weight 0 (computed, then ignored) */
+        for (int64_t r = 0; r < p->n; r++)
+            for (int j = 0; j < k; j++) {
+                rb->e[r * k + j] = (p->force_expert + j) % E;
+                rb->w[r * k + j] = j == 0 ? 1.0f : 0.0f;
+            }
+    dm_moe_dispatch(c, p->n, rb);
+    const dm_moe_exchange *x = p->xchg;
+    if (!x) {  /* every expert here: compute straight from x into the slots */
+        st->c_off = rb->offsets;
+        st->n_comp = p->n * k;
+        st->c_in = p->x;
+        st->c_idx = rb->a_rows;
+        st->c_w = rb->a_w;
+        st->c_out = st->ybuf;
+        st->c_oidx = rb->a_slot;
+    } else {
+        dm_status s = xchg_plan(x, c, st, err);
+        if (!s) s = dm_moe_xchg_send(x, st, p->x, c->dim, &st->xb->recv_x, err);
+        if (!s && !grow(&st->xb->out, (size_t)st->xb->n_recv * c->dim * sizeof(float)))
+            s = dm_fail(err, DM_ERR_NOMEM, "exchange: out of memory");
+        if (s) return s;
+        st->c_in = st->xb->recv_x.p;
+        st->c_w = NULL;
+        st->c_out = st->xb->out.p;
+    }
+    fwd_arg a = {p, ly, p->tasks};
+    int64_t nt = dm_moe_make_tasks(c, st, p->n, DM_MOE_BLOCK, p->tasks);
+    dm_pool_run(p->pool, nt, fwd_task, &a);
+    if (x) {
+        dm_status s = dm_moe_xchg_back(x, st, st->c_out, c->dim, st->ybuf, err);
+        if (s) return s;
+    }
+    comb_arg ca = {p};
+    dm_pool_run(p->pool, (p->n + COMBINE_BLOCK - 1) / COMBINE_BLOCK, combine_task, &ca);
+    return DM_OK;
+}

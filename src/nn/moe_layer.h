@@ -1,0 +1,211 @@
+/* moe_layer.h - one MoE layer, the pipeline inference and training share.
+ *
+ *   route     logits = x Wg^T + bg, top-k per row                 (dm_moe_route)
+ *   dispatch  the n*k (row, slot) assignments sorted by expert    (dm_moe_dispatch)
+ *   [exchange out]  rows of experts owned by other ranks leave: counts first,
+ *             then rows (an all-to-all and an all-to-all-v), and this rank
+ *             receives the rows other ranks route to its experts
+ *   compute   tasks of (expert, block of its rows): up GEMM with the row
+ *             gather fused in, the expert kind's middle (ReLU+LayerNorm or
+ *             SwiGLU), down GEMM with bias and residual: unscaled outputs
+ *   [exchange back]  outputs return to the rows' ranks, into their slots
+ *   combine   y[r] = sum_j w_j ybuf[r, j] (shared experts weight 1), in a
+ *             fixed order: results do not depend on threads or placement
+ *
+ * With a cache (training) the compute keeps what the backward needs; the
+ * backward (src/train/moe_backward.c) runs the same steps mirrored through the
+ * same compute list and exchange. Without an exchange every expert is local
+ * and nothing is copied: the compute indexes x and writes ybuf in place.
+ *
+ * Expert kinds differ only in their entry of dm_expert_ops (seed, swiglu);
+ * shared experts differ only in their span (consecutive rows, weight 1). */
+#ifndef DM_MOE_LAYER_H
+#define DM_MOE_LAYER_H
+
+#include "base/pool.h"
+#include "nn/model.h"
+
+#define DM_MOE_BLOCK 32   /* rows per expert task: small enough that a hot expert splits across threads */
+
+/* ---------------------------------------------------------------- expert kinds */
+
+typedef struct dm_expert_ops {
+    const char *name;
+    int up_mult;          /* rows of the up weight per hidden unit: 1 (W1) or 2 ([W1; W3]) */
+    dm_act up_act;        /* epilogue of the up GEMM */
+    int residual;         /* the expert adds its input to its output */
+    /* h1 [rows, ldh] (up GEMM output) -> hn [rows, ldn] (down GEMM input).
+     * hn == h1 with mean == NULL: in place, nothing kept (inference). */
+    void (*mid)(const dm_kernels *K, const dm_expert_w *x, float eps, int64_t rows, int H,
+                float *h1, int64_t ldh, float *hn, int64_t ldn, float *mean, float *rstd);
+    /* dhn [rows, ldh] -> the gradient of the up GEMM output, returned (dhn's
+     * buffer or scratch [rows, ldh]); dgamma/dbeta accumulated (seed). */
+    float *(*mid_bwd)(const dm_kernels *K, const dm_expert_w *x, int64_t rows, int H, const float *h1,
+                      int64_t ldh, const float *mean, const float *rstd, float *dhn, float *scratch,
+                      float *dgamma, float *dbeta);
+} dm_expert_ops;
+
+extern const dm_expert_ops dm_expert_kinds[];   /* by dm_expert_kind */
+
+static inline const dm_expert_ops *dm_expert_ops_of(const dm_config *c) { return &dm_expert_kinds[c->expert]; }
+static inline int64_t dm_moe_hmax(const dm_config *c) { return DM_MAX(c->hidden, c->shared_hidden); }
+static inline int64_t dm_moe_ldh(const dm_config *c) { return dm_moe_hmax(c) * dm_expert_ops_of(c)->up_mult; }
+
+/* ---------------------------------------------------------------- routing */
+
+#define DM_ROUTE_BLOCK 128   /* rows per routing task */
+
+/* One layer's routing of n rows. J = k + S slots per row (routed, then shared). */
+typedef struct dm_route_buf {
+    float *logits;       /* [n, E] */
+    int32_t *e;          /* [n, k] chosen experts, selection order */
+    float *w;            /* [n, k] their weights */
+    int32_t *offsets;    /* [E + 1] start of each expert's assignments */
+    int32_t *a_rows;     /* [n * k] input row of each assignment, grouped by expert */
+    int32_t *a_slot;     /* [n * k] r * J + j: the (row, slot) each assignment fills */
+    float *a_w;          /* [n * k] weight of each assignment */
+} dm_route_buf;
+
+/* logits = x Wg^T + bg and dm_route_row for every row, in parallel.
+ * tmp: [dm_pool_size(pool) * dm_route_scratch] floats. */
+void dm_moe_route(const dm_model *m, const dm_layer *ly, dm_pool *pool, const float *x, int64_t n,
+                  dm_route_buf *rb, float *tmp);
+/* Counting sort of the n*k assignments by expert, stable in row order. */
+void dm_moe_dispatch(const dm_config *c, int64_t n, dm_route_buf *rb);
+
+/* ---------------------------------------------------------------- exchange seam */
+
+/* How rows reach the experts' owners. Routed expert e lives on rank owner[e];
+ * shared experts, the router and everything outside the layer are on every
+ * rank. Both calls are collective: every rank of the group makes them in the
+ * same order (MPI_Alltoall / MPI_Alltoallv, or the loopback in tests). */
+typedef struct dm_moe_exchange {
+    int n_ranks;
+    int rank;
+    const int32_t *owner;   /* [E] */
+    /* send [n_ranks * per]: block o goes to rank o; recv [n_ranks * per]: block s came from rank s */
+    dm_status (*counts)(void *ctx, const int64_t *send, int64_t *recv, int per, dm_error *err);
+    /* rows of `width` floats: send holds send_n[o] rows for each rank o in rank order;
+     * recv receives recv_n[s] rows from each rank s in rank order */
+    dm_status (*rows)(void *ctx, const float *send, const int64_t *send_n, float *recv, const int64_t *recv_n,
+                      int width, dm_error *err);
+    void *ctx;
+} dm_moe_exchange;
+
+/* Buffers of the exchange, kept between calls (grown as needed). Received
+ * rows are in source-rank order, then expert, then the source's dispatch order. */
+typedef struct dm_moe_xbuf {
+    dm_growbuf send_pos;    /* int32 [sent] dispatch position of each sent row, send order */
+    dm_growbuf cnt;         /* int64 [2 * R * E + 2 * R]: counts sent, received; rows per rank sent, received */
+    dm_growbuf send;        /* float rows out */
+    dm_growbuf recv_x;      /* float [n_recv, D] received input rows (kept for the backward) */
+    dm_growbuf recv_d;      /* float [n_recv, D] received output gradients (backward) */
+    dm_growbuf recv_w;      /* float [n_recv] received routing weights (backward) */
+    dm_growbuf out;         /* float [n_recv, D] computed rows, received order */
+    dm_growbuf back;        /* float [sent, D] rows returned, send order */
+    dm_growbuf c_idx;       /* int32 [n_recv] compute list -> received row */
+    dm_growbuf c_w;         /* float [n_recv] compute-ordered weights (backward) */
+    dm_growbuf c_off;       /* int32 [E + 1] */
+    int64_t n_sent, n_recv;
+    int64_t *send_n, *recv_n;  /* [R] rows per rank, into cnt */
+} dm_moe_xbuf;
+
+/* ---------------------------------------------------------------- one layer's run */
+
+/* What a layer's forward leaves behind: for combine, and for the backward
+ * when it trains. Compute rows (cache rows) are the compute list's positions
+ * (routed rows this rank computes, grouped by expert), then shared expert s's
+ * rows at n_comp + s*n + r. */
+typedef struct dm_moe_state {
+    dm_route_buf rb;
+    float *ybuf;            /* [n, J, D] unscaled expert outputs of (row, slot) */
+    /* training cache (NULL: inference, hidden rows live in per-thread scratch) */
+    float *h1;              /* [rows, ldh] up GEMM output: post-ReLU (seed) or [g | u] (swiglu) */
+    float *hn;              /* [rows, hmax] down GEMM input */
+    float *mean, *rstd;     /* [rows] LayerNorm statistics (seed) */
+    /* the compute list (set by the forward) */
+    const int32_t *c_off;   /* [E + 1] routed compute rows by expert (local experts only) */
+    int64_t n_comp;
+    const float *c_in;      /* input rows: the layer input, or the received rows */
+    const int32_t *c_idx;   /* [n_comp] row of c_in (and of the backward's gradient rows) */
+    const float *c_w;       /* [n_comp] routing weight of each compute row */
+    float *c_out;           /* output rows: ybuf (slots), or the rows that go back */
+    const int32_t *c_oidx;  /* [n_comp] row of c_out */
+    dm_moe_xbuf *xb;        /* exchange buffers (owned by the caller), or NULL */
+} dm_moe_state;
+
+/* One call of the layer. */
+typedef struct dm_moe_pass {
+    const dm_model *m;
+    int l;                  /* layer index */
+    dm_pool *pool;
+    int64_t n;
+    const float *x;         /* [n, D] layer input */
+    float *y;               /* [n, D] layer output */
+    dm_moe_state *st;
+    const dm_moe_exchange *xchg;  /* NULL: every expert local */
+    float *scratch;         /* inference: [threads, DM_MOE_BLOCK, dm_moe_ldh] */
+    float *route_tmp;       /* [threads, dm_route_scratch] */
+    void *tasks;            /* [dm_moe_max_tasks] */
+    /* training */
+    float dropout;          /* on the experts' hidden activations (0 = off) */
+    uint64_t drop_base;
+    /* routing-accuracy probe: >= 0 sends every row to this expert alone */
+    int force_expert;
+} dm_moe_pass;
+
+/* Tasks a layer of n rows may need; bytes of each. */
+int64_t dm_moe_max_tasks(const dm_config *c, int64_t n, int64_t n_comp);
+size_t dm_moe_task_size(void);
+
+/* route -> dispatch -> [exchange] -> compute -> [exchange back] -> combine. */
+dm_status dm_moe_layer_forward(dm_moe_pass *p, dm_error *err);
+
+/* A task's rows: the pieces of the compute list (or a shared expert's rows)
+ * that one task computes, forward and backward alike. */
+typedef struct dm_moe_span {
+    int expert;             /* index into the layer's experts (E + S) */
+    int64_t cache0, len;    /* first compute (cache) row, rows */
+    const float *in;        /* input base */
+    const int32_t *idx;     /* rows of in (and of the gradient rows), or NULL: consecutive */
+    int64_t row0;           /* shared: first row */
+    const float *w;         /* [len] routing weights, or NULL (shared: 1) */
+    float *out; int64_t ldo; const int32_t *oidx;  /* output rows */
+} dm_moe_span;
+
+typedef struct dm_moe_task { int32_t expert, start, len; } dm_moe_task;
+
+/* Tasks of (expert, start, len): block 0 = one task per expert (backward:
+ * one task owns an expert's gradients). Returns the count. */
+int64_t dm_moe_make_tasks(const dm_config *c, const dm_moe_state *st, int64_t n, int block, dm_moe_task *tasks);
+dm_moe_span dm_moe_span_of(const dm_config *c, const dm_moe_state *st, int64_t n, const float *x, dm_moe_task tk);
+
+/* Dropout mask of layer l applied to len rows starting at cache row row0. */
+void dm_moe_dropout(float p, uint64_t base, int l, int64_t row0, int64_t len, int h, float *x, int64_t ld);
+
+/* Rows this rank will compute for a batch of n rows at most (capacity). */
+static inline int64_t dm_moe_comp_cap(const dm_config *c, int64_t n, const dm_moe_exchange *x)
+{
+    return n * c->top_k * (x ? x->n_ranks : 1);
+}
+
+/* Exchange steps shared with the backward. send: row a_rows[pos] of src
+ * (width floats), or the weight a_w[pos] when src is NULL, for every sent
+ * assignment, into dst (received order). back: the rows of out (received
+ * order) return to their ranks and land in dst at row a_slot[pos]. */
+dm_status dm_moe_xchg_send(const dm_moe_exchange *x, dm_moe_state *st, const float *src, int width,
+                           dm_growbuf *dst, dm_error *err);
+dm_status dm_moe_xchg_back(const dm_moe_exchange *x, dm_moe_state *st, const float *out, int width, float *dst,
+                           dm_error *err);
+
+void dm_moe_xbuf_free(dm_moe_xbuf *xb);
+
+/* Expert parallel inference: the context's layers exchange rows through x
+ * (NULL: every expert local). x must outlive the context's use of it. */
+void dm_ctx_set_exchange(dm_ctx *c, const dm_moe_exchange *x);
+
+/* Routing-accuracy probe of the inference context (eval.c). */
+void dm_ctx_force(dm_ctx *c, int layer, int expert);
+const dm_model *dm_ctx_model(const dm_ctx *c);
+
+#endif
