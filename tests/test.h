@@ -51,6 +51,7 @@ void suite_base(dm_t *t);
 void suite_kernels(dm_t *t);
 void suite_io(dm_t *t);
 void suite_moe(dm_t *t);
+void suite_exchange(dm_t *t);
 void suite_parity(dm_t *t);
 void suite_data(dm_t *t);
 void suite_train(dm_t *t);

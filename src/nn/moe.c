@@ -104,7 +104,7 @@ static dm_status reserve(dm_ctx *c, int64_t n, dm_error *err)
     c->act[0] = dm_alloc((size_t)n * D * sizeof(float));
     c->act[1] = dm_alloc((size_t)n * D * sizeof(float));
     c->st.ybuf = dm_alloc((size_t)n * J * D * sizeof(float));
-    c->tasks = dm_alloc((size_t)dm_moe_max_tasks(cf, n, dm_moe_comp_cap(cf, n, c->xchg)) * sizeof *c->tasks);
+    c->tasks = dm_alloc((size_t)dm_moe_max_tasks(cf, n, n * cf->top_k) * sizeof *c->tasks);
     if (!c->st.rb.logits || !c->st.rb.a_rows || !c->st.rb.a_slot || !c->st.rb.a_w || !c->route_e ||
         !c->route_w || !c->act[0] || !c->act[1] || !c->st.ybuf || !c->tasks) {
         free_batch_buffers(c);

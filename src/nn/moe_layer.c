@@ -176,7 +176,7 @@ void dm_moe_dropout(float p, uint64_t base0, int l, int64_t row0, int64_t len, i
 
 /* ---------------------------------------------------------------- exchange */
 
-static void *grow(dm_growbuf *b, size_t bytes)
+void *dm_moe_grow(dm_growbuf *b, size_t bytes)
 {
     if (!b->max) b->max = SIZE_MAX / 2;
     return dm_growbuf_reserve(b, bytes ? bytes : 1) ? NULL : b->p;
@@ -186,7 +186,7 @@ void dm_moe_xbuf_free(dm_moe_xbuf *xb)
 {
     if (!xb) return;
     dm_growbuf *all[] = {&xb->send_pos, &xb->cnt, &xb->send, &xb->recv_x, &xb->recv_d, &xb->recv_w,
-                         &xb->out, &xb->back, &xb->c_idx, &xb->c_w, &xb->c_off};
+                         &xb->out, &xb->back, &xb->c_idx, &xb->c_w, &xb->c_off, &xb->tasks, &xb->cache};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         dm_free(all[i]->p);
         *all[i] = (dm_growbuf){0};
@@ -199,8 +199,8 @@ static dm_status xchg_plan(const dm_moe_exchange *x, const dm_config *c, dm_moe_
     dm_moe_xbuf *xb = st->xb;
     int R = x->n_ranks, E = c->n_experts;
     const int32_t *off = st->rb.offsets;
-    int64_t *cnt = grow(&xb->cnt, ((size_t)4 * R * E + 2 * R) * sizeof(int64_t));
-    int32_t *pos = grow(&xb->send_pos, (size_t)(off[E] + 1) * sizeof(int32_t));
+    int64_t *cnt = dm_moe_grow(&xb->cnt, ((size_t)4 * R * E + 2 * R) * sizeof(int64_t));
+    int32_t *pos = dm_moe_grow(&xb->send_pos, (size_t)(off[E] + 1) * sizeof(int32_t));
     if (!cnt || !pos) return dm_fail(err, DM_ERR_NOMEM, "exchange: out of memory");
     int64_t *cs = cnt, *cr = cnt + (int64_t)R * E, *sn = cnt + 2 * (int64_t)R * E, *rn = sn + R;
     int64_t q = 0;
@@ -231,8 +231,8 @@ static dm_status xchg_plan(const dm_moe_exchange *x, const dm_config *c, dm_moe_
     xb->n_recv = total;
     xb->send_n = sn;
     xb->recv_n = rn;
-    int32_t *coff = grow(&xb->c_off, (size_t)(E + 1) * sizeof(int32_t));
-    int32_t *cidx = grow(&xb->c_idx, (size_t)total * sizeof(int32_t));
+    int32_t *coff = dm_moe_grow(&xb->c_off, (size_t)(E + 1) * sizeof(int32_t));
+    int32_t *cidx = dm_moe_grow(&xb->c_idx, (size_t)total * sizeof(int32_t));
     if (!coff || !cidx) return dm_fail(err, DM_ERR_NOMEM, "exchange: out of memory");
     /* compute list: local expert e's rows from rank 0, then rank 1, ... (the
      * order one process would see them in: rank-major, as the batch is split) */
@@ -261,8 +261,8 @@ dm_status dm_moe_xchg_send(const dm_moe_exchange *x, dm_moe_state *st, const flo
     dm_moe_xbuf *xb = st->xb;
     const int32_t *pos = xb->send_pos.p;
     int w = src ? width : 1;
-    float *send = grow(&xb->send, (size_t)xb->n_sent * w * sizeof(float));
-    float *recv = grow(dst, (size_t)xb->n_recv * w * sizeof(float));
+    float *send = dm_moe_grow(&xb->send, (size_t)xb->n_sent * w * sizeof(float));
+    float *recv = dm_moe_grow(dst, (size_t)xb->n_recv * w * sizeof(float));
     if (!send || !recv) return dm_fail(err, DM_ERR_NOMEM, "exchange: out of memory");
     for (int64_t q = 0; q < xb->n_sent; q++) {
         int32_t p = pos[q];
@@ -276,7 +276,7 @@ dm_status dm_moe_xchg_back(const dm_moe_exchange *x, dm_moe_state *st, const flo
                            dm_error *err)
 {
     dm_moe_xbuf *xb = st->xb;
-    float *back = grow(&xb->back, (size_t)xb->n_sent * width * sizeof(float));
+    float *back = dm_moe_grow(&xb->back, (size_t)xb->n_sent * width * sizeof(float));
     if (!back) return dm_fail(err, DM_ERR_NOMEM, "exchange: out of memory");
     dm_status s = x->rows(x->ctx, out, xb->recv_n, back, xb->send_n, width, err);
     if (s) return s;
@@ -308,7 +308,7 @@ static void fwd_task(void *arg, int64_t t, int tid)
     int64_t ldh = dm_moe_ldh(c), hm = dm_moe_hmax(c);
     float *h1, *hn, *mean = NULL, *rstd = NULL;
     int64_t ldn;
-    if (st->h1) {  /* training: the cache rows keep what the backward needs */
+    if (p->train) {  /* training: the cache rows keep what the backward needs */
         h1 = st->h1 + sp.cache0 * ldh;
         hn = st->hn + sp.cache0 * hm;
         ldn = hm;
@@ -324,7 +324,7 @@ static void fwd_task(void *arg, int64_t t, int tid)
     };
     dm_wmat_gemm(&up);
     ops->mid(m->kern, x, c->ln_eps, sp.len, H, h1, ldh, hn, ldn, mean, rstd);
-    if (st->h1) dm_moe_dropout(p->dropout, p->drop_base, p->l, sp.cache0, sp.len, H, hn, hm);
+    if (p->train) dm_moe_dropout(p->dropout, p->drop_base, p->l, sp.cache0, sp.len, H, hn, hm);
     dm_gemm down = {
         .M = sp.len, .N = D, .K = H, .A = hn, .lda = ldn, .B = &x->p2, .bias = x->b2,
         .R = ops->residual ? sp.in : NULL, .ldr = D, .r_idx = sp.idx,
@@ -385,15 +385,29 @@ dm_status dm_moe_layer_forward(dm_moe_pass *p, dm_error *err)
     } else {
         dm_status s = xchg_plan(x, c, st, err);
         if (!s) s = dm_moe_xchg_send(x, st, p->x, c->dim, &st->xb->recv_x, err);
-        if (!s && !grow(&st->xb->out, (size_t)st->xb->n_recv * c->dim * sizeof(float)))
+        if (!s && !dm_moe_grow(&st->xb->out, (size_t)st->xb->n_recv * c->dim * sizeof(float)))
             s = dm_fail(err, DM_ERR_NOMEM, "exchange: out of memory");
         if (s) return s;
         st->c_in = st->xb->recv_x.p;
         st->c_w = NULL;
         st->c_out = st->xb->out.p;
     }
-    fwd_arg a = {p, ly, p->tasks};
-    int64_t nt = dm_moe_make_tasks(c, st, p->n, DM_MOE_BLOCK, p->tasks);
+    st->tasks = p->tasks;
+    if (x) {  /* the received rows decide the sizes: tasks, and the cache when training */
+        dm_moe_xbuf *xb = st->xb;
+        int64_t rows = st->n_comp + (int64_t)c->n_shared * p->n, ldh = dm_moe_ldh(c), hm = dm_moe_hmax(c);
+        st->tasks = dm_moe_grow(&xb->tasks, (size_t)dm_moe_max_tasks(c, p->n, st->n_comp) * sizeof(dm_moe_task));
+        float *cache = p->train ? dm_moe_grow(&xb->cache, (size_t)rows * (ldh + hm + 2) * sizeof(float)) : NULL;
+        if (!st->tasks || (p->train && !cache)) return dm_fail(err, DM_ERR_NOMEM, "exchange: out of memory");
+        if (cache) {
+            st->h1 = cache;
+            st->hn = cache + rows * ldh;
+            st->mean = st->hn + rows * hm;
+            st->rstd = st->mean + rows;
+        }
+    }
+    fwd_arg a = {p, ly, st->tasks};
+    int64_t nt = dm_moe_make_tasks(c, st, p->n, DM_MOE_BLOCK, st->tasks);
     dm_pool_run(p->pool, nt, fwd_task, &a);
     if (x) {
         dm_status s = dm_moe_xchg_back(x, st, st->c_out, c->dim, st->ybuf, err);

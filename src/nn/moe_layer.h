@@ -106,11 +106,15 @@ typedef struct dm_moe_xbuf {
     dm_growbuf c_idx;       /* int32 [n_recv] compute list -> received row */
     dm_growbuf c_w;         /* float [n_recv] compute-ordered weights (backward) */
     dm_growbuf c_off;       /* int32 [E + 1] */
+    dm_growbuf tasks;       /* dm_moe_task [dm_moe_max_tasks] for the received rows */
+    dm_growbuf cache;       /* training: h1, hn, mean, rstd of the compute rows (sized once the counts are in) */
     int64_t n_sent, n_recv;
     int64_t *send_n, *recv_n;  /* [R] rows per rank, into cnt */
 } dm_moe_xbuf;
 
 /* ---------------------------------------------------------------- one layer's run */
+
+typedef struct dm_moe_task { int32_t expert, start, len; } dm_moe_task;
 
 /* What a layer's forward leaves behind: for combine, and for the backward
  * when it trains. Compute rows (cache rows) are the compute list's positions
@@ -132,6 +136,7 @@ typedef struct dm_moe_state {
     float *c_out;           /* output rows: ybuf (slots), or the rows that go back */
     const int32_t *c_oidx;  /* [n_comp] row of c_out */
     dm_moe_xbuf *xb;        /* exchange buffers (owned by the caller), or NULL */
+    dm_moe_task *tasks;     /* the task list the forward used (the backward reuses its storage) */
 } dm_moe_state;
 
 /* One call of the layer. */
@@ -146,8 +151,10 @@ typedef struct dm_moe_pass {
     const dm_moe_exchange *xchg;  /* NULL: every expert local */
     float *scratch;         /* inference: [threads, DM_MOE_BLOCK, dm_moe_ldh] */
     float *route_tmp;       /* [threads, dm_route_scratch] */
-    void *tasks;            /* [dm_moe_max_tasks] */
+    void *tasks;            /* [dm_moe_max_tasks(c, n, n * k)]; with an exchange st->xb->tasks is used */
     /* training */
+    int train;              /* keep the cache (st->h1 ...: the caller's for n*k + S*n rows, or
+                             * grown in st->xb when rows are exchanged) */
     float dropout;          /* on the experts' hidden activations (0 = off) */
     uint64_t drop_base;
     /* routing-accuracy probe: >= 0 sends every row to this expert alone */
@@ -173,8 +180,6 @@ typedef struct dm_moe_span {
     float *out; int64_t ldo; const int32_t *oidx;  /* output rows */
 } dm_moe_span;
 
-typedef struct dm_moe_task { int32_t expert, start, len; } dm_moe_task;
-
 /* Tasks of (expert, start, len): block 0 = one task per expert (backward:
  * one task owns an expert's gradients). Returns the count. */
 int64_t dm_moe_make_tasks(const dm_config *c, const dm_moe_state *st, int64_t n, int block, dm_moe_task *tasks);
@@ -182,12 +187,6 @@ dm_moe_span dm_moe_span_of(const dm_config *c, const dm_moe_state *st, int64_t n
 
 /* Dropout mask of layer l applied to len rows starting at cache row row0. */
 void dm_moe_dropout(float p, uint64_t base, int l, int64_t row0, int64_t len, int h, float *x, int64_t ld);
-
-/* Rows this rank will compute for a batch of n rows at most (capacity). */
-static inline int64_t dm_moe_comp_cap(const dm_config *c, int64_t n, const dm_moe_exchange *x)
-{
-    return n * c->top_k * (x ? x->n_ranks : 1);
-}
 
 /* Exchange steps shared with the backward. send: row a_rows[pos] of src
  * (width floats), or the weight a_w[pos] when src is NULL, for every sent
@@ -199,6 +198,8 @@ dm_status dm_moe_xchg_back(const dm_moe_exchange *x, dm_moe_state *st, const flo
                            dm_error *err);
 
 void dm_moe_xbuf_free(dm_moe_xbuf *xb);
+/* b's storage grown to hold bytes (no limit but memory); NULL when out of memory. */
+void *dm_moe_grow(dm_growbuf *b, size_t bytes);
 
 /* Expert parallel inference: the context's layers exchange rows through x
  * (NULL: every expert local). x must outlive the context's use of it. */

@@ -28,7 +28,8 @@ dm_status dm_tr_layer_forward(dm_trainer *t, int l, dm_error *err)
     dm_moe_pass p = {
         .m = m, .l = l, .pool = t->pool, .n = t->n, .x = t->act + (int64_t)l * t->n * c->dim,
         .y = t->act + (int64_t)(l + 1) * t->n * c->dim, .st = st, .xchg = t->xchg,
-        .route_tmp = t->route_tmp, .tasks = t->tasks, .dropout = t->tc.dropout, .drop_base = t->drop_base,
+        .route_tmp = t->route_tmp, .tasks = t->tasks, .train = 1, .dropout = t->tc.dropout,
+        .drop_base = t->drop_base,
         .force_expert = -1,
     };
     dm_status s = dm_moe_layer_forward(&p, err);
@@ -234,7 +235,7 @@ dm_status dm_tr_layer_backward(dm_trainer *t, int l, const float *d, float *dx, 
     const dm_moe_exchange *x = t->xchg;
     int64_t n = t->n;
     int64_t blocks = (n + ROW_BLOCK - 1) / ROW_BLOCK;
-    bwd_arg a = {t, l, d, dx, d, t->dxslot, t->tasks};
+    bwd_arg a = {t, l, d, dx, d, t->dxslot, lc->tasks};
     /* dw and dlogits already hold the balance-loss gradients (dm_tr_balance) */
     dm_pool_run(t->pool, blocks, dw_task, &a);
     dm_pool_run(t->pool, blocks, router_task, &a);
@@ -242,8 +243,8 @@ dm_status dm_tr_layer_backward(dm_trainer *t, int l, const float *d, float *dx, 
         dm_moe_xbuf *xb = lc->xb;
         dm_status s = dm_moe_xchg_send(x, lc, d, c->dim, &xb->recv_d, err);
         if (!s) s = dm_moe_xchg_send(x, lc, NULL, 1, &xb->recv_w, err);
-        if (!s && (dm_growbuf_reserve(&xb->c_w, (size_t)(xb->n_recv + 1) * sizeof(float)) ||
-                   dm_growbuf_reserve(&xb->out, (size_t)(xb->n_recv + 1) * c->dim * sizeof(float))))
+        if (!s && (!dm_moe_grow(&xb->c_w, (size_t)xb->n_recv * sizeof(float)) ||
+                   !dm_moe_grow(&xb->out, (size_t)xb->n_recv * c->dim * sizeof(float))))
             s = dm_fail(err, DM_ERR_NOMEM, "exchange: out of memory");
         if (s) return s;
         float *cw = xb->c_w.p;
@@ -252,8 +253,17 @@ dm_status dm_tr_layer_backward(dm_trainer *t, int l, const float *d, float *dx, 
         lc->c_w = cw;
         a.dy = xb->recv_d.p;
         a.dout = xb->out.p;
+        int64_t most = n;  /* an expert's rows are one task's scratch */
+        for (int e = 0; e < c->n_experts; e++) most = DM_MAX(most, (int64_t)(lc->c_off[e + 1] - lc->c_off[e]));
+        if (most > t->ecap) {
+            float *ds = dm_alloc_array2((size_t)t->n_threads * most, (size_t)2 * dm_moe_ldh(c), sizeof(float));
+            if (!ds) return dm_fail(err, DM_ERR_NOMEM, "trainer: out of memory for %lld exchanged rows", (long long)most);
+            dm_free(t->dscratch);
+            t->dscratch = ds;
+            t->ecap = most;
+        }
     }
-    int64_t nt = dm_moe_make_tasks(c, lc, n, 0, t->tasks);
+    int64_t nt = dm_moe_make_tasks(c, lc, n, 0, lc->tasks);
     dm_pool_run(t->pool, nt, expert_bwd_task, &a);
     if (x) {  /* input gradients back to their rows' slots */
         dm_status s = dm_moe_xchg_back(x, lc, lc->xb->out.p, c->dim, t->dxslot, err);

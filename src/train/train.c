@@ -227,8 +227,9 @@ static void free_acts(dm_trainer *t)
     const dm_config *c = &t->m->cfg;
     for (int l = 0; t->lc && l < c->n_layers; l++) {
         dm_moe_state *lc = &t->lc[l];
-        void *bufs[] = {lc->rb.logits, lc->rb.e, lc->rb.w, lc->rb.a_rows, lc->rb.a_slot, lc->rb.a_w,
-                        lc->h1, lc->hn, lc->mean, lc->rstd, lc->ybuf};
+        int own = !t->xchg;  /* with an exchange the cache rows live in the exchange buffers */
+        void *bufs[] = {lc->rb.logits, lc->rb.e, lc->rb.w, lc->rb.a_rows, lc->rb.a_slot, lc->rb.a_w, lc->ybuf,
+                        own ? lc->h1 : NULL, own ? lc->hn : NULL, own ? lc->mean : NULL, own ? lc->rstd : NULL};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dm_free(bufs[i]);
         int32_t *off = lc->rb.offsets;
         memset(lc, 0, sizeof *lc);
@@ -258,21 +259,21 @@ void dm_trainer_free(dm_trainer *t)
     free(t);
 }
 
-static dm_status reserve(dm_trainer *t, int64_t n, dm_error *err)
+dm_status dm_tr_reserve(dm_trainer *t, int64_t n, dm_error *err)
 {
     if (n <= t->cap) return DM_OK;
     const dm_config *c = &t->m->cfg;
     free_acts(t);
     int64_t D = c->dim, E = c->n_experts, k = c->top_k, S = c->n_shared, J = k + S, L = c->n_layers;
     int64_t hmax = DM_MAX(c->hidden, c->shared_hidden), ldh = (int64_t)up_rows(c, (int)hmax);
-    int64_t comp = dm_moe_comp_cap(c, n, t->xchg), rows = comp + n * S, outw = dm_model_out_width(c);
+    int64_t comp = n * k, rows = comp + n * S, outw = dm_model_out_width(c);
     int ok = 1;
 #define A(ptr, count) do { if (ok) ok = ((ptr) = dm_alloc((size_t)(count) * sizeof *(ptr))) != NULL; } while (0)
     for (int l = 0; l < L; l++) {
         dm_moe_state *lc = &t->lc[l];
         A(lc->rb.logits, n * E); A(lc->rb.e, n * k); A(lc->rb.w, n * k);
         A(lc->rb.a_rows, n * k); A(lc->rb.a_slot, n * k); A(lc->rb.a_w, n * k);
-        A(lc->h1, rows * ldh); A(lc->hn, rows * hmax); A(lc->mean, rows); A(lc->rstd, rows);
+        if (!t->xchg) { A(lc->h1, rows * ldh); A(lc->hn, rows * hmax); A(lc->mean, rows); A(lc->rstd, rows); }
         A(lc->ybuf, n * J * D);
     }
     A(t->act, (L + 1) * n * D);
@@ -280,7 +281,7 @@ static dm_status reserve(dm_trainer *t, int64_t n, dm_error *err)
     A(t->out, n * outw); A(t->dout, n * outw);
     A(t->dact[0], n * D); A(t->dact[1], n * D); A(t->dxslot, n * J * D);
     A(t->dw, n * k); A(t->dlogits, n * E); A(t->resid, n);
-    t->ecap = n * (t->xchg ? t->xchg->n_ranks : 1);  /* rows one expert may get */
+    t->ecap = n;  /* rows one expert gets (more when rows are exchanged: the backward grows it) */
     A(t->dscratch, (int64_t)t->n_threads * t->ecap * 2 * ldh);
     A(t->tasks, dm_moe_max_tasks(c, n, comp));
 #undef A
@@ -424,7 +425,7 @@ dm_status dm_train_step(dm_trainer *t, const float *x, const float *target, cons
         if ((s = dm_check_input(target, n_rows, outw, &e2))) return dm_fail(err, s, "target %s", e2.msg);
     }
     int64_t mb = n_rows / A;
-    if ((s = reserve(t, mb, err))) return s;
+    if ((s = dm_tr_reserve(t, mb, err))) return s;
     memset(t->grad, 0, (size_t)t->m->n_params * sizeof *t->grad);
     memset(t->counts, 0, (size_t)c->n_layers * c->n_experts * sizeof *t->counts);
     double loss = 0, bal = 0;
@@ -452,7 +453,7 @@ dm_status dm_train_step(dm_trainer *t, const float *x, const float *target, cons
 dm_status dm_tr_loss_and_grad(dm_trainer *t, const float *x, const float *target, const int32_t *labels,
                               int64_t n, double *loss, dm_error *err)
 {
-    dm_status s = reserve(t, n, err);
+    dm_status s = dm_tr_reserve(t, n, err);
     if (s) return s;
     memset(t->grad, 0, (size_t)t->m->n_params * sizeof *t->grad);
     double l = 0, b = 0;

@@ -67,7 +67,7 @@ struct dm_trainer {
     float *dlogits;      /* [cap, E] */
     float *resid;        /* [cap] sum of residual weights per row (seed experts) */
     float *dscratch;     /* [n_threads, ecap, 2 * ldh] per-task expert gradient scratch */
-    int64_t ecap;        /* rows one expert may get: cap, times the ranks when experts are exchanged */
+    int64_t ecap;        /* rows of one expert dscratch holds: cap, or more when experts are exchanged */
     float *route_tmp;    /* [n_threads, dm_route_scratch] */
     double *bal;         /* [E] per-layer balance statistics scratch */
     double *probsum;     /* [E] */
@@ -85,6 +85,8 @@ dm_status dm_tr_layer_backward(dm_trainer *t, int l, const float *d, float *dx, 
 /* Expert parallel training: layers exchange rows through x (NULL: off). */
 void dm_tr_set_exchange(dm_trainer *t, const dm_moe_exchange *x);
 
+/* train.c: activation buffers for micro-batches of up to n rows. */
+dm_status dm_tr_reserve(dm_trainer *t, int64_t n, dm_error *err);
 /* train.c: re-packs forward and transposed weights after the parameters changed. */
 void dm_tr_sync(dm_trainer *t);
 
