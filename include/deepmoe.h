@@ -130,6 +130,9 @@ typedef struct dm_tensor_info {
 typedef struct dm_model_opts {
     dm_isa isa;          /* kernels the model packs its weights for (DM_ISA_AUTO) */
     int top_k;           /* k for files without deepmoe metadata (0 = 2) */
+    int packed_only;     /* 1 (inference): keep only what the kernels read, no fp32 copy of the
+                            GEMM weights; their dm_tensor_info.data is NULL, dm_model_save unpacks
+                            them, dm_model_sync, training and dm_forward_dense refuse the model */
 } dm_model_opts;
 
 /* A model with all parameters zero. */
@@ -151,6 +154,8 @@ dm_tensor_info dm_model_tensor(const dm_model *m, int i);
 /* Tensor by name; 0 on success, -1 if not present. */
 int dm_model_find(const dm_model *m, const char *name, dm_tensor_info *out);
 int64_t dm_model_param_count(const dm_model *m);
+/* Bytes the model's weights occupy in memory: fp32 tensors kept plus packed operands. */
+int64_t dm_model_memory(const dm_model *m);
 /* Parameters one row touches: router + k routed experts + shared experts. */
 int64_t dm_model_active_params(const dm_model *m);
 /* Call after writing to tensor data: rebuilds the kernels' packed weights. */

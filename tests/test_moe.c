@@ -388,6 +388,82 @@ static void test_moe_save_load_round_trip(dm_t *t)
     dm_model_free(m2);
 }
 
+static unsigned char *slurp(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b = malloc((size_t)len + 1);
+    *n = fread(b, 1, (size_t)len, f);
+    fclose(f);
+    return b;
+}
+
+/* An inference model keeps only what its kernels read: the same outputs bit
+ * for bit, far less memory, the weights gone from the tensor views, and a
+ * save that writes the same file; what needs the fp32 weights refuses it. */
+static void test_moe_packed_only(dm_t *t)
+{
+    for (int v = 0; v < 2; v++) {
+        dm_config c = small_cfg();
+        c.n_layers = 2; c.in_dim = 7; c.n_classes = 3; c.n_shared = 1; c.shared_hidden = 5;
+        if (v) c.expert = DM_EXPERT_SWIGLU;
+        dm_error err;
+        dm_model *m = NULL, *full = NULL, *po = NULL;
+        CHECK_OK(t, dm_model_create(&c, NULL, &m, &err), &err);
+        if (!m) return;
+        randomize(m, 90 + v);
+        char a[1024], b[1024];
+        snprintf(a, sizeof a, "%s/po_a%d.safetensors", dm_test_tmpdir(), v);
+        snprintf(b, sizeof b, "%s/po_b%d.safetensors", dm_test_tmpdir(), v);
+        CHECK_OK(t, dm_model_save(m, a, &err), &err);
+        dm_model_opts o = {.isa = DM_ISA_AUTO, .packed_only = 1};
+        CHECK_OK(t, dm_model_load(a, NULL, &full, &err), &err);
+        CHECK_OK(t, dm_model_load(a, &o, &po, &err), &err);
+        if (full && po) {
+            int64_t weights = 0;
+            for (int i = 0; i < dm_model_n_tensors(po); i++) {
+                dm_tensor_info ti = dm_model_tensor(po, i);
+                int is_w = ti.ndim == 2;  /* every 2-D tensor is a GEMM weight */
+                CHECK(t, is_w ? ti.data == NULL : ti.data != NULL, "%s: data %p", ti.name, (void *)ti.data);
+                if (is_w) weights += ti.numel * 4;
+            }
+            CHECK(t, dm_model_memory(po) <= dm_model_memory(full) - weights,
+                  "memory %lld, full %lld, weights %lld", (long long)dm_model_memory(po),
+                  (long long)dm_model_memory(full), (long long)weights);
+            dm_ctx *c1 = NULL, *c2 = NULL;
+            CHECK_OK(t, dm_ctx_create(full, NULL, &c1, &err), &err);
+            CHECK_OK(t, dm_ctx_create(po, NULL, &c2, &err), &err);
+            float *x = random_rows(33, 7, 5), y1[33 * 3], y2[33 * 3];
+            CHECK_OK(t, dm_forward(c1, x, 33, y1, NULL, &err), &err);
+            CHECK_OK(t, dm_forward(c2, x, 33, y2, NULL, &err), &err);
+            CHECK(t, !memcmp(y1, y2, sizeof y1), "packed-only outputs differ");
+            free(x);
+            dm_ctx_free(c1);
+            dm_ctx_free(c2);
+            CHECK_OK(t, dm_model_save(po, b, &err), &err);
+            size_t na = 0, nb = 0;
+            unsigned char *fa = slurp(a, &na), *fb = slurp(b, &nb);
+            CHECK(t, fa && fb && na == nb && !memcmp(fa, fb, na), "the packed-only model saves a different file");
+            free(fa);
+            free(fb);
+            CHECK(t, dm_model_sync(po, &err) == DM_ERR_ARG && strstr(err.msg, "packed"), "sync: %s", err.msg);
+            dm_train_config tc;
+            dm_train_config_default(&tc);
+            tc.total_steps = 1;
+            dm_trainer *tr = NULL;
+            CHECK(t, dm_trainer_create(po, &tc, NULL, &tr, &err) == DM_ERR_ARG && !tr, "trainer accepted it");
+            float xin[7] = {0}, yout[3];
+            CHECK(t, dm_forward_dense(po, xin, 1, yout, NULL, &err) == DM_ERR_ARG, "dense twin accepted it");
+        }
+        dm_model_free(m);
+        dm_model_free(full);
+        dm_model_free(po);
+    }
+}
+
 static void test_moe_init_is_pytorch_default(dm_t *t)
 {
     dm_config c;
@@ -525,6 +601,7 @@ void suite_moe(dm_t *t)
     DM_RUN(t, test_moe_nonfinite_input_refused);
     DM_RUN(t, test_moe_threads_bitwise_identical);
     DM_RUN(t, test_moe_save_load_round_trip);
+    DM_RUN(t, test_moe_packed_only);
     DM_RUN(t, test_moe_init_is_pytorch_default);
     DM_RUN(t, test_moe_bad_model_files);
     DM_RUN(t, test_moe_config_validation);

@@ -242,6 +242,7 @@ dm_status dm_model_load(const char *path, const dm_model_opts *o, dm_model **out
                          c.n_experts, c.n_shared);
     dm_st_close(&f);
     if (!st) st = dm_model_sync(m, err);
+    if (!st && o && o->packed_only) st = dm_model_drop_master(m, err);
     if (st) {
         dm_model_free(m);
         return st;
@@ -261,16 +262,34 @@ dm_status dm_model_save(const dm_model *m, const char *path, dm_error *err)
         free(cfg);
         return dm_fail(err, DM_ERR_NOMEM, "%s: out of memory", path);
     }
+    /* a packed-only model's weights are unpacked (exact for f32) into one buffer */
+    int64_t unstored = 0;
+    for (int i = 0; i < m->n_tensors; i++)
+        if (!m->tensors[i].stored) unstored += m->tensors[i].numel;
+    float *tmp = unstored ? dm_alloc_array((size_t)unstored, sizeof(float)) : NULL;
+    if (unstored && !tmp) {
+        free(t);
+        free(cfg);
+        return dm_fail(err, DM_ERR_NOMEM, "%s: out of memory", path);
+    }
+    int64_t at = 0;
     for (int i = 0; i < m->n_tensors; i++) {
         const dm_tensor_desc *d = &m->tensors[i];
         t[i].name = d->name;
         t[i].ndim = d->ndim;
         t[i].shape[0] = d->shape[0];
         t[i].shape[1] = d->shape[1];
-        t[i].data = m->params + d->offset;
+        if (d->stored) {
+            t[i].data = m->params + d->offset;
+        } else {
+            dm_model_tensor_values(m, i, tmp + at);
+            t[i].data = tmp + at;
+            at += d->numel;
+        }
     }
     const char *meta[] = {"format", "pt", CONFIG_KEY, cfg, "deepmoe.version", DM_VERSION};
     dm_status st = dm_st_write(path, t, m->n_tensors, meta, 3, err);
+    dm_free(tmp);
     free(t);
     free(cfg);
     return st;

@@ -126,7 +126,7 @@ int dm_model_tensor_at(const dm_model *m, const float *p)
 static float *param(dm_model *m, const char *name)
 {
     int i = dm_model_tensor_index(m, name);
-    return i < 0 ? NULL : m->params + m->tensors[i].offset;
+    return i < 0 || !m->tensors[i].stored ? NULL : m->params + m->tensors[i].offset;
 }
 
 static void bind_expert(dm_model *m, dm_expert_w *x, const char *pre, const char *kind, int idx, int h)
@@ -180,6 +180,61 @@ static size_t carve_packed(dm_model *m, unsigned char *base)
     return off;
 }
 
+static void bind_views(dm_model *m)
+{
+    const dm_config *c = &m->cfg;
+    char pre[32], n[DM_NAME_MAX];
+    if (c->in_dim) m->embed = (dm_linear){c->in_dim, c->dim, param(m, "embed.weight"), param(m, "embed.bias"), m->embed.p};
+    for (int L = 0; L < c->n_layers; L++) {
+        dm_layer *ly = &m->layers[L];
+        layer_prefix(c, L, pre);
+        ly->gate_w = param(m, join(n, pre, "gating.gate.weight"));
+        ly->gate_b = param(m, join(n, pre, "gating.gate.bias"));
+        ly->sel_bias = c->selection_bias ? param(m, join(n, pre, "gating.expert_bias")) : NULL;
+        for (int i = 0; i < c->n_experts + c->n_shared; i++) {
+            int routed = i < c->n_experts;
+            bind_expert(m, &ly->experts[i], pre, routed ? "experts" : "shared_experts", routed ? i : i - c->n_experts,
+                        routed ? c->hidden : c->shared_hidden);
+        }
+    }
+    if (c->n_classes) {
+        m->norm_w = param(m, "norm.weight");
+        m->norm_b = param(m, "norm.bias");
+        m->head = (dm_linear){c->dim, c->n_classes, param(m, "head.weight"), param(m, "head.bias"), m->head.p};
+    }
+}
+
+/* Which packed operand holds each weight (the tensors dm_model_drop_master can drop). */
+static void mark_packed(dm_model *m)
+{
+    const dm_config *c = &m->cfg;
+    char pre[32], n[DM_NAME_MAX];
+#define MARK(name, w, row0) do { int i_ = dm_model_tensor_index(m, name); \
+        if (i_ >= 0) { m->tensors[i_].wm = (w); m->tensors[i_].wm_row0 = (row0); } } while (0)
+    if (c->in_dim) MARK("embed.weight", &m->embed.p, 0);
+    for (int L = 0; L < c->n_layers; L++) {
+        dm_layer *ly = &m->layers[L];
+        layer_prefix(c, L, pre);
+        MARK(join(n, pre, "gating.gate.weight"), &ly->gate_p, 0);
+        for (int i = 0; i < c->n_experts + c->n_shared; i++) {
+            int routed = i < c->n_experts, idx = routed ? i : i - c->n_experts;
+            const char *kind = routed ? "experts" : "shared_experts";
+            dm_expert_w *x = &ly->experts[i];
+            int seed = c->expert == DM_EXPERT_SEED;
+            snprintf(n, sizeof n, "%s%s.%d.%s", pre, kind, idx, seed ? "net.0.weight" : "w1.weight");
+            MARK(n, &x->p1, 0);
+            snprintf(n, sizeof n, "%s%s.%d.%s", pre, kind, idx, seed ? "net.3.weight" : "w2.weight");
+            MARK(n, &x->p2, 0);
+            if (!seed) {
+                snprintf(n, sizeof n, "%s%s.%d.w3.weight", pre, kind, idx);
+                MARK(n, &x->p1, x->hidden);
+            }
+        }
+    }
+    if (c->n_classes) MARK("head.weight", &m->head.p, 0);
+#undef MARK
+}
+
 dm_status dm_model_create(const dm_config *cin, const dm_model_opts *o, dm_model **out, dm_error *err)
 {
     *out = NULL;
@@ -213,25 +268,9 @@ dm_status dm_model_create(const dm_config *cin, const dm_model_opts *o, dm_model
         return dm_fail(err, DM_ERR_NOMEM, "model: out of memory for %lld parameters", (long long)l.total);
     }
     carve_packed(m, m->packed);
-    char pre[32], n[DM_NAME_MAX];
-    if (c.in_dim) m->embed = (dm_linear){c.in_dim, c.dim, param(m, "embed.weight"), param(m, "embed.bias"), m->embed.p};
-    for (int L = 0; L < c.n_layers; L++) {
-        dm_layer *ly = &m->layers[L];
-        layer_prefix(&c, L, pre);
-        ly->gate_w = param(m, join(n, pre, "gating.gate.weight"));
-        ly->gate_b = param(m, join(n, pre, "gating.gate.bias"));
-        ly->sel_bias = c.selection_bias ? param(m, join(n, pre, "gating.expert_bias")) : NULL;
-        for (int i = 0; i < c.n_experts + c.n_shared; i++) {
-            int routed = i < c.n_experts;
-            bind_expert(m, &ly->experts[i], pre, routed ? "experts" : "shared_experts", routed ? i : i - c.n_experts,
-                        routed ? c.hidden : c.shared_hidden);
-        }
-    }
-    if (c.n_classes) {
-        m->norm_w = param(m, "norm.weight");
-        m->norm_b = param(m, "norm.bias");
-        m->head = (dm_linear){c.dim, c.n_classes, param(m, "head.weight"), param(m, "head.bias"), m->head.p};
-    }
+    for (int i = 0; i < m->n_tensors; i++) m->tensors[i].stored = 1;
+    bind_views(m);
+    mark_packed(m);
     *out = m;
     return dm_model_sync(m, err);
 }
@@ -250,6 +289,9 @@ void dm_model_free(dm_model *m)
 
 dm_status dm_model_sync(dm_model *m, dm_error *err)
 {
+    if (m->packed_only)
+        return dm_fail(err, DM_ERR_ARG, "model: its weights exist only packed (loaded for inference); "
+                                        "load it without dm_model_opts.packed_only to change them");
     const dm_config *c = &m->cfg;
     int D = c->dim;
     if (c->in_dim) dm_wmat_pack(&m->embed.p, m->embed.w);
@@ -324,8 +366,58 @@ dm_tensor_info dm_model_tensor(const dm_model *m, int i)
     const dm_tensor_desc *d = &m->tensors[i];
     return (dm_tensor_info){
         .name = d->name, .ndim = d->ndim, .shape = {d->shape[0], d->ndim > 1 ? d->shape[1] : 0},
-        .numel = d->numel, .data = m->params + d->offset,
+        .numel = d->numel, .data = d->stored ? m->params + d->offset : NULL,
     };
+}
+
+void dm_model_tensor_values(const dm_model *m, int i, float *dst)
+{
+    const dm_tensor_desc *d = &m->tensors[i];
+    if (d->stored) {
+        memcpy(dst, m->params + d->offset, (size_t)d->numel * sizeof *dst);
+        return;
+    }
+    const dm_wmat *w = d->wm;
+    if (d->wm_row0 == 0 && w->N == d->shape[0]) {
+        dm_wmat_unpack(w, dst);
+        return;
+    }
+    float *all = malloc((size_t)w->N * w->K * sizeof *all);  /* swiglu's [W1; W3]: unpack, keep the half */
+    if (!all) {  /* out of memory: dm_model_save checks the values it gets */
+        for (int64_t j = 0; j < d->numel; j++) dst[j] = NAN;
+        return;
+    }
+    dm_wmat_unpack(w, all);
+    memcpy(dst, all + (size_t)d->wm_row0 * w->K, (size_t)d->numel * sizeof *dst);
+    free(all);
+}
+
+dm_status dm_model_drop_master(dm_model *m, dm_error *err)
+{
+    if (m->packed_only) return DM_OK;
+    int64_t total = 0;
+    for (int i = 0; i < m->n_tensors; i++)
+        if (!m->tensors[i].wm) total += (m->tensors[i].numel + 15) / 16 * 16;
+    float *p = dm_alloc((size_t)(total ? total : 16) * sizeof *p);
+    if (!p) return dm_fail(err, DM_ERR_NOMEM, "model: out of memory");
+    int64_t off = 0;
+    for (int i = 0; i < m->n_tensors; i++) {
+        dm_tensor_desc *d = &m->tensors[i];
+        if (d->wm) {  /* offsets stay increasing: a dropped weight sits where the next tensor starts */
+            d->offset = off;
+            d->stored = 0;
+            continue;
+        }
+        memcpy(p + off, m->params + d->offset, (size_t)d->numel * sizeof *p);
+        d->offset = off;
+        off += (d->numel + 15) / 16 * 16;
+    }
+    dm_free(m->params);
+    m->params = p;
+    m->n_params = total;
+    m->packed_only = 1;
+    bind_views(m);
+    return DM_OK;
 }
 
 int dm_model_find(const dm_model *m, const char *name, dm_tensor_info *out)
@@ -333,6 +425,11 @@ int dm_model_find(const dm_model *m, const char *name, dm_tensor_info *out)
     int i = dm_model_tensor_index(m, name);
     if (i >= 0 && out) *out = dm_model_tensor(m, i);
     return i >= 0 ? 0 : -1;
+}
+
+int64_t dm_model_memory(const dm_model *m)
+{
+    return m->n_params * (int64_t)sizeof(float) + (int64_t)carve_packed((dm_model *)m, NULL);
 }
 
 int64_t dm_model_param_count(const dm_model *m)

@@ -24,8 +24,11 @@ typedef struct dm_tensor_desc {
     char name[DM_NAME_MAX];
     int ndim;
     int64_t shape[2];
-    int64_t offset;              /* floats into params */
+    int64_t offset;              /* floats into params (packed-only weights: where they would be) */
     int64_t numel;
+    int stored;                  /* 1: the fp32 values are in params; 0: only packed (wm) */
+    const dm_wmat *wm;           /* the packed operand holding this weight, or NULL */
+    int wm_row0;                 /* its first row in wm (swiglu packs [W1; W3]) */
 } dm_tensor_desc;
 
 /* One expert's weights (views into params) and packed GEMM operands. */
@@ -67,7 +70,9 @@ struct dm_model {
     dm_tensor_desc *tensors;     /* [n_tensors] */
     int *by_name;                /* [n_tensors] indices into tensors, sorted by name */
     int64_t n_params;            /* floats in params, padding included */
-    float *params;               /* [n_params], one allocation */
+    float *params;               /* [n_params], one allocation: every tensor, or, packed-only,
+                                  * the tensors no packed operand holds */
+    int packed_only;             /* the GEMM weights exist only packed (an inference model) */
     dm_linear embed;             /* in_dim -> D (w NULL when in_dim == 0) */
     dm_layer *layers;            /* [n_layers] */
     const float *norm_w, *norm_b;/* [D] final LayerNorm (n_classes > 0) */
@@ -82,6 +87,13 @@ static inline int dm_model_is_bare(const dm_config *c)
 {
     return c->n_layers == 1 && c->in_dim == 0 && c->n_classes == 0;
 }
+
+/* A tensor's fp32 values into dst[numel]: its stored values, or its packed
+ * operand unpacked (dequantized). */
+void dm_model_tensor_values(const dm_model *m, int i, float *dst);
+/* Drops the fp32 copies of the weights the kernels read packed (an inference
+ * model keeps only what its kernels read): params shrinks to the other tensors. */
+dm_status dm_model_drop_master(dm_model *m, dm_error *err);
 
 /* DM_ERR_NONFINITE naming the first NaN/Inf in x [n, width]; DM_OK if none. */
 dm_status dm_check_input(const float *x, int64_t n, int width, dm_error *err);

@@ -91,6 +91,9 @@ dm_status dm_forward_dense(const dm_model *m, const float *x, int64_t n, float *
     const dm_config *c = &m->cfg;
     if (n < 0 || (n > 0 && (!x || !y)))
         return dm_fail(err, DM_ERR_ARG, "forward: bad arguments (n_rows %lld)", (long long)n);
+    if (m->packed_only)
+        return dm_fail(err, DM_ERR_ARG, "forward_dense: the reference twin reads the fp32 weights, which a "
+                                        "packed-only model does not keep");
     int in = dm_model_in_width(c), outw = dm_model_out_width(c);
     dm_status st = dm_check_input(x, n, in, err);
     if (st) return st;

@@ -150,6 +150,12 @@ void dm_trainer_free(dm_trainer *t);
 dm_status dm_trainer_create(dm_model *m, const dm_train_config *tc, dm_pool *pool, dm_trainer **out, dm_error *err)
 {
     *out = NULL;
+    if (m->packed_only)
+        return dm_fail(err, DM_ERR_ARG, "trainer: the model keeps its weights only packed (loaded for inference); "
+                                        "load it without dm_model_opts.packed_only to train it");
+    if (m->wtype != &dm_wtypes[DM_WT_F32])
+        return dm_fail(err, DM_ERR_UNSUPPORTED, "trainer: training needs f32 weights, the model's are %s",
+                       m->wtype->name);
     dm_status st = check_config(m, tc, err);
     if (st) return st;
     const dm_config *c = &m->cfg;
