@@ -4,6 +4,7 @@
 #include "test.h"
 #include "base/base.h"
 #include "io/safetensors.h"
+#include "io/model_io.h"
 
 #include <stdlib.h>
 
@@ -554,6 +555,47 @@ static void test_moe_bad_model_files(dm_t *t)
     dm_model_free(m);
 }
 
+/* The experts' weight type comes from the file: absent or "f32" loads; an
+ * unknown one is refused by name; a scales tensor an f32 model does not
+ * declare is an unexpected tensor. */
+static void test_moe_weight_type_in_file(dm_t *t)
+{
+    dm_config c = small_cfg();
+    dm_error err;
+    dm_model *m = NULL, *got = NULL;
+    CHECK_OK(t, dm_model_create(&c, NULL, &m, &err), &err);
+    if (!m) return;
+    int n = dm_model_n_tensors(m);
+    dm_st_out *o = calloc((size_t)n + 1, sizeof *o);
+    for (int i = 0; i < n; i++) {
+        dm_tensor_info ti = dm_model_tensor(m, i);
+        o[i] = (dm_st_out){.name = ti.name, .ndim = ti.ndim, .shape = {ti.shape[0], ti.shape[1]}, .data = ti.data};
+    }
+    char *cfg = dm_config_to_json(dm_model_config(m));
+    char path[1024];
+    snprintf(path, sizeof path, "%s/wtype.safetensors", dm_test_tmpdir());
+    struct { const char *wtype; int extra; dm_status code; const char *msg; } cases[] = {
+        {"f32", 0, DM_OK, ""},
+        {"q3", 0, DM_ERR_UNSUPPORTED, "weight type \"q3\" is not one this build knows"},
+        {"f32", 1, DM_ERR_FORMAT, "unexpected tensor experts.0.net.0.weight.scales"},
+    };
+    static float zeros[12];
+    o[n] = (dm_st_out){.name = "experts.0.net.0.weight.scales", .ndim = 1, .shape = {12}, .data = zeros};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *meta[] = {"deepmoe.config", cfg, "deepmoe.wtype", cases[i].wtype};
+        CHECK_OK(t, dm_st_write(path, o, n + cases[i].extra, meta, 2, &err), &err);
+        memset(&err, 0, sizeof err);
+        dm_status st = dm_model_load(path, NULL, &got, &err);
+        CHECK(t, st == cases[i].code && strstr(err.msg, cases[i].msg), "case %zu: %s: %s", i, dm_status_name(st),
+              err.msg);
+        dm_model_free(got);
+        got = NULL;
+    }
+    free(cfg);
+    free(o);
+    dm_model_free(m);
+}
+
 static void test_moe_config_validation(dm_t *t)
 {
     dm_config c;
@@ -604,6 +646,7 @@ void suite_moe(dm_t *t)
     DM_RUN(t, test_moe_packed_only);
     DM_RUN(t, test_moe_init_is_pytorch_default);
     DM_RUN(t, test_moe_bad_model_files);
+    DM_RUN(t, test_moe_weight_type_in_file);
     DM_RUN(t, test_moe_config_validation);
     DM_RUN(t, test_moe_metrics);
 }

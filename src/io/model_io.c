@@ -17,6 +17,7 @@
 #include <string.h>
 
 #define CONFIG_KEY DM_CONFIG_KEY
+#define DM_WTYPE_KEY "deepmoe.wtype"   /* the experts' weight type; absent = f32 */
 
 /* ---------------------------------------------------------------- config JSON */
 
@@ -199,6 +200,20 @@ static dm_status check_holds(const dm_st_file *f, const dm_config *cin, dm_error
     return DM_OK;
 }
 
+/* Is t a tensor the experts' weight type declares beside a weight (its scales,
+ * "<weight name><scale_suffix>", F32)? Its shape is the type's to check. */
+static int declared_extra(const dm_model *m, const dm_st_tensor *t)
+{
+    const char *suf = m->wtype->scale_suffix;
+    size_t n = strlen(t->name), k = suf ? strlen(suf) : 0;
+    if (!suf || n <= k || strcmp(t->name + n - k, suf) || t->dtype != DM_DT_F32 || n - k >= DM_NAME_MAX) return 0;
+    char base[DM_NAME_MAX];
+    memcpy(base, t->name, n - k);
+    base[n - k] = 0;
+    int i = dm_model_tensor_index(m, base);
+    return i >= 0 && m->tensors[i].wm && m->tensors[i].wm->type == m->wtype;
+}
+
 dm_status dm_model_load(const char *path, const dm_model_opts *o, dm_model **out, dm_error *err)
 {
     *out = NULL;
@@ -208,6 +223,14 @@ dm_status dm_model_load(const char *path, const dm_model_opts *o, dm_model **out
     dm_config c;
     const char *meta = dm_st_meta(&f, CONFIG_KEY);
     st = meta ? dm_config_from_json(meta, &c, path, err) : infer_config(&f, o ? o->top_k : 0, &c, err);
+    /* the experts' weight type (absent: f32, every file before weight types) */
+    const char *wt_name = dm_st_meta(&f, DM_WTYPE_KEY);
+    const dm_wtype *wt = wt_name ? dm_wtype_by_name(wt_name) : &dm_wtypes[DM_WT_F32];
+    if (!st && !wt)
+        st = dm_fail(err, DM_ERR_UNSUPPORTED, "%s: weight type \"%.40s\" is not one this build knows (known: %s)",
+                     path, wt_name, dm_wtypes[DM_WT_F32].name);
+    if (!st && wt != &dm_wtypes[DM_WT_F32])  /* issue 10 adds the types and their reading here */
+        st = dm_fail(err, DM_ERR_UNSUPPORTED, "%s: weight type %s cannot be loaded yet", path, wt->name);
     dm_model *m = NULL;
     if (!st) st = check_holds(&f, &c, err);
     if (!st) {
@@ -234,9 +257,10 @@ dm_status dm_model_load(const char *path, const dm_model_opts *o, dm_model **out
         }
         st = dm_st_read_f32(&f, t, m->params + d->offset, err);
     }
-    /* and nothing else: an extra tensor means the file is not the model we think */
+    /* and nothing else but what the weight type declares (its scales): an extra
+     * tensor means the file is not the model we think */
     for (int i = 0; !st && i < f.n_tensors; i++)
-        if (dm_model_find(m, f.tensors[i].name, NULL) != 0)
+        if (dm_model_find(m, f.tensors[i].name, NULL) != 0 && !declared_extra(m, &f.tensors[i]))
             st = dm_fail(err, DM_ERR_FORMAT, "%s: unexpected tensor %s (not part of a model with router %s, experts %s, E=%d, shared=%d)",
                          path, f.tensors[i].name, dm_router_name(c.router), dm_expert_name(c.expert),
                          c.n_experts, c.n_shared);
