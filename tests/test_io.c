@@ -173,6 +173,39 @@ static void test_io_st_roundtrip(dm_t *t)
     dm_st_close(&f);   /* twice is harmless */
 }
 
+/* Raw tensors of other dtypes (a weight type's stored values, int8 scales'
+ * companions) are written as given and read back. */
+static void test_io_st_write_raw_dtypes(dm_t *t)
+{
+    const uint16_t bf[3] = {0x3f80, 0xc000, 0x3e80};   /* 1, -2, 0.25 in bfloat16 */
+    const int8_t q[4] = {-128, -1, 0, 127};
+    float f32[2] = {0.5f, -7};
+    dm_st_out outs[3] = {
+        {.name = "w.bf16", .ndim = 1, .shape = {3}, .raw = bf, .dtype = DM_DT_BF16},
+        {.name = "w.q", .ndim = 2, .shape = {2, 2}, .raw = q, .dtype = DM_DT_I8},
+        {.name = "w.scales", .ndim = 1, .shape = {2}, .data = f32},
+    };
+    char path[1024];
+    snprintf(path, sizeof path, "%s/raw.safetensors", dm_test_tmpdir());
+    dm_error err = {0};
+    CHECK_OK(t, dm_st_write(path, outs, 3, NULL, 0, &err), &err);
+    dm_st_file f;
+    CHECK_OK(t, dm_st_open(path, &f, &err), &err);
+    const dm_st_tensor *a = dm_st_find(&f, "w.bf16"), *b = dm_st_find(&f, "w.q"), *c = dm_st_find(&f, "w.scales");
+    CHECK(t, a && b && c, "tensors present");
+    if (a && b && c) {
+        CHECK(t, a->dtype == DM_DT_BF16 && b->dtype == DM_DT_I8 && c->dtype == DM_DT_F32, "dtypes %d %d %d",
+              a->dtype, b->dtype, c->dtype);
+        float v[3];
+        CHECK_OK(t, dm_st_read_f32(&f, a, v, &err), &err);
+        CHECK(t, v[0] == 1 && v[1] == -2 && v[2] == 0.25f, "bf16 values %g %g %g", v[0], v[1], v[2]);
+        CHECK(t, b->ndim == 2 && !memcmp(b->data, q, 4), "int8 bytes");
+    }
+    dm_st_close(&f);
+    dm_st_out bad = {.name = "x", .ndim = 1, .shape = {1}, .raw = q, .dtype = DM_DT_COUNT};
+    CHECK(t, dm_st_write(path, &bad, 1, NULL, 0, &err) == DM_ERR_ARG, "unknown dtype refused");
+}
+
 static void test_io_st_write_no_meta_and_order(dm_t *t)
 {
     float z[2] = { 1, 2 }, a[3] = { 3, 4, 5 };
@@ -720,6 +753,7 @@ void suite_io(dm_t *t)
     DM_RUN(t, test_io_dtype_table);
     DM_RUN(t, test_io_st_roundtrip);
     DM_RUN(t, test_io_st_write_no_meta_and_order);
+    DM_RUN(t, test_io_st_write_raw_dtypes);
     DM_RUN(t, test_io_st_write_errors);
     DM_RUN(t, test_io_st_half_floats);
     DM_RUN(t, test_io_st_foreign_layout);

@@ -455,8 +455,10 @@ static dm_status check_outputs(const char *path, const dm_st_out *t, int n,
         int64_t numel = out_numel(&t[i]);
         if (numel < 0)
             return dm_fail(err, DM_ERR_ARG, "%s: tensor '%s' has a negative or too large shape", path, t[i].name);
-        if (numel > 0 && !t[i].data)
+        if (numel > 0 && !t[i].data && !t[i].raw)
             return dm_fail(err, DM_ERR_ARG, "%s: tensor '%s' has no data", path, t[i].name);
+        if (t[i].raw && (t[i].dtype < 0 || t[i].dtype >= DM_DT_COUNT))
+            return dm_fail(err, DM_ERR_ARG, "%s: tensor '%s' has an unknown dtype", path, t[i].name);
     }
     for (int i = 0; i < 2 * n_meta; i++)
         if (!meta[i]) return dm_fail(err, DM_ERR_ARG, "%s: metadata entry %d is NULL", path, i / 2);
@@ -483,7 +485,7 @@ static json_t *tensor_entry(const dm_st_out *t, uint64_t begin, uint64_t end)
     json_t *shape = json_array();
     for (int d = 0; shape && d < t->ndim; d++)
         json_array_append_new(shape, json_integer((json_int_t)t->shape[d]));
-    return json_pack("{s:s, s:o, s:[I,I]}", "dtype", "F32", "shape", shape,
+    return json_pack("{s:s, s:o, s:[I,I]}", "dtype", t->raw ? dm_dtypes[t->dtype].name : "F32", "shape", shape,
                      "data_offsets", (json_int_t)begin, (json_int_t)end);
 }
 
@@ -502,7 +504,7 @@ static dm_status build_header(const char *path, const dm_st_out *t, int n, const
     }
     uint64_t off = 0;
     for (int i = 0; s == DM_OK && i < n; i++) {
-        uint64_t bytes = (uint64_t)out_numel(&t[i]) * 4;
+        uint64_t bytes = (uint64_t)out_numel(&t[i]) * (uint64_t)(t[i].raw ? dm_dtypes[t[i].dtype].size : 4);
         if (off + bytes > (uint64_t)INT64_MAX) {
             s = dm_fail(err, DM_ERR_ARG, "%s: total tensor size overflows", path);
             break;
@@ -528,7 +530,12 @@ static dm_status write_file(const char *path, const char *hdr, const dm_st_out *
     if (s != DM_OK) return s;
     int bad = fwrite(lenbuf, 1, 8, af.fp) != 8 || fwrite(hdr, 1, len, af.fp) != len;
     for (size_t i = len; !bad && i < padded; i++) bad = fputc(' ', af.fp) == EOF;
-    for (int i = 0; !bad && i < n; i++) bad = dm_write_f32le(af.fp, t[i].data, out_numel(&t[i])) != 0;
+    for (int i = 0; !bad && i < n; i++) {
+        size_t bytes = (size_t)out_numel(&t[i]) * (size_t)(t[i].raw ? dm_dtypes[t[i].dtype].size : 4);
+        /* raw elements are little-endian already (every target deepmoe builds for is) */
+        if (t[i].raw) bad = bytes && fwrite(t[i].raw, 1, bytes, af.fp) != bytes;
+        else bad = dm_write_f32le(af.fp, t[i].data, out_numel(&t[i])) != 0;
+    }
     if (bad) {
         int e = errno;
         dm_atomic_abort(&af);

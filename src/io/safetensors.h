@@ -64,15 +64,18 @@ const char *dm_st_meta(const dm_st_file *f, const char *key);   /* NULL if absen
 /* Converts a float tensor (F32/F16/BF16/F64) to float32 into dst[numel]. */
 dm_status dm_st_read_f32(const dm_st_file *f, const dm_st_tensor *t, float *dst, dm_error *err);
 
-/* One float32 tensor to write. */
+/* One tensor to write: float32 values (data), or raw little-endian elements of
+ * any dtype (raw set: dtype says which, e.g. a weight type's stored values). */
 typedef struct dm_st_out {
     const char *name;
     int ndim;
     int64_t shape[DM_ST_MAX_DIMS];
     const float *data;
+    const void *raw;             /* if set, written as is, dtype elements */
+    dm_dtype dtype;              /* with raw */
 } dm_st_out;
 
-/* Writes F32 tensors in the given order with __metadata__ (meta[2i] key,
+/* Writes the tensors in the given order with __metadata__ (meta[2i] key,
  * meta[2i+1] value), header padded with spaces so data starts 8-byte aligned;
  * atomically (dm_atomic_*). */
 dm_status dm_st_write(const char *path, const dm_st_out *t, int n,
