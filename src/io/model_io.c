@@ -138,16 +138,17 @@ static dm_status infer_config(const dm_st_file *f, int top_k, dm_config *c, dm_e
                        "not a deepmoe or seed-model state dict", path);
     c->n_experts = as_width(g->shape[0]);
     c->dim = as_width(g->shape[1]);
-    const char *up;
-    if (dm_st_find(f, "experts.0.net.0.weight")) {
-        c->expert = DM_EXPERT_SEED;
-        up = "net.0.weight";
-    } else if (dm_st_find(f, "experts.0.w1.weight")) {
-        c->expert = DM_EXPERT_SWIGLU;
-        up = "w1.weight";
-    } else {
-        return dm_fail(err, DM_ERR_FORMAT, "%s: missing tensor experts.0.net.0.weight (or experts.0.w1.weight)", path);
+    const char *up = NULL;  /* the kind whose up weight is there */
+    char name0[DM_NAME_MAX];
+    for (int k = 0; !up && k < DM_N_EXPERT_KINDS; k++) {
+        snprintf(name0, sizeof name0, "experts.0.%s", dm_expert_kinds[k].tensors[0].suffix);
+        if (dm_st_find(f, name0)) {
+            c->expert = (dm_expert_kind)k;
+            up = dm_expert_kinds[k].tensors[0].suffix;
+        }
     }
+    if (!up)
+        return dm_fail(err, DM_ERR_FORMAT, "%s: missing tensor experts.0.net.0.weight (or experts.0.w1.weight)", path);
     char name[DM_NAME_MAX];
     snprintf(name, sizeof name, "experts.0.%s", up);
     const dm_st_tensor *w1 = dm_st_find(f, name);

@@ -60,11 +60,13 @@ int dm_expert_parse(const char *name)
 /* One expert's parameters and tensors. Widths <= 2^20: fits int64 easily. */
 int64_t dm_expert_numel(const dm_config *c, int64_t h)
 {
-    int64_t D = c->dim;
-    return c->expert == DM_EXPERT_SEED ? h * D + 3 * h + D * h + D : 3 * h * D;
+    const dm_expert_ops *ops = dm_expert_ops_of(c);
+    int64_t n = 0;
+    for (int i = 0; i < ops->n_tensors; i++) n += dm_expert_tensor_numel(&ops->tensors[i], h, c->dim);
+    return n;
 }
 
-static int expert_tensors(const dm_config *c) { return c->expert == DM_EXPERT_SEED ? 6 : 3; }
+static int expert_tensors(const dm_config *c) { return dm_expert_ops_of(c)->n_tensors; }
 
 dm_status dm_config_size(const dm_config *c, int64_t *n_tensors, int64_t *n_params, dm_error *err)
 {

@@ -46,23 +46,15 @@ static const char *join(char *buf, const char *pre, const char *name)
 
 static int add_expert(layout *l, const dm_config *c, const char *pre, const char *kind, int idx, int h)
 {
+    const dm_expert_ops *ops = dm_expert_ops_of(c);
     char n[DM_NAME_MAX];
-    int64_t D = c->dim;
     int rc = 0;
-#define T(suffix, nd, a, b) (snprintf(n, sizeof n, "%s%s.%d.%s", pre, kind, idx, suffix), rc |= add(l, n, nd, a, b))
-    if (c->expert == DM_EXPERT_SEED) {
-        T("net.0.weight", 2, h, D);
-        T("net.0.bias", 1, h, 0);
-        T("net.2.weight", 1, h, 0);
-        T("net.2.bias", 1, h, 0);
-        T("net.3.weight", 2, D, h);
-        T("net.3.bias", 1, D, 0);
-    } else {
-        T("w1.weight", 2, h, D);
-        T("w2.weight", 2, D, h);
-        T("w3.weight", 2, h, D);
+    for (int i = 0; i < ops->n_tensors; i++) {
+        const dm_expert_tensor *x = &ops->tensors[i];
+        snprintf(n, sizeof n, "%s%s.%d.%s", pre, kind, idx, x->suffix);
+        int64_t r = x->rows == 'H' ? h : c->dim, cols = x->cols == 'H' ? h : c->dim;
+        rc |= add(l, n, x->cols ? 2 : 1, r, x->cols ? cols : 0);
     }
-#undef T
     return rc;
 }
 
@@ -131,25 +123,25 @@ static float *param(dm_model *m, const char *name)
 
 static void bind_expert(dm_model *m, dm_expert_w *x, const char *pre, const char *kind, int idx, int h)
 {
+    const dm_expert_ops *ops = dm_expert_ops_of(&m->cfg);
     char n[DM_NAME_MAX];
-#define P(suffix) (snprintf(n, sizeof n, "%s%s.%d.%s", pre, kind, idx, suffix), param(m, n))
     x->hidden = h;
-    if (m->cfg.expert == DM_EXPERT_SEED) {
-        x->w1 = P("net.0.weight");
-        x->b1 = P("net.0.bias");
-        x->gamma = P("net.2.weight");
-        x->beta = P("net.2.bias");
-        x->w2 = P("net.3.weight");
-        x->b2 = P("net.3.bias");
-    } else {
-        x->w1 = P("w1.weight");
-        x->w2 = P("w2.weight");
-        x->w3 = P("w3.weight");
+    for (int i = 0; i < ops->n_tensors; i++) {
+        snprintf(n, sizeof n, "%s%s.%d.%s", pre, kind, idx, ops->tensors[i].suffix);
+        float *p = param(m, n);
+        switch (ops->tensors[i].role) {
+        case DM_XT_W1: x->w1 = p; break;
+        case DM_XT_B1: x->b1 = p; break;
+        case DM_XT_GAMMA: x->gamma = p; break;
+        case DM_XT_BETA: x->beta = p; break;
+        case DM_XT_W2: x->w2 = p; break;
+        case DM_XT_B2: x->b2 = p; break;
+        case DM_XT_W3: x->w3 = p; break;
+        }
     }
-#undef P
 }
 
-static size_t up_rows(const dm_config *c, int h) { return (size_t)h * (c->expert == DM_EXPERT_SWIGLU ? 2 : 1); }
+static size_t up_rows(const dm_config *c, int h) { return (size_t)h * dm_expert_ops_of(c)->up_mult; }
 
 /* Bytes of packed operands the model needs (and, with base != NULL, binds them).
  * Every operand starts on a 64-byte line. */
@@ -216,18 +208,16 @@ static void mark_packed(dm_model *m)
         dm_layer *ly = &m->layers[L];
         layer_prefix(c, L, pre);
         MARK(join(n, pre, "gating.gate.weight"), &ly->gate_p, 0);
+        const dm_expert_ops *ops = dm_expert_ops_of(c);
         for (int i = 0; i < c->n_experts + c->n_shared; i++) {
             int routed = i < c->n_experts, idx = routed ? i : i - c->n_experts;
-            const char *kind = routed ? "experts" : "shared_experts";
             dm_expert_w *x = &ly->experts[i];
-            int seed = c->expert == DM_EXPERT_SEED;
-            snprintf(n, sizeof n, "%s%s.%d.%s", pre, kind, idx, seed ? "net.0.weight" : "w1.weight");
-            MARK(n, &x->p1, 0);
-            snprintf(n, sizeof n, "%s%s.%d.%s", pre, kind, idx, seed ? "net.3.weight" : "w2.weight");
-            MARK(n, &x->p2, 0);
-            if (!seed) {
-                snprintf(n, sizeof n, "%s%s.%d.w3.weight", pre, kind, idx);
-                MARK(n, &x->p1, x->hidden);
+            for (int j = 0; j < ops->n_tensors; j++) {
+                dm_xt_role r = ops->tensors[j].role;
+                if (r != DM_XT_W1 && r != DM_XT_W2 && r != DM_XT_W3) continue;
+                snprintf(n, sizeof n, "%s%s.%d.%s", pre, routed ? "experts" : "shared_experts", idx,
+                         ops->tensors[j].suffix);
+                MARK(n, r == DM_XT_W2 ? &x->p2 : &x->p1, r == DM_XT_W3 ? x->hidden : 0);  /* [W1; W3] */
             }
         }
     }
@@ -297,7 +287,7 @@ dm_status dm_model_sync(dm_model *m, dm_error *err)
     if (c->in_dim) dm_wmat_pack(&m->embed.p, m->embed.w);
     if (c->n_classes) dm_wmat_pack(&m->head.p, m->head.w);
     float *tmp = NULL;
-    if (c->expert == DM_EXPERT_SWIGLU) {
+    if (dm_expert_ops_of(c)->up_mult == 2) {
         int hmax = DM_MAX(c->hidden, c->shared_hidden);
         tmp = dm_alloc((size_t)2 * hmax * D * sizeof(float));
         if (!tmp) return dm_fail(err, DM_ERR_NOMEM, "model: out of memory packing weights");

@@ -17,6 +17,7 @@
 
 #include "deepmoe.h"
 #include "kernels/wtype.h"
+#include "nn/expert.h"
 
 #define DM_NAME_MAX 64
 
@@ -32,7 +33,7 @@ typedef struct dm_tensor_desc {
 } dm_tensor_desc;
 
 /* One expert's weights (views into params) and packed GEMM operands. */
-typedef struct dm_expert_w {
+struct dm_expert_w {
     int hidden;                  /* H (or Hs for shared experts) */
     const float *w1;             /* [H, D]  seed net.0 / swiglu w1 */
     const float *b1;             /* [H]     seed only */
@@ -42,7 +43,7 @@ typedef struct dm_expert_w {
     const float *w3;             /* [H, D]  swiglu only */
     dm_wmat p1;                  /* packed up-projection: seed W1 [H, D], swiglu [W1; W3] [2H, D] */
     dm_wmat p2;                  /* packed W2 [D, H] */
-} dm_expert_w;
+};
 
 /* One MoE layer. */
 typedef struct dm_layer {

@@ -13,50 +13,6 @@
 
 #define COMBINE_BLOCK 64
 
-/* ---------------------------------------------------------------- expert kinds */
-
-static void seed_mid(const dm_kernels *K, const dm_expert_w *x, float eps, int64_t rows, int H, float *h1,
-                     int64_t ldh, float *hn, int64_t ldn, float *mean, float *rstd)
-{
-    if (!mean) K->layernorm(h1, rows, H, ldh, x->gamma, x->beta, eps);
-    else K->layernorm_fwd(h1, rows, H, ldh, x->gamma, x->beta, eps, hn, ldn, mean, rstd);
-}
-
-static float *seed_mid_bwd(const dm_kernels *K, const dm_expert_w *x, int64_t rows, int H, const float *h1,
-                           int64_t ldh, const float *mean, const float *rstd, float *dh, float *scratch,
-                           float *dgamma, float *dbeta)
-{
-    DM_UNUSED(scratch);
-    K->layernorm_bwd(h1, mean, rstd, dh, rows, H, ldh, x->gamma, dh, dgamma, dbeta);
-    for (int64_t i = 0; i < rows; i++) {  /* ReLU: h1 holds the post-ReLU values */
-        const float *hr = h1 + i * ldh;
-        float *dr = dh + i * ldh;
-        for (int j = 0; j < H; j++) dr[j] = hr[j] > 0 ? dr[j] : 0.0f;
-    }
-    return dh;
-}
-
-static void swiglu_mid(const dm_kernels *K, const dm_expert_w *x, float eps, int64_t rows, int H, float *h1,
-                       int64_t ldh, float *hn, int64_t ldn, float *mean, float *rstd)
-{
-    DM_UNUSED(x); DM_UNUSED(eps); DM_UNUSED(mean); DM_UNUSED(rstd);
-    K->silu_mul(h1, rows, H, ldh, hn, ldn);
-}
-
-static float *swiglu_mid_bwd(const dm_kernels *K, const dm_expert_w *x, int64_t rows, int H, const float *h1,
-                             int64_t ldh, const float *mean, const float *rstd, float *dh, float *scratch,
-                             float *dgamma, float *dbeta)
-{
-    DM_UNUSED(x); DM_UNUSED(mean); DM_UNUSED(rstd); DM_UNUSED(dgamma); DM_UNUSED(dbeta);
-    K->silu_mul_bwd(h1, dh, rows, H, ldh, ldh, scratch);  /* [dg | du], kept apart from dhn */
-    return scratch;
-}
-
-const dm_expert_ops dm_expert_kinds[] = {
-    [DM_EXPERT_SEED] = {"seed", 1, DM_ACT_RELU, 1, seed_mid, seed_mid_bwd},
-    [DM_EXPERT_SWIGLU] = {"swiglu", 2, DM_ACT_NONE, 0, swiglu_mid, swiglu_mid_bwd},
-};
-
 /* ---------------------------------------------------------------- route + dispatch */
 
 typedef struct route_arg {

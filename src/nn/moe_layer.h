@@ -27,27 +27,6 @@
 
 #define DM_MOE_BLOCK 32   /* rows per expert task: small enough that a hot expert splits across threads */
 
-/* ---------------------------------------------------------------- expert kinds */
-
-typedef struct dm_expert_ops {
-    const char *name;
-    int up_mult;          /* rows of the up weight per hidden unit: 1 (W1) or 2 ([W1; W3]) */
-    dm_act up_act;        /* epilogue of the up GEMM */
-    int residual;         /* the expert adds its input to its output */
-    /* h1 [rows, ldh] (up GEMM output) -> hn [rows, ldn] (down GEMM input).
-     * hn == h1 with mean == NULL: in place, nothing kept (inference). */
-    void (*mid)(const dm_kernels *K, const dm_expert_w *x, float eps, int64_t rows, int H,
-                float *h1, int64_t ldh, float *hn, int64_t ldn, float *mean, float *rstd);
-    /* dhn [rows, ldh] -> the gradient of the up GEMM output, returned (dhn's
-     * buffer or scratch [rows, ldh]); dgamma/dbeta accumulated (seed). */
-    float *(*mid_bwd)(const dm_kernels *K, const dm_expert_w *x, int64_t rows, int H, const float *h1,
-                      int64_t ldh, const float *mean, const float *rstd, float *dhn, float *scratch,
-                      float *dgamma, float *dbeta);
-} dm_expert_ops;
-
-extern const dm_expert_ops dm_expert_kinds[];   /* by dm_expert_kind */
-
-static inline const dm_expert_ops *dm_expert_ops_of(const dm_config *c) { return &dm_expert_kinds[c->expert]; }
 static inline int64_t dm_moe_hmax(const dm_config *c) { return DM_MAX(c->hidden, c->shared_hidden); }
 static inline int64_t dm_moe_ldh(const dm_config *c) { return dm_moe_hmax(c) * dm_expert_ops_of(c)->up_mult; }
 

@@ -64,7 +64,8 @@ double dm_peak_gflops(dm_pool *pool, dm_isa isa, double seconds)
 double dm_model_flops_per_row(const dm_model *m)
 {
     const dm_config *c = &m->cfg;
-    double D = c->dim, per = c->expert == DM_EXPERT_SWIGLU ? 6.0 : 4.0;  /* 2 FLOPs per multiply-add */
+    /* 2 FLOPs per multiply-add: the up weight (H or 2H rows) and W2 */
+    double D = c->dim, per = 2.0 * (dm_expert_ops_of(c)->up_mult + 1);
     double layer = 2.0 * D * c->n_experts + c->top_k * per * D * c->hidden + c->n_shared * per * D * c->shared_hidden;
     double f = layer * c->n_layers;
     if (c->in_dim) f += 2.0 * c->in_dim * D;

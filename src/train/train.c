@@ -32,7 +32,7 @@ static dm_status check_config(const dm_model *m, const dm_train_config *tc, dm_e
 
 /* ---------------------------------------------------------------- create */
 
-static size_t up_rows(const dm_config *c, int h) { return (size_t)h * (c->expert == DM_EXPERT_SWIGLU ? 2 : 1); }
+static size_t up_rows(const dm_config *c, int h) { return (size_t)h * dm_expert_ops_of(c)->up_mult; }
 
 static float *grad_of(dm_trainer *t, const float *param)
 {
@@ -93,7 +93,7 @@ static void sync_task(void *arg, int64_t i, int tid)
     dm_expert_w *x = &ly->experts[j];
     expert_t *xt = &t->ext[l * S + j];
     int h = x->hidden;
-    if (c->expert == DM_EXPERT_SWIGLU) {
+    if (dm_expert_ops_of(c)->up_mult == 2) {
         /* [W1; W3] is [2H, D]: one GEMM for both projections, and its transpose [D, 2H] */
         float *cat = tmp + (size_t)2 * h * D;
         memcpy(cat, x->w1, (size_t)h * D * sizeof *cat);
@@ -137,7 +137,7 @@ static void build_groups(dm_trainer *t)
                 count = c->selection_bias ? 3 : 2;
             } else {
                 first = dm_model_tensor_at(m, ly->experts[j].w1);
-                count = c->expert == DM_EXPERT_SEED ? 6 : 3;
+                count = dm_expert_ops_of(c)->n_tensors;
             }
         }
         t->grp_t0[i] = first < 0 ? 0 : first;
