@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# run.sh BUILD - runs every test: the C suites, then the CLI and bad-input
-# tests, and ends with one line "N passed, N failed" over both.
+# run.sh BUILD - runs every test: the C suites (every ISA), the exported
+# symbols, the server, CLI, bad-input and crash tests, the fuzz regression
+# inputs, the portable build and install; ends with one line
+# "total: N passed, N failed" over all of them.
 set -u
 B=${1:-build}
 cd "$(dirname "$0")/.."
@@ -40,6 +42,11 @@ for isa in avx2 ref; do
     add_counts "$log" "test_deepmoe ($isa)"
 done
 
+# the shared library exports exactly the DM_API declarations (SKIP unless VISIBILITY=hidden)
+echo "== exported symbols ($B/libdeepmoe.so vs DM_API in include/)"
+bash tests/test_abi.sh "$B" 2>&1 | tee "$log"
+add_counts "$log" test_abi.sh
+
 echo "== server tests ($B/deepmoe serve, over HTTP)"
 /usr/bin/python3 tests/test_serve.py "$B/deepmoe" 2>&1 | tee "$log"
 add_counts "$log" test_serve.py
@@ -68,6 +75,15 @@ if [ "$B" = build ] && ls tests/fuzz/regress/*/* >/dev/null 2>&1; then
     else
         tail -n 20 "$log"; echo "== fuzz regression inputs: make fuzz-build failed"; fail=$((fail + 1))
     fi
+fi
+
+# the x86 files left out (make X86=0 BUILD=build/portable), unit tests on ref
+if [ "$B" = build ]; then
+    echo "== portable build test (build/portable: X86=0, DEEPMOE_ISA=ref)"
+    bash tests/test_build.sh 2>&1 | tee "$log"
+    add_counts "$log" test_build.sh
+else
+    echo "SKIP portable build test (X86=0): it runs with the default build only"
 fi
 
 if [ "$B" = build ]; then  # the sanitizer build is not installed

@@ -8,7 +8,7 @@
 
 static dm_isa best_supported(void)
 {
-#if defined(__x86_64__) || defined(__i386__)
+#if DM_HAVE_X86 && defined(__x86_64__) /* the Makefile's: the AVX files are built in */
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&

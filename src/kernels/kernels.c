@@ -6,7 +6,7 @@
 const dm_kernels *dm_kernels_for(dm_isa isa)
 {
     switch (isa) {
-#if DM_HAVE_X86
+#if DM_HAVE_X86 /* the Makefile: 0 when the AVX files are left out (X86=0, not x86-64) */
     case DM_ISA_AVX512: return &dm_kernels_avx512;
     case DM_ISA_AVX2: return &dm_kernels_avx2;
 #endif
