@@ -86,8 +86,9 @@ static void cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t wak
     pthread_cond_timedwait(cv, mu, &ts);
 }
 
-/* Under the lock: a queued or refused request's end. */
-static void finish_refused(dm_sched *s, sched_node *nd, int result, const char *msg)
+/* Under the lock: a queued or refused request's end. Returns 1 when nd was an
+ * async node whose callback ran: the caller frees it. */
+static int finish_refused(dm_sched *s, sched_node *nd, int result, const char *msg)
 {
     dm_sched_request *r = nd->r;
     r->status = DM_ERR_ARG;
@@ -99,10 +100,10 @@ static void finish_refused(dm_sched *s, sched_node *nd, int result, const char *
         nd->cb(nd->cb_arg, result);
         s->in_submit--;
         if (s->stopping && s->in_submit == 0) pthread_cond_broadcast(&s->done_cv);
-        free(nd);
-        return;
+        return 1;
     }
     pthread_cond_signal(&nd->cv);
+    return 0;
 }
 
 /* Under the lock: refuses the queued requests whose timeout expired. */
@@ -117,7 +118,7 @@ static void expire(dm_sched *s, int64_t now)
             if (s->tail == nd) s->tail = prev;
             s->pending--;
             nd->r->queue_ns = now - nd->enq_ns;
-            finish_refused(s, nd, DM_SCHED_TIMEOUT, "Request timeout expired");
+            if (finish_refused(s, nd, DM_SCHED_TIMEOUT, "Request timeout expired")) free(nd);
             any = 1;
         } else {
             prev = nd;
