@@ -134,7 +134,8 @@ static dm_status check_opts(const dm_run_opts *o, dm_error *err)
     if (o->model_top_k < 0) return BAD_OPT("model_top_k %d must be >= 0", o->model_top_k);
     if (o->loss != DM_RUN_DEFAULT && o->loss != DM_LOSS_MSE && o->loss != DM_LOSS_CE)
         return BAD_OPT("unknown loss %d", o->loss);
-    if (o->balance != DM_RUN_DEFAULT && (o->balance < 0 || (o->balance & ~(DM_BAL_SEED | DM_BAL_SWITCH | DM_BAL_AUX_FREE | DM_BAL_Z))))
+    const int all_bal = DM_BAL_SEED | DM_BAL_SWITCH | DM_BAL_AUX_FREE | DM_BAL_Z;
+    if (o->balance != DM_RUN_DEFAULT && (o->balance < 0 || (o->balance & ~all_bal)))
         return BAD_OPT("unknown balance flags 0x%x", (unsigned)o->balance);
     if (o->steps < 0 || o->steps > 2000000000 || o->epochs < 0 || o->epochs > 1000000)
         return BAD_OPT("steps %lld (0..2e9) or epochs %lld (0..1e6) out of range", (long long)o->steps,
@@ -494,8 +495,8 @@ static dm_status setup(run *r, const dm_run_state *saved, dm_error *err)
 
     r->step_rows = (int64_t)o->batch * tc->grad_accum;
     if (r->d.train.n < r->step_rows)
-        return dm_fail(err, DM_ERR_ARG, "the train split has %lld rows, fewer than one step's %lld (--batch x --grad-accum)",
-                       (long long)r->d.train.n, (long long)r->step_rows);
+        return dm_fail(err, DM_ERR_ARG, "the train split has %lld rows, fewer than one step's %lld "
+                       "(--batch x --grad-accum)", (long long)r->d.train.n, (long long)r->step_rows);
     int64_t steps_per_epoch = r->d.train.n / r->step_rows;
     int64_t epochs = o->epochs ? o->epochs : task == DM_TASK_CLASSIFY ? 15 : 10;
     if (!saved) {
@@ -527,8 +528,8 @@ static dm_status setup(run *r, const dm_run_state *saved, dm_error *err)
     /* for the options and for a resumed run's saved augmentation alike */
     r->side = (int)lround(sqrt((double)r->in));
     if ((o->aug_shift || o->aug_flip) && (r->side * r->side != r->in || r->side > 64))
-        return dm_fail(err, DM_ERR_ARG, "%s shift/flip augmentation needs square images of at most 64x64; rows have %d values",
-                       saved ? "the resumed run's" : "--augment", r->in);
+        return dm_fail(err, DM_ERR_ARG, "%s shift/flip augmentation needs square images of at most 64x64; "
+                       "rows have %d values", saved ? "the resumed run's" : "--augment", r->in);
 
     if ((st = mkdir_p(o->out, err))) return st;
     path_join(path, o->out, "metrics.jsonl");
