@@ -39,6 +39,7 @@ typedef enum {
     DM_ERR_UNSUPPORTED, /* valid but not supported (dtype, npy order, ...) */
     DM_ERR_NONFINITE,   /* NaN or Inf in an input */
     DM_ERR_NOMEM,       /* allocation failed */
+    DM_ERR_DIVERGED,    /* training diverged: a non-finite loss or gradient norm */
 } dm_status;
 
 typedef struct dm_error {
@@ -329,4 +330,8 @@ void dm_array_free(dm_array *a);
 #ifdef __cplusplus
 }
 #endif
+
+/* The data sets and whole training runs (each header includes this one first). */
+#include "deepmoe/data.h"
+#include "deepmoe/train.h"
 #endif /* DEEPMOE_H */

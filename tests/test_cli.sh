@@ -164,6 +164,8 @@ T1="--data $SYN --experts 4 --hidden 8 --steps 40 --batch 32 --warmup 5 --log-ev
 if "$BIN" train $T1 --out run_a --balance switch,aux_free >out.txt 2>err.txt && [ -s run_a/model.safetensors ] &&
    [ -s run_a/checkpoint/state.safetensors ] && grep -q "regime purity" out.txt; then
     ok "train synthetic regression"; else bad "train synthetic regression" "$(tail -c 400 out.txt) $(cat err.txt)"; fi
+[ "$(head -n 1 out.txt)" = "data: 2700 train rows, 300 held out (--holdout 0.1)" ] &&
+    ok "train: the first line says how many rows were held out" || bad "train: held-out line" "$(head -n 1 out.txt)"
 keys_ok=1
 for k in step epoch loss balance_loss lr grad_norm rows_per_s expert_load expert_utilization max_vio; do
     head -n 1 run_a/metrics.jsonl | grep -q "\"$k\":" || keys_ok=0
@@ -181,6 +183,31 @@ last=$(tail -n 1 out.txt)
 if echo "$last" | grep -q '"mse":' && echo "$last" | grep -q '"expert_utilization":' && echo "$last" | grep -q '"routing_accuracy":' &&
    echo "$last" | grep -q '"expert_load":\[\[' && echo "$last" | grep -q '"max_vio":' && echo "$last" | grep -q '"loss":'; then
     ok "eval --json"; else bad "eval --json" "$last $(cat err.txt)"; fi
+# the model file records its training seed: eval of synthetic data uses it when --seed is not given
+"$BIN" eval --model run_a/model.safetensors --data $SYN --json >out_s.txt 2>err.txt
+"$BIN" eval --model run_a/model.safetensors --data $SYN --seed 0 --json >out_0.txt 2>>err.txt
+if [ "$(tail -n 1 out_s.txt)" = "$last" ] && [ "$(tail -n 1 out_0.txt)" != "$last" ] &&
+   grep -q "data seed 3, the model's training seed" out_s.txt; then
+    ok "eval: synthetic data from the model's training seed"; else bad "eval: training seed" "$(head -n 1 out_s.txt) $(cat err.txt)"; fi
+
+# --holdout: the share of a set without a test split that is held out; 0 trains on every row
+"$BIN" train $T1 --out run_h --holdout 0.2 --steps 5 >out.txt 2>err.txt &&
+    [ "$(head -n 1 out.txt)" = "data: 2400 train rows, 600 held out (--holdout 0.2)" ] && grep -q "^test: " out.txt &&
+    "$BIN" eval --model run_h/model.safetensors --data $SYN >out_e.txt 2>>err.txt && grep -q "(600 rows held out by --holdout 0.2" out_e.txt &&
+    ok "train --holdout 0.2 (and eval holds out the same rows)" || bad "train --holdout 0.2" "$(head -n 1 out.txt) $(head -n 1 out_e.txt 2>/dev/null) $(cat err.txt)"
+"$BIN" train $T1 --out run_h0 --holdout 0 --steps 5 >out.txt 2>err.txt &&
+    [ "$(head -n 1 out.txt)" = "data: 3000 train rows, 0 held out (--holdout 0): no evaluation" ] &&
+    grep -q "no rows held out (--holdout 0): no evaluation" out.txt && ! grep -q '"eval":true' run_h0/metrics.jsonl &&
+    ok "train --holdout 0: every row trains, no evaluation" || bad "train --holdout 0" "$(cat out.txt err.txt | head -c 500)"
+npy_file hx.npy '<f4' '(20, 4)' 320; npy_file hy.npy '<f4' '(20, 4)' 320
+"$BIN" train --data hx.npy,hy.npy --out run_hn --holdout 0.25 --experts 2 --hidden 2 --batch 5 --steps 2 --threads 1 >out.txt 2>err.txt &&
+    [ "$(head -n 1 out.txt)" = "data: 15 train rows, 5 held out (--holdout 0.25)" ] &&
+    ok "train --holdout on X.npy,Y.npy" || bad "train --holdout on npy" "$(head -n 1 out.txt) $(cat err.txt)"
+expect "train: --holdout on a set with its own test split" 1 "fashion-mnist: the set has its own test split" "$BIN" train --data fashion-mnist:nowhere --out run_e --holdout 0.1
+expect "train: --holdout against synthetic's test=" 1 "test=0.3 and holdout 0.1 disagree" "$BIN" train --data $SYN,test=0.3 --out run_e --holdout 0.1
+expect "train: --holdout out of range" 2 "--holdout '1.5' must be a share" "$BIN" train --data $SYN --out run_e --holdout 1.5
+"$BIN" train --help | grep -q -- "--holdout F" && ok "train --help: --holdout" || bad "train --help: --holdout" "not listed"
+
 mkdir -p run_c/checkpoint && cp run_b/model.safetensors run_c/
 head -c 3000 run_b/checkpoint/state.safetensors >run_c/checkpoint/state.safetensors
 expect "resume: truncated checkpoint" 1 "run_c/checkpoint/state.safetensors: .*(exceeds|past|truncated)" "$BIN" train $T1 --resume run_c
@@ -213,7 +240,9 @@ expect "resume: unknown field" 1 "unknown field 'magic'" "$BIN" train --data $SY
 ck task='"cluster"'
 expect "resume: bad enum" 1 "field 'task' must be \"classify\" or \"regress\"" "$BIN" train --data $SYN --resume run_t
 ck --raw 01000000000000000000000000000000
-expect "resume: raw struct bytes of the old format" 1 "run state is not a JSON object" "$BIN" train --data $SYN --resume run_t
+expect "resume: raw struct bytes of the old format" 1 "predates this version of deepmoe \(run state version 1" "$BIN" train --data $SYN --resume run_t
+ck version=2
+expect "resume: an older run-state version" 1 "predates this version of deepmoe \(run state version 2, this one reads 3\): start a new run, or train from its model file with --model run_t/model.safetensors" "$BIN" train --data $SYN --resume run_t
 ck
 "$BIN" train --data $SYN --resume run_t >out.txt 2>err.txt && cmp -s run_a/model.safetensors run_t/model.safetensors &&
     ok "resume: an unedited rewrite still resumes byte-identically (the edit tool is faithful)" ||

@@ -283,8 +283,8 @@ static void test_regress_growbuf(dm_t *t)
  * reading refuses any field out of range, naming it. */
 static void test_regress_run_state(dm_t *t)
 {
-    dm_run_state a = {.task = 1, .epoch = 7, .pos = 123456789012LL, .seed = 9007199254740993ull, .shuffle = 1,
-                      .batch = 96, .aug_shift = 3, .aug_flip = 1, .aug_drop = 0.1f,
+    dm_run_state a = {.task = 1, .epoch = 7, .pos = 123456789012LL, .seed = 9007199254740993ull, .holdout = 0.25,
+                      .shuffle = 1, .batch = 96, .aug_shift = 3, .aug_flip = 1, .aug_drop = 0.1f,
                       .checkpoint_every = 25, .log_every = 5, .eval_every = 0};
     dm_train_config_default(&a.tc);
     a.tc.lr = 3.0000001e-4f, a.tc.eps = 1.17549435e-38f, a.tc.total_steps = 1999999999, a.tc.warmup = 17;
@@ -295,7 +295,8 @@ static void test_regress_run_state(dm_t *t)
     CHECK(t, js != NULL, "to_json");
     if (!js) return;
     CHECK_OK(t, dm_run_state_from_json(js, strlen(js), "rs", &b, &err), &err);
-    CHECK(t, b.task == a.task && b.epoch == a.epoch && b.pos == a.pos && b.seed == a.seed && b.shuffle == a.shuffle &&
+    CHECK(t, b.task == a.task && b.epoch == a.epoch && b.pos == a.pos && b.seed == a.seed && b.holdout == a.holdout &&
+          b.shuffle == a.shuffle &&
           b.batch == a.batch && b.aug_shift == a.aug_shift && b.aug_flip == a.aug_flip && b.aug_drop == a.aug_drop &&
           b.checkpoint_every == a.checkpoint_every && b.log_every == a.log_every && b.eval_every == a.eval_every,
           "run fields: %s", js);
@@ -317,9 +318,16 @@ static void test_regress_run_state(dm_t *t)
         {"\"beta2\":", "\"beta2\":0.5,\"x\":", "unknown field 'x'"},
         {"\"lr\":", "\"lr\":1e300,\"y\":", "field 'lr' is 1.0000000000000001e+300"},
         {"\"balance\":[\"seed\"", "\"balance\":[\"magic\"", "field 'balance': entry 0"},
-        {"\"version\":2", "\"version\":1", "field 'version' is not 2"},
+        {"\"version\":3", "\"version\":2", "field 'version' is not 3"},
+        {"\"holdout\":0.25", "\"holdout\":-0.5", "field 'holdout' is -0.5"},
+        {"\"holdout\":0.25", "\"holdout\":1", "field 'holdout' is 1"},
+        {"\"holdout\":0.25", "\"holdout\":\"x\"", "field 'holdout' must be a number"},
         {"\"checkpoint_every\":25", "\"checkpoint_every\":0", "field 'checkpoint_every' is 0"},
     };
+    /* what the run checks first: the version, 1 for the raw bytes of version 1 */
+    CHECK(t, dm_run_state_version(js, strlen(js)) == DM_RUN_STATE_VERSION, "version of %s", js);
+    CHECK(t, dm_run_state_version("\x01\0\0\0", 4) == 1 && dm_run_state_version("{\"version\":2}", 13) == 2 &&
+          dm_run_state_version("{}", 2) == 0 && dm_run_state_version("[3]", 3) == 1, "older versions");
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char buf[4096];
         const char *at = strstr(js, bad[i].from);

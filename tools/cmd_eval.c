@@ -1,8 +1,9 @@
 /* cmd_eval.c - deepmoe eval: a model on a dataset's held-out split. */
 #include "cli.h"
-#include "train_cli.h"
 
+#include <errno.h>
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,23 +18,37 @@ static const char help[] =
     "  --model PATH       model file\n"
     "  --data SPEC        dataset (its test split is used)\n"
     "  --task T           classify | regress (default: classify if the model has a head)\n"
-    "  --seed N           synthetic data seed (use the training run's)\n"
+    "  --seed N           synthetic data seed (default: the training run's, which deepmoe\n"
+    "                     train records in the model file; else 0)\n"
+    "  --holdout F        share of a set without a test split held out (default: the\n"
+    "                     training run's, recorded in the model file; else 0.1)\n"
     "  --oracle-rows N    rows the routing oracle scores (1000, at most 1024; 0 = skip)\n"
     "  --threads N        worker threads (0 = all CPUs)\n"
     "  --top-k K          k for a model file without deepmoe metadata\n"
     "  --json             print one JSON object on the last line\n";
+
+/* ,"key":v, or null when v is not finite (JSON has no NaN or Inf). */
+static void json_num(const char *key, double v)
+{
+    if (isfinite(v)) printf(",\"%s\":%.6g", key, v);
+    else printf(",\"%s\":null", key);
+}
 
 int cmd_eval(int argc, char **argv)
 {
     static const struct option lo[] = {
         {"model", required_argument, 0, 'm'}, {"data", required_argument, 0, 'd'},
         {"task", required_argument, 0, 'T'}, {"seed", required_argument, 0, 's'},
+        {"holdout", required_argument, 0, 'H'},
         {"oracle-rows", required_argument, 0, 'o'}, {"threads", required_argument, 0, 't'},
         {"top-k", required_argument, 0, 'k'}, {"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     const char *model = NULL, *data = NULL;
-    int task = -1, oracle = 1000, threads = 0, top_k = 0, json = 0, seed = 0, oc;
+    int task = -1, oracle = 1000, threads = 0, top_k = 0, json = 0, oc;
+    long long seed = -1;
+    double holdout = -1;
+    char *end;
     optind = 1;
     opterr = 0;
     while ((oc = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
@@ -46,7 +61,18 @@ int cmd_eval(int argc, char **argv)
             else if (!strcmp(optarg, "regress")) task = DM_TASK_REGRESS;
             else return cli_usage("eval", "--task '%s': expected classify or regress", optarg);
             break;
-        case 's': if (cli_int(optarg, 0, 1 << 30, &seed)) return cli_usage("eval", "--seed '%s' must be a non-negative integer", optarg); break;
+        case 's':
+            errno = 0;
+            seed = strtoll(optarg, &end, 10);
+            if (errno || *end || end == optarg || seed < 0)
+                return cli_usage("eval", "--seed '%s' must be a non-negative integer", optarg);
+            break;
+        case 'H':
+            errno = 0;
+            holdout = strtod(optarg, &end);
+            if (errno || *end || end == optarg || !(holdout >= 0 && holdout < 1))
+                return cli_usage("eval", "--holdout '%s' must be a share in [0, 1), e.g. 0.1", optarg);
+            break;
         case 'o': if (cli_int(optarg, 0, 1 << 30, &oracle)) return cli_usage("eval", "--oracle-rows '%s' must be >= 0", optarg); break;
         case 't': if (cli_int(optarg, 0, 1024, &threads)) return cli_usage("eval", "--threads '%s' must be in 0..1024", optarg); break;
         case 'k': if (cli_int(optarg, 1, 4096, &top_k)) return cli_usage("eval", "--top-k '%s' must be in 1..4096", optarg); break;
@@ -74,7 +100,17 @@ int cmd_eval(int argc, char **argv)
         fprintf(stderr, "deepmoe eval: %s has no classifier head; evaluate it with --task regress\n", model);
         goto done;
     }
-    if (dm_data_load(data, (dm_task)task, (uint64_t)seed, &d, &err) || dm_pool_create(threads, &pool, &err)) {
+    /* the rows the training run held out: its seed (synthetic data) and holdout, unless given */
+    dm_train_meta tm;
+    if (dm_model_train_meta(model, &tm, &err)) {
+        rc = cli_error("eval", &err);
+        goto done;
+    }
+    const char *seed_from = seed >= 0 ? "--seed" : tm.has_seed ? "the model's training seed" : "the default";
+    if (seed < 0) seed = tm.has_seed ? (long long)tm.seed : 0;
+    if (holdout < 0 && tm.holdout >= 0 && dm_data_spec_holds_out(data)) holdout = tm.holdout;
+    if (dm_data_load_holdout(data, (dm_task)task, (uint64_t)seed, holdout, &d, &err) ||
+        dm_pool_create(threads, &pool, &err)) {
         rc = cli_error("eval", &err);
         goto done;
     }
@@ -88,9 +124,24 @@ int cmd_eval(int argc, char **argv)
     }
     int L = c->n_layers, E = c->n_experts;
     load = malloc((size_t)L * E * sizeof *load);
-    dm_eval ev;
-    if (!load || evaluate("eval", m, pool, &d, oracle, &ev, load)) goto done;
-    printf("%s on %s test split (%lld rows)\n", model, d.name, (long long)d.test.n);
+    dm_eval ev = {.expert_load = load};
+    dm_ctx *ctx = NULL;
+    if (!load) {
+        fprintf(stderr, "deepmoe eval: out of memory\n");
+        goto done;
+    }
+    if (dm_ctx_create(m, pool, &ctx, &err) ||
+        dm_evaluate(ctx, d.test.x, d.test.y, task == DM_TASK_CLASSIFY ? d.test.labels : NULL, d.test.regime, d.test.n,
+                    oracle, &ev, &err)) {
+        dm_ctx_free(ctx);
+        rc = cli_error("eval", &err);
+        goto done;
+    }
+    dm_ctx_free(ctx);
+    printf("%s on %s test split (%lld rows", model, d.name, (long long)d.test.n);
+    if (d.holdout >= 0) printf(" held out by --holdout %g", d.holdout);
+    if (!strcmp(d.name, "synthetic")) printf("; data seed %lld, %s", seed, seed_from);
+    printf(")\n");
     printf("  loss %.5f", ev.loss);
     if (ev.accuracy >= 0) printf(", accuracy %.4f", ev.accuracy);
     if (ev.mse >= 0) printf(", mse %.6f", ev.mse);
@@ -105,16 +156,21 @@ int cmd_eval(int argc, char **argv)
     }
     if (json) {
         printf("{\"oracle_rows\":%lld", (long long)ev.oracle_rows);
-        json_num(stdout, "loss", ev.loss);
-        if (task == DM_TASK_CLASSIFY) json_num(stdout, "accuracy", ev.accuracy);
-        else json_num(stdout, "mse", ev.mse);
-        printf(",\"expert_load\":");
-        json_load(stdout, load, L, E);
-        json_num(stdout, "expert_utilization", ev.expert_utilization);
-        json_num(stdout, "max_vio", ev.max_vio);
-        if (ev.routing_accuracy >= 0) json_num(stdout, "routing_accuracy", ev.routing_accuracy);
+        json_num("loss", ev.loss);
+        if (task == DM_TASK_CLASSIFY) json_num("accuracy", ev.accuracy);
+        else json_num("mse", ev.mse);
+        printf(",\"expert_load\":[");
+        for (int l = 0; l < L; l++) {
+            printf("%s[", l ? "," : "");
+            for (int e = 0; e < E; e++) printf("%s%.5f", e ? "," : "", load[l * E + e]);
+            printf("]");
+        }
+        printf("]");
+        json_num("expert_utilization", ev.expert_utilization);
+        json_num("max_vio", ev.max_vio);
+        if (ev.routing_accuracy >= 0) json_num("routing_accuracy", ev.routing_accuracy);
         else printf(",\"routing_accuracy\":null");
-        if (ev.purity >= 0) json_num(stdout, "regime_purity", ev.purity);
+        if (ev.purity >= 0) json_num("regime_purity", ev.purity);
         printf("}\n");
     }
     rc = 0;

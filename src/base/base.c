@@ -35,6 +35,7 @@ const char *dm_status_name(dm_status s)
         [DM_ERR_UNSUPPORTED] = "unsupported",
         [DM_ERR_NONFINITE] = "non-finite value",
         [DM_ERR_NOMEM] = "out of memory",
+        [DM_ERR_DIVERGED] = "training diverged",
     };
     if ((unsigned)s < sizeof names / sizeof names[0] && names[s]) return names[s];
     return "unknown status";

@@ -10,7 +10,8 @@
  * scaled per column by the train split's min and max to [-1, 1]
  *   x' = 2 (x - min) / (max - min) - 1,  and 0 for a constant column,
  * and the test split reuses the train's min and max. With two files the last
- * n / 10 rows (integer division, file order) are the test split. CLASSIFY: Y
+ * floor(n * holdout) rows (file order) are the test split (holdout 0.1 by
+ * default: n / 10, integer division). CLASSIFY: Y
  * is one column (or a 1-D array) of non-negative integers, n_classes = the
  * largest train label + 1, and a test label >= n_classes is an error. REGRESS:
  * Y is [n, y_dim] float, used as is. NaN or Inf anywhere is an error. */
@@ -19,11 +20,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* Entry points of idx.c and synthetic.c (data.h is the public interface, so
- * these internal ones are declared where they are used). */
-dm_status dm_data_load_idx_(const char *kind, const char *dir, dm_data *d, dm_error *err);
-dm_status dm_data_load_synthetic_(const char *opts, dm_task task, uint64_t seed, dm_data *d, dm_error *err);
 
 #define DATA_MAX_CLASSES 65536
 #define DATA_MAX_ROWS INT32_MAX     /* the batcher's permutation is int32 */
@@ -165,8 +161,12 @@ static void normalise(dm_dataset *train, dm_dataset *test)
     }
 }
 
-static dm_status load_npy(char *const paths[4], int n_paths, dm_task task, dm_data *d, dm_error *err)
+static dm_status load_npy(char *const paths[4], int n_paths, dm_task task, double holdout, dm_data *d,
+                          dm_error *err)
 {
+    if (n_paths == 4 && holdout >= 0)
+        return dm_fail(err, DM_ERR_ARG, "%s: XT.npy,YT.npy are the test split; a holdout (%g) applies to X.npy,Y.npy "
+                       "alone", paths[2], holdout);
     npy_pair tr = { .xpath = paths[0], .ypath = paths[1] }, te = { 0 };
     dm_status s = read_pair(&tr, task, err);
     if (s != DM_OK) goto out;
@@ -177,7 +177,9 @@ static dm_status load_npy(char *const paths[4], int n_paths, dm_task task, dm_da
     snprintf(d->name, sizeof d->name, "npy");
     d->task = task;
     if (n_paths == 2) {
-        int64_t n = tr.x.rows, n_test = n / 10;
+        /* n / 10 for the default: floor(n * 0.1) is the same (0.1 rounds up as a double) */
+        int64_t n = tr.x.rows, n_test = holdout < 0 ? n / 10 : (int64_t)floor((double)n * holdout);
+        d->holdout = holdout < 0 ? 0.1 : holdout;
         if ((s = fill_split(&d->test, &tr, n - n_test, n_test, 0, task, err)) != DM_OK) goto out;
         if ((s = fill_split(&d->train, &tr, 0, n - n_test, 1, task, err)) != DM_OK) goto out;
     } else {
@@ -196,6 +198,7 @@ static dm_status load_npy(char *const paths[4], int n_paths, dm_task task, dm_da
         }
         if ((s = fill_split(&d->train, &tr, 0, tr.x.rows, 1, task, err)) != DM_OK) goto out;
         if ((s = fill_split(&d->test, &te, 0, te.x.rows, 1, task, err)) != DM_OK) goto out;
+        d->holdout = -1;
     }
     normalise(&d->train, &d->test);
     if (task == DM_TASK_CLASSIFY) {
@@ -235,7 +238,7 @@ static int spec_is(const char *s, const char *word, const char **rest)
     return 1;
 }
 
-static dm_status dispatch(const char *spec, dm_task task, uint64_t seed, dm_data *d, dm_error *err)
+static dm_status dispatch(const char *spec, dm_task task, uint64_t seed, double holdout, dm_data *d, dm_error *err)
 {
     const char *rest;
     if (spec_is(spec, "fashion-mnist", &rest) || spec_is(spec, "mnist", &rest)) {
@@ -244,9 +247,13 @@ static dm_status dispatch(const char *spec, dm_task task, uint64_t seed, dm_data
         if (!rest && kind[0] == 'm') return dm_fail(err, DM_ERR_ARG, "mnist: needs a directory: mnist:DIR");
         if (task != DM_TASK_CLASSIFY)
             return dm_fail(err, DM_ERR_ARG, "%s: IDX data has class labels only; it needs the classify task", kind);
+        if (holdout >= 0)
+            return dm_fail(err, DM_ERR_ARG, "%s: the set has its own test split; a holdout (%g) applies to sets "
+                           "without one (X.npy,Y.npy, synthetic)", kind, holdout);
+        d->holdout = -1;
         return dm_data_load_idx_(kind, rest, d, err);
     }
-    if (spec_is(spec, "synthetic", &rest)) return dm_data_load_synthetic_(rest, task, seed, d, err);
+    if (spec_is(spec, "synthetic", &rest)) return dm_data_load_synthetic_(rest, task, seed, holdout, d, err);
 
     char *buf = strdup(spec), *paths[4] = { 0 };
     if (!buf) return dm_fail(err, DM_ERR_NOMEM, "%s: out of memory", spec);
@@ -272,20 +279,39 @@ static dm_status dispatch(const char *spec, dm_task task, uint64_t seed, dm_data
         s = DM_OK;
         for (int i = 0; i < n && s == DM_OK; i++)
             if (!*paths[i]) s = dm_fail(err, DM_ERR_ARG, "%s: empty path %d of %d", spec, i + 1, n);
-        if (s == DM_OK) s = load_npy(paths, n, task, d, err);
+        if (s == DM_OK) s = load_npy(paths, n, task, holdout, d, err);
     }
     free(buf);
     return s;
 }
 
+int dm_data_spec_holds_out(const char *spec)
+{
+    const char *rest;
+    if (!spec) return 0;
+    if (spec_is(spec, "synthetic", &rest)) return 1;
+    int commas = 0;
+    for (const char *p = spec; *p; p++) commas += *p == ',';
+    return commas == 1 && !spec_is(spec, "fashion-mnist", &rest) && !spec_is(spec, "mnist", &rest);
+}
+
 dm_status dm_data_load(const char *spec, dm_task task, uint64_t seed, dm_data *d, dm_error *err)
+{
+    return dm_data_load_holdout(spec, task, seed, -1, d, err);
+}
+
+dm_status dm_data_load_holdout(const char *spec, dm_task task, uint64_t seed, double holdout, dm_data *d,
+                               dm_error *err)
 {
     if (!d) return dm_fail(err, DM_ERR_ARG, "dm_data_load: NULL dm_data");
     memset(d, 0, sizeof *d);
     if (!spec || !*spec) return dm_fail(err, DM_ERR_ARG, "dm_data_load: empty data spec (want " SPEC_FORMS ")");
     if (task != DM_TASK_CLASSIFY && task != DM_TASK_REGRESS)
         return dm_fail(err, DM_ERR_ARG, "%s: unknown task %d", spec, (int)task);
-    dm_status s = dispatch(spec, task, seed, d, err);
+    if (isnan(holdout) || holdout >= 1)
+        return dm_fail(err, DM_ERR_ARG, "%s: holdout %g must be in [0, 1)", spec, holdout);
+    if (holdout < 0) holdout = -1;
+    dm_status s = dispatch(spec, task, seed, holdout, d, err);
     if (s != DM_OK) dm_data_free(d);
     return s;
 }

@@ -26,8 +26,6 @@
 #define IDX_DIM_MAX 65536u              /* an image side; real sets use 28 */
 #define FASHION_MNIST_DIR "/usr/share/datasets/fashion-mnist"
 
-dm_status dm_data_load_idx_(const char *kind, const char *dir, dm_data *d, dm_error *err);
-
 /* ---------------------------------------------------------------- one file */
 
 typedef struct idx_file {

@@ -16,7 +16,8 @@
  *        x[j] = clamp(c_r[j] + s * dm_rng_normal(), -1, 1)     j = 0 .. D-1 (float)
  *        y[i] = tanh(b_r[i] + sum_j W_r[i][j] x[j])            sum and tanh in double
  *   3. The first N - round(N * T) rows are the train split, the rest the test
- *      split (round = floor(v + 0.5)).
+ *      split (round = floor(v + 0.5)). T is the holdout: the test key, or
+ *      dm_data_load_holdout's (which must agree with a test key given).
  * The parameters and x do not depend on the task: REGRESS keeps y (y_dim = D),
  * CLASSIFY keeps labels = r (n_classes = R); regime[] = r for both. */
 #include "data/data.h"
@@ -26,11 +27,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-dm_status dm_data_load_synthetic_(const char *opts, dm_task task, uint64_t seed, dm_data *d, dm_error *err);
-
 typedef struct synth_opts {
     int64_t regimes, dim, rows;
     double test, noise;
+    int test_given;      /* the spec has a test= key */
 } synth_opts;
 
 #define SYNTH_KNOWN "(known: regimes, dim, rows, test, noise)"
@@ -111,6 +111,7 @@ static dm_status parse_opts(const char *opts, synth_opts *o, dm_error *err)
         if (!comma) break;
         item = comma + 1;
     }
+    o->test_given = seen[3];
     return DM_OK;
 }
 
@@ -138,11 +139,16 @@ static dm_status alloc_split(dm_dataset *ds, int64_t n, int dim, dm_task task, d
     return DM_OK;
 }
 
-dm_status dm_data_load_synthetic_(const char *opts, dm_task task, uint64_t seed, dm_data *d, dm_error *err)
+dm_status dm_data_load_synthetic_(const char *opts, dm_task task, uint64_t seed, double holdout, dm_data *d,
+                                  dm_error *err)
 {
     synth_opts o;
     dm_status s = parse_opts(opts, &o, err);
     if (s != DM_OK) return s;
+    if (holdout >= 0 && o.test_given && holdout != o.test)
+        return dm_fail(err, DM_ERR_ARG, "synthetic: test=%g and holdout %g disagree: give one", o.test, holdout);
+    if (holdout >= 0) o.test = holdout;
+    d->holdout = o.test;
     int64_t n_test = (int64_t)floor((double)o.rows * o.test + 0.5), n_train = o.rows - n_test;
     if (n_train < 1)
         return dm_fail(err, DM_ERR_ARG, "synthetic: rows=%lld with test=%g leaves no train rows", (long long)o.rows,

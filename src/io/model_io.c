@@ -280,6 +280,14 @@ dm_status dm_model_load(const char *path, const dm_model_opts *o, dm_model **out
 
 dm_status dm_model_save(const dm_model *m, const char *path, dm_error *err)
 {
+    return dm_model_save_meta(m, path, NULL, 0, err);
+}
+
+dm_status dm_model_save_meta(const dm_model *m, const char *path, const char *const *extra, int n_extra,
+                             dm_error *err)
+{
+    if (n_extra < 0 || n_extra > DM_MODEL_EXTRA_MAX || (n_extra && !extra))
+        return dm_fail(err, DM_ERR_ARG, "%s: dm_model_save_meta: %d extra metadata pairs", path, n_extra);
     dm_st_out *t = calloc((size_t)m->n_tensors, sizeof *t);
     char *cfg = dm_config_to_json(&m->cfg);
     if (!t || !cfg) {
@@ -312,8 +320,9 @@ dm_status dm_model_save(const dm_model *m, const char *path, dm_error *err)
             at += d->numel;
         }
     }
-    const char *meta[] = {"format", "pt", CONFIG_KEY, cfg, "deepmoe.version", DM_VERSION};
-    dm_status st = dm_st_write(path, t, m->n_tensors, meta, 3, err);
+    const char *meta[2 * (3 + DM_MODEL_EXTRA_MAX)] = {"format", "pt", CONFIG_KEY, cfg, "deepmoe.version", DM_VERSION};
+    for (int i = 0; i < 2 * n_extra; i++) meta[6 + i] = extra[i];
+    dm_status st = dm_st_write(path, t, m->n_tensors, meta, 3 + n_extra, err);
     dm_free(tmp);
     free(t);
     free(cfg);

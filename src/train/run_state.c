@@ -11,13 +11,13 @@
 #include <math.h>
 #include <string.h>
 
-typedef enum { F_INT, F_I64, F_BOOL, F_FLOAT, F_ENUM, F_FLAGS } field_kind;
+typedef enum { F_INT, F_I64, F_BOOL, F_FLOAT, F_DOUBLE, F_ENUM, F_FLAGS } field_kind;
 
 typedef struct field {
     const char *name;
     field_kind kind;
     size_t off;
-    double lo, hi;           /* inclusive bounds; F_FLOAT: hi_open says [lo, hi) */
+    double lo, hi;           /* inclusive bounds; F_FLOAT, F_DOUBLE: hi_open says [lo, hi) */
     int hi_open, lo_open;
     const char *const *names;/* F_ENUM: value i is names[i]; F_FLAGS: bit i */
     int n_names;
@@ -36,6 +36,7 @@ static const field fields[] = {
     {"epoch", F_I64, RS(epoch), 0, BIG, 0, 0, NULL, 0},
     {"pos", F_I64, RS(pos), 0, BIG, 0, 0, NULL, 0},
     {"seed", F_I64, RS(seed), 0, BIG, 0, 0, NULL, 0},
+    {"holdout", F_DOUBLE, RS(holdout), -1, 1, 1, 0, NULL, 0},   /* and -1 or >= 0: read_field */
     {"shuffle", F_BOOL, RS(shuffle), 0, 1, 0, 0, NULL, 0},
     {"batch", F_INT, RS(batch), 1, 1 << 24, 0, 0, NULL, 0},
     {"aug_shift", F_INT, RS(aug_shift), 0, 8, 0, 0, NULL, 0},
@@ -77,6 +78,7 @@ static json_t *field_json(const field *f, const dm_run_state *rs)
     case F_I64: return json_integer((json_int_t)*(const int64_t *)p);
     case F_BOOL: return json_boolean(*(const int *)p);
     case F_FLOAT: return json_real((double)*(const float *)p);
+    case F_DOUBLE: return json_real(*(const double *)p);
     case F_ENUM: {
         int v = *(const int *)p;
         return v >= 0 && v < f->n_names ? json_string(f->names[v]) : NULL;
@@ -139,7 +141,7 @@ static dm_status read_flags(const field *f, json_t *v, unsigned *out, const char
 
 static dm_status read_number(const field *f, json_t *v, char *p, const char *path, dm_error *err)
 {
-    int integral = f->kind != F_FLOAT;
+    int integral = f->kind != F_FLOAT && f->kind != F_DOUBLE;
     if (integral ? !json_is_integer(v) : !json_is_number(v))
         return BAD("%s: run state: field '%s' must be %s", path, f->name, integral ? "an integer" : "a number");
     double x = json_number_value(v);
@@ -150,6 +152,7 @@ static dm_status read_number(const field *f, json_t *v, char *p, const char *pat
     switch (f->kind) {
     case F_INT: *(int *)p = (int)json_integer_value(v); break;
     case F_I64: *(int64_t *)p = (int64_t)json_integer_value(v); break;
+    case F_DOUBLE: *(double *)p = x; break;
     default: *(float *)p = (float)x; break;
     }
     if (f->kind == F_FLOAT && !isfinite(*(float *)p))   /* finite as a double, not as a float */
@@ -167,8 +170,22 @@ static dm_status read_field(const field *f, json_t *v, dm_run_state *rs, const c
         return DM_OK;
     case F_ENUM: return read_enum(f, v, (int *)p, path, err);
     case F_FLAGS: return read_flags(f, v, (unsigned *)p, path, err);
-    default: return read_number(f, v, p, path, err);
+    default: break;
     }
+    dm_status st = read_number(f, v, p, path, err);
+    if (!st && p == (char *)&rs->holdout && rs->holdout < 0 && rs->holdout != -1)
+        return BAD("%s: run state: field 'holdout' is %.17g: want -1 (the data's own test split) or a share in [0, 1)",
+                   path, rs->holdout);
+    return st;
+}
+
+int dm_run_state_version(const char *text, size_t len)
+{
+    json_t *o = json_loadb(text, len, 0, NULL);
+    json_t *v = json_object_get(o, "version");   /* NULL for a non-object */
+    int ver = !json_is_object(o) ? 1 : json_is_integer(v) ? (int)DM_MAX(DM_MIN(json_integer_value(v), 1 << 30), 0) : 0;
+    json_decref(o);
+    return ver;
 }
 
 dm_status dm_run_state_from_json(const char *text, size_t len, const char *path, dm_run_state *rs, dm_error *err)
@@ -178,7 +195,7 @@ dm_status dm_run_state_from_json(const char *text, size_t len, const char *path,
     json_t *o = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
     if (!json_is_object(o)) {
         json_decref(o);
-        return BAD("%s: run state is not a JSON object (%s): written by another version of deepmoe train?", path,
+        return BAD("%s: run state is not a JSON object (%s): written by an older version of deepmoe train?", path,
                    o ? "wrong type" : je.text);
     }
     dm_status st = DM_OK;
