@@ -59,5 +59,6 @@ void suite_serve_config(dm_t *t);
 void suite_serve_codec(dm_t *t);
 void suite_serve_sched(dm_t *t);
 void suite_regress(dm_t *t);
+void suite_config(dm_t *t);
 
 #endif

@@ -78,6 +78,7 @@ int main(int argc, char **argv)
     suite_kernels(&t);
     suite_io(&t);
     suite_moe(&t);
+    suite_config(&t);
     suite_parity(&t);
     suite_data(&t);
     suite_train(&t);

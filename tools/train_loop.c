@@ -212,7 +212,9 @@ int train_run(opts *o, const dm_config *flags, int top_k_flag)
         path_join(path, sizeof path, o->resume, "model.safetensors");
         if (dm_model_load(path, NULL, &m, &err)) goto fail;
     } else if (o->model) {
-        dm_model_opts mo = {.isa = DM_ISA_AUTO, .top_k = top_k_flag};
+        dm_model_opts mo;
+        dm_model_opts_default(&mo);
+        mo.top_k = top_k_flag;
         if (dm_model_load(o->model, &mo, &m, &err)) goto fail;
     } else if (new_model(o, flags, &d, &tc, &m, &err)) {
         goto fail;
