@@ -183,6 +183,8 @@ dm_status dm_model_create(const dm_config *cin, const dm_model_opts *o, dm_model
     *out = NULL;
     if (o && dm_check_struct_size(o->struct_size, sizeof *o, "dm_model_opts", "dm_model_opts_default", err))
         return DM_ERR_ARG;
+    /* before the copy reads sizeof(dm_config) bytes of a struct that may be smaller */
+    if (dm_check_struct_size(cin->struct_size, sizeof *cin, "dm_config", "dm_config_default", err)) return DM_ERR_ARG;
     dm_config c = *cin;
     dm_status st = dm_config_validate(&c, err);
     if (st) return st;
