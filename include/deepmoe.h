@@ -62,7 +62,13 @@ typedef enum {
     DM_EXPERT_SWIGLU,   /* W2 (silu(W1 x) * W3 x), no biases (DeepSeek) */
 } dm_expert_kind;
 
+/* Fill with dm_config_default, then set fields: struct_size is how the library
+ * tells a caller built against another layout (and an uninitialised struct)
+ * from a valid one. The fields, their JSON keys, defaults and ranges are one
+ * list in the library (src/nn/config_fields.h); the build checks this struct
+ * against it. */
 typedef struct dm_config {
+    size_t struct_size;  /* sizeof(dm_config), set by dm_config_default; never serialized */
     int dim;             /* D: width of an input row */
     int n_experts;       /* E: routed experts */
     int top_k;           /* k: experts chosen per row, 1 <= k <= E */
@@ -85,13 +91,16 @@ typedef struct dm_config {
 
 /* The seed's DeepSeekMoE defaults: D=512, E=8, k=2, H=256, seed router and experts. */
 void dm_config_default(dm_config *c);
-/* hidden = 0 means dim/2 and shared_hidden = 0 means hidden; validate resolves both. */
+/* hidden = 0 means dim/2 and shared_hidden = 0 means hidden; validate resolves both.
+ * DM_ERR_ARG naming the field for a value out of range, and for a struct that
+ * dm_config_default did not fill (struct_size). */
 dm_status dm_config_validate(dm_config *c, dm_error *err);
 const char *dm_router_name(dm_router_kind r);
 const char *dm_expert_name(dm_expert_kind e);
-/* Parse a name ("seed", "softmax", "sigmoid" / "seed", "swiglu"); -1 if unknown. */
-int dm_router_parse(const char *name);
-int dm_expert_parse(const char *name);
+/* Parse a name ("seed", "softmax", "sigmoid" / "seed", "swiglu") into *out;
+ * DM_ERR_ARG listing the valid names if unknown (*out untouched). */
+DM_API dm_status dm_router_parse(const char *name, dm_router_kind *out, dm_error *err);
+DM_API dm_status dm_expert_parse(const char *name, dm_expert_kind *out, dm_error *err);
 
 /* ---------------------------------------------------------------- CPU */
 
@@ -128,7 +137,9 @@ typedef struct dm_tensor_info {
     float *data;         /* float32, row-major, inside the model's flat parameter buffer */
 } dm_tensor_info;
 
+/* Fill with dm_model_opts_default, then set fields (or pass NULL for the defaults). */
 typedef struct dm_model_opts {
+    size_t struct_size;  /* sizeof(dm_model_opts), set by dm_model_opts_default */
     dm_isa isa;          /* kernels the model packs its weights for (DM_ISA_AUTO) */
     int top_k;           /* k for files without deepmoe metadata (0 = 2) */
     int packed_only;     /* 1 (inference): keep only what the kernels read, no fp32 copy of the
@@ -136,7 +147,9 @@ typedef struct dm_model_opts {
                             them, dm_model_sync, training and dm_forward_dense refuse the model */
 } dm_model_opts;
 
-/* A model with all parameters zero. */
+DM_API void dm_model_opts_default(dm_model_opts *o);
+
+/* A model with all parameters zero. o may be NULL (the defaults). */
 dm_status dm_model_create(const dm_config *c, const dm_model_opts *o, dm_model **out, dm_error *err);
 /* PyTorch's default init: Linear weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
  * LayerNorm gamma 1 and beta 0, selection bias 0. Deterministic in seed. */
@@ -152,8 +165,9 @@ dm_isa dm_model_isa(const dm_model *m);
 int dm_model_n_tensors(const dm_model *m);
 /* Tensor i (0 <= i < n_tensors), in the stable layout order. */
 dm_tensor_info dm_model_tensor(const dm_model *m, int i);
-/* Tensor by name; 0 on success, -1 if not present. */
-int dm_model_find(const dm_model *m, const char *name, dm_tensor_info *out);
+/* Tensor by name into *out (out may be NULL: a presence test); DM_ERR_ARG if the
+ * model has no such tensor (dm_model_tensor lists them). */
+DM_API dm_status dm_model_find(const dm_model *m, const char *name, dm_tensor_info *out, dm_error *err);
 int64_t dm_model_param_count(const dm_model *m);
 /* Bytes the model's weights occupy in memory: fp32 tensors kept plus packed operands. */
 int64_t dm_model_memory(const dm_model *m);
@@ -208,7 +222,9 @@ typedef enum { DM_SCHED_COSINE = 0, DM_SCHED_CONSTANT } dm_schedule;
  *   Z        coef_z * mean_rows(logsumexp(logits)^2) */
 enum { DM_BAL_SEED = 1, DM_BAL_SWITCH = 2, DM_BAL_AUX_FREE = 4, DM_BAL_Z = 8 };
 
+/* Fill with dm_train_config_default, then set fields (struct_size as in dm_config). */
 typedef struct dm_train_config {
+    size_t struct_size;  /* sizeof(dm_train_config), set by dm_train_config_default; never serialized */
     dm_loss_kind loss;   /* MSE: mean over rows*outputs; CE: mean over rows of softmax cross-entropy */
     float lr;            /* peak learning rate */
     float weight_decay;  /* AdamW decoupled decay, applied to every parameter */
@@ -234,7 +250,8 @@ void dm_train_config_default(dm_train_config *tc);
 typedef struct dm_trainer dm_trainer;
 
 /* Trains m in place (the model must outlive the trainer; pool may be NULL).
- * Allocates gradients and AdamW moments in the model's flat layout. */
+ * Allocates gradients and AdamW moments in the model's flat layout. tc must
+ * come from dm_train_config_default (struct_size); DM_ERR_ARG otherwise. */
 dm_status dm_trainer_create(dm_model *m, const dm_train_config *tc, dm_pool *pool,
                             dm_trainer **out, dm_error *err);
 void dm_trainer_free(dm_trainer *t);

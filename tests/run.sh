@@ -46,6 +46,9 @@ done
 echo "== exported symbols ($B/libdeepmoe.so vs DM_API in include/)"
 bash tests/test_abi.sh "$B" 2>&1 | tee "$log"
 add_counts "$log" test_abi.sh
+echo "== config table (dm_config in deepmoe.h against src/nn/config_fields.h, at compile time)"
+bash tests/test_config_table.sh 2>&1 | tee "$log"
+add_counts "$log" test_config_table.sh
 
 echo "== server tests ($B/deepmoe serve, over HTTP)"
 /usr/bin/python3 tests/test_serve.py "$B/deepmoe" 2>&1 | tee "$log"

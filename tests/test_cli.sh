@@ -65,6 +65,14 @@ if "$BIN" inspect m.safetensors >out.txt 2>&1 && grep -q "dim 512, experts 8, to
     --selection-bias --route-scale 2.5 --expert-type swiglu --shared-experts 1 --seed 3 >/dev/null 2>err.txt
 if "$BIN" inspect v3.safetensors --no-tensors >out.txt 2>&1 && grep -q "router sigmoid, route scale 2.5, groups 4 (keep 2), selection bias yes" out.txt &&
    grep -q "experts swiglu, shared experts 1" out.txt; then ok "init + inspect DeepSeek-V3-style"; else bad "init v3" "$(cat out.txt err.txt)"; fi
+# the model flags come from the config field list: its ranges, names and help
+expect "init: --experts out of range" 2 "--experts '0' must be an integer in 1..4096" "$BIN" init --out bad.safetensors --experts 0
+expect "init: unknown router" 2 "--router 'magic': expected seed, softmax or sigmoid" "$BIN" init --out bad.safetensors --router magic
+expect "init: --route-scale" 2 "--route-scale '-1' must be a number in \\(0, 1e\\+06\\]" "$BIN" init --out bad.safetensors --route-scale -1
+expect "init: cross-field rule" 2 "top-k 9 out of range \\(1..experts = 8\\)" "$BIN" init --out bad.safetensors --top-k 9
+if "$BIN" init --help >out.txt && grep -q "^  --shared-hidden H    hidden width of a shared expert" out.txt &&
+   grep -q "^  --norm-topk          softmax router" out.txt && ! grep -q -- "--ln-eps\|--in-dim" out.txt; then
+    ok "init --help: model flags"; else bad "init --help: model flags" "$(cat out.txt)"; fi
 npy_file x.npy '<f4' '(1024, 512)' $((1024 * 512 * 4))
 if "$BIN" infer --model m.safetensors --input x.npy --output y.npy --routing r.npy --threads 2 >out.txt 2>err.txt &&
    grep -q "rows/s" out.txt && [ "$(stat -c %s y.npy)" -eq $((128 + 1024 * 512 * 4)) ] &&

@@ -79,6 +79,7 @@ int main(int argc, char **argv)
     suite_io(&t);
     suite_moe(&t);
     suite_exchange(&t);
+    suite_config(&t);
     suite_parity(&t);
     suite_data(&t);
     suite_train(&t);

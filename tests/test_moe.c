@@ -47,7 +47,9 @@ static double sparse_vs_dense(dm_t *t, const dm_config *c, dm_isa isa, int threa
 {
     dm_error err;
     dm_model *m = NULL;
-    dm_model_opts o = {.isa = isa};
+    dm_model_opts o;
+    dm_model_opts_default(&o);
+    o.isa = isa;
     CHECK_OK(t, dm_model_create(c, &o, &m, &err), &err);
     if (!m) return INFINITY;
     randomize(m, seed);
@@ -123,12 +125,14 @@ static void test_moe_sparse_equals_dense_network(dm_t *t)
     dm_model *m;
     CHECK_OK(t, dm_model_create(&c, NULL, &m, &err), &err);
     dm_tensor_info ti;
-    CHECK(t, dm_model_find(m, "embed.weight", &ti) == 0 && ti.shape[0] == 24 && ti.shape[1] == 20, "embed.weight [24, 20]");
-    CHECK(t, dm_model_find(m, "layers.1.gating.gate.weight", &ti) == 0, "layers.1.gating.gate.weight");
-    CHECK(t, dm_model_find(m, "layers.0.shared_experts.0.w2.weight", &ti) == 0, "layers.0.shared_experts.0.w2.weight");
-    CHECK(t, dm_model_find(m, "head.weight", &ti) == 0 && ti.shape[0] == 5 && ti.shape[1] == 24, "head.weight [5, 24]");
-    CHECK(t, dm_model_find(m, "norm.bias", &ti) == 0, "norm.bias");
-    CHECK(t, dm_model_find(m, "gating.gate.weight", &ti) != 0, "no unprefixed names in a network");
+    CHECK(t, dm_model_find(m, "embed.weight", &ti, &err) == DM_OK && ti.shape[0] == 24 && ti.shape[1] == 20, "embed.weight [24, 20]");
+    CHECK(t, dm_model_find(m, "layers.1.gating.gate.weight", &ti, &err) == DM_OK, "layers.1.gating.gate.weight");
+    CHECK(t, dm_model_find(m, "layers.0.shared_experts.0.w2.weight", &ti, &err) == DM_OK, "layers.0.shared_experts.0.w2.weight");
+    CHECK(t, dm_model_find(m, "head.weight", &ti, &err) == DM_OK && ti.shape[0] == 5 && ti.shape[1] == 24, "head.weight [5, 24]");
+    CHECK(t, dm_model_find(m, "norm.bias", &ti, &err) == DM_OK, "norm.bias");
+    CHECK(t, dm_model_find(m, "gating.gate.weight", &ti, &err) == DM_ERR_ARG, "no unprefixed names in a network");
+    CHECK(t, strstr(err.msg, "no tensor 'gating.gate.weight'") && strstr(err.msg, "embed.weight, embed.bias, layers.0.gating.gate.weight"),
+          "the message lists the valid names: %s", err.msg);
     dm_model_free(m);
 }
 
@@ -142,18 +146,20 @@ static void test_moe_single_expert_is_dense_ffn(dm_t *t)
         if (dm_isa_resolve(isas[i]) != isas[i]) continue;
         dm_error err;
         dm_model *m;
-        dm_model_opts o = {.isa = isas[i]};
+        dm_model_opts o;
+        dm_model_opts_default(&o);
+        o.isa = isas[i];
         CHECK_OK(t, dm_model_create(&c, &o, &m, &err), &err);
         randomize(m, 99);
         int n = 19, D = c.dim, H = c.hidden;
         float *x = random_rows(n, D, 5), *y = malloc((size_t)n * D * sizeof *y), *want = malloc((size_t)n * D * sizeof *want);
         dm_tensor_info w1, b1, g, b, w2, b2;
-        dm_model_find(m, "experts.0.net.0.weight", &w1);
-        dm_model_find(m, "experts.0.net.0.bias", &b1);
-        dm_model_find(m, "experts.0.net.2.weight", &g);
-        dm_model_find(m, "experts.0.net.2.bias", &b);
-        dm_model_find(m, "experts.0.net.3.weight", &w2);
-        dm_model_find(m, "experts.0.net.3.bias", &b2);
+        CHECK_OK(t, dm_model_find(m, "experts.0.net.0.weight", &w1, &err), &err);
+        CHECK_OK(t, dm_model_find(m, "experts.0.net.0.bias", &b1, &err), &err);
+        CHECK_OK(t, dm_model_find(m, "experts.0.net.2.weight", &g, &err), &err);
+        CHECK_OK(t, dm_model_find(m, "experts.0.net.2.bias", &b, &err), &err);
+        CHECK_OK(t, dm_model_find(m, "experts.0.net.3.weight", &w2, &err), &err);
+        CHECK_OK(t, dm_model_find(m, "experts.0.net.3.bias", &b2, &err), &err);
         for (int r = 0; r < n; r++) {
             double h[64], mean = 0, var = 0;
             for (int j = 0; j < H; j++) {
@@ -224,9 +230,9 @@ static void test_moe_selection_bias_changes_choice_not_weights(dm_t *t)
     CHECK_OK(t, dm_model_create(&c, NULL, &m, &err), &err);
     randomize(m, 3);
     dm_tensor_info bias, gw, gb;
-    dm_model_find(m, "gating.expert_bias", &bias);
-    dm_model_find(m, "gating.gate.weight", &gw);
-    dm_model_find(m, "gating.gate.bias", &gb);
+    CHECK_OK(t, dm_model_find(m, "gating.expert_bias", &bias, &err), &err);
+    CHECK_OK(t, dm_model_find(m, "gating.gate.weight", &gw, &err), &err);
+    CHECK_OK(t, dm_model_find(m, "gating.gate.bias", &gb, &err), &err);
     for (int e = 0; e < c.n_experts; e++) bias.data[e] = 0;
     bias.data[5] = 100.0f;  /* expert 5 always chosen, first */
     dm_model_sync(m, &err);
@@ -263,8 +269,8 @@ static void test_moe_groups_limit_choice(dm_t *t)
     CHECK_OK(t, dm_model_create(&c, NULL, &m, &err), &err);
     randomize(m, 8);
     dm_tensor_info gw, gb;
-    dm_model_find(m, "gating.gate.weight", &gw);
-    dm_model_find(m, "gating.gate.bias", &gb);
+    CHECK_OK(t, dm_model_find(m, "gating.gate.weight", &gw, &err), &err);
+    CHECK_OK(t, dm_model_find(m, "gating.gate.bias", &gb, &err), &err);
     dm_ctx *ctx;
     CHECK_OK(t, dm_ctx_create(m, NULL, &ctx, &err), &err);
     int n = 50;
@@ -420,7 +426,9 @@ static void test_moe_packed_only(dm_t *t)
         snprintf(a, sizeof a, "%s/po_a%d.safetensors", dm_test_tmpdir(), v);
         snprintf(b, sizeof b, "%s/po_b%d.safetensors", dm_test_tmpdir(), v);
         CHECK_OK(t, dm_model_save(m, a, &err), &err);
-        dm_model_opts o = {.isa = DM_ISA_AUTO, .packed_only = 1};
+        dm_model_opts o;
+        dm_model_opts_default(&o);
+        o.packed_only = 1;
         CHECK_OK(t, dm_model_load(a, NULL, &full, &err), &err);
         CHECK_OK(t, dm_model_load(a, &o, &po, &err), &err);
         if (full && po) {
@@ -545,7 +553,9 @@ static void test_moe_bad_model_files(dm_t *t)
     }
     /* top-k for a file without metadata */
     write_variant(m, path, NULL, NULL, NULL, NULL);
-    dm_model_opts o = {.top_k = 7};
+    dm_model_opts o;
+    dm_model_opts_default(&o);
+    o.top_k = 7;
     CHECK(t, dm_model_load(path, &o, &bad, &err) == DM_ERR_ARG, "top-k 7 > 6 experts must fail");
     CHECK(t, strstr(err.msg, "--top-k") != NULL, "message: %s", err.msg);
     o.top_k = 6;

@@ -177,7 +177,9 @@ static void parity_case(dm_t *t, const char *name, int seed_config)
     char isa_list[64] = "";
     for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
         if (dm_isa_resolve(isas[i]) != isas[i]) continue;  /* the CPU lacks it */
-        dm_model_opts opts = { .isa = isas[i], .top_k = 0 };
+        dm_model_opts opts;
+        dm_model_opts_default(&opts);
+        opts.isa = isas[i];
         dm_model *m = NULL;
         dm_error err = {0};
         dm_status s = dm_model_load(model_path, &opts, &m, &err);

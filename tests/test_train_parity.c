@@ -171,7 +171,7 @@ static void check_weights(dm_t *t, const char *name, const char *what, const dm_
           dm_model_n_tensors(ref));
     for (int i = 0; i < n; i++) {
         dm_tensor_info a = dm_model_tensor(m, i), b;
-        if (dm_model_find(ref, a.name, &b)) {
+        if (dm_model_find(ref, a.name, &b, NULL) != DM_OK) {
             CHECK(t, 0, "%s %s: tensor %s missing from the reference", name, what, a.name);
             continue;
         }
@@ -195,7 +195,9 @@ static void train_run(dm_t *t, const char *name, const char *model_path, dm_isa 
 {
     char what[64];
     snprintf(what, sizeof what, "(%s, %d thread%s)", dm_isa_name(isa), threads, threads > 1 ? "s" : "");
-    dm_model_opts opts = { .isa = isa, .top_k = 0 };
+    dm_model_opts opts;
+    dm_model_opts_default(&opts);
+    opts.isa = isa;
     dm_model *m = NULL;
     dm_pool *pool = NULL;
     dm_trainer *tr = NULL;
@@ -267,7 +269,9 @@ static void train_parity_case(dm_t *t, const char *name)
     if (a.y.rows != a.x.rows || a.log.rows != steps || a.log.cols != 4 || steps <= 0) goto out;
     const char *final_path = fixture_path(t, name, "final.safetensors");
     if (!final_path) goto out;
-    dm_model_opts ropts = { .isa = DM_ISA_REF, .top_k = 0 };
+    dm_model_opts ropts;
+    dm_model_opts_default(&ropts);
+    ropts.isa = DM_ISA_REF;
     dm_error err = {0};
     dm_status s = dm_model_load(final_path, &ropts, &ref, &err);
     CHECK(t, s == DM_OK, "%s: dm_model_load: %s: %s", name, dm_status_name(s), err.msg);

@@ -89,7 +89,9 @@ int cmd_eval(int argc, char **argv)
     dm_data d = {0};
     double *load = NULL;
     int rc = 1;
-    dm_model_opts mo = {.isa = DM_ISA_AUTO, .top_k = top_k};
+    dm_model_opts mo;
+    dm_model_opts_default(&mo);
+    mo.top_k = top_k;
     if (dm_model_load(model, &mo, &m, &err)) {
         rc = cli_error("eval", &err);
         goto done;

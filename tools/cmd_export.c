@@ -59,7 +59,10 @@ int cmd_export(int argc, char **argv)
 
     dm_error err;
     dm_model *m;
-    dm_model_opts mo = {.isa = DM_ISA_REF, .top_k = top_k};
+    dm_model_opts mo;
+    dm_model_opts_default(&mo);
+    mo.isa = DM_ISA_REF;
+    mo.top_k = top_k;
     if (dm_model_load(model, &mo, &m, &err)) return cli_error("export", &err);
     const dm_config *c = dm_model_config(m);
     dm_triton_config mc;

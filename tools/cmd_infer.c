@@ -69,7 +69,9 @@ int cmd_infer(int argc, char **argv)
     double *times = NULL;
     int rc = 1;
     double t0 = cli_now();
-    dm_model_opts mo = {.isa = DM_ISA_AUTO, .top_k = top_k};
+    dm_model_opts mo;
+    dm_model_opts_default(&mo);
+    mo.top_k = top_k;
     if (dm_model_load(model, &mo, &m, &err)) goto fail;
     double t_load = cli_now() - t0;
     const dm_config *c = dm_model_config(m);

@@ -11,14 +11,15 @@ static const char help[] =
     "LayerNorm: 1, 0). Seed-type experts keep the seed's PyTorch state-dict names, so\n"
     "the file loads into the seed's DeepSeekMoE module; the config goes to __metadata__.\n\n"
     "  --out PATH           output file (required)\n"
-    "  --seed N             random seed (0)\n\n" MODEL_FLAGS_HELP
+    "  --seed N             random seed (0)\n\n";
+static const char help_tail[] =
     "\nexample: deepmoe init --out moe.safetensors --experts 16 --top-k 4 --router sigmoid\n";
 
 int cmd_init(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"out", required_argument, 0, 'o'}, {"seed", required_argument, 0, 's'},
-        {"help", no_argument, 0, 'h'}, MODEL_LONG_OPTIONS, {0, 0, 0, 0},
+        {"help", no_argument, 0, 'h'}, MODEL_LONG_OPTIONS {0, 0, 0, 0},
     };
     dm_config c;
     dm_config_default(&c);
@@ -40,7 +41,11 @@ int cmd_init(int argc, char **argv)
             if (*end || end == optarg) return cli_usage("init", "--seed '%s' must be an integer", optarg);
             break;
         }
-        case 'h': fputs(help, stdout); return 0;
+        case 'h':
+            fputs(help, stdout);
+            model_flags_help(stdout);
+            fputs(help_tail, stdout);
+            return 0;
         default: return cli_usage("init", "unknown option or missing value: '%s'", argv[optind - 1]);
         }
     }

@@ -36,7 +36,10 @@ int cmd_inspect(int argc, char **argv)
     const char *path = argv[optind];
     dm_error err;
     dm_model *m;
-    dm_model_opts mo = {.isa = DM_ISA_REF, .top_k = top_k};
+    dm_model_opts mo;
+    dm_model_opts_default(&mo);
+    mo.isa = DM_ISA_REF;
+    mo.top_k = top_k;
     if (dm_model_load(path, &mo, &m, &err)) return cli_error("inspect", &err);
     const dm_config *c = dm_model_config(m);
     printf("%s\n", path);

@@ -36,8 +36,8 @@ static const char help[] =
     "model (new models; ignored with --model or --resume; classifiers default to D=384,\n"
     "H=384, 2 layers, with an embedding from the data's width and a head to its classes):\n"
     "  --model PATH         start from this model file instead\n"
-    "  --layers N           MoE layers (classify: 2; regress: 1, the bare seed layer)\n"
-    MODEL_FLAGS_HELP
+    "  --layers N           MoE layers (classify: 2; regress: 1, the bare seed layer)\n";
+static const char help_tail[] =   /* after model_flags_help */
     "optimisation:\n"
     "  --loss L             mse | ce (default: ce for classify, mse for regress)\n"
     "  --optimizer adamw    the only optimizer (PyTorch AdamW semantics)\n"
@@ -282,7 +282,7 @@ int cmd_train(int argc, char **argv)
         {"stop-at", required_argument, 0, O_STOP}, {"augment", required_argument, 0, O_AUG},
         {"label-smoothing", required_argument, 0, O_LS}, {"dropout", required_argument, 0, O_DROP},
         {"holdout", required_argument, 0, O_HOLDOUT},
-        {"help", no_argument, 0, O_HELP}, MODEL_LONG_OPTIONS, {0, 0, 0, 0},
+        {"help", no_argument, 0, O_HELP}, MODEL_LONG_OPTIONS {0, 0, 0, 0},
     };
     dm_run_opts o;
     dm_run_opts_init(&o);
@@ -380,7 +380,7 @@ int cmd_train(int argc, char **argv)
         case O_CKPT: INTOPT(o.checkpoint_every, "--checkpoint-every", 1, 2000000000)
         case O_STOP: INTOPT(o.stop_at, "--stop-at", 1, 2000000000)
 #undef INTOPT
-        case O_HELP: case 'h': fputs(help, stdout); return 0;
+        case O_HELP: case 'h': fputs(help, stdout); model_flags_help(stdout); fputs(help_tail, stdout); return 0;
         default: return cli_usage("train", "unknown option or missing value: '%s'", argv[optind - 1]);
         }
     }

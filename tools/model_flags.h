@@ -1,47 +1,37 @@
-/* model_flags.h - the model-definition options shared by init (and later train). */
+/* model_flags.h - the model-definition options shared by init and train, one
+ * per config field that has a CLI(...) entry in src/nn/config_fields.h. */
 #ifndef DM_MODEL_FLAGS_H
 #define DM_MODEL_FLAGS_H
 
 #include <getopt.h>
+#include <stdio.h>
 #include "deepmoe.h"
+#include "nn/config_fields.h"
 
-/* Option codes >= 1000 so they never clash with a command's own short options. */
-enum {
-    OPT_DIM = 1000, OPT_EXPERTS, OPT_TOPK, OPT_HIDDEN, OPT_ROUTER, OPT_EXPERT_TYPE,
-    OPT_SHARED, OPT_SHARED_HIDDEN, OPT_GROUPS, OPT_TOPK_GROUPS, OPT_SEL_BIAS,
-    OPT_NORM_TOPK, OPT_ROUTE_SCALE, OPT_MODEL_FLAGS_END
-};
+/* Option codes: OPT_MODEL_FIRST + the field's index, so they never clash with
+ * a command's own short options (< 1000) and index a per-field array. */
+enum { OPT_MODEL_FIRST = 1000, OPT_MODEL_FLAGS_END = OPT_MODEL_FIRST + DM_CF_COUNT };
+#define OPT_MODEL(field) (OPT_MODEL_FIRST + DM_CF_##field)
+/* the codes train_loop.c and cmd_train.c name */
+enum { OPT_DIM = OPT_MODEL(dim), OPT_TOPK = OPT_MODEL(top_k), OPT_HIDDEN = OPT_MODEL(hidden) };
 
-#define MODEL_LONG_OPTIONS                                                         \
-    {"dim", required_argument, 0, OPT_DIM},                                        \
-    {"experts", required_argument, 0, OPT_EXPERTS},                                \
-    {"top-k", required_argument, 0, OPT_TOPK},                                     \
-    {"hidden", required_argument, 0, OPT_HIDDEN},                                  \
-    {"router", required_argument, 0, OPT_ROUTER},                                  \
-    {"expert-type", required_argument, 0, OPT_EXPERT_TYPE},                        \
-    {"shared-experts", required_argument, 0, OPT_SHARED},                          \
-    {"shared-hidden", required_argument, 0, OPT_SHARED_HIDDEN},                    \
-    {"groups", required_argument, 0, OPT_GROUPS},                                  \
-    {"topk-groups", required_argument, 0, OPT_TOPK_GROUPS},                        \
-    {"selection-bias", no_argument, 0, OPT_SEL_BIAS},                              \
-    {"norm-topk", no_argument, 0, OPT_NORM_TOPK},                                  \
-    {"route-scale", required_argument, 0, OPT_ROUTE_SCALE}
+/* getopt_long entries, each followed by a comma: `{...}, MODEL_LONG_OPTIONS {0, 0, 0, 0}`.
+ * A field's cli column picks MF_EMIT (CLI) or MF_SKIP (NOCLI) for its entry. */
+#define MF_WHEN_CLI(flag, metavar, help) MF_EMIT
+#define MF_WHEN_NOCLI MF_SKIP
+#define MF_FLAG_CLI(flag, metavar, help) flag
+#define MF_EMIT(...) __VA_ARGS__
+#define MF_SKIP(...)
+#define MF_HAS_ARG_INT required_argument
+#define MF_HAS_ARG_BOOL no_argument
+#define MF_HAS_ARG_FLOAT required_argument
+#define MF_HAS_ARG_ENUM(type, names) required_argument
+#define MF_OPTION(name, kind, key, label, def, lo, hi, cli) \
+    MF_WHEN_##cli({MF_FLAG_##cli, MF_HAS_ARG_##kind, 0, OPT_MODEL(name)},)
+#define MODEL_LONG_OPTIONS DM_CONFIG_FIELDS(MF_OPTION)
 
-#define MODEL_FLAGS_HELP                                                                       \
-    "model:\n"                                                                                 \
-    "  --dim D              input/output width (512)\n"                                        \
-    "  --experts E          routed experts (8)\n"                                              \
-    "  --top-k K            experts per row (2)\n"                                             \
-    "  --hidden H           expert hidden width (D/2)\n"                                       \
-    "  --router R           seed | softmax | sigmoid (seed: softmax over the k kept logits)\n" \
-    "  --norm-topk          softmax router: renormalise the k weights to sum 1\n"              \
-    "  --route-scale F      multiply the routed weights by F (1)\n"                            \
-    "  --groups G           group-limited routing: E/G experts per group (1 = off)\n"          \
-    "  --topk-groups M      groups a row may use (sum of top-2 scores ranks groups)\n"        \
-    "  --selection-bias     add a per-expert bias that moves selection, not weights\n"         \
-    "  --expert-type T      seed (Linear-ReLU-LayerNorm-Linear + x) | swiglu\n"                \
-    "  --shared-experts S   always-active shared experts (0)\n"                                \
-    "  --shared-hidden H    hidden width of a shared expert (same as --hidden)\n"
+/* The "model:" section of a command's --help, from the list. */
+void model_flags_help(FILE *fp);
 
 /* Applies one model option; 1 if handled, 0 if opt is not a model option,
  * -1 (after printing a usage error for cmd) if the value is bad. */

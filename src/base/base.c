@@ -55,6 +55,15 @@ dm_status dm_fail(dm_error *err, dm_status code, const char *fmt, ...)
     return code;
 }
 
+dm_status dm_check_struct_size(size_t got, size_t want, const char *type, const char *init, dm_error *err)
+{
+    if (got == want) return DM_OK;
+    if (got == 0)
+        return dm_fail(err, DM_ERR_ARG, "%s is not initialised (struct_size 0): call %s first", type, init);
+    return dm_fail(err, DM_ERR_ARG, "%s.struct_size is %zu, but this library's %s is %zu bytes: call %s first "
+                   "(or the program was built against another deepmoe.h)", type, got, type, want, init);
+}
+
 /* ---------------------------------------------------------------- memory */
 
 void *dm_alloc(size_t bytes)

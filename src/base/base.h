@@ -18,6 +18,12 @@
 dm_status dm_fail(dm_error *err, dm_status code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* The struct_size check of the public structs callers fill (dm_config,
+ * dm_model_opts, dm_train_config): `got` must be this library's sizeof, which
+ * the struct's init function `init` sets. DM_ERR_ARG otherwise: 0 is a struct
+ * that init never filled, another size a caller built against another deepmoe.h. */
+dm_status dm_check_struct_size(size_t got, size_t want, const char *type, const char *init, dm_error *err);
+
 /* 64-byte aligned allocation; NULL on failure or n == 0 overflow. Free with dm_free. */
 void *dm_alloc(size_t bytes);
 void *dm_calloc(size_t bytes);

@@ -8,6 +8,7 @@
  * its exact shape and the file must hold no other tensor. */
 #include "base/base.h"
 #include "io/safetensors.h"
+#include "nn/config_fields.h"
 #include "nn/model.h"
 #include "io/model_io.h"
 
@@ -21,62 +22,57 @@
 
 /* ---------------------------------------------------------------- config JSON */
 
+/* Every field of the list in its order (so the key order, and with it the text
+ * that files and checkpoint CRCs hold, stays what it has been), each as its
+ * kind says: integer, true/false, number (17 digits), name. */
 char *dm_config_to_json(const dm_config *c)
 {
-    json_t *o = json_pack("{s:i, s:i, s:i, s:i, s:s, s:b, s:f, s:i, s:i, s:b, s:s, s:i, s:i, s:f, s:i, s:i, s:i}",
-                          "dim", c->dim, "n_experts", c->n_experts, "top_k", c->top_k,
-                          "hidden", c->hidden, "router", dm_router_name(c->router),
-                          "norm_topk", c->norm_topk, "route_scale", (double)c->route_scale,
-                          "n_groups", c->n_groups, "topk_groups", c->topk_groups,
-                          "selection_bias", c->selection_bias, "expert", dm_expert_name(c->expert),
-                          "n_shared", c->n_shared, "shared_hidden", c->shared_hidden,
-                          "ln_eps", (double)c->ln_eps, "n_layers", c->n_layers, "in_dim", c->in_dim,
-                          "n_classes", c->n_classes);
-    if (!o) return NULL;
-    char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_t *o = json_object();
+    int ok = o != NULL;
+    for (int i = 0; ok && i < DM_CF_COUNT; i++) {
+        const dm_config_field *f = &dm_config_fields[i];
+        int v = f->kind == DM_KIND_FLOAT ? 0 : dm_config_get_int(c, f);
+        json_t *j = NULL;
+        switch (f->kind) {
+        case DM_KIND_INT: j = json_integer(v); break;
+        case DM_KIND_BOOL: j = json_boolean(v); break;
+        case DM_KIND_FLOAT: j = json_real((double)dm_config_get_float(c, f)); break;
+        case DM_KIND_ENUM: j = json_string(dm_config_enum_name(f, v)); break;
+        }
+        ok = j && !json_object_set_new(o, f->key, j);
+    }
+    char *s = ok ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(o);
     return s;
 }
 
-typedef enum { K_INT, K_BOOL, K_FLOAT, K_ROUTER, K_EXPERT } key_kind;
-typedef struct { const char *name; key_kind kind; size_t off; } config_key;
-#define CK(f, k) {#f, k, offsetof(dm_config, f)}
-static const config_key config_keys[] = {
-    CK(dim, K_INT), CK(n_experts, K_INT), CK(top_k, K_INT), CK(hidden, K_INT),
-    CK(router, K_ROUTER), CK(norm_topk, K_BOOL), CK(route_scale, K_FLOAT),
-    CK(n_groups, K_INT), CK(topk_groups, K_INT), CK(selection_bias, K_BOOL),
-    CK(expert, K_EXPERT), CK(n_shared, K_INT), CK(shared_hidden, K_INT), CK(ln_eps, K_FLOAT),
-    CK(n_layers, K_INT), CK(in_dim, K_INT), CK(n_classes, K_INT),
-};
-#undef CK
-
-static dm_status set_key(dm_config *c, const config_key *k, json_t *v, const char *path, dm_error *err)
+/* One key's value by its field's kind; ranges are dm_config_validate's. */
+static dm_status set_key(dm_config *c, const dm_config_field *f, json_t *v, const char *path, dm_error *err)
 {
-    char *p = (char *)c + k->off;
-    switch (k->kind) {
-    case K_INT:
+    switch (f->kind) {
+    case DM_KIND_INT:
         if (!json_is_integer(v) || json_integer_value(v) < -1000000000LL || json_integer_value(v) > 1000000000LL)
-            return dm_fail(err, DM_ERR_FORMAT, "%s: config key \"%s\" must be an integer", path, k->name);
-        *(int *)p = (int)json_integer_value(v);
+            return dm_fail(err, DM_ERR_FORMAT, "%s: config key \"%s\" must be an integer", path, f->key);
+        *dm_config_int(c, f) = (int)json_integer_value(v);
         return DM_OK;
-    case K_BOOL:
+    case DM_KIND_BOOL:
         if (!json_is_boolean(v))
-            return dm_fail(err, DM_ERR_FORMAT, "%s: config key \"%s\" must be true or false", path, k->name);
-        *(int *)p = json_is_true(v);
+            return dm_fail(err, DM_ERR_FORMAT, "%s: config key \"%s\" must be true or false", path, f->key);
+        *dm_config_int(c, f) = json_is_true(v);
         return DM_OK;
-    case K_FLOAT:
+    case DM_KIND_FLOAT:
         if (!json_is_number(v))
-            return dm_fail(err, DM_ERR_FORMAT, "%s: config key \"%s\" must be a number", path, k->name);
-        *(float *)p = (float)json_number_value(v);
+            return dm_fail(err, DM_ERR_FORMAT, "%s: config key \"%s\" must be a number", path, f->key);
+        *dm_config_float(c, f) = (float)json_number_value(v);
         return DM_OK;
-    case K_ROUTER:
-    case K_EXPERT: {
-        int id = json_is_string(v) ? (k->kind == K_ROUTER ? dm_router_parse(json_string_value(v))
-                                                          : dm_expert_parse(json_string_value(v))) : -1;
-        if (id < 0)
-            return dm_fail(err, DM_ERR_FORMAT, "%s: config key \"%s\" must be %s", path, k->name,
-                           k->kind == K_ROUTER ? "\"seed\", \"softmax\" or \"sigmoid\"" : "\"seed\" or \"swiglu\"");
-        *(int *)p = id;
+    case DM_KIND_ENUM: {
+        int n = (int)f->hi + 1, id;
+        if (!json_is_string(v) || dm_names_parse(f->label, f->names, n, json_string_value(v), &id, NULL)) {
+            char list[128];
+            return dm_fail(err, DM_ERR_FORMAT, "%s: config key \"%s\" must be %s", path, f->key,
+                           dm_names_list(f->names, n, 1, list, sizeof list));
+        }
+        *dm_config_int(c, f) = id;
         return DM_OK;
     }
     }
@@ -98,9 +94,7 @@ dm_status dm_config_from_json(const char *text, dm_config *c, const char *path, 
     json_t *v;
     dm_status st = DM_OK;
     json_object_foreach(o, key, v) {
-        const config_key *k = NULL;
-        for (size_t i = 0; i < sizeof config_keys / sizeof config_keys[0]; i++)
-            if (!strcmp(key, config_keys[i].name)) k = &config_keys[i];
+        const dm_config_field *k = dm_config_field_by_key(key);
         if (!k) {
             st = dm_fail(err, DM_ERR_FORMAT, "%s: unknown config key \"%s\" (written by a newer deepmoe?)", path, key);
             break;
@@ -218,6 +212,8 @@ static int declared_extra(const dm_model *m, const dm_st_tensor *t)
 dm_status dm_model_load(const char *path, const dm_model_opts *o, dm_model **out, dm_error *err)
 {
     *out = NULL;
+    if (o && dm_check_struct_size(o->struct_size, sizeof *o, "dm_model_opts", "dm_model_opts_default", err))
+        return DM_ERR_ARG;
     dm_st_file f;
     dm_status st = dm_st_open(path, &f, err);
     if (st) return st;
@@ -261,7 +257,7 @@ dm_status dm_model_load(const char *path, const dm_model_opts *o, dm_model **out
     /* and nothing else but what the weight type declares (its scales): an extra
      * tensor means the file is not the model we think */
     for (int i = 0; !st && i < f.n_tensors; i++)
-        if (dm_model_find(m, f.tensors[i].name, NULL) != 0 && !declared_extra(m, &f.tensors[i]))
+        if (dm_model_tensor_index(m, f.tensors[i].name) < 0 && !declared_extra(m, &f.tensors[i]))
             st = dm_fail(err, DM_ERR_FORMAT, "%s: unexpected tensor %s (not part of a model with router %s, experts %s, E=%d, shared=%d)",
                          path, f.tensors[i].name, dm_router_name(c.router), dm_expert_name(c.expert),
                          c.n_experts, c.n_shared);

@@ -225,9 +225,18 @@ static void mark_packed(dm_model *m)
 #undef MARK
 }
 
+void dm_model_opts_default(dm_model_opts *o)
+{
+    *o = (dm_model_opts){.struct_size = sizeof *o, .isa = DM_ISA_AUTO, .top_k = 0};
+}
+
 dm_status dm_model_create(const dm_config *cin, const dm_model_opts *o, dm_model **out, dm_error *err)
 {
     *out = NULL;
+    if (o && dm_check_struct_size(o->struct_size, sizeof *o, "dm_model_opts", "dm_model_opts_default", err))
+        return DM_ERR_ARG;
+    /* before the copy reads sizeof(dm_config) bytes of a struct that may be smaller */
+    if (dm_check_struct_size(cin->struct_size, sizeof *cin, "dm_config", "dm_config_default", err)) return DM_ERR_ARG;
     dm_config c = *cin;
     dm_status st = dm_config_validate(&c, err);
     if (st) return st;
@@ -410,11 +419,25 @@ dm_status dm_model_drop_master(dm_model *m, dm_error *err)
     return DM_OK;
 }
 
-int dm_model_find(const dm_model *m, const char *name, dm_tensor_info *out)
+dm_status dm_model_find(const dm_model *m, const char *name, dm_tensor_info *out, dm_error *err)
 {
-    int i = dm_model_tensor_index(m, name);
-    if (i >= 0 && out) *out = dm_model_tensor(m, i);
-    return i >= 0 ? 0 : -1;
+    int i = name ? dm_model_tensor_index(m, name) : -1;
+    if (i >= 0) {
+        if (out) *out = dm_model_tensor(m, i);
+        return DM_OK;
+    }
+    if (!err) return DM_ERR_ARG;
+    /* as many of the valid names as one message holds, in layout order */
+    char list[320];
+    size_t o = 0;
+    int shown = 0;
+    for (; shown < m->n_tensors; shown++) {
+        const char *t = m->tensors[shown].name;
+        if (o + strlen(t) + 2 >= sizeof list) break;
+        o += (size_t)snprintf(list + o, sizeof list - o, "%s%s", shown ? ", " : "", t);
+    }
+    return dm_fail(err, DM_ERR_ARG, "the model has no tensor '%.64s'; its %d tensors: %s%s", name ? name : "(null)",
+                   m->n_tensors, list, shown < m->n_tensors ? ", ... (dm_model_tensor lists them all)" : "");
 }
 
 int64_t dm_model_memory(const dm_model *m)

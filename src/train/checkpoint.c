@@ -7,6 +7,7 @@
  * CRC, the model config and every tensor before touching the trainer. */
 #include "train/trainer.h"
 #include "io/model_io.h"
+#include "nn/config_fields.h"
 #include "io/safetensors.h"
 
 #include <inttypes.h>
@@ -87,16 +88,6 @@ dm_status dm_trainer_save(const dm_trainer *t, const char *path, const void *blo
     return st;
 }
 
-static int same_config(const dm_config *a, const dm_config *b)
-{
-    return a->dim == b->dim && a->n_experts == b->n_experts && a->top_k == b->top_k && a->hidden == b->hidden &&
-           a->router == b->router && a->norm_topk == b->norm_topk && a->route_scale == b->route_scale &&
-           a->n_groups == b->n_groups && a->topk_groups == b->topk_groups && a->selection_bias == b->selection_bias &&
-           a->expert == b->expert && a->n_shared == b->n_shared && a->shared_hidden == b->shared_hidden &&
-           a->ln_eps == b->ln_eps && a->n_layers == b->n_layers && a->in_dim == b->in_dim &&
-           a->n_classes == b->n_classes;
-}
-
 /* The metadata of an opened checkpoint. */
 typedef struct ck_meta { const char *cfg, *step, *hex; } ck_meta;
 
@@ -138,9 +129,19 @@ dm_status dm_trainer_load(dm_trainer *t, const char *path, void *blob, size_t bl
     if (st) return st;
     const char *cfgs = cm.cfg, *steps = cm.step, *hex = cm.hex;
     dm_config c;
+    dm_error e2;
+    int diff;
     if ((st = dm_config_from_json(cfgs, &c, path, err))) goto done;
-    if (dm_config_validate(&c, NULL) || !same_config(&c, &m->cfg)) {
-        st = dm_fail(err, DM_ERR_SHAPE, "%s: checkpoint is for a different model (config %s)", path, cfgs);
+    if (dm_config_validate(&c, &e2)) {
+        st = dm_fail(err, DM_ERR_SHAPE, "%s: checkpoint is for a different model (its config: %s)", path, e2.msg);
+        goto done;
+    }
+    if ((diff = dm_config_diff(&c, &m->cfg)) >= 0) {
+        const dm_config_field *f = &dm_config_fields[diff];
+        char in_file[64], in_model[64];
+        st = dm_fail(err, DM_ERR_SHAPE, "%s: checkpoint is for a different model: %s is %s in the checkpoint, "
+                     "%s in this model", path, f->key, dm_config_field_str(&c, f, in_file, sizeof in_file),
+                     dm_config_field_str(&m->cfg, f, in_model, sizeof in_model));
         goto done;
     }
     char *end;

@@ -481,7 +481,9 @@ static dm_status setup(run *r, const dm_run_state *saved, dm_error *err)
         path_join(path, o->resume, "model.safetensors");
         st = dm_model_load(path, NULL, &r->m, err);
     } else if (o->model) {
-        dm_model_opts mo = {.isa = DM_ISA_AUTO, .top_k = o->model_top_k};
+        dm_model_opts mo;
+        dm_model_opts_default(&mo);
+        mo.top_k = o->model_top_k;
         st = dm_model_load(o->model, &mo, &r->m, err);
     } else {
         st = new_model(r, err);

@@ -191,6 +191,7 @@ int dm_run_state_version(const char *text, size_t len)
 dm_status dm_run_state_from_json(const char *text, size_t len, const char *path, dm_run_state *rs, dm_error *err)
 {
     memset(rs, 0, sizeof *rs);
+    dm_train_config_default(&rs->tc);   /* struct_size; every field is then read */
     json_error_t je;
     json_t *o = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
     if (!json_is_object(o)) {
@@ -230,6 +231,8 @@ dm_status dm_run_state_from_json(const char *text, size_t len, const char *path,
 
 dm_status dm_train_config_check(const dm_train_config *tc, dm_error *err)
 {
+    dm_status st = dm_check_struct_size(tc->struct_size, sizeof *tc, "dm_train_config", "dm_train_config_default", err);
+    if (st) return st;
     if (!(tc->lr > 0) || !isfinite(tc->lr)) return dm_fail(err, DM_ERR_ARG, "--lr %g must be positive", (double)tc->lr);
     if (!(tc->weight_decay >= 0) || !isfinite(tc->weight_decay))
         return dm_fail(err, DM_ERR_ARG, "--weight-decay %g must be >= 0", (double)tc->weight_decay);

@@ -11,7 +11,7 @@
 void dm_train_config_default(dm_train_config *tc)
 {
     *tc = (dm_train_config){
-        .loss = DM_LOSS_MSE, .lr = 1e-3f, .weight_decay = 0.01f, .beta1 = 0.9f, .beta2 = 0.999f,
+        .struct_size = sizeof *tc, .loss = DM_LOSS_MSE, .lr = 1e-3f, .weight_decay = 0.01f, .beta1 = 0.9f, .beta2 = 0.999f,
         .eps = 1e-8f, .warmup = 0, .schedule = DM_SCHED_COSINE, .total_steps = 0, .clip = 0,
         .grad_accum = 1, .balance = 0, .coef_seed = 0.01f, .coef_switch = 0.01f, .coef_z = 1e-3f,
         .bias_update = 1e-3f,
