@@ -324,4 +324,7 @@ void dm_array_free(dm_array *a);
 #ifdef __cplusplus
 }
 #endif
+
+#include "deepmoe/serve.h"   /* the server and export (dm_server_*, dm_export_*) */
+
 #endif /* DEEPMOE_H */
