@@ -3,7 +3,8 @@
  * renderings, and invalid configs refused with their line and field. */
 #include "deepmoe.h"
 #include "test.h"
-#include "serve/model_config.h"
+#include "serve/pbtxt.h"
+#include "serve/triton_config.h"
 
 #include <jansson.h>
 #include <stdlib.h>
@@ -14,18 +15,18 @@ static dm_status parse(const char *text, dm_triton_config *c, dm_error *err)
 {
     memset(c, 0x5a, sizeof *c);  /* parse must overwrite everything */
     err->msg[0] = 0;
-    return dm_model_config_parse(text, strlen(text), PATH, c, err);
+    return dm_triton_config_parse(text, strlen(text), PATH, c, err);
 }
 
 /* A backend line so that snippets testing other things are valid configs. */
 #define BK "backend: \"moe\"\n"
 
-static int mc_equal(const dm_triton_config *a, const dm_triton_config *b)
+static int config_equal(const dm_triton_config *a, const dm_triton_config *b)
 {
     if (strcmp(a->name, b->name) || strcmp(a->backend, b->backend) || strcmp(a->platform, b->platform)) return 0;
     if (a->max_batch_size != b->max_batch_size || a->n_inputs != b->n_inputs || a->n_outputs != b->n_outputs) return 0;
     for (int io = 0; io < 2; io++) {
-        const dm_mc_tensor *x = io ? a->outputs : a->inputs, *y = io ? b->outputs : b->inputs;
+        const dm_triton_tensor *x = io ? a->outputs : a->inputs, *y = io ? b->outputs : b->inputs;
         for (int i = 0; i < (io ? a->n_outputs : a->n_inputs); i++) {
             if (strcmp(x[i].name, y[i].name) || strcmp(x[i].data_type, y[i].data_type)) return 0;
             if (x[i].n_dims != y[i].n_dims || x[i].optional != y[i].optional) return 0;
@@ -42,7 +43,7 @@ static int mc_equal(const dm_triton_config *a, const dm_triton_config *b)
         return 0;
     if (a->instance_count != b->instance_count || strcmp(a->instance_kind, b->instance_kind)) return 0;
     if (a->version_policy != b->version_policy || a->n_versions != b->n_versions) return 0;
-    if (a->version_policy == DM_VP_LATEST && a->num_versions != b->num_versions) return 0;
+    if (a->version_policy == DM_TRITON_VP_LATEST && a->num_versions != b->num_versions) return 0;
     for (int i = 0; i < a->n_versions; i++)
         if (a->versions[i] != b->versions[i]) return 0;
     if (a->n_params != b->n_params) return 0;
@@ -85,7 +86,7 @@ static void test_serve_config_example(dm_t *t)
     CHECK(t, c.timeout_action_delay == 0 && c.preserve_ordering == 0, "defaults");
     CHECK(t, c.instance_count == 2 && !strcmp(c.instance_kind, "KIND_CPU"), "instances %d %s", c.instance_count,
           c.instance_kind);
-    CHECK(t, c.version_policy == DM_VP_LATEST && c.num_versions == 1, "version policy");
+    CHECK(t, c.version_policy == DM_TRITON_VP_LATEST && c.num_versions == 1, "version policy");
     CHECK(t, c.n_params == 0 && c.n_versions == 0, "no params/versions");
 }
 
@@ -103,7 +104,7 @@ static void test_serve_config_seed_defaults(dm_t *t)
           c.n_preferred);
     CHECK(t, c.instance_count == 1 && !strcmp(c.instance_kind, "KIND_CPU"), "instance defaults %d %s",
           c.instance_count, c.instance_kind);
-    CHECK(t, c.version_policy == DM_VP_LATEST && c.num_versions == 1, "latest 1");
+    CHECK(t, c.version_policy == DM_TRITON_VP_LATEST && c.num_versions == 1, "latest 1");
     CHECK(t, c.max_queue_delay_us == 0 && c.max_queue_size == 0 && c.default_timeout_us == 0, "zero defaults");
     CHECK(t, !strcmp(c.platform, "pytorch_libtorch") && c.backend[0] == 0, "platform only");
 
@@ -164,12 +165,12 @@ static void test_serve_config_lists_and_messages(dm_t *t)
           c.n_preferred);
     CHECK(t, c.instance_count == 2 + 3 + 1, "instance_count %d", c.instance_count);
     CHECK(t, !strcmp(c.instance_kind, "KIND_CPU"), "kind %s", c.instance_kind);
-    CHECK(t, c.version_policy == DM_VP_SPECIFIC && c.n_versions == 3 && c.versions[2] == 5, "specific");
+    CHECK(t, c.version_policy == DM_TRITON_VP_SPECIFIC && c.n_versions == 3 && c.versions[2] == 5, "specific");
 
     CHECK_OK(t, parse(BK "version_policy { all { } }", &c, &err), &err);
-    CHECK(t, c.version_policy == DM_VP_ALL, "all");
+    CHECK(t, c.version_policy == DM_TRITON_VP_ALL, "all");
     CHECK_OK(t, parse(BK "version_policy { latest { num_versions: 3 } }", &c, &err), &err);
-    CHECK(t, c.version_policy == DM_VP_LATEST && c.num_versions == 3, "latest 3");
+    CHECK(t, c.version_policy == DM_TRITON_VP_LATEST && c.num_versions == 3, "latest 3");
 }
 
 static void test_serve_config_numbers(dm_t *t)
@@ -218,7 +219,7 @@ static void test_serve_config_strings(dm_t *t)
     char longname[300];
     memset(longname, 'x', sizeof longname);
     char buf[400];
-    snprintf(buf, sizeof buf, BK "name: \"%.*s\"\n", (int)DM_MC_NAME, longname);
+    snprintf(buf, sizeof buf, BK "name: \"%.*s\"\n", (int)DM_TRITON_NAME, longname);
     CHECK(t, parse(buf, &c, &err) == DM_ERR_FORMAT && strstr(err.msg, "field 'name'"), "too long: %s", err.msg);
 }
 
@@ -307,27 +308,27 @@ static void test_serve_config_round_trip(dm_t *t)
     for (int k = 0; k < 3; k++) {
         snprintf(buf, sizeof buf, "%s%s\n", s, policies[k]);
         CHECK_OK(t, parse(buf, &a, &err), &err);
-        char *text = dm_model_config_format(&a);
+        char *text = dm_triton_config_format(&a);
         CHECK(t, text != NULL, "format");
         if (!text) return;
         CHECK_OK(t, parse(text, &b, &err), &err);
-        CHECK(t, mc_equal(&a, &b), "round trip %d differs:\n%s", k, text);
+        CHECK(t, config_equal(&a, &b), "round trip %d differs:\n%s", k, text);
         free(text);
     }
     /* the minimal seed config too, and a file on disk via load */
     CHECK_OK(t, parse("name: \"moe_model\" backend: \"moe\" max_batch_size: 64 "
                       "input { name: \"input\" data_type: TYPE_FP32 dims: 512 } dynamic_batching { }", &a, &err), &err);
-    char *text = dm_model_config_format(&a);
+    char *text = dm_triton_config_format(&a);
     CHECK(t, text != NULL, "format");
     if (!text) return;
     const char *path = dm_test_write_file("config.pbtxt", text, strlen(text));
     free(text);
-    CHECK_OK(t, dm_model_config_load(path, &b, &err), &err);
-    CHECK(t, mc_equal(&a, &b), "load of formatted config differs");
-    CHECK(t, dm_model_config_load("/nonexistent/dir/config.pbtxt", &b, &err) == DM_ERR_IO, "missing file");
+    CHECK_OK(t, dm_triton_config_load(path, &b, &err), &err);
+    CHECK(t, config_equal(&a, &b), "load of formatted config differs");
+    CHECK(t, dm_triton_config_load("/nonexistent/dir/config.pbtxt", &b, &err) == DM_ERR_IO, "missing file");
     CHECK(t, strstr(err.msg, "/nonexistent/dir/config.pbtxt"), "%s", err.msg);
     path = dm_test_write_file("bad.pbtxt", "backend: \"x\"\n\nbogus: 1\n", 23);
-    CHECK(t, dm_model_config_load(path, &b, &err) == DM_ERR_FORMAT, "bad file");
+    CHECK(t, dm_triton_config_load(path, &b, &err) == DM_ERR_FORMAT, "bad file");
     CHECK(t, strstr(err.msg, "bad.pbtxt:3: field 'bogus'"), "%s", err.msg);
 }
 
@@ -336,7 +337,7 @@ static void test_serve_config_json(dm_t *t)
     dm_triton_config c;
     dm_error err;
     CHECK_OK(t, parse(EXAMPLE, &c, &err), &err);
-    char *s = dm_model_config_json(&c);
+    char *s = dm_triton_config_json(&c);
     CHECK(t, s != NULL, "json");
     if (!s) return;
     json_error_t je;
@@ -379,7 +380,7 @@ static void test_serve_config_json(dm_t *t)
 
     /* without dynamic batching the key is absent; parameters render as a map */
     CHECK_OK(t, parse(BK "max_batch_size: 0 parameters { key: \"k\" value { string_value: \"v\" } }", &c, &err), &err);
-    s = dm_model_config_json(&c);
+    s = dm_triton_config_json(&c);
     o = s ? json_loads(s, 0, &je) : NULL;
     free(s);
     CHECK(t, o != NULL, "json 2");
@@ -487,10 +488,138 @@ static void test_serve_config_syntax_errors(dm_t *t)
     CHECK(t, parse(deep, &c, &err) == DM_ERR_FORMAT && strstr(err.msg, "nested deeper"), "deep: %s", err.msg);
     /* text with embedded NUL bytes and an explicit length */
     const char nul[] = "backend: \"moe\"\n\0max_batch_size: 3";
-    CHECK(t, dm_model_config_parse(nul, sizeof nul - 1, PATH, &c, &err) == DM_ERR_FORMAT &&
+    CHECK(t, dm_triton_config_parse(nul, sizeof nul - 1, PATH, &c, &err) == DM_ERR_FORMAT &&
           strstr(err.msg, "byte 0x00"), "NUL byte: %s", err.msg);
-    CHECK_OK(t, dm_model_config_parse("backend: \"moe\" max_batch_size: 3 trailing garbage", 32, PATH, &c, &err), &err);
+    CHECK_OK(t, dm_triton_config_parse("backend: \"moe\" max_batch_size: 3 trailing garbage", 32, PATH, &c, &err), &err);
     CHECK(t, c.max_batch_size == 3, "len bounds the text");
+}
+
+/* The text-format reader alone, with a two-field schema of its own: it knows
+ * no Triton field, and every error carries the field path and line. */
+typedef struct toy { int64_t n[4]; int n_n; char name[16]; int inner_flag; } toy;
+
+static int toy_inner(dm_pbtxt *p, const char *f, int colon, int line, void *ctx)
+{
+    toy *x = ctx;
+    dm_pbtxt_tok tk;
+    if (strcmp(f, "flag")) return dm_pbtxt_unknown(p, f, line, "Inner");
+    return dm_pbtxt_scalar(p, f, colon, line, &tk) || dm_pbtxt_tok_bool(p, f, &tk, &x->inner_flag);
+}
+
+static int toy_field(dm_pbtxt *p, const char *f, int colon, int line, void *ctx)
+{
+    toy *x = ctx;
+    dm_pbtxt_tok tk;
+    dm_pbtxt_iter it;
+    int r, close, mline;
+    if (!strcmp(f, "n")) {
+        if (dm_pbtxt_scalars_open(p, f, colon, line, &it)) return -1;
+        while ((r = dm_pbtxt_scalars_next(p, f, &it, &tk)) > 0) {
+            if (x->n_n == 4) return dm_pbtxt_fail(p, tk.line, f, "too many");
+            if (dm_pbtxt_tok_i64(p, f, &tk, -100, 100, &x->n[x->n_n++])) return -1;
+        }
+        return r;
+    }
+    if (!strcmp(f, "name"))
+        return dm_pbtxt_scalar(p, f, colon, line, &tk) || dm_pbtxt_tok_str(p, f, &tk, x->name, sizeof x->name);
+    if (!strcmp(f, "inner"))
+        return dm_pbtxt_message(p, f, &close, &mline) || dm_pbtxt_sub(p, f, close, mline, toy_inner, x);
+    if (!strcmp(f, "ignored")) return dm_pbtxt_skip(p, f, colon, line);
+    return dm_pbtxt_unknown(p, f, line, "Toy");
+}
+
+static int toy_parse(const char *text, toy *x, dm_error *err)
+{
+    dm_pbtxt p;
+    memset(x, 0, sizeof *x);
+    dm_pbtxt_init(&p, text, strlen(text), "toy.pbtxt", err);
+    return dm_pbtxt_parse(&p, toy_field, x);
+}
+
+static void test_serve_config_pbtxt_reader(dm_t *t)
+{
+    toy x;
+    dm_error err;
+    CHECK(t, toy_parse("n: 0x10 n: [ -3, 017 ] # comment\nname: 'a' \"b\"; inner < flag: True >\n"
+                       "ignored [ { deep { x: 1 } }, { } ]", &x, &err) == 0, "%s", err.msg);
+    CHECK(t, x.n_n == 3 && x.n[0] == 16 && x.n[1] == -3 && x.n[2] == 15, "n: %d values", x.n_n);
+    CHECK(t, !strcmp(x.name, "ab") && x.inner_flag == 1, "name '%s', flag %d", x.name, x.inner_flag);
+    CHECK(t, toy_parse("name: \"x\"\ninner {\n  flag: 2 }", &x, &err) != 0 && err.code == DM_ERR_FORMAT &&
+          !strcmp(err.msg, "toy.pbtxt:3: field 'inner.flag': expected a bool (true/false), got integer 2"), "%s", err.msg);
+    CHECK(t, toy_parse("n: 101", &x, &err) != 0 && strstr(err.msg, "toy.pbtxt:1: field 'n': value 101 must be <= 100"),
+          "%s", err.msg);
+    CHECK(t, toy_parse("inner { other: 1 }", &x, &err) != 0 &&
+          strstr(err.msg, "field 'inner.other': unknown field in Inner"), "%s", err.msg);
+    CHECK(t, toy_parse("inner { flag: true", &x, &err) != 0 && strstr(err.msg, "'{' opened at line 1 is not closed"),
+          "%s", err.msg);
+}
+
+/* The public export API: option checks, then the files it writes, whose
+ * config is dm_triton_config_for_model's. */
+static void test_serve_config_export_api(dm_t *t)
+{
+    dm_error err;
+    CHECK(t, dm_export_name_ok("moe_model-1.v2") && !dm_export_name_ok("") && !dm_export_name_ok("a/b") &&
+          !dm_export_name_ok("a b") && !dm_export_name_ok("q\"") && !dm_export_name_ok(NULL), "names");
+    char longname[DM_TRITON_NAME + 1];
+    memset(longname, 'a', sizeof longname - 1);
+    longname[DM_TRITON_NAME] = 0;
+    CHECK(t, !dm_export_name_ok(longname), "name of %d bytes", DM_TRITON_NAME);
+    longname[DM_TRITON_NAME - 1] = 0;
+    CHECK(t, dm_export_name_ok(longname), "name of %d bytes", DM_TRITON_NAME - 1);
+
+    dm_server_opts so;
+    dm_server_opts_default(&so);
+    CHECK(t, so.struct_size == sizeof so && so.http_port == 8000 && so.metrics_port == 8002 && so.threads == 1 &&
+          so.max_body == 64u << 20 && !strcmp(so.host, "127.0.0.1") && !so.repository, "server defaults");
+    dm_server *s = (dm_server *)&so;  /* not NULL: a refused start must clear it */
+    so.repository = "/nonexistent";
+    so.struct_size--;
+    CHECK(t, dm_server_start(&so, &s, &err) == DM_ERR_ARG && !s && strstr(err.msg, "dm_server_opts_default"),
+          "server opts size: %s", err.msg);
+    dm_server_opts_default(&so);
+    CHECK(t, dm_server_start(&so, &s, &err) == DM_ERR_ARG && !s, "no repository: %s", err.msg);
+
+    dm_config c;
+    dm_config_default(&c);
+    c.dim = 8;
+    c.hidden = 4;
+    c.n_experts = 3;
+    c.top_k = 2;
+    dm_model *m;
+    CHECK_OK(t, dm_model_create(&c, NULL, &m, &err), &err);
+    if (!m) return;
+    dm_model_init_random(m, 7);
+    char repo[1024];
+    snprintf(repo, sizeof repo, "%s/export_repo", dm_test_tmpdir());
+    dm_export_opts eo;
+    dm_export_opts_default(&eo);
+    CHECK(t, eo.struct_size == sizeof eo && !strcmp(eo.name, "moe_model") && eo.max_batch_size == 64 && eo.version == 1,
+          "export defaults");
+    eo.repository = repo;
+    eo.struct_size = 0;
+    CHECK(t, dm_export_model(m, &eo, &err) == DM_ERR_ARG && strstr(err.msg, "dm_export_opts_default"), "%s", err.msg);
+    dm_export_opts_default(&eo);
+    eo.repository = repo;
+    eo.name = "a/b";
+    CHECK(t, dm_export_model(m, &eo, &err) == DM_ERR_ARG && strstr(err.msg, "name 'a/b'"), "%s", err.msg);
+    eo.name = "toy";
+    eo.max_batch_size = 16;
+    eo.version = 3;
+    CHECK_OK(t, dm_export_model(m, &eo, &err), &err);
+    char path[1200];
+    snprintf(path, sizeof path, "%s/toy/3/model.safetensors", repo);
+    dm_model *back = NULL;
+    CHECK_OK(t, dm_model_load(path, NULL, &back, &err), &err);
+    dm_model_free(back);
+    snprintf(path, sizeof path, "%s/toy/config.pbtxt", repo);
+    dm_triton_config got, want;
+    CHECK_OK(t, dm_triton_config_load(path, &got, &err), &err);
+    dm_triton_config_for_model(dm_model_config(m), "toy", 16, &want);
+    CHECK(t, config_equal(&got, &want), "exported config differs");
+    CHECK(t, got.inputs[0].dims[0] == 8 && got.outputs[1].dims[0] == 2 && got.preferred_batch_size[0] == 16,
+          "widths");
+    dm_model_free(m);
 }
 
 void suite_serve_config(dm_t *t)
@@ -507,4 +636,6 @@ void suite_serve_config(dm_t *t)
     DM_RUN(t, test_serve_config_json);
     DM_RUN(t, test_serve_config_invalid);
     DM_RUN(t, test_serve_config_syntax_errors);
+    DM_RUN(t, test_serve_config_pbtxt_reader);
+    DM_RUN(t, test_serve_config_export_api);
 }

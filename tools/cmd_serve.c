@@ -1,7 +1,7 @@
 /* cmd_serve.c - deepmoe serve: the Triton-compatible HTTP server over a model
  * repository, until SIGINT or SIGTERM (requests in flight finish first). */
+#include "deepmoe.h"
 #include "cli.h"
-#include "serve/server.h"
 
 #include <getopt.h>
 #include <pthread.h>
@@ -35,8 +35,8 @@ int cmd_serve(int argc, char **argv)
         {"threads", required_argument, 0, 't'}, {"max-body", required_argument, 0, 'b'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
-    dm_server_config c = {.host = "127.0.0.1", .http_port = 8000, .metrics_port = 8002, .threads = 1,
-                          .max_body = 64u << 20};
+    dm_server_opts c;
+    dm_server_opts_default(&c);
     int oc, v;
     optind = 1;
     opterr = 0;
