@@ -32,6 +32,8 @@ int cli_int(const char *s, long lo, long hi, int *out);
 int cli_float(const char *s, float *out);
 /* Sorts n timings ascending (qsort with a double comparator). */
 void cli_sort_times(double *t, int n);
+/* calloc of a * b elements of size bytes, NULL on overflow or out of memory. */
+void *cli_calloc3(size_t a, size_t b, size_t size);
 /* Wall-clock seconds (monotonic). */
 double cli_now(void);
 /* Per-expert load line: "load  e0 0.125 |####   | ..." to stdout. */

@@ -65,7 +65,10 @@ int cmd_bench(int argc, char **argv)
     double *t = NULL;
     int rc = 1;
     if (model) {
-        if (dm_model_load(model, NULL, &m, &err)) goto fail;
+        dm_model_opts mo;
+        dm_model_opts_default(&mo);
+        mo.packed_only = !train;  /* a forward benchmark loads the model as inference does */
+        if (dm_model_load(model, &mo, &m, &err)) goto fail;
     } else {
         dm_config c;
         dm_config_default(&c);

@@ -92,6 +92,7 @@ int cmd_eval(int argc, char **argv)
     dm_model_opts mo;
     dm_model_opts_default(&mo);
     mo.top_k = top_k;
+    mo.packed_only = 1;  /* inference: only what the kernels read */
     if (dm_model_load(model, &mo, &m, &err)) {
         rc = cli_error("eval", &err);
         goto done;

@@ -1,6 +1,5 @@
 /* cmd_infer.c - deepmoe infer: rows from a .npy through a model to a .npy. */
 #include "cli.h"
-#include "base/base.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -72,6 +71,7 @@ int cmd_infer(int argc, char **argv)
     dm_model_opts mo;
     dm_model_opts_default(&mo);
     mo.top_k = top_k;
+    mo.packed_only = 1;  /* inference: only what the kernels read */
     if (dm_model_load(model, &mo, &m, &err)) goto fail;
     double t_load = cli_now() - t0;
     const dm_config *c = dm_model_config(m);
@@ -84,9 +84,9 @@ int cmd_infer(int argc, char **argv)
     }
     int64_t n = x.rows, k = c->top_k, L = c->n_layers;
     size_t n1 = (size_t)(n ? n : 1);   /* rows come from the file: sizes checked for overflow */
-    y = dm_alloc_array2(n1, (size_t)out, sizeof *y);
-    re = dm_alloc_array2(n1, (size_t)(L * k), sizeof *re);
-    rw = dm_alloc_array2(n1, (size_t)(L * k), sizeof *rw);
+    y = cli_calloc3(n1, (size_t)out, sizeof *y);
+    re = cli_calloc3(n1, (size_t)(L * k), sizeof *re);
+    rw = cli_calloc3(n1, (size_t)(L * k), sizeof *rw);
     times = malloc((size_t)repeat * sizeof *times);
     if (!y || !re || !rw || !times) {
         fprintf(stderr, "deepmoe infer: out of memory for %lld rows\n", (long long)n);
@@ -105,7 +105,7 @@ int cmd_infer(int argc, char **argv)
     if (dm_npy_write(output, y, n, out, &err)) goto fail;
     if (routing) {  /* [n, L * 2k]: per layer, k expert ids then k weights */
         int64_t w = 2 * k * L;
-        float *r = dm_alloc_array2(n1, (size_t)w, sizeof *r);
+        float *r = cli_calloc3(n1, (size_t)w, sizeof *r);
         if (!r) { fprintf(stderr, "deepmoe infer: out of memory\n"); goto done; }
         for (int64_t l = 0; l < L; l++)
             for (int64_t i = 0; i < n; i++)

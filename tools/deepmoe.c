@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -76,6 +77,13 @@ static int cmp_double(const void *a, const void *b)
 }
 
 void cli_sort_times(double *t, int n) { qsort(t, (size_t)n, sizeof *t, cmp_double); }
+
+void *cli_calloc3(size_t a, size_t b, size_t size)
+{
+    if (size && (b > SIZE_MAX / size || (a && b * size > SIZE_MAX / a))) return NULL;
+    size_t row = b * size;
+    return calloc(a ? a : 1, row > 0 ? row : 1);
+}
 
 double cli_now(void)
 {

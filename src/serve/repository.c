@@ -45,7 +45,10 @@ static dm_status load_version(const char *repo, const char *name, int64_t v, con
     sv->version = v;
     dm_status st;
     snprintf(path, sizeof path, "%s/%s/%lld/model.safetensors", repo, name, (long long)v);
-    if ((st = dm_model_load(path, NULL, &sv->model, err))) goto fail;
+    dm_model_opts mo;
+    dm_model_opts_default(&mo);
+    mo.packed_only = 1;  /* a served model keeps only what its kernels read */
+    if ((st = dm_model_load(path, &mo, &sv->model, err))) goto fail;
     const dm_config *mc = dm_model_config(sv->model);
     sv->in = mc->in_dim ? mc->in_dim : mc->dim;
     sv->out = mc->n_classes ? mc->n_classes : mc->dim;
