@@ -349,6 +349,7 @@ void dm_array_free(dm_array *a);
 #endif
 
 /* The data sets, whole training runs, the server (each header includes this one first). */
+#include "deepmoe/config.h"
 #include "deepmoe/data.h"
 #include "deepmoe/train.h"
 #include "deepmoe/serve.h"   /* the server and export (dm_server_*, dm_export_*) */

@@ -17,10 +17,11 @@ static const char help_tail[] =
 
 int cmd_init(int argc, char **argv)
 {
-    static const struct option opts[] = {
+    static const struct option own[] = {
         {"out", required_argument, 0, 'o'}, {"seed", required_argument, 0, 's'},
-        {"help", no_argument, 0, 'h'}, MODEL_LONG_OPTIONS {0, 0, 0, 0},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
+    const struct option *opts = model_long_options(own);
     dm_config c;
     dm_config_default(&c);
     c.hidden = 0;  /* D/2 unless given */

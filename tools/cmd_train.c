@@ -264,7 +264,7 @@ static void print_result(const view *v, const dm_run_result *r, double t_start)
 
 int cmd_train(int argc, char **argv)
 {
-    static const struct option lo[] = {
+    static const struct option own[] = {
         {"data", required_argument, 0, O_DATA}, {"out", required_argument, 0, O_OUT},
         {"task", required_argument, 0, O_TASK}, {"no-shuffle", no_argument, 0, O_NOSHUF},
         {"seed", required_argument, 0, O_SEED}, {"model", required_argument, 0, O_MODEL},
@@ -282,8 +282,10 @@ int cmd_train(int argc, char **argv)
         {"stop-at", required_argument, 0, O_STOP}, {"augment", required_argument, 0, O_AUG},
         {"label-smoothing", required_argument, 0, O_LS}, {"dropout", required_argument, 0, O_DROP},
         {"holdout", required_argument, 0, O_HOLDOUT},
-        {"help", no_argument, 0, O_HELP}, MODEL_LONG_OPTIONS {0, 0, 0, 0},
+        {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0},
     };
+    const struct option *lo = model_long_options(own);
+    int opt_topk = model_flag_code("top_k");
     dm_run_opts o;
     dm_run_opts_init(&o);
     const char *balance = NULL, *augment = NULL;
@@ -295,7 +297,7 @@ int cmd_train(int argc, char **argv)
         int r = model_flag("train", oc, optarg, &o.config);
         if (r < 0) return EXIT_USAGE;
         if (r > 0) {
-            if (oc == OPT_TOPK) o.model_top_k = o.config.top_k;
+            if (oc == opt_topk) o.model_top_k = o.config.top_k;
             continue;
         }
         int iv;

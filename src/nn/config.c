@@ -141,6 +141,16 @@ const dm_config_field *dm_config_field_by_key(const char *key)
     return NULL;
 }
 
+int dm_config_field_count(void) { return DM_CF_COUNT; }
+
+const dm_config_field *dm_config_field_at(int i) { return i >= 0 && i < DM_CF_COUNT ? &dm_config_fields[i] : NULL; }
+
+dm_status dm_config_field_enum(const dm_config_field *f, const char *name, int *out, dm_error *err)
+{
+    if (!f || f->kind != DM_KIND_ENUM) return dm_fail(err, DM_ERR_ARG, "dm_config_field_enum: not an enum field");
+    return dm_names_parse(f->label, f->names, (int)f->hi + 1, name, out, err);
+}
+
 const char *dm_config_enum_name(const dm_config_field *f, int v)
 {
     return v >= 0 && v <= (int)f->hi ? f->names[v] : "unknown";

@@ -30,6 +30,7 @@
 #define DM_CONFIG_FIELDS_H
 
 #include "deepmoe.h"
+#include "deepmoe/config.h"
 
 /* Sizes are capped so that every index fits an int32 and every byte count a
  * size_t without further checks downstream (dm_config_size then bounds the
@@ -82,20 +83,7 @@ enum { DM_CONFIG_FIELDS(DM_CF_INDEX_) DM_CF_COUNT };
 
 /* ---------------------------------------------------------------- the list at run time */
 
-typedef enum { DM_KIND_INT, DM_KIND_BOOL, DM_KIND_FLOAT, DM_KIND_ENUM } dm_field_kind;
-
-typedef struct dm_config_field {
-    const char *name;         /* the C member */
-    const char *key;          /* JSON key */
-    const char *label;        /* in messages */
-    dm_field_kind kind;
-    size_t offset;            /* offsetof(dm_config, name) */
-    double lo, hi;            /* the valid range (see above) */
-    const char *const *names; /* DM_KIND_ENUM: hi + 1 names */
-    const char *flag;         /* CLI flag without "--"; NULL if none */
-    const char *metavar;      /* the flag's value in --help ("" for a switch) */
-    const char *help;
-} dm_config_field;
+/* dm_field_kind and dm_config_field: include/deepmoe/config.h (public) */
 
 /* The list, indexed by DM_CF_*. */
 extern const dm_config_field dm_config_fields[DM_CF_COUNT];
@@ -107,8 +95,6 @@ extern const char *const dm_expert_names[];
 const dm_config_field *dm_config_field_by_key(const char *key);
 /* A field's value: INT, BOOL and ENUM fields are ints (an enum's storage is an
  * int, asserted in config.c), FLOAT fields floats. */
-static inline int *dm_config_int(dm_config *c, const dm_config_field *f) { return (int *)((char *)c + f->offset); }
-static inline float *dm_config_float(dm_config *c, const dm_config_field *f) { return (float *)((char *)c + f->offset); }
 static inline int dm_config_get_int(const dm_config *c, const dm_config_field *f)
 {
     return *(const int *)((const char *)c + f->offset);
