@@ -19,7 +19,7 @@ FUZZ_S  ?= 60
 DEPS    ?= 1
 # hidden: the shared library exports only the DM_API declarations of the public
 # headers (include/deepmoe.h, include/deepmoe/*.h); default exports every global
-VISIBILITY ?= default
+VISIBILITY ?= hidden
 # The AVX2 / AVX-512 files are built on x86-64 only (from `$(CC) -dumpmachine`);
 # X86=0 leaves them out: the portable build, reference kernels only.
 ifeq ($(origin X86),undefined)

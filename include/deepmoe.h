@@ -47,7 +47,7 @@ typedef struct dm_error {
     char msg[512];      /* one line, no trailing newline */
 } dm_error;
 
-const char *dm_status_name(dm_status s);
+DM_API const char *dm_status_name(dm_status s);
 
 /* ---------------------------------------------------------------- config */
 
@@ -90,13 +90,13 @@ typedef struct dm_config {
 } dm_config;
 
 /* The seed's DeepSeekMoE defaults: D=512, E=8, k=2, H=256, seed router and experts. */
-void dm_config_default(dm_config *c);
+DM_API void dm_config_default(dm_config *c);
 /* hidden = 0 means dim/2 and shared_hidden = 0 means hidden; validate resolves both.
  * DM_ERR_ARG naming the field for a value out of range, and for a struct that
  * dm_config_default did not fill (struct_size). */
-dm_status dm_config_validate(dm_config *c, dm_error *err);
-const char *dm_router_name(dm_router_kind r);
-const char *dm_expert_name(dm_expert_kind e);
+DM_API dm_status dm_config_validate(dm_config *c, dm_error *err);
+DM_API const char *dm_router_name(dm_router_kind r);
+DM_API const char *dm_expert_name(dm_expert_kind e);
 /* Parse a name ("seed", "softmax", "sigmoid" / "seed", "swiglu") into *out;
  * DM_ERR_ARG listing the valid names if unknown (*out untouched). */
 DM_API dm_status dm_router_parse(const char *name, dm_router_kind *out, dm_error *err);
@@ -113,17 +113,17 @@ typedef enum {
 
 /* Resolves DM_ISA_AUTO (CPU features, then the DEEPMOE_ISA variable) and
  * falls back to what the CPU supports when a requested ISA is missing. */
-dm_isa dm_isa_resolve(dm_isa want);
-const char *dm_isa_name(dm_isa isa);
+DM_API dm_isa dm_isa_resolve(dm_isa want);
+DM_API const char *dm_isa_name(dm_isa isa);
 
 /* ---------------------------------------------------------------- thread pool */
 
 typedef struct dm_pool dm_pool;
 
 /* n_threads >= 1 workers including the caller's thread; 0 = number of online CPUs. */
-dm_status dm_pool_create(int n_threads, dm_pool **out, dm_error *err);
-void dm_pool_free(dm_pool *pool);
-int dm_pool_size(const dm_pool *pool);
+DM_API dm_status dm_pool_create(int n_threads, dm_pool **out, dm_error *err);
+DM_API void dm_pool_free(dm_pool *pool);
+DM_API int dm_pool_size(const dm_pool *pool);
 
 /* ---------------------------------------------------------------- model */
 
@@ -150,39 +150,39 @@ typedef struct dm_model_opts {
 DM_API void dm_model_opts_default(dm_model_opts *o);
 
 /* A model with all parameters zero. o may be NULL (the defaults). */
-dm_status dm_model_create(const dm_config *c, const dm_model_opts *o, dm_model **out, dm_error *err);
+DM_API dm_status dm_model_create(const dm_config *c, const dm_model_opts *o, dm_model **out, dm_error *err);
 /* PyTorch's default init: Linear weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
  * LayerNorm gamma 1 and beta 0, selection bias 0. Deterministic in seed. */
-void dm_model_init_random(dm_model *m, uint64_t seed);
+DM_API void dm_model_init_random(dm_model *m, uint64_t seed);
 /* Load safetensors: deepmoe metadata if present, else infer a seed-named state dict. */
-dm_status dm_model_load(const char *path, const dm_model_opts *o, dm_model **out, dm_error *err);
+DM_API dm_status dm_model_load(const char *path, const dm_model_opts *o, dm_model **out, dm_error *err);
 /* Write safetensors (F32, config in __metadata__) atomically: temp file, fsync, rename. */
-dm_status dm_model_save(const dm_model *m, const char *path, dm_error *err);
-void dm_model_free(dm_model *m);
+DM_API dm_status dm_model_save(const dm_model *m, const char *path, dm_error *err);
+DM_API void dm_model_free(dm_model *m);
 
-const dm_config *dm_model_config(const dm_model *m);
-dm_isa dm_model_isa(const dm_model *m);
-int dm_model_n_tensors(const dm_model *m);
+DM_API const dm_config *dm_model_config(const dm_model *m);
+DM_API dm_isa dm_model_isa(const dm_model *m);
+DM_API int dm_model_n_tensors(const dm_model *m);
 /* Tensor i (0 <= i < n_tensors), in the stable layout order. */
-dm_tensor_info dm_model_tensor(const dm_model *m, int i);
+DM_API dm_tensor_info dm_model_tensor(const dm_model *m, int i);
 /* Tensor by name into *out (out may be NULL: a presence test); DM_ERR_ARG if the
  * model has no such tensor (dm_model_tensor lists them). */
 DM_API dm_status dm_model_find(const dm_model *m, const char *name, dm_tensor_info *out, dm_error *err);
-int64_t dm_model_param_count(const dm_model *m);
+DM_API int64_t dm_model_param_count(const dm_model *m);
 /* Bytes the model's weights occupy in memory: fp32 tensors kept plus packed operands. */
-int64_t dm_model_memory(const dm_model *m);
+DM_API int64_t dm_model_memory(const dm_model *m);
 /* Parameters one row touches: router + k routed experts + shared experts. */
-int64_t dm_model_active_params(const dm_model *m);
+DM_API int64_t dm_model_active_params(const dm_model *m);
 /* Call after writing to tensor data: rebuilds the kernels' packed weights. */
-dm_status dm_model_sync(dm_model *m, dm_error *err);
+DM_API dm_status dm_model_sync(dm_model *m, dm_error *err);
 
 /* ---------------------------------------------------------------- inference */
 
 typedef struct dm_ctx dm_ctx;  /* one inference instance: scratch memory + a pool */
 
 /* pool may be NULL (single-threaded). The model must outlive the ctx. */
-dm_status dm_ctx_create(const dm_model *m, dm_pool *pool, dm_ctx **out, dm_error *err);
-void dm_ctx_free(dm_ctx *ctx);
+DM_API dm_status dm_ctx_create(const dm_model *m, dm_pool *pool, dm_ctx **out, dm_error *err);
+DM_API void dm_ctx_free(dm_ctx *ctx);
 
 /* The routing decision: for each layer and row, the k chosen experts in selection
  * order (descending selection score, ties to the lower index) and their final
@@ -195,12 +195,12 @@ typedef struct dm_routing {
 /* y[n_rows, out] = model(x[n_rows, in]); in = in_dim or dim, out = n_classes or dim. Rows with NaN/Inf are refused with
  * DM_ERR_NONFINITE (message names the row and column); nothing is computed.
  * x and y must not overlap. route may be NULL. */
-dm_status dm_forward(dm_ctx *ctx, const float *x, int64_t n_rows, float *y,
+DM_API dm_status dm_forward(dm_ctx *ctx, const float *x, int64_t n_rows, float *y,
                      const dm_routing *route, dm_error *err);
 
 /* Reference twin: every expert on every row, weighted sum with the routing
  * weights (the seed's dense formula), portable kernels, one thread. */
-dm_status dm_forward_dense(const dm_model *m, const float *x, int64_t n_rows, float *y,
+DM_API dm_status dm_forward_dense(const dm_model *m, const float *x, int64_t n_rows, float *y,
                            const dm_routing *route, dm_error *err);
 
 /* ---------------------------------------------------------------- training */
@@ -245,16 +245,16 @@ typedef struct dm_train_config {
 
 /* lr 1e-3, wd 0.01, betas (0.9, 0.999), eps 1e-8, no warm-up, cosine, clip 0,
  * accum 1, no balance terms, coefficients as above. total_steps must be set. */
-void dm_train_config_default(dm_train_config *tc);
+DM_API void dm_train_config_default(dm_train_config *tc);
 
 typedef struct dm_trainer dm_trainer;
 
 /* Trains m in place (the model must outlive the trainer; pool may be NULL).
  * Allocates gradients and AdamW moments in the model's flat layout. tc must
  * come from dm_train_config_default (struct_size); DM_ERR_ARG otherwise. */
-dm_status dm_trainer_create(dm_model *m, const dm_train_config *tc, dm_pool *pool,
+DM_API dm_status dm_trainer_create(dm_model *m, const dm_train_config *tc, dm_pool *pool,
                             dm_trainer **out, dm_error *err);
-void dm_trainer_free(dm_trainer *t);
+DM_API void dm_trainer_free(dm_trainer *t);
 
 typedef struct dm_step_stats {
     double loss;          /* task loss (MSE or CE), mean over the step's micro-batches */
@@ -269,33 +269,33 @@ typedef struct dm_step_stats {
  * (n_rows must be a multiple of grad_accum). x [n_rows, input width];
  * MSE: target [n_rows, output width]; CE: labels [n_rows] in [0, n_classes).
  * Allocates nothing after the first call with the largest batch. */
-dm_status dm_train_step(dm_trainer *t, const float *x, const float *target, const int32_t *labels,
+DM_API dm_status dm_train_step(dm_trainer *t, const float *x, const float *target, const int32_t *labels,
                         int64_t n_rows, dm_step_stats *st, dm_error *err);
 
 /* Expert load of the last micro-batch: load[layer * E + e] (share of assignments). */
-void dm_trainer_expert_load(const dm_trainer *t, double *load);
-int64_t dm_trainer_step_count(const dm_trainer *t);
+DM_API void dm_trainer_expert_load(const dm_trainer *t, double *load);
+DM_API int64_t dm_trainer_step_count(const dm_trainer *t);
 
 /* Checkpoints: the whole training state (parameters, AdamW moments, step,
  * configs, and an opaque caller blob for the data position and RNG), one
  * safetensors file with a CRC-32 of the data, written atomically. Loading
  * into a trainer checks that the model config matches and the checksum holds. */
-dm_status dm_trainer_save(const dm_trainer *t, const char *path, const void *blob, size_t blob_len,
+DM_API dm_status dm_trainer_save(const dm_trainer *t, const char *path, const void *blob, size_t blob_len,
                           dm_error *err);
-dm_status dm_trainer_load(dm_trainer *t, const char *path, void *blob, size_t blob_cap,
+DM_API dm_status dm_trainer_load(dm_trainer *t, const char *path, void *blob, size_t blob_cap,
                           size_t *blob_len, dm_error *err);
 /* Reads only a checkpoint's caller blob (to restore a run's settings before
  * the trainer exists); dm_trainer_load verifies the whole file later. */
-dm_status dm_checkpoint_blob(const char *path, void *blob, size_t blob_cap, size_t *blob_len, dm_error *err);
+DM_API dm_status dm_checkpoint_blob(const char *path, void *blob, size_t blob_cap, size_t *blob_len, dm_error *err);
 
 /* ---------------------------------------------------------------- routing metrics */
 
 /* load[e] = share of the n_rows*k (row, slot) assignments routed to expert e. */
-void dm_expert_load(const int32_t *experts, int64_t n_rows, int k, int n_experts, double *load);
+DM_API void dm_expert_load(const int32_t *experts, int64_t n_rows, int k, int n_experts, double *load);
 /* mean_e(load) / max_e(load): 1 = perfectly balanced. */
-double dm_expert_utilization(const double *load, int n_experts);
+DM_API double dm_expert_utilization(const double *load, int n_experts);
 /* (max_e load - mean load) / mean load: 0 = perfectly balanced. */
-double dm_max_vio(const double *load, int n_experts);
+DM_API double dm_max_vio(const double *load, int n_experts);
 
 /* ---------------------------------------------------------------- evaluation */
 
@@ -317,17 +317,17 @@ typedef struct dm_eval {
  * experts by the row's loss when that expert alone (weight 1) serves the layer;
  * its top-k set is compared with the router's. It costs E forwards per layer,
  * so it runs on the first oracle_rows rows (0 = skip, routing_accuracy -1). */
-dm_status dm_evaluate(dm_ctx *ctx, const float *x, const float *target, const int32_t *labels,
+DM_API dm_status dm_evaluate(dm_ctx *ctx, const float *x, const float *target, const int32_t *labels,
                       const int32_t *regime, int64_t n, int64_t oracle_rows, dm_eval *out, dm_error *err);
 
 /* ---------------------------------------------------------------- benchmarking */
 
 /* fp32 FMA peak of the pool's threads in GFLOP/s, measured for about `seconds`
  * by a register-resident FMA loop on the given ISA (0 for DM_ISA_REF). */
-double dm_peak_gflops(dm_pool *pool, dm_isa isa, double seconds);
+DM_API double dm_peak_gflops(dm_pool *pool, dm_isa isa, double seconds);
 /* Useful forward FLOPs of one row: embedding, router, the k chosen experts and
  * the shared experts of every layer, head (2 per multiply-add). */
-double dm_model_flops_per_row(const dm_model *m);
+DM_API double dm_model_flops_per_row(const dm_model *m);
 
 /* ---------------------------------------------------------------- arrays (.npy) */
 
@@ -339,10 +339,10 @@ typedef struct dm_array {
 /* Reads 1-D or 2-D C-order .npy (v1.0, v2.0, v3.0) of dtype '<f4', '<f8', '<i4', '<i8',
  * '|u1' ('<u1') or '|i1', converted to float32; an integer with |v| > 2^24 (not exact
  * in float32) is refused with DM_ERR_UNSUPPORTED. */
-dm_status dm_npy_read(const char *path, dm_array *out, dm_error *err);
+DM_API dm_status dm_npy_read(const char *path, dm_array *out, dm_error *err);
 /* Writes a float32 .npy v1.0 [rows, cols], atomically. */
-dm_status dm_npy_write(const char *path, const float *data, int64_t rows, int64_t cols, dm_error *err);
-void dm_array_free(dm_array *a);
+DM_API dm_status dm_npy_write(const char *path, const float *data, int64_t rows, int64_t cols, dm_error *err);
+DM_API void dm_array_free(dm_array *a);
 
 #ifdef __cplusplus
 }
