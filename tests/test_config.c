@@ -68,6 +68,28 @@ static void test_config_compat_files(dm_t *t)
             }
             CHECK(t, same, "%s: every tensor round trips", names[i]);
         }
+
+        /* and it computes what deepmoe 0.1 computed: compat/NAME.y.npy is 0.1's
+         * `infer` of compat/xW.npy (W the input width), on any ISA within rounding */
+        static const int widths[] = {24, 12, 16};
+        char xr[64], yr[64];
+        snprintf(xr, sizeof xr, "compat/x%d.npy", widths[i]);
+        snprintf(yr, sizeof yr, "compat/%s.y.npy", names[i]);
+        dm_array x = {0}, y = {0};
+        CHECK_OK(t, dm_npy_read(dm_test_fixture(xr), &x, &err), &err);
+        CHECK_OK(t, dm_npy_read(dm_test_fixture(yr), &y, &err), &err);
+        dm_ctx *ctx = NULL;
+        CHECK_OK(t, dm_ctx_create(m, NULL, &ctx, &err), &err);
+        if (ctx && x.data && y.data) {
+            float *got = calloc((size_t)(y.rows * y.cols), sizeof *got);
+            CHECK_OK(t, dm_forward(ctx, x.data, x.rows, got, NULL, &err), &err);
+            double e = dm_test_relerr(got, y.data, y.rows * y.cols);
+            CHECK(t, e < 1e-5, "%s: outputs differ from deepmoe 0.1's by %.3g", names[i], e);
+            free(got);
+        }
+        dm_ctx_free(ctx);
+        dm_array_free(&x);
+        dm_array_free(&y);
         dm_st_close(&f);
         dm_model_free(back);
         dm_model_free(m);
