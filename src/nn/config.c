@@ -53,7 +53,7 @@ dm_status dm_names_parse(const char *what, const char *const *names, int n, cons
 
 dm_status dm_router_parse(const char *name, dm_router_kind *out, dm_error *err)
 {
-    int v;
+    int v = 0;
     dm_status st = dm_names_parse("router", dm_router_names, N_ROUTERS, name, &v, err);
     if (!st) *out = (dm_router_kind)v;
     return st;
@@ -61,7 +61,7 @@ dm_status dm_router_parse(const char *name, dm_router_kind *out, dm_error *err)
 
 dm_status dm_expert_parse(const char *name, dm_expert_kind *out, dm_error *err)
 {
-    int v;
+    int v = 0;
     dm_status st = dm_names_parse("expert type", dm_expert_names, N_EXPERTS, name, &v, err);
     if (!st) *out = (dm_expert_kind)v;
     return st;
