@@ -134,7 +134,10 @@ typedef struct dm_tensor_info {
     int ndim;
     int64_t shape[2];
     int64_t numel;
-    float *data;         /* float32, row-major, inside the model's flat parameter buffer */
+    float *data;         /* float32, row-major, inside the model's flat parameter buffer; NULL for
+                            a GEMM weight of a packed-only model (its values: dm_model_save) */
+    const char *wtype;   /* the weight type a GEMM weight is packed as ("f32"); NULL for tensors
+                            the kernels read as they are (biases, norms, the selection bias) */
 } dm_tensor_info;
 
 /* Fill with dm_model_opts_default, then set fields (or pass NULL for the defaults). */

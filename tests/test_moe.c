@@ -437,6 +437,8 @@ static void test_moe_packed_only(dm_t *t)
                 dm_tensor_info ti = dm_model_tensor(po, i);
                 int is_w = ti.ndim == 2;  /* every 2-D tensor is a GEMM weight */
                 CHECK(t, is_w ? ti.data == NULL : ti.data != NULL, "%s: data %p", ti.name, (void *)ti.data);
+                CHECK(t, is_w ? ti.wtype && !strcmp(ti.wtype, "f32") : !ti.wtype, "%s: weight type %s", ti.name,
+                      ti.wtype ? ti.wtype : "(none)");
                 if (is_w) weights += ti.numel * 4;
             }
             CHECK(t, dm_model_memory(po) <= dm_model_memory(full) - weights,

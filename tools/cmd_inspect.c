@@ -3,6 +3,7 @@
 
 #include <getopt.h>
 #include <math.h>
+#include <string.h>
 #include <stdio.h>
 
 static const char help[] =
@@ -55,8 +56,15 @@ int cmd_inspect(int argc, char **argv)
                c->n_classes ? c->n_classes : c->dim);
     long long total = (long long)dm_model_param_count(m), active = (long long)dm_model_active_params(m);
     printf("  parameters %lld, active per row %lld (%.1f%%)\n", total, active, total ? 100.0 * active / total : 0.0);
+    const char *wt = NULL;  /* the experts' weight type: that of their up weight */
+    for (int i = 0; i < dm_model_n_tensors(m) && !wt; i++) {
+        dm_tensor_info ti = dm_model_tensor(m, i);
+        if (ti.wtype && strstr(ti.name, "experts.")) wt = ti.wtype;
+    }
+    printf("  expert weights %s, %.1f KiB in memory with the fp32 master copy\n", wt ? wt : "?",
+           (double)dm_model_memory(m) / 1024.0);
     if (tensors) {
-        printf("  %-36s %-14s %12s %12s\n", "tensor", "shape", "mean", "std");
+        printf("  %-36s %-14s %-5s %12s %12s\n", "tensor", "shape", "type", "mean", "std");
         for (int i = 0; i < dm_model_n_tensors(m); i++) {
             dm_tensor_info t = dm_model_tensor(m, i);
             double s = 0, s2 = 0;
@@ -65,7 +73,8 @@ int cmd_inspect(int argc, char **argv)
             char shape[48];
             if (t.ndim == 2) snprintf(shape, sizeof shape, "[%lld, %lld]", (long long)t.shape[0], (long long)t.shape[1]);
             else snprintf(shape, sizeof shape, "[%lld]", (long long)t.shape[0]);
-            printf("  %-36s %-14s %12.5g %12.5g\n", t.name, shape, mean, sqrt(var > 0 ? var : 0));
+            printf("  %-36s %-14s %-5s %12.5g %12.5g\n", t.name, shape, t.wtype ? t.wtype : "f32", mean,
+                   sqrt(var > 0 ? var : 0));
         }
     }
     dm_model_free(m);

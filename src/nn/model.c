@@ -366,6 +366,7 @@ dm_tensor_info dm_model_tensor(const dm_model *m, int i)
     return (dm_tensor_info){
         .name = d->name, .ndim = d->ndim, .shape = {d->shape[0], d->ndim > 1 ? d->shape[1] : 0},
         .numel = d->numel, .data = d->stored ? m->params + d->offset : NULL,
+        .wtype = d->wm ? d->wm->type->name : NULL,
     };
 }
 
