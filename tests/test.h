@@ -61,5 +61,6 @@ void suite_serve_codec(dm_t *t);
 void suite_serve_sched(dm_t *t);
 void suite_regress(dm_t *t);
 void suite_run(dm_t *t);
+void suite_preprocess(dm_t *t);
 
 #endif
