@@ -179,6 +179,24 @@ DM_API int64_t dm_model_active_params(const dm_model *m);
 /* Call after writing to tensor data: rebuilds the kernels' packed weights. */
 DM_API dm_status dm_model_sync(dm_model *m, dm_error *err);
 
+/* Input preprocessing: a per-feature affine map the model applies to every input
+ * row before anything else, x'[j] = x[j] * scale[j] + shift[j] (j < in; in float,
+ * the product rounded, then the sum: never a fused multiply-add), so that callers pass raw features. A training run
+ * fits it on its train split (deepmoe train --normalize; the methods are dm_normalize's,
+ * deepmoe/data.h) and model files carry it (tensors preprocess.scale and
+ * preprocess.shift, metadata deepmoe.normalize: docs/formats.md). It is not a
+ * parameter: not in the tensor table, not trained, not in checkpoints.
+ * method "minmax", "standard" or "pixel" takes scale and shift [in] (finite; copied);
+ * "none" takes both NULL (the model takes raw features, and its file says so); NULL
+ * clears it (nothing recorded: rows go in as given, as with files from before).
+ * Not while a context runs a forward on the model. */
+DM_API dm_status dm_model_set_preprocess(dm_model *m, const char *method, const float *scale, const float *shift,
+                                         dm_error *err);
+/* The model's preprocessing: *method its name (NULL: nothing recorded), *scale and
+ * *shift [in] or NULL (valid until the model is freed or set again); any out pointer
+ * may be NULL. Returns 1 if the model transforms its inputs, else 0. */
+DM_API int dm_model_preprocess(const dm_model *m, const char **method, const float **scale, const float **shift);
+
 /* ---------------------------------------------------------------- inference */
 
 typedef struct dm_ctx dm_ctx;  /* one inference instance: scratch memory + a pool */
@@ -196,13 +214,16 @@ typedef struct dm_routing {
 } dm_routing;
 
 /* y[n_rows, out] = model(x[n_rows, in]); in = in_dim or dim, out = n_classes or dim. Rows with NaN/Inf are refused with
- * DM_ERR_NONFINITE (message names the row and column); nothing is computed.
- * x and y must not overlap. route may be NULL. */
+ * DM_ERR_NONFINITE (message names the row and column); nothing is computed. A model
+ * with a preprocessing map (dm_model_set_preprocess) applies it to the rows first,
+ * into the ctx's scratch (x is not written); a value it takes past the float range
+ * is refused the same way. x and y must not overlap. route may be NULL. */
 DM_API dm_status dm_forward(dm_ctx *ctx, const float *x, int64_t n_rows, float *y,
                      const dm_routing *route, dm_error *err);
 
 /* Reference twin: every expert on every row, weighted sum with the routing
- * weights (the seed's dense formula), portable kernels, one thread. */
+ * weights (the seed's dense formula), portable kernels, one thread; the model's
+ * preprocessing first, as dm_forward. */
 DM_API dm_status dm_forward_dense(const dm_model *m, const float *x, int64_t n_rows, float *y,
                            const dm_routing *route, dm_error *err);
 

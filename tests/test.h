@@ -62,5 +62,6 @@ void suite_serve_sched(dm_t *t);
 void suite_regress(dm_t *t);
 void suite_run(dm_t *t);
 void suite_config(dm_t *t);
+void suite_preprocess(dm_t *t);
 
 #endif

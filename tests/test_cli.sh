@@ -3,7 +3,8 @@
 # inspect, infer, and every kind of bad input, each of which must give a
 # one-line error naming the file and the problem, exit status 1 or 2, and no
 # crash. Files are built byte by byte here; Python (standard library) only
-# edits checkpoints (tests/ckpt_edit.py).
+# edits checkpoints (tests/ckpt_edit.py), and /usr/bin/python3 with numpy makes
+# and checks the data of the preprocessing tests (skipped without numpy).
 set -u
 BIN=$(realpath "$1")
 SRC=$(cd "$(dirname "$0")/.." && pwd)
@@ -283,6 +284,144 @@ expect "eval: model does not fit data" 1 "does not fit" "$BIN" eval --model m.sa
 expect "eval: classify without a head" 1 "has no classifier head" "$BIN" eval --model run_a/model.safetensors --data $SYN --task classify
 "$BIN" eval --model cls_a/model.safetensors --data $SYN --json >out.txt 2>err.txt && tail -n 1 out.txt | grep -q '"accuracy":' &&
     ok "eval: task from the model's head" || bad "eval: task from the model's head" "$(tail -n 2 out.txt) $(cat err.txt)"
+
+# ---------------------------------------------------------------- preprocessing belongs to the model
+# .npy features over [0, 1000]: the model file carries the train split's map and applies it itself, so
+# infer and the server on the raw rows give what eval reports; --normalize none trains on the values as
+# given (byte-identical to minmax training on rows scaled beforehand with the model's map, by numpy)
+PY=/usr/bin/python3
+if ! $PY -c 'import numpy' 2>/dev/null; then
+    echo "SKIP preprocessing tests (no numpy for /usr/bin/python3)"
+else
+cat >st_tool.py <<'EOF'
+import json, struct, sys
+import numpy as np
+def read(path):  # header dict, data section bytes
+    b = open(path, "rb").read()
+    n = struct.unpack("<Q", b[:8])[0]
+    return json.loads(b[8:8 + n]), b[8 + n:]
+def tensor(h, data, name):
+    o = h[name]["data_offsets"]
+    return np.frombuffer(data[o[0]:o[1]], dtype=np.float32).reshape(h[name]["shape"])
+def write(path, h, data, drop, drop_meta):  # a copy without the tensors in drop and the keys in drop_meta
+    out, parts, at = {}, [], 0
+    for k, v in h.items():
+        if k == "__metadata__":
+            out[k] = {mk: mv for mk, mv in v.items() if mk not in drop_meta}
+        elif k not in drop:
+            o = v["data_offsets"]
+            parts.append(data[o[0]:o[1]])
+            out[k] = dict(v, data_offsets=[at, at + o[1] - o[0]])
+            at += o[1] - o[0]
+    hj = json.dumps(out).encode()
+    hj += b" " * (-len(hj) % 8)
+    open(path, "wb").write(struct.pack("<Q", len(hj)) + hj + b"".join(parts))
+EOF
+$PY - <<'EOF'
+import numpy as np
+rng = np.random.default_rng(7)
+n = 400
+X = rng.uniform(0, 1000, size=(n, 6)).astype(np.float32)
+X[:, 4] = 123.0                                   # a constant feature
+y = (X[:, 0] > 500).astype(np.int64) + (X[:, 1] > 500)
+np.save("px.npy", X); np.save("py.npy", y)
+np.save("px_test.npy", X[n - n // 10:])           # the rows train holds out (--holdout 0.1) and eval scores
+np.save("py_test.npy", y[n - n // 10:])
+EOF
+P="--data px.npy,py.npy --task classify --dim 16 --hidden 8 --experts 4 --layers 1 --batch 30 --steps 40 --lr 0.01 --threads 2 --seed 4 --log-every 20"
+"$BIN" train $P --out pre_a >out.txt 2>err.txt && grep -q "features: minmax scaling, stored in the model" out.txt &&
+    ok "train .npy over [0, 1000]: minmax by default, stored in the model" || bad "train .npy minmax" "$(cat out.txt err.txt | head -c 500)"
+"$BIN" inspect pre_a/model.safetensors --no-tensors >out.txt 2>&1 &&
+    grep -qE "preprocess minmax: x \* scale \+ shift per feature \(6\), scale \[0, 0.002[0-9]*\], shift \[-1.0[0-9]*, 0\]" out.txt &&
+    ok "inspect shows the preprocessing" || bad "inspect preprocessing" "$(cat out.txt)"
+"$BIN" eval --model pre_a/model.safetensors --data px.npy,py.npy --json --threads 1 >out_e.txt 2>err.txt &&
+    grep -q "features: raw, scaled by the model's minmax preprocessing" out_e.txt &&
+    ok "eval: raw rows to a model that scales them" || bad "eval raw rows" "$(cat out_e.txt err.txt | head -c 500)"
+# the run's final evaluation (metrics.jsonl) is eval's on the saved model
+ev=$(tail -n 1 out_e.txt | sed -E 's/^\{"oracle_rows":[0-9]+,//')
+fin=$(tail -n 1 pre_a/metrics.jsonl | sed -E 's/^\{"eval":true,"step":[0-9]+,//')
+[ -n "$ev" ] && [ "$ev" = "$fin" ] && ok "train's final evaluation == deepmoe eval of the saved model" ||
+    bad "train eval == eval" "eval '$ev' vs train '$fin'"
+"$BIN" infer --model pre_a/model.safetensors --input px_test.npy --output pre_y.npy --threads 2 >out.txt 2>err.txt &&
+    grep -q "preprocessing: minmax (the model's, on the raw rows)" out.txt || bad "infer raw rows" "$(cat out.txt err.txt)"
+if $PY - "$(tail -n 1 out_e.txt)" <<'EOF'
+import json, sys
+import numpy as np
+ev = json.loads(sys.argv[1])
+z = np.load("pre_y.npy").astype(np.float64); y = np.load("py_test.npy")
+acc = float(np.mean(z.argmax(1) == y))
+m = z.max(1, keepdims=True)
+loss = float(np.mean(m[:, 0] + np.log(np.exp(z - m).sum(1)) - z[np.arange(len(y)), y]))
+print("infer: accuracy %.6g loss %.6g; eval: accuracy %s loss %s" % (acc, loss, ev["accuracy"], ev["loss"]))
+sys.exit(0 if abs(acc - ev["accuracy"]) < 1e-9 and abs(loss - ev["loss"]) <= 1e-5 * abs(ev["loss"]) and acc > 0.7 else 1)
+EOF
+then ok "infer on the raw rows: accuracy and loss are eval's"; else bad "infer == eval" "see above"; fi
+# the server on the same raw rows: the bytes infer wrote
+"$BIN" export --model pre_a/model.safetensors --repository pre_repo >/dev/null 2>err.txt || bad "export" "$(cat err.txt)"
+if $PY - "$BIN" <<'EOF'
+import http.client, json, re, signal, subprocess, sys
+import numpy as np
+x = np.load("px_test.npy"); want = np.load("pre_y.npy")
+p = subprocess.Popen([sys.argv[1], "serve", "--model-repository", "pre_repo", "--http-port", "0", "--metrics-port", "0"],
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+try:
+    line = p.stdout.readline()
+    port = int(re.search(r"HTTP on [0-9.]+:(\d+)", line).group(1))
+    header = json.dumps({"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
+                                     "parameters": {"binary_data_size": x.nbytes}}],
+                         "outputs": [{"name": "output", "parameters": {"binary_data": True}}]}).encode()
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    c.request("POST", "/v2/models/moe_model/infer", header + x.astype("<f4").tobytes(),
+              {"Inference-Header-Content-Length": str(len(header))})
+    r = c.getresponse(); body = r.read()
+    hl = int(r.getheader("Inference-Header-Content-Length", "-1"))
+    got = np.frombuffer(body[hl:], dtype="<f4").reshape(want.shape) if r.status == 200 and hl > 0 else None
+    ok = got is not None and np.array_equal(got, want)
+    print("server: status %d, %s" % (r.status, "bit-identical to infer" if ok else body[:300]))
+finally:
+    p.send_signal(signal.SIGTERM); p.wait(timeout=30)
+sys.exit(0 if ok else 1)
+EOF
+then ok "serve on the raw rows: infer's outputs, bit for bit"; else bad "serve == infer" "see above"; fi
+# a file of an older deepmoe (no preprocessing recorded): eval scales the data the set's way, as before
+$PY -c "
+import st_tool as s
+h, d = s.read('pre_a/model.safetensors')
+s.write('pre_old.safetensors', h, d, ('preprocess.scale', 'preprocess.shift'), ('deepmoe.normalize',))"
+"$BIN" eval --model pre_old.safetensors --data px.npy,py.npy --json --threads 1 >out.txt 2>err.txt &&
+    grep -q "features: scaled minmax by the data loader (the model records no preprocessing)" out.txt &&
+    [ "$(tail -n 1 out.txt)" = "$(tail -n 1 out_e.txt)" ] &&
+    ok "eval of a file without preprocessing: the loader scales, the same numbers" ||
+    bad "eval of an older file" "$(cat out.txt err.txt | head -c 600)"
+# --normalize none: the features train as given, and the model records none
+"$BIN" train $P --out pre_n --normalize none >out.txt 2>err.txt && grep -q "features: raw (--normalize none)" out.txt &&
+    "$BIN" inspect pre_n/model.safetensors --no-tensors | grep -q "preprocess none: raw features" &&
+    $PY -c "
+import st_tool as s, sys
+h, d = s.read('pre_n/model.safetensors')
+sys.exit(0 if h['__metadata__'].get('deepmoe.normalize') == 'none' and 'preprocess.scale' not in h and 'preprocess.shift' not in h else 1)" &&
+    ok "train --normalize none: no map, the file says none" || bad "train --normalize none" "$(cat out.txt err.txt | head -c 500)"
+$PY -c "
+import numpy as np, st_tool as s
+h, d = s.read('pre_a/model.safetensors')
+X = np.load('px.npy')
+np.save('pxs.npy', X * s.tensor(h, d, 'preprocess.scale') + s.tensor(h, d, 'preprocess.shift'))"
+"$BIN" train ${P/px.npy/pxs.npy} --out pre_s --normalize none >/dev/null 2>err.txt
+if $PY - <<'EOF'
+import sys, st_tool as s
+ha, da = s.read("pre_a/model.safetensors"); hs, ds = s.read("pre_s/model.safetensors")
+names = [k for k in ha if k != "__metadata__" and not k.startswith("preprocess.")]
+same = sorted(names) == sorted(k for k in hs if k != "__metadata__") and \
+    all(s.tensor(ha, da, k).tobytes() == s.tensor(hs, ds, k).tobytes() for k in names)
+print("%d parameter tensors, %s" % (len(names), "identical" if same else "different"))
+sys.exit(0 if same else 1)
+EOF
+then ok "--normalize none on numpy-scaled rows == minmax on raw rows (every parameter, bit for bit)"
+else bad "none on scaled == minmax on raw" "$(cat err.txt)"; fi
+"$BIN" train $P --out pre_t --normalize standard >/dev/null 2>&1 && "$BIN" inspect pre_t/model.safetensors --no-tensors |
+    grep -q "preprocess standard:" && ok "train --normalize standard" || bad "train --normalize standard" "not recorded"
+expect "train: unknown --normalize" 2 "--normalize 'zscore': expected none, minmax, standard or pixel" "$BIN" train $P --out pre_e --normalize zscore
+fi
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

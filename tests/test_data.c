@@ -150,6 +150,8 @@ static const char *idx_dir(char *dir, size_t cap, const char *name, int gz)
 static void check_small_idx(dm_t *t, const char *label, const dm_data *d)
 {
     CHECK(t, strcmp(d->name, "mnist") == 0, "%s: name %s", label, d->name);
+    CHECK(t, d->normalize == DM_NORM_PIXEL && d->scale && d->shift && d->scale[0] == (float)(1.0 / 127.5) &&
+          d->shift[IMG_D - 1] == -1.0f, "%s: scaled by the pixel map (%s)", label, dm_normalize_name(d->normalize));
     CHECK(t, d->task == DM_TASK_CLASSIFY && d->n_classes == 3 && d->n_regimes == 0, "%s: task %d classes %d", label,
           (int)d->task, d->n_classes);
     CHECK(t, d->train.n == TR_N && d->test.n == TE_N, "%s: n %lld/%lld", label, (long long)d->train.n,
@@ -163,8 +165,11 @@ static void check_small_idx(dm_t *t, const char *label, const dm_data *d)
     for (int s = 0; s < 2; s++)
         for (int64_t i = 0; i < sp[s]->n; i++) {
             for (int k = 0; k < IMG_D; k++) {
-                float want = (float)(pixel(s, (int)i, k) / 127.5 - 1.0);
+                /* the pixel map, x * scale + shift in float (two roundings, as dm_forward) */
+                float want = (float)pixel(s, (int)i, k) * (float)(1.0 / 127.5);
+                want = want - 1.0f;
                 bad += sp[s]->x[i * IMG_D + k] != want;
+                bad += fabsf(want - (float)(pixel(s, (int)i, k) / 127.5 - 1.0)) > 1.2e-7f;  /* the formula */
             }
             bad += sp[s]->labels[i] != (s ? te_labels : tr_labels)[i];
         }

@@ -85,6 +85,7 @@ int main(int argc, char **argv)
     suite_train(&t);
     suite_train_parity(&t);
     suite_run(&t);
+    suite_preprocess(&t);
     suite_serve_config(&t);
     suite_serve_codec(&t);
     suite_serve_sched(&t);

@@ -14,7 +14,11 @@ static const char help[] =
     "(classify) or MSE (regress), per-expert load, expert utilization (mean/max load),\n"
     "MaxVio, routing accuracy (share of rows and layers whose chosen top-k set equals\n"
     "an oracle's: the k experts that alone give the row the lowest loss), and on the\n"
-    "synthetic regimes set the regime purity.\n\n"
+    "synthetic regimes set the regime purity.\n"
+    "The rows go to the model raw when its file records its preprocessing\n"
+    "(deepmoe.normalize: the model scales them itself, as in infer and serve); a file\n"
+    "without one (older, or not from deepmoe train) gets them scaled the set's way\n"
+    "(pixel for IDX, minmax for .npy), as older versions of deepmoe trained.\n\n"
     "  --model PATH       model file\n"
     "  --data SPEC        dataset (its test split is used)\n"
     "  --task T           classify | regress (default: classify if the model has a head)\n"
@@ -112,7 +116,11 @@ int cmd_eval(int argc, char **argv)
     const char *seed_from = seed >= 0 ? "--seed" : tm.has_seed ? "the model's training seed" : "the default";
     if (seed < 0) seed = tm.has_seed ? (long long)tm.seed : 0;
     if (holdout < 0 && tm.holdout >= 0 && dm_data_spec_holds_out(data)) holdout = tm.holdout;
-    if (dm_data_load_holdout(data, (dm_task)task, (uint64_t)seed, holdout, &d, &err) ||
+    /* a model that records its preprocessing scales its rows itself (dm_forward): raw rows */
+    const char *pre = NULL;
+    dm_model_preprocess(m, &pre, NULL, NULL);
+    if (dm_data_load_norm(data, (dm_task)task, (uint64_t)seed, holdout, pre ? DM_NORM_NONE : DM_NORM_DEFAULT, &d,
+                          &err) ||
         dm_pool_create(threads, &pool, &err)) {
         rc = cli_error("eval", &err);
         goto done;
@@ -145,6 +153,9 @@ int cmd_eval(int argc, char **argv)
     if (d.holdout >= 0) printf(" held out by --holdout %g", d.holdout);
     if (!strcmp(d.name, "synthetic")) printf("; data seed %lld, %s", seed, seed_from);
     printf(")\n");
+    if (pre) printf("  features: raw, scaled by the model's %s preprocessing\n", pre);
+    else printf("  features: scaled %s by the data loader (the model records no preprocessing)\n",
+                dm_normalize_name(d.normalize));
     printf("  loss %.5f", ev.loss);
     if (ev.accuracy >= 0) printf(", accuracy %.4f", ev.accuracy);
     if (ev.mse >= 0) printf(", mse %.6f", ev.mse);

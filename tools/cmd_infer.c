@@ -9,8 +9,10 @@ static const char help[] =
     "usage: deepmoe infer --model M.safetensors --input X.npy --output Y.npy [options]\n\n"
     "Runs the model on every row of X ([N, in] float32, float64 or small integers, C order)\n"
     "and writes Y ([N, out] float32). Only the chosen experts run (sparse dispatch).\n"
-    "Rows go in as they are: a model trained on .npy data saw features scaled to [-1, 1]\n"
-    "by the train split's per-column min and max, so scale new rows the same way.\n"
+    "Rows go in raw, as in the training data: a model trained by deepmoe train carries\n"
+    "its preprocessing (--normalize: minmax, standard or pixel; see deepmoe inspect) and\n"
+    "applies it itself, here and in deepmoe serve. A model file without one (from an\n"
+    "older deepmoe, or a PyTorch state dict) takes rows as its training saw them.\n"
     "Inputs containing NaN or Inf are refused (the error names the row and column).\n\n"
     "  --model PATH      model (.safetensors; a seed state dict without metadata works)\n"
     "  --input PATH      input rows (.npy)\n"
@@ -122,6 +124,8 @@ int cmd_infer(int argc, char **argv)
         double med = times[repeat / 2];
         printf("%lld rows, D=%d E=%d k=%d, %d threads, %s kernels\n", (long long)n, c->dim, c->n_experts,
                c->top_k, dm_pool_size(pool), dm_isa_name(dm_model_isa(m)));
+        const char *pre;
+        if (dm_model_preprocess(m, &pre, NULL, NULL)) printf("preprocessing: %s (the model's, on the raw rows)\n", pre);
         printf("load %.1f ms, forward %.3f ms (median of %d), %.0f rows/s\n", 1e3 * t_load, 1e3 * med, repeat,
                med > 0 ? n / med : 0.0);
         for (int64_t l = 0; l < L && n > 0; l++) {

@@ -8,9 +8,10 @@
 
 static const char help[] =
     "usage: deepmoe inspect M.safetensors [--top-k K] [--no-tensors]\n\n"
-    "Prints the model's config, its parameter count, the parameters one row\n"
-    "touches (router + k routed experts + shared experts), and every tensor with\n"
-    "its shape and value statistics.\n\n"
+    "Prints the model's config, its input preprocessing (the per-feature map\n"
+    "x * scale + shift it applies to raw rows, deepmoe train --normalize), its\n"
+    "parameter count, the parameters one row touches (router + k routed experts +\n"
+    "shared experts), and every tensor with its shape and value statistics.\n\n"
     "  --top-k K       k for files without deepmoe metadata (2)\n"
     "  --no-tensors    omit the tensor table\n";
 
@@ -54,6 +55,22 @@ int cmd_inspect(int argc, char **argv)
         printf("  network: input %d%s -> %d MoE layer(s)%s -> output %d\n", c->in_dim ? c->in_dim : c->dim,
                c->in_dim ? " -> embed" : "", c->n_layers, c->n_classes ? " -> LayerNorm -> head" : "",
                c->n_classes ? c->n_classes : c->dim);
+    const char *pre;
+    const float *scale, *shift;
+    if (dm_model_preprocess(m, &pre, &scale, &shift)) {
+        int in = c->in_dim ? c->in_dim : c->dim;
+        float lo[2] = {scale[0], shift[0]}, hi[2] = {scale[0], shift[0]};
+        for (int j = 1; j < in; j++) {
+            lo[0] = fminf(lo[0], scale[j]), hi[0] = fmaxf(hi[0], scale[j]);
+            lo[1] = fminf(lo[1], shift[j]), hi[1] = fmaxf(hi[1], shift[j]);
+        }
+        printf("  preprocess %s: x * scale + shift per feature (%d), scale [%g, %g], shift [%g, %g]\n", pre, in,
+               (double)lo[0], (double)hi[0], (double)lo[1], (double)hi[1]);
+    } else if (pre) {
+        printf("  preprocess none: raw features\n");
+    } else {
+        printf("  preprocess not recorded: rows go in as given\n");
+    }
     long long total = (long long)dm_model_param_count(m), active = (long long)dm_model_active_params(m);
     printf("  parameters %lld, active per row %lld (%.1f%%)\n", total, active, total ? 100.0 * active / total : 0.0);
     const char *wt = NULL;  /* the experts' weight type: that of their up weight */

@@ -28,6 +28,14 @@ static const char help[] =
     "                       key, the last round(rows*F)) (0.1: synthetic's 20000 rows train on\n"
     "                       18000, 2000 held out); 0 = train on every row, no evaluation. The\n"
     "                       first output line says how many rows were held out\n"
+    "  --normalize M        how the features are scaled: none | minmax | standard | pixel\n"
+    "                       (default: pixel for IDX images, p/127.5 - 1; minmax for .npy, each\n"
+    "                       column to [-1, 1] by the train split's min and max; none for\n"
+    "                       synthetic rows, made in [-1, 1]). standard: (x - mean) / std of the\n"
+    "                       train split. Constant columns become 0. The map is stored in the\n"
+    "                       model, which applies it itself: infer, eval and serve take raw\n"
+    "                       rows. With --model: that model's own unless given; --resume keeps\n"
+    "                       the run's\n"
     "  --task T             classify | regress (default: classify for IDX, else regress)\n"
     "  --no-shuffle         keep file order (default: a seeded shuffle per epoch)\n"
     "  --augment A          none | a comma list of shift=N (random shifts of square images by\n"
@@ -64,10 +72,11 @@ static const char help_tail[] =   /* after model_flags_help */
     "  --log-every N        metrics.jsonl / log line every N steps (50)\n"
     "  --checkpoint-every N write the checkpoint every N steps (1000, and at the end)\n"
     "  --resume DIR         continue the run saved in DIR (--out defaults to DIR); the run's\n"
-    "                       own seed, holdout, batch, augmentation and optimisation settings\n"
-    "                       are kept, --steps may set a new total, and --eval-every, --log-every\n"
-    "                       and --checkpoint-every keep the run's values unless given; records\n"
-    "                       of metrics.jsonl past the checkpoint (a killed run's) are dropped.\n"
+    "                       own seed, holdout, normalization, batch, augmentation and\n"
+    "                       optimisation settings are kept, --steps may set a new total, and\n"
+    "                       --eval-every, --log-every and --checkpoint-every keep the run's\n"
+    "                       values unless given; records of metrics.jsonl past the checkpoint\n"
+    "                       (a killed run's) are dropped.\n"
     "                       A checkpoint of an older deepmoe is refused: train from its model\n"
     "                       file with --model instead\n"
     "  --stop-at N          stop after step N (checkpoint written), keeping the schedule of\n"
@@ -76,7 +85,7 @@ static const char help_tail[] =   /* after model_flags_help */
 
 enum { O_DATA = 2000, O_OUT, O_TASK, O_NOSHUF, O_SEED, O_MODEL, O_LAYERS, O_LOSS, O_OPT, O_LR, O_WD, O_BETAS,
        O_EPS, O_BATCH, O_STEPS, O_EPOCHS, O_WARMUP, O_SCHED, O_CLIP, O_ACCUM, O_BAL, O_BALCOEF, O_BIASUPD,
-       O_THREADS, O_EVAL, O_LOG, O_CKPT, O_RESUME, O_STOP, O_AUG, O_LS, O_DROP, O_HOLDOUT, O_HELP };
+       O_THREADS, O_EVAL, O_LOG, O_CKPT, O_RESUME, O_STOP, O_AUG, O_LS, O_DROP, O_HOLDOUT, O_NORM, O_HELP };
 
 /* --balance LIST: flags into *flags, NAME=COEF into tc's coefficients. */
 static int parse_balance(const char *s, int *flags, dm_train_config *tc)
@@ -180,14 +189,19 @@ static void print_start(view *v, const dm_run_progress *p)
         printf("data: %lld train rows, %lld test rows (%s's own test split)\n", (long long)d->train.n,
                (long long)d->test.n, d->name);
     if (p->resumed)
-        printf("resuming %s: its seed, holdout, batch, shuffle, augmentation and optimisation settings are kept\n",
-               v->resume);
+        printf("resuming %s: its seed, holdout, normalization, batch, shuffle, augmentation and optimisation "
+               "settings are kept\n", v->resume);
     printf("training %s on %s: %lld steps of %lld rows (%.2f epochs), %d threads\n",
            c->n_classes ? "classifier" : "regressor", d->name, (long long)p->total_steps, (long long)p->step_rows,
            (double)p->total_steps * (double)p->step_rows / (double)d->train.n, p->threads);
     printf("model: in %d -> D=%d, %d MoE layer(s) E=%d k=%d H=%d %s/%s%s%s, %lld parameters\n", d->train.dim, c->dim,
            c->n_layers, c->n_experts, c->top_k, c->hidden, dm_router_name(c->router), dm_expert_name(c->expert),
            c->n_classes ? ", head " : "", c->n_classes ? "LayerNorm+Linear" : "", (long long)dm_model_param_count(p->model));
+    const char *pre;
+    if (dm_model_preprocess(p->model, &pre, NULL, NULL))
+        printf("features: %s scaling, stored in the model (which scales raw rows itself)\n", pre);
+    else
+        printf("features: raw (--normalize none)\n");
     if (p->aug_shift || p->aug_flip || p->aug_drop > 0)
         printf("augmentation: shifts up to %d pixels%s, input dropout %.2f\n", p->aug_shift,
                p->aug_flip ? ", left-right flips" : "", (double)p->aug_drop);
@@ -281,7 +295,7 @@ int cmd_train(int argc, char **argv)
         {"checkpoint-every", required_argument, 0, O_CKPT}, {"resume", required_argument, 0, O_RESUME},
         {"stop-at", required_argument, 0, O_STOP}, {"augment", required_argument, 0, O_AUG},
         {"label-smoothing", required_argument, 0, O_LS}, {"dropout", required_argument, 0, O_DROP},
-        {"holdout", required_argument, 0, O_HOLDOUT},
+        {"holdout", required_argument, 0, O_HOLDOUT}, {"normalize", required_argument, 0, O_NORM},
         {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0},
     };
     const struct option *lo = model_long_options(own);
@@ -338,6 +352,10 @@ int cmd_train(int argc, char **argv)
         case O_HOLDOUT:
             if (parse_share(optarg, &o.holdout))
                 return cli_usage("train", "--holdout '%s' must be a share in [0, 1), e.g. 0.1", optarg);
+            break;
+        case O_NORM:
+            if ((o.normalize = dm_normalize_parse(optarg)) < 0)
+                return cli_usage("train", "--normalize '%s': expected none, minmax, standard or pixel", optarg);
             break;
         case O_BAL: balance = optarg; break;
         case O_AUG: augment = optarg; break;

@@ -35,6 +35,11 @@ typedef struct dm_run_opts {
     int task;                /* dm_task, or DM_RUN_DEFAULT: classify for fashion-mnist / mnist, else regress */
     double holdout;          /* share of a set without a test split held out for evaluation, in [0, 1)
                                 (0: train on every row, no evaluation); DM_RUN_DEFAULT: the set's (0.1) */
+    int normalize;           /* dm_normalize: how the features are scaled, fitted on the train split and stored
+                                in the model (dm_model_set_preprocess), which applies it in dm_forward; or
+                                DM_RUN_DEFAULT: a given model's own (when its file records one), else the
+                                set's (pixel for IDX, minmax for .npy, none for synthetic). A resumed run
+                                keeps its model's. */
     int shuffle;             /* a seeded shuffle per epoch (1); 0: file order */
     int aug_shift, aug_flip; /* square images: random shifts by up to aug_shift pixels (0..8), left-right flips */
     float aug_drop;          /* input dropout, [0, 1) */
@@ -90,7 +95,8 @@ typedef struct dm_run_progress {
     int64_t total_steps;     /* the run's total (the schedule's length) */
     int64_t stop_step;       /* where this call stops: stop_at or total_steps */
     double epoch;            /* step * step_rows / train rows */
-    const dm_data *data;     /* the run's data */
+    const dm_data *data;     /* the run's data, raw (normalize none): the model's preprocessing scales each
+                                batch before the trainer sees it, and dm_forward scales the test rows */
     const dm_model *model;   /* the model being trained */
     int64_t step_rows;       /* rows per optimizer step: batch * grad_accum */
     int threads;

@@ -4,7 +4,8 @@
 
 #include <string.h>
 
-void dm_augment_images(float *x, int64_t n, int side, int max_shift, int flip, uint64_t seed, int64_t step)
+void dm_augment_images(float *x, int64_t n, int side, int max_shift, int flip, float background, uint64_t seed,
+                       int64_t step)
 {
     if (max_shift <= 0 && !flip) return;
     dm_rng r;
@@ -23,8 +24,8 @@ void dm_augment_images(float *x, int64_t n, int side, int max_shift, int flip, u
             for (int xx = 0; xx < side; xx++) {
                 int sx = xx - dx, sy = yy - dy;
                 if (fl) sx = side - 1 - sx;
-                /* outside the source image: background (-1 after normalisation) */
-                p[yy * side + xx] = sx >= 0 && sx < side && sy >= 0 && sy < side ? img[sy * side + sx] : -1.0f;
+                /* outside the source image: background */
+                p[yy * side + xx] = sx >= 0 && sx < side && sy >= 0 && sy < side ? img[sy * side + sx] : background;
             }
     }
 }

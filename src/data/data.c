@@ -6,16 +6,21 @@
  *   X.npy,Y.npy | X.npy,Y.npy,XT.npy,YT.npy  -> here
  * Paths cannot contain commas; a spec that is none of the above is refused.
  *
- * User arrays: X is [n, dim] (any dtype dm_npy_read accepts); features are
- * scaled per column by the train split's min and max to [-1, 1]
+ * Every loader reads raw values; dm_data_load_norm then scales the features
+ * (nn/preprocess.c: one affine map per column fitted on the train split and
+ * applied to both splits, as dm_forward applies a model's): by default pixel
+ * for IDX images, none for synthetic rows, and for user arrays minmax,
  *   x' = 2 (x - min) / (max - min) - 1,  and 0 for a constant column,
- * and the test split reuses the train's min and max. With two files the last
+ * the test split reusing the train's min and max.
+ *
+ * User arrays: X is [n, dim] (any dtype dm_npy_read accepts). With two files the last
  * floor(n * holdout) rows (file order) are the test split (holdout 0.1 by
  * default: n / 10, integer division). CLASSIFY: Y
  * is one column (or a 1-D array) of non-negative integers, n_classes = the
  * largest train label + 1, and a test label >= n_classes is an error. REGRESS:
  * Y is [n, y_dim] float, used as is. NaN or Inf anywhere is an error. */
 #include "data/data.h"
+#include "nn/preprocess.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -39,6 +44,8 @@ void dm_data_free(dm_data *d)
     if (!d) return;
     free_split(&d->train);
     free_split(&d->test);
+    dm_free(d->scale);
+    dm_free(d->shift);
     memset(d, 0, sizeof *d);
 }
 
@@ -139,28 +146,6 @@ static dm_status fill_split(dm_dataset *ds, npy_pair *p, int64_t from, int64_t n
     return DM_OK;
 }
 
-/* Scales every column to [-1, 1] by the train split's min and max. */
-static void normalise(dm_dataset *train, dm_dataset *test)
-{
-    int dim = train->dim;
-    for (int j = 0; j < dim; j++) {
-        float lo = train->x[j], hi = train->x[j];
-        for (int64_t i = 1; i < train->n; i++) {
-            float v = train->x[(size_t)i * dim + j];
-            lo = v < lo ? v : lo;
-            hi = v > hi ? v : hi;
-        }
-        /* in double: hi - lo can overflow float for huge but finite inputs */
-        double range = (double)hi - (double)lo, scale = range > 0 ? 2.0 / range : 0.0;
-        dm_dataset *sp[2] = { train, test };
-        for (int k = 0; k < 2; k++)
-            for (int64_t i = 0; i < sp[k]->n; i++) {
-                float *v = &sp[k]->x[(size_t)i * dim + j];
-                *v = range > 0 ? (float)(((double)*v - lo) * scale - 1.0) : 0.0f;
-            }
-    }
-}
-
 static dm_status load_npy(char *const paths[4], int n_paths, dm_task task, double holdout, dm_data *d,
                           dm_error *err)
 {
@@ -200,7 +185,6 @@ static dm_status load_npy(char *const paths[4], int n_paths, dm_task task, doubl
         if ((s = fill_split(&d->test, &te, 0, te.x.rows, 1, task, err)) != DM_OK) goto out;
         d->holdout = -1;
     }
-    normalise(&d->train, &d->test);
     if (task == DM_TASK_CLASSIFY) {
         int32_t max = 0;
         for (int64_t i = 0; i < d->train.n; i++) max = DM_MAX(max, d->train.labels[i]);
@@ -295,13 +279,52 @@ int dm_data_spec_holds_out(const char *spec)
     return commas == 1 && !spec_is(spec, "fashion-mnist", &rest) && !spec_is(spec, "mnist", &rest);
 }
 
+dm_normalize dm_data_spec_normalize(const char *spec)
+{
+    const char *rest;
+    if (!spec) return DM_NORM_MINMAX;
+    if (spec_is(spec, "fashion-mnist", &rest) || spec_is(spec, "mnist", &rest)) return DM_NORM_PIXEL;
+    if (spec_is(spec, "synthetic", &rest)) return DM_NORM_NONE;
+    return DM_NORM_MINMAX;
+}
+
+/* The features of both splits scaled by `norm` fitted on the train split. */
+static dm_status scale_features(const char *spec, dm_normalize norm, dm_data *d, dm_error *err)
+{
+    d->normalize = norm;
+    if (norm == DM_NORM_NONE) return DM_OK;
+    int dim = d->train.dim;
+    d->scale = dm_alloc_array((size_t)dim, sizeof(float));
+    d->shift = dm_alloc_array((size_t)dim, sizeof(float));
+    if (!d->scale || !d->shift) return dm_fail(err, DM_ERR_NOMEM, "%s: out of memory", spec);
+    dm_preprocess_fit(norm, d->train.x, d->train.n, dim, d->scale, d->shift);
+    dm_dataset *sp[2] = {&d->train, &d->test};
+    for (int k = 0; k < 2; k++) {
+        if (sp[k]->n && sp[k]->dim != dim)
+            return dm_fail(err, DM_ERR_SHAPE, "%s: the test split has %d features, the train split %d", spec,
+                           sp[k]->dim, dim);
+        int64_t bad = dm_preprocess_apply(sp[k]->x, sp[k]->n, dim, d->scale, d->shift, sp[k]->x);
+        if (bad >= 0)
+            return dm_fail(err, DM_ERR_NONFINITE, "%s: %s split row %lld, column %lld is Inf after %s scaling (x * %g "
+                           "+ %g)", spec, k ? "test" : "train", (long long)(bad / dim), (long long)(bad % dim),
+                           dm_normalize_name(norm), (double)d->scale[bad % dim], (double)d->shift[bad % dim]);
+    }
+    return DM_OK;
+}
+
 dm_status dm_data_load(const char *spec, dm_task task, uint64_t seed, dm_data *d, dm_error *err)
 {
-    return dm_data_load_holdout(spec, task, seed, -1, d, err);
+    return dm_data_load_norm(spec, task, seed, -1, DM_NORM_DEFAULT, d, err);
 }
 
 dm_status dm_data_load_holdout(const char *spec, dm_task task, uint64_t seed, double holdout, dm_data *d,
                                dm_error *err)
+{
+    return dm_data_load_norm(spec, task, seed, holdout, DM_NORM_DEFAULT, d, err);
+}
+
+dm_status dm_data_load_norm(const char *spec, dm_task task, uint64_t seed, double holdout, dm_normalize norm,
+                            dm_data *d, dm_error *err)
 {
     if (!d) return dm_fail(err, DM_ERR_ARG, "dm_data_load: NULL dm_data");
     memset(d, 0, sizeof *d);
@@ -311,7 +334,10 @@ dm_status dm_data_load_holdout(const char *spec, dm_task task, uint64_t seed, do
     if (isnan(holdout) || holdout >= 1)
         return dm_fail(err, DM_ERR_ARG, "%s: holdout %g must be in [0, 1)", spec, holdout);
     if (holdout < 0) holdout = -1;
+    if ((int)norm < DM_NORM_DEFAULT || (int)norm > DM_NORM_PIXEL)
+        return dm_fail(err, DM_ERR_ARG, "%s: unknown normalization %d", spec, (int)norm);
     dm_status s = dispatch(spec, task, seed, holdout, d, err);
+    if (s == DM_OK) s = scale_features(spec, norm == DM_NORM_DEFAULT ? dm_data_spec_normalize(spec) : norm, d, err);
     if (s != DM_OK) dm_data_free(d);
     return s;
 }

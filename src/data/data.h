@@ -36,10 +36,12 @@ int64_t dm_batcher_next(dm_batcher *b, int64_t batch, float *x, float *y, int32_
 void dm_batcher_free(dm_batcher *b);
 
 /* Augments n square images of side x side pixels in place (IDX data): each is
- * shifted by dx, dy uniform in [-max_shift, max_shift] (background -1 comes in)
- * and, if flip, mirrored left-right with probability 1/2. The draws depend only
- * on (seed, step): a resumed run augments its batches the same way. */
-void dm_augment_images(float *x, int64_t n, int side, int max_shift, int flip, uint64_t seed, int64_t step);
+ * shifted by dx, dy uniform in [-max_shift, max_shift] (pixels of value
+ * `background` come in: the training run augments raw pixels, so 0) and, if
+ * flip, mirrored left-right with probability 1/2. The draws depend only on
+ * (seed, step): a resumed run augments its batches the same way. */
+void dm_augment_images(float *x, int64_t n, int side, int max_shift, int flip, float background, uint64_t seed,
+                       int64_t step);
 /* Input dropout on n values: each is zeroed with probability p, the rest are
  * scaled by 1 / (1 - p) (inverted dropout); draws depend only on (seed, step). */
 void dm_augment_dropout(float *x, int64_t n, float p, uint64_t seed, int64_t step);

@@ -10,9 +10,10 @@
  *
  * A dataset directory holds four files: train-images-idx3-ubyte,
  * train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte.
- * Images flatten to rows*cols features, pixel p -> p / 127.5 - 1 (so 0 -> -1,
- * 255 -> 1); n_classes = the largest train label + 1, and every test label
- * must be below it. */
+ * Images flatten to rows*cols features, the raw pixel values 0..255 as floats
+ * (dm_data_load_norm then scales them: by default "pixel", p -> p / 127.5 - 1,
+ * so 0 -> -1 and 255 -> 1); n_classes = the largest train label + 1, and every
+ * test label must be below it. */
 #include "data/data.h"
 
 #include <errno.h>
@@ -171,9 +172,8 @@ static dm_status read_items(idx_file *f, size_t total, size_t out_size, idx_conv
 
 static void pixels_to_f32(const unsigned char *in, size_t n, void *out)
 {
-    float lut[256], *x = out;
-    for (int p = 0; p < 256; p++) lut[p] = (float)(p / 127.5 - 1.0);
-    for (size_t i = 0; i < n; i++) x[i] = lut[in[i]];
+    float *x = out;
+    for (size_t i = 0; i < n; i++) x[i] = (float)in[i];
 }
 
 static void labels_to_i32(const unsigned char *in, size_t n, void *out)
@@ -182,7 +182,7 @@ static void labels_to_i32(const unsigned char *in, size_t n, void *out)
     for (size_t i = 0; i < n; i++) y[i] = in[i];
 }
 
-/* Images -> ds->x [n, rows*cols] as p / 127.5 - 1; side = {rows, cols}. */
+/* Images -> ds->x [n, rows*cols], raw pixel values; side = {rows, cols}. */
 static dm_status read_images(const char *path, dm_dataset *ds, uint32_t side[2], dm_error *err)
 {
     idx_file f;

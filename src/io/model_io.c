@@ -10,9 +10,11 @@
 #include "io/safetensors.h"
 #include "nn/config_fields.h"
 #include "nn/model.h"
+#include "nn/preprocess.h"
 #include "io/model_io.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -209,6 +211,62 @@ static int declared_extra(const dm_model *m, const dm_st_tensor *t)
     return i >= 0 && m->tensors[i].wm && m->tensors[i].wm->type == m->wtype;
 }
 
+static int is_preprocess(const char *name) { return !strcmp(name, DM_PRE_SCALE) || !strcmp(name, DM_PRE_SHIFT); }
+
+/* The input preprocessing (preprocess.scale, preprocess.shift, deepmoe.normalize):
+ * both tensors or neither, F32 of shape [in], finite, under a known method name;
+ * "none" has no tensors, the others need them. A file with none of it has no
+ * preprocessing (every file before it). */
+static dm_status read_preprocess(const dm_st_file *f, dm_model *m, dm_error *err)
+{
+    const char *path = f->path, *method = dm_st_meta(f, DM_NORMALIZE_KEY);
+    const dm_st_tensor *t[2] = {dm_st_find(f, DM_PRE_SCALE), dm_st_find(f, DM_PRE_SHIFT)};
+    static const char *const names[2] = {DM_PRE_SCALE, DM_PRE_SHIFT};
+    if (!method && !t[0] && !t[1]) return DM_OK;
+    if (!t[0] != !t[1])
+        return dm_fail(err, DM_ERR_FORMAT, "%s: tensor %s without %s: the input preprocessing needs both", path,
+                       names[t[0] ? 0 : 1], names[t[0] ? 1 : 0]);
+    if (!method)
+        return dm_fail(err, DM_ERR_FORMAT, "%s: tensors %s and %s without metadata %s (the method's name)", path,
+                       DM_PRE_SCALE, DM_PRE_SHIFT, DM_NORMALIZE_KEY);
+    int id = dm_normalize_parse(method);
+    if (id < 0)
+        return dm_fail(err, DM_ERR_FORMAT, "%s: metadata %s \"%.40s\" is not a preprocessing this build knows "
+                       "(known: " DM_NORMALIZE_NAMES ")", path, DM_NORMALIZE_KEY, method);
+    if (id == DM_NORM_NONE && t[0])
+        return dm_fail(err, DM_ERR_FORMAT, "%s: metadata %s is \"none\" but the file holds %s and %s", path,
+                       DM_NORMALIZE_KEY, DM_PRE_SCALE, DM_PRE_SHIFT);
+    if (id != DM_NORM_NONE && !t[0])
+        return dm_fail(err, DM_ERR_FORMAT, "%s: metadata %s is \"%s\" but the file has no %s and %s", path,
+                       DM_NORMALIZE_KEY, method, DM_PRE_SCALE, DM_PRE_SHIFT);
+    if (id == DM_NORM_NONE) return dm_model_set_preprocess(m, "none", NULL, NULL, err);
+    int in = dm_model_in_width(&m->cfg);
+    float *v[2] = {NULL, NULL};
+    dm_status st = DM_OK;
+    for (int k = 0; k < 2 && !st; k++) {
+        char got[64];
+        shape_str(got, sizeof got, t[k]->ndim, t[k]->shape);
+        if (t[k]->ndim != 1 || t[k]->shape[0] != in)
+            st = dm_fail(err, DM_ERR_SHAPE, "%s: tensor %s has shape %s, expected [%d] (the model's input width)",
+                         path, names[k], got, in);
+        else if (t[k]->dtype != DM_DT_F32)
+            st = dm_fail(err, DM_ERR_FORMAT, "%s: tensor %s is %s, expected F32", path, names[k],
+                         dm_dtypes[t[k]->dtype].name);
+        else if (!(v[k] = dm_alloc_array((size_t)in, sizeof(float))))
+            st = dm_fail(err, DM_ERR_NOMEM, "%s: out of memory", path);
+        else
+            st = dm_st_read_f32(f, t[k], v[k], err);
+        for (int j = 0; !st && j < in; j++)
+            if (!isfinite(v[k][j]))
+                st = dm_fail(err, DM_ERR_FORMAT, "%s: tensor %s: value %d is %s; the preprocessing must be finite",
+                             path, names[k], j, isnan(v[k][j]) ? "NaN" : "Inf");
+    }
+    if (!st) st = dm_model_set_preprocess(m, method, v[0], v[1], err);
+    dm_free(v[0]);
+    dm_free(v[1]);
+    return st;
+}
+
 dm_status dm_model_load(const char *path, const dm_model_opts *o, dm_model **out, dm_error *err)
 {
     *out = NULL;
@@ -257,10 +315,12 @@ dm_status dm_model_load(const char *path, const dm_model_opts *o, dm_model **out
     /* and nothing else but what the weight type declares (its scales): an extra
      * tensor means the file is not the model we think */
     for (int i = 0; !st && i < f.n_tensors; i++)
-        if (dm_model_tensor_index(m, f.tensors[i].name) < 0 && !declared_extra(m, &f.tensors[i]))
+        if (dm_model_tensor_index(m, f.tensors[i].name) < 0 && !declared_extra(m, &f.tensors[i]) &&
+            !is_preprocess(f.tensors[i].name))
             st = dm_fail(err, DM_ERR_FORMAT, "%s: unexpected tensor %s (not part of a model with router %s, experts %s, E=%d, shared=%d)",
                          path, f.tensors[i].name, dm_router_name(c.router), dm_expert_name(c.expert),
                          c.n_experts, c.n_shared);
+    if (!st) st = read_preprocess(&f, m, err);
     dm_st_close(&f);
     if (!st) st = dm_model_sync(m, err);
     if (!st && o && o->packed_only) st = dm_model_drop_master(m, err);
@@ -284,7 +344,7 @@ dm_status dm_model_save_meta(const dm_model *m, const char *path, const char *co
 {
     if (n_extra < 0 || n_extra > DM_MODEL_EXTRA_MAX || (n_extra && !extra))
         return dm_fail(err, DM_ERR_ARG, "%s: dm_model_save_meta: %d extra metadata pairs", path, n_extra);
-    dm_st_out *t = calloc((size_t)m->n_tensors, sizeof *t);
+    dm_st_out *t = calloc((size_t)m->n_tensors + 2, sizeof *t);   /* + the preprocessing's two */
     char *cfg = dm_config_to_json(&m->cfg);
     if (!t || !cfg) {
         free(t);
@@ -316,9 +376,21 @@ dm_status dm_model_save_meta(const dm_model *m, const char *path, const char *co
             at += d->numel;
         }
     }
-    const char *meta[2 * (3 + DM_MODEL_EXTRA_MAX)] = {"format", "pt", CONFIG_KEY, cfg, "deepmoe.version", DM_VERSION};
-    for (int i = 0; i < 2 * n_extra; i++) meta[6 + i] = extra[i];
-    dm_status st = dm_st_write(path, t, m->n_tensors, meta, 3 + n_extra, err);
+    /* the input preprocessing: after the parameters, outside their layout */
+    int n_out = m->n_tensors, n_meta = 3;
+    const float *pre[2] = {m->pre.scale, m->pre.shift};
+    static const char *const pre_names[2] = {DM_PRE_SCALE, DM_PRE_SHIFT};
+    for (int k = 0; k < 2 && pre[0]; k++)
+        t[n_out++] = (dm_st_out){.name = pre_names[k], .ndim = 1, .shape = {dm_model_in_width(&m->cfg)},
+                                 .data = pre[k]};
+    const char *meta[2 * (4 + DM_MODEL_EXTRA_MAX)] = {"format", "pt", CONFIG_KEY, cfg, "deepmoe.version", DM_VERSION};
+    if (m->pre.method != DM_NORM_DEFAULT) {
+        meta[2 * n_meta] = DM_NORMALIZE_KEY;
+        meta[2 * n_meta + 1] = dm_normalize_name(m->pre.method);
+        n_meta++;
+    }
+    for (int i = 0; i < 2 * n_extra; i++) meta[2 * n_meta + i] = extra[i];
+    dm_status st = dm_st_write(path, t, n_out, meta, n_meta + n_extra, err);
     dm_free(tmp);
     free(t);
     free(cfg);

@@ -243,6 +243,7 @@ dm_status dm_model_create(const dm_config *cin, const dm_model_opts *o, dm_model
     dm_model *m = calloc(1, sizeof *m);
     if (!m) return dm_fail(err, DM_ERR_NOMEM, "model: out of memory");
     m->cfg = c;
+    m->pre.method = DM_NORM_DEFAULT;   /* no preprocessing recorded */
     m->isa = dm_isa_resolve(o ? o->isa : DM_ISA_AUTO);
     m->kern = dm_kernels_for(m->isa);
     m->wtype = &dm_wtypes[DM_WT_F32];
@@ -283,6 +284,7 @@ void dm_model_free(dm_model *m)
     dm_free(m->packed);
     free(m->tensors);
     free(m->by_name);
+    dm_preprocess_clear(&m->pre);
     free(m);
 }
 

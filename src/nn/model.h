@@ -18,6 +18,7 @@
 #include "deepmoe.h"
 #include "kernels/wtype.h"
 #include "nn/expert.h"
+#include "nn/preprocess.h"
 
 #define DM_NAME_MAX 64
 
@@ -79,6 +80,7 @@ struct dm_model {
     const float *norm_w, *norm_b;/* [D] final LayerNorm (n_classes > 0) */
     dm_linear head;              /* D -> C (w NULL when n_classes == 0) */
     unsigned char *packed;       /* one allocation holding every packed operand */
+    dm_preprocess pre;           /* the input preprocessing (not a parameter: outside the layout) */
 };
 
 static inline int dm_model_in_width(const dm_config *c) { return c->in_dim ? c->in_dim : c->dim; }
@@ -98,6 +100,9 @@ dm_status dm_model_drop_master(dm_model *m, dm_error *err);
 
 /* DM_ERR_NONFINITE naming the first NaN/Inf in x [n, width]; DM_OK if none. */
 dm_status dm_check_input(const float *x, int64_t n, int width, dm_error *err);
+/* out [n, in] = the model's preprocessing of x (m->pre.scale must be set);
+ * DM_ERR_NONFINITE naming the first value it takes past the float range. */
+dm_status dm_preprocess_rows(const dm_model *m, const float *x, int64_t n, float *out, dm_error *err);
 
 /* Index of tensor `name` in the table, or -1 (binary search of by_name). */
 int dm_model_tensor_index(const dm_model *m, const char *name);

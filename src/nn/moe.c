@@ -32,6 +32,8 @@ struct dm_ctx {
     int force_layer;      /* >= 0: route every row of this layer to force_expert alone */
     int force_expert;
     int64_t n;
+    float *pre;           /* [pre_cap, in] the running batch after the model's preprocessing */
+    int64_t pre_cap;
 };
 
 dm_status dm_ctx_create(const dm_model *m, dm_pool *pool, dm_ctx **out, dm_error *err)
@@ -75,6 +77,7 @@ void dm_ctx_free(dm_ctx *c)
     dm_free(c->scratch);
     dm_free(c->route_tmp);
     dm_free(c->st.rb.offsets);
+    dm_free(c->pre);
     free(c);
 }
 
@@ -135,6 +138,35 @@ dm_status dm_check_input(const float *x, int64_t n, int width, dm_error *err)
     return DM_OK;
 }
 
+/* ---------------------------------------------------------------- preprocessing */
+
+dm_status dm_preprocess_rows(const dm_model *m, const float *x, int64_t n, float *out, dm_error *err)
+{
+    const dm_preprocess *p = &m->pre;
+    int in = dm_model_in_width(&m->cfg);
+    int64_t bad = dm_preprocess_apply(x, n, in, p->scale, p->shift, out);
+    if (bad < 0) return DM_OK;
+    int j = (int)(bad % in);
+    return dm_fail(err, DM_ERR_NONFINITE, "input row %lld, column %d (%g) is Inf after the model's %s preprocessing "
+                   "(x * %g + %g); inputs must stay within the float range", (long long)(bad / in), j,
+                   (double)x[bad], dm_normalize_name(p->method), (double)p->scale[j], (double)p->shift[j]);
+}
+
+/* The model's preprocessing of x into the ctx's buffer (grown to the largest batch, kept). */
+static dm_status preprocess(dm_ctx *c, const float *x, int64_t n, const float **out, dm_error *err)
+{
+    int in = dm_model_in_width(&c->m->cfg);
+    if (n > c->pre_cap) {
+        dm_free(c->pre);
+        c->pre_cap = 0;
+        if (!(c->pre = dm_alloc_array2((size_t)n, (size_t)in, sizeof *c->pre)))
+            return dm_fail(err, DM_ERR_NOMEM, "context: out of memory for a batch of %lld rows", (long long)n);
+        c->pre_cap = n;
+    }
+    *out = c->pre;
+    return dm_preprocess_rows(c->m, x, n, c->pre, err);
+}
+
 /* ---------------------------------------------------------------- linear maps */
 
 typedef struct linear_arg {
@@ -192,6 +224,7 @@ dm_status dm_forward(dm_ctx *c, const float *x, int64_t n, float *y, const dm_ro
     if (n == 0) return DM_OK;
     dm_status st = dm_check_input(x, n, dm_model_in_width(cf), err);
     if (st) return st;
+    if (m->pre.scale && (st = preprocess(c, x, n, &x, err))) return st;   /* x: the scaled rows from here on */
     if ((st = reserve(c, n, err))) return st;
     c->n = n;
     /* latency first: below ~6 MFLOP of work a batch runs on the calling thread,

@@ -97,6 +97,16 @@ dm_status dm_forward_dense(const dm_model *m, const float *x, int64_t n, float *
     int in = dm_model_in_width(c), outw = dm_model_out_width(c);
     dm_status st = dm_check_input(x, n, in, err);
     if (st) return st;
+    float *xs = NULL;   /* the rows after the model's preprocessing */
+    if (m->pre.scale) {
+        if (!(xs = dm_alloc_array2((size_t)n ? (size_t)n : 1, (size_t)in, sizeof *xs)))
+            return dm_fail(err, DM_ERR_NOMEM, "dense forward: out of memory");
+        if ((st = dm_preprocess_rows(m, x, n, xs, err))) {
+            dm_free(xs);
+            return st;
+        }
+        x = xs;
+    }
     int D = c->dim, E = c->n_experts, k = c->top_k;
     int hmax = DM_MAX(c->hidden, c->shared_hidden);
     float *logits = malloc((size_t)E * sizeof *logits);
@@ -138,5 +148,6 @@ dm_status dm_forward_dense(const dm_model *m, const float *x, int64_t n, float *
     }
 done:
     free(logits); free(tmp); free(full); free(h); free(ye); free(a); free(b); free(acc); free(ex); free(wt);
+    dm_free(xs);
     return st;
 }

@@ -14,6 +14,7 @@
 #include "data/data.h"
 #include "io/model_io.h"
 #include "io/safetensors.h"
+#include "nn/model.h"
 #include "train/run_state.h"
 
 #include <errno.h>
@@ -95,6 +96,7 @@ void dm_run_opts_init(dm_run_opts *o)
     o->struct_size = sizeof *o;
     o->task = DM_RUN_DEFAULT;
     o->holdout = DM_RUN_DEFAULT;
+    o->normalize = DM_RUN_DEFAULT;
     o->shuffle = 1;
     o->batch = 256;
     dm_config_default(&o->config);
@@ -124,6 +126,8 @@ static dm_status check_opts(const dm_run_opts *o, dm_error *err)
         return BAD_OPT("unknown task %d", o->task);
     if (!(o->holdout == DM_RUN_DEFAULT || (o->holdout >= 0 && o->holdout < 1)))
         return BAD_OPT("holdout %g must be in [0, 1)", o->holdout);
+    if (o->normalize != DM_RUN_DEFAULT && (o->normalize < DM_NORM_NONE || o->normalize > DM_NORM_PIXEL))
+        return BAD_OPT("unknown normalize %d", o->normalize);
     if (o->shuffle != 0 && o->shuffle != 1) return BAD_OPT("shuffle %d must be 0 or 1", o->shuffle);
     if (o->aug_shift < 0 || o->aug_shift > 8 || (o->aug_flip != 0 && o->aug_flip != 1) ||
         !(o->aug_drop >= 0 && o->aug_drop < 1))
@@ -287,6 +291,34 @@ static dm_status check_fit(const dm_model *m, const dm_data *d, const dm_train_c
         return dm_fail(err, DM_ERR_ARG, "aux_free needs a model with a selection bias (gating.expert_bias); "
                        "start from a new model or one created with --selection-bias");
     return DM_OK;
+}
+
+/* The model's input preprocessing. The data stays raw: each batch is scaled
+ * by the model's map before the trainer sees it, and the evaluation gives the
+ * raw test rows to dm_forward, which scales them as `deepmoe eval`, `infer`
+ * and the server do, so the run's evaluation is theirs on the saved model.
+ * A resumed run keeps its model file's (the run wrote it; a file without one
+ * is an older run's, which scaled the data the set's way); a given model
+ * keeps its own unless o->normalize names one; otherwise the map is fitted on
+ * the train split by o->normalize or the set's method. */
+static dm_status set_preprocess(run *r, dm_error *err)
+{
+    const dm_run_opts *o = &r->o;
+    const char *have;
+    dm_model_preprocess(r->m, &have, NULL, NULL);
+    if (have && (o->resume || o->normalize == DM_RUN_DEFAULT)) return DM_OK;
+    dm_normalize norm = o->resume || o->normalize == DM_RUN_DEFAULT ? dm_data_spec_normalize(o->data)
+                                                                    : (dm_normalize)o->normalize;
+    if (norm == DM_NORM_NONE) return dm_model_set_preprocess(r->m, "none", NULL, NULL, err);
+    float *scale = dm_alloc_array((size_t)r->in, sizeof *scale), *shift = dm_alloc_array((size_t)r->in, sizeof *shift);
+    dm_status st = scale && shift ? DM_OK : dm_fail(err, DM_ERR_NOMEM, "out of memory");
+    if (!st) {
+        dm_preprocess_fit(norm, r->d.train.x, r->d.train.n, r->in, scale, shift);
+        st = dm_model_set_preprocess(r->m, dm_normalize_name(norm), scale, shift, err);
+    }
+    dm_free(scale);
+    dm_free(shift);
+    return st;
 }
 
 /* ---------------------------------------------------------------- progress and metrics */
@@ -465,7 +497,7 @@ static dm_status setup(run *r, const dm_run_state *saved, dm_error *err)
     char path[RUN_PATH_MAX];
     dm_status st;
     dm_task task = o->task >= 0 ? (dm_task)o->task : is_idx_spec(o->data) ? DM_TASK_CLASSIFY : DM_TASK_REGRESS;
-    if ((st = dm_data_load_holdout(o->data, task, o->seed, o->holdout, &r->d, err))) return st;
+    if ((st = dm_data_load_norm(o->data, task, o->seed, o->holdout, DM_NORM_NONE, &r->d, err))) return st;   /* raw */
 
     dm_train_config *tc = &r->tc;
     *tc = o->train;
@@ -491,6 +523,7 @@ static dm_status setup(run *r, const dm_run_state *saved, dm_error *err)
     if (st || (st = check_fit(r->m, &r->d, tc, err))) return st;
     const dm_config *c = dm_model_config(r->m);
     r->in = r->d.train.dim;
+    if ((st = set_preprocess(r, err))) return st;
     r->L = c->n_layers;
     r->E = c->n_experts;
     int out = c->n_classes ? c->n_classes : c->dim;
@@ -567,10 +600,16 @@ static dm_status train_loop(run *r, dm_run_result *res, dm_error *err)
     int64_t rows_log = 0, n_acc = 0, correct_acc = 0;
     dm_step_stats ss = {0};
     dm_eval ev;
+    dm_error e2;
     while (step < stop) {
+        /* raw rows; shifts and flips move raw pixels (background 0), then the
+         * model's preprocessing, then input dropout on what the model sees */
         dm_batcher_next(&r->b, r->step_rows, r->x, r->y, r->labels, NULL);
         if (r->rs.aug_shift || r->rs.aug_flip)
-            dm_augment_images(r->x, r->step_rows, r->side, r->rs.aug_shift, r->rs.aug_flip, r->rs.seed, step);
+            dm_augment_images(r->x, r->step_rows, r->side, r->rs.aug_shift, r->rs.aug_flip, 0.0f, r->rs.seed, step);
+        if (dm_model_preprocess(r->m, NULL, NULL, NULL) &&
+            (st = dm_preprocess_rows(r->m, r->x, r->step_rows, r->x, &e2)))
+            return dm_fail(err, st, "the batch of step %lld: %s", (long long)step + 1, e2.msg);
         if (r->rs.aug_drop > 0) dm_augment_dropout(r->x, r->step_rows * r->in, r->rs.aug_drop, r->rs.seed, step);
         if ((st = dm_train_step(r->tr, r->x, r->y, r->labels, r->step_rows, &ss, err))) return st;
         if (!isfinite(ss.loss) || !isfinite(ss.grad_norm))
