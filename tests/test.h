@@ -39,6 +39,11 @@ void dm_test_run(dm_t *t, const char *name, void (*fn)(dm_t *));
 
 /* max |a-b| / max(max |b|, tiny): the normalized error the tests bound. */
 double dm_test_relerr(const float *a, const float *b, int64_t n);
+/* n random rows of d values in [-1, 1), deterministic in seed; free with free(). */
+float *dm_test_rows(int64_t n, int d, uint64_t seed);
+/* Every parameter of m random (LayerNorm too), router weights scaled up so that
+ * routing is decisive; then dm_model_sync. */
+void dm_test_randomize(dm_model *m, uint64_t seed);
 /* A scratch directory for this process (created once, under $TMPDIR). */
 const char *dm_test_tmpdir(void);
 /* Writes bytes to tmpdir/name, returns the full path (static buffer per call slot). */

@@ -69,28 +69,6 @@ static dm_status lb_rows(void *ctx, const float *send, const int64_t *send_n, fl
 
 /* ---------------------------------------------------------------- setup */
 
-static float *rows_of(int64_t n, int d, uint64_t seed)
-{
-    float *x = malloc((size_t)(n ? n : 1) * d * sizeof *x);
-    dm_rng r;
-    dm_rng_seed(&r, seed);
-    for (int64_t i = 0; i < n * d; i++) x[i] = dm_rng_uniform(&r, -1, 1);
-    return x;
-}
-
-static void randomize(dm_model *m, uint64_t seed)
-{
-    dm_rng r;
-    dm_rng_seed(&r, seed);
-    for (int i = 0; i < dm_model_n_tensors(m); i++) {
-        dm_tensor_info ti = dm_model_tensor(m, i);
-        float s = strncmp(ti.name, "gating.", 7) == 0 ? 1.5f : 0.4f;
-        for (int64_t j = 0; j < ti.numel; j++) ti.data[j] = dm_rng_uniform(&r, -s, s);
-    }
-    dm_error err;
-    dm_model_sync(m, &err);
-}
-
 typedef struct variant {
     const char *name;
     dm_config c;
@@ -162,7 +140,7 @@ static void test_exchange_inference_bitwise(dm_t *t)
         dm_model *m = NULL;
         CHECK_OK(t, dm_model_create(&v.c, NULL, &m, &err), &err);
         if (!m) continue;
-        randomize(m, 11 + vi);
+        dm_test_randomize(m, 11 + vi);
         int32_t owner[64];
         owners_of(&v, owner);
         loop lp = {.R = v.R};
@@ -174,7 +152,7 @@ static void test_exchange_inference_bitwise(dm_t *t)
             jobs[r] = (infer_job){.m = m, .n = v.rows[r]};
             jobs[r].rc = (rank_ctx){&lp, r};
             jobs[r].x = (dm_moe_exchange){v.R, r, owner, lb_counts, lb_rows, &jobs[r].rc};
-            jobs[r].in = rows_of(v.rows[r], D, 100 + r);
+            jobs[r].in = dm_test_rows(v.rows[r], D, 100 + r);
             jobs[r].y = malloc((size_t)v.rows[r] * D * sizeof(float));
             jobs[r].route_e = malloc((size_t)v.rows[r] * k * sizeof(int32_t));
             pthread_create(&th[r], NULL, infer_rank, &jobs[r]);
@@ -241,7 +219,7 @@ static dm_trainer *trainer_for(dm_t *t, const dm_config *c, uint64_t seed, dm_mo
     dm_model *m = NULL;
     CHECK_OK(t, dm_model_create(c, NULL, &m, &err), &err);
     if (!m) return NULL;
-    randomize(m, seed);
+    dm_test_randomize(m, seed);
     dm_train_config tc;
     dm_train_config_default(&tc);
     tc.total_steps = 10;
@@ -268,7 +246,7 @@ static void test_exchange_training_bitwise(dm_t *t)
         int64_t total = 0, off[MAX_RANKS + 1] = {0};
         for (int r = 0; r < R; r++) off[r + 1] = off[r] + v.rows[r];
         total = off[R];
-        float *xall = rows_of(total, D, 300 + vi), *dall = rows_of(total, D, 400 + vi);
+        float *xall = dm_test_rows(total, D, 300 + vi), *dall = dm_test_rows(total, D, 400 + vi);
 
         /* plain: all rows in one process, and each rank's rows alone */
         dm_model *pm = NULL;
@@ -358,7 +336,7 @@ static void test_exchange_bad_counts_refused(dm_t *t)
     dm_model *m = NULL;
     CHECK_OK(t, dm_model_create(&v.c, NULL, &m, &err), &err);
     if (!m) return;
-    randomize(m, 3);
+    dm_test_randomize(m, 3);
     int32_t owner[64];
     owners_of(&v, owner);
     dm_moe_exchange x = {2, 0, owner, bad_counts, lb_rows, NULL};
@@ -366,7 +344,7 @@ static void test_exchange_bad_counts_refused(dm_t *t)
     CHECK_OK(t, dm_ctx_create(m, NULL, &ctx, &err), &err);
     if (ctx) {
         dm_ctx_set_exchange(ctx, &x);
-        float *in = rows_of(8, v.c.dim, 1), y[8 * 20];
+        float *in = dm_test_rows(8, v.c.dim, 1), y[8 * 20];
         dm_status s = dm_forward(ctx, in, 8, y, NULL, &err);
         CHECK(t, s == DM_ERR_ARG && strstr(err.msg, "does not own"), "got %s: %s", dm_status_name(s), err.msg);
         free(in);

@@ -1,6 +1,7 @@
 /* test_main.c - runs every C test suite and prints "N passed, N failed".
  * Usage: test_deepmoe [substring]   (run only tests whose name contains it) */
 #include "test.h"
+#include "base/base.h"
 
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -21,6 +22,28 @@ void dm_test_run(dm_t *t, const char *name, void (*fn)(dm_t *))
         printf("ok   %s\n", name);
     }
     fflush(stdout);
+}
+
+float *dm_test_rows(int64_t n, int d, uint64_t seed)
+{
+    float *x = malloc((size_t)(n ? n : 1) * d * sizeof *x);
+    dm_rng r;
+    dm_rng_seed(&r, seed);
+    for (int64_t i = 0; i < n * d; i++) x[i] = dm_rng_uniform(&r, -1, 1);
+    return x;
+}
+
+void dm_test_randomize(dm_model *m, uint64_t seed)
+{
+    dm_rng r;
+    dm_rng_seed(&r, seed);
+    for (int i = 0; i < dm_model_n_tensors(m); i++) {
+        dm_tensor_info ti = dm_model_tensor(m, i);
+        float s = strncmp(ti.name, "gating.", 7) == 0 ? 1.5f : 0.4f;
+        for (int64_t j = 0; j < ti.numel; j++) ti.data[j] = dm_rng_uniform(&r, -s, s);
+    }
+    dm_error err;
+    dm_model_sync(m, &err);
 }
 
 double dm_test_relerr(const float *a, const float *b, int64_t n)

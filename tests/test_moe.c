@@ -18,30 +18,6 @@ static dm_config small_cfg(void)
     return c;
 }
 
-static float *random_rows(int64_t n, int d, uint64_t seed)
-{
-    float *x = malloc((size_t)(n ? n : 1) * d * sizeof *x);
-    dm_rng r;
-    dm_rng_seed(&r, seed);
-    for (int64_t i = 0; i < n * d; i++) x[i] = dm_rng_uniform(&r, -1, 1);
-    return x;
-}
-
-/* Randomises every parameter (LayerNorm too), router weights scaled up so
- * that routing is decisive. */
-static void randomize(dm_model *m, uint64_t seed)
-{
-    dm_rng r;
-    dm_rng_seed(&r, seed);
-    for (int i = 0; i < dm_model_n_tensors(m); i++) {
-        dm_tensor_info ti = dm_model_tensor(m, i);
-        float s = strncmp(ti.name, "gating.", 7) == 0 ? 1.5f : 0.4f;
-        for (int64_t j = 0; j < ti.numel; j++) ti.data[j] = dm_rng_uniform(&r, -s, s);
-    }
-    dm_error err;
-    dm_model_sync(m, &err);
-}
-
 /* Sparse forward (ctx, isa, threads) vs dm_forward_dense; returns rel err. */
 static double sparse_vs_dense(dm_t *t, const dm_config *c, dm_isa isa, int threads, int64_t n, uint64_t seed)
 {
@@ -52,10 +28,10 @@ static double sparse_vs_dense(dm_t *t, const dm_config *c, dm_isa isa, int threa
     o.isa = isa;
     CHECK_OK(t, dm_model_create(c, &o, &m, &err), &err);
     if (!m) return INFINITY;
-    randomize(m, seed);
+    dm_test_randomize(m, seed);
     int in = c->in_dim ? c->in_dim : c->dim, out = c->n_classes ? c->n_classes : c->dim;
     size_t nn = (size_t)(n ? n : 1), nk = nn * c->top_k * c->n_layers;
-    float *x = random_rows(n, in, seed + 1);
+    float *x = dm_test_rows(n, in, seed + 1);
     float *y = calloc(nn * out, sizeof *y), *yd = calloc(nn * out, sizeof *yd);
     int32_t *e = calloc(nk, sizeof *e), *ed = calloc(nk, sizeof *ed);
     float *w = calloc(nk, sizeof *w), *wd = calloc(nk, sizeof *wd);
@@ -150,9 +126,9 @@ static void test_moe_single_expert_is_dense_ffn(dm_t *t)
         dm_model_opts_default(&o);
         o.isa = isas[i];
         CHECK_OK(t, dm_model_create(&c, &o, &m, &err), &err);
-        randomize(m, 99);
+        dm_test_randomize(m, 99);
         int n = 19, D = c.dim, H = c.hidden;
-        float *x = random_rows(n, D, 5), *y = malloc((size_t)n * D * sizeof *y), *want = malloc((size_t)n * D * sizeof *want);
+        float *x = dm_test_rows(n, D, 5), *y = malloc((size_t)n * D * sizeof *y), *want = malloc((size_t)n * D * sizeof *want);
         dm_tensor_info w1, b1, g, b, w2, b2;
         CHECK_OK(t, dm_model_find(m, "experts.0.net.0.weight", &w1, &err), &err);
         CHECK_OK(t, dm_model_find(m, "experts.0.net.0.bias", &b1, &err), &err);
@@ -203,7 +179,7 @@ static void test_moe_ties_choose_lower_index(dm_t *t)
         CHECK_OK(t, dm_model_create(&c, NULL, &m, &err), &err);  /* all-zero weights: every logit 0 */
         dm_ctx *ctx;
         CHECK_OK(t, dm_ctx_create(m, NULL, &ctx, &err), &err);
-        float *x = random_rows(4, c.dim, 1), y[4 * 24], w[12];
+        float *x = dm_test_rows(4, c.dim, 1), y[4 * 24], w[12];
         int32_t e[12];
         dm_routing r = {e, w};
         CHECK_OK(t, dm_forward(ctx, x, 4, y, &r, &err), &err);
@@ -228,7 +204,7 @@ static void test_moe_selection_bias_changes_choice_not_weights(dm_t *t)
     dm_error err;
     dm_model *m;
     CHECK_OK(t, dm_model_create(&c, NULL, &m, &err), &err);
-    randomize(m, 3);
+    dm_test_randomize(m, 3);
     dm_tensor_info bias, gw, gb;
     CHECK_OK(t, dm_model_find(m, "gating.expert_bias", &bias, &err), &err);
     CHECK_OK(t, dm_model_find(m, "gating.gate.weight", &gw, &err), &err);
@@ -239,7 +215,7 @@ static void test_moe_selection_bias_changes_choice_not_weights(dm_t *t)
     dm_ctx *ctx;
     CHECK_OK(t, dm_ctx_create(m, NULL, &ctx, &err), &err);
     int n = 40;
-    float *x = random_rows(n, c.dim, 11), *y = malloc((size_t)n * c.dim * sizeof *y), w[80];
+    float *x = dm_test_rows(n, c.dim, 11), *y = malloc((size_t)n * c.dim * sizeof *y), w[80];
     int32_t e[80];
     dm_routing r = {e, w};
     CHECK_OK(t, dm_forward(ctx, x, n, y, &r, &err), &err);
@@ -267,14 +243,14 @@ static void test_moe_groups_limit_choice(dm_t *t)
     dm_error err;
     dm_model *m;
     CHECK_OK(t, dm_model_create(&c, NULL, &m, &err), &err);
-    randomize(m, 8);
+    dm_test_randomize(m, 8);
     dm_tensor_info gw, gb;
     CHECK_OK(t, dm_model_find(m, "gating.gate.weight", &gw, &err), &err);
     CHECK_OK(t, dm_model_find(m, "gating.gate.bias", &gb, &err), &err);
     dm_ctx *ctx;
     CHECK_OK(t, dm_ctx_create(m, NULL, &ctx, &err), &err);
     int n = 50;
-    float *x = random_rows(n, c.dim, 12), *y = malloc((size_t)n * c.dim * sizeof *y), w[200];
+    float *x = dm_test_rows(n, c.dim, 12), *y = malloc((size_t)n * c.dim * sizeof *y), w[200];
     int32_t e[200];
     dm_routing r = {e, w};
     CHECK_OK(t, dm_forward(ctx, x, n, y, &r, &err), &err);
@@ -316,7 +292,7 @@ static void test_moe_nonfinite_input_refused(dm_t *t)
     CHECK_OK(t, dm_model_create(&c, NULL, &m, &err), &err);
     dm_ctx *ctx;
     CHECK_OK(t, dm_ctx_create(m, NULL, &ctx, &err), &err);
-    float *x = random_rows(5, c.dim, 2), y[5 * 24];
+    float *x = dm_test_rows(5, c.dim, 2), y[5 * 24];
     for (int i = 0; i < 5 * 24; i++) y[i] = 42.0f;
     x[3 * 24 + 7] = NAN;
     CHECK(t, dm_forward(ctx, x, 5, y, NULL, &err) == DM_ERR_NONFINITE, "NaN must be refused");
@@ -342,9 +318,9 @@ static void test_moe_threads_bitwise_identical(dm_t *t)
     dm_error err;
     dm_model *m;
     CHECK_OK(t, dm_model_create(&c, NULL, &m, &err), &err);
-    randomize(m, 4);
+    dm_test_randomize(m, 4);
     int n = 300;
-    float *x = random_rows(n, c.dim, 6);
+    float *x = dm_test_rows(n, c.dim, 6);
     float *y1 = malloc((size_t)n * c.dim * sizeof *y1), *y2 = malloc((size_t)n * c.dim * sizeof *y2);
     dm_pool *p1, *p2;
     dm_ctx *c1, *c2;
@@ -421,7 +397,7 @@ static void test_moe_packed_only(dm_t *t)
         dm_model *m = NULL, *full = NULL, *po = NULL;
         CHECK_OK(t, dm_model_create(&c, NULL, &m, &err), &err);
         if (!m) return;
-        randomize(m, 90 + v);
+        dm_test_randomize(m, 90 + v);
         char a[1024], b[1024];
         snprintf(a, sizeof a, "%s/po_a%d.safetensors", dm_test_tmpdir(), v);
         snprintf(b, sizeof b, "%s/po_b%d.safetensors", dm_test_tmpdir(), v);
@@ -447,7 +423,7 @@ static void test_moe_packed_only(dm_t *t)
             dm_ctx *c1 = NULL, *c2 = NULL;
             CHECK_OK(t, dm_ctx_create(full, NULL, &c1, &err), &err);
             CHECK_OK(t, dm_ctx_create(po, NULL, &c2, &err), &err);
-            float *x = random_rows(33, 7, 5), y1[33 * 3], y2[33 * 3];
+            float *x = dm_test_rows(33, 7, 5), y1[33 * 3], y2[33 * 3];
             CHECK_OK(t, dm_forward(c1, x, 33, y1, NULL, &err), &err);
             CHECK_OK(t, dm_forward(c2, x, 33, y2, NULL, &err), &err);
             CHECK(t, !memcmp(y1, y2, sizeof y1), "packed-only outputs differ");
