@@ -156,7 +156,7 @@ DM_API void dm_model_opts_default(dm_model_opts *o);
 DM_API dm_status dm_model_create(const dm_config *c, const dm_model_opts *o, dm_model **out, dm_error *err);
 /* PyTorch's default init: Linear weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
  * LayerNorm gamma 1 and beta 0, selection bias 0. Deterministic in seed. */
-DM_API void dm_model_init_random(dm_model *m, uint64_t seed);
+DM_API void dm_model_init_random(dm_model *m, uint64_t seed);   /* does nothing to a packed-only model */
 /* Load safetensors: deepmoe metadata if present, else infer a seed-named state dict. */
 DM_API dm_status dm_model_load(const char *path, const dm_model_opts *o, dm_model **out, dm_error *err);
 /* Write safetensors (F32, config in __metadata__) atomically: temp file, fsync, rename. */

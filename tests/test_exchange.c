@@ -95,6 +95,10 @@ static variant variant_at(int i)
         v.name = "seed + shared, 3 ranks (one owns nothing routed here), 1 row on one rank";
         v.c.n_experts = 4; v.c.n_shared = 2; v.R = 3; v.rows[0] = 50; v.rows[1] = 1; v.rows[2] = 17;
         break;
+    case 3:  /* inference only: a rank with no rows still takes part in every exchange */
+        v.name = "2 ranks, one with no rows (its last batch was empty)";
+        v.c.n_shared = 1; v.rows[0] = 16; v.rows[1] = 0;
+        break;
     }
     return v;
 }
@@ -134,7 +138,7 @@ static void *infer_rank(void *arg)
 
 static void test_exchange_inference_bitwise(dm_t *t)
 {
-    for (int vi = 0; vi < 3; vi++) {
+    for (int vi = 0; vi < 4; vi++) {
         variant v = variant_at(vi);
         dm_error err;
         dm_model *m = NULL;
@@ -347,6 +351,20 @@ static void test_exchange_bad_counts_refused(dm_t *t)
         float *in = dm_test_rows(8, v.c.dim, 1), y[8 * 20];
         dm_status s = dm_forward(ctx, in, 8, y, NULL, &err);
         CHECK(t, s == DM_ERR_ARG && strstr(err.msg, "does not own"), "got %s: %s", dm_status_name(s), err.msg);
+        free(in);
+    }
+    dm_ctx_free(ctx);
+    ctx = NULL;
+    /* an owner table naming a rank outside the group is refused, not half followed */
+    int32_t bad_owner[6] = {0, 0, 1, 2, 1, 0};
+    dm_moe_exchange y = {2, 0, bad_owner, lb_counts, lb_rows, NULL};
+    CHECK_OK(t, dm_ctx_create(m, NULL, &ctx, &err), &err);
+    if (ctx) {
+        dm_ctx_set_exchange(ctx, &y);
+        float *in = dm_test_rows(8, v.c.dim, 1), out[8 * 20];
+        dm_status s = dm_forward(ctx, in, 8, out, NULL, &err);
+        CHECK(t, s == DM_ERR_ARG && strstr(err.msg, "expert 3 is owned by rank 2, outside 0..1"), "got %s: %s",
+              dm_status_name(s), err.msg);
         free(in);
     }
     dm_ctx_free(ctx);

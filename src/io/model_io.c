@@ -371,7 +371,13 @@ dm_status dm_model_save_meta(const dm_model *m, const char *path, const char *co
         if (d->stored) {
             t[i].data = m->params + d->offset;
         } else {
-            dm_model_tensor_values(m, i, tmp + at);
+            dm_error e2;
+            if (dm_model_tensor_values(m, i, tmp + at, &e2)) {
+                dm_free(tmp);
+                free(t);
+                free(cfg);
+                return dm_fail(err, e2.code, "%s: %s", path, e2.msg);
+            }
             t[i].data = tmp + at;
             at += d->numel;
         }

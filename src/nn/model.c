@@ -333,6 +333,7 @@ static int ends_with(const char *s, const char *suffix)
 
 void dm_model_init_random(dm_model *m, uint64_t seed)
 {
+    if (m->packed_only) return;  /* no fp32 weights to write (documented: it does nothing) */
     dm_rng r;
     dm_rng_seed(&r, seed);
     /* nn.Linear: kaiming_uniform(a=sqrt(5)) gives U(-1/sqrt(fan_in), 1/sqrt(fan_in))
@@ -372,26 +373,24 @@ dm_tensor_info dm_model_tensor(const dm_model *m, int i)
     };
 }
 
-void dm_model_tensor_values(const dm_model *m, int i, float *dst)
+dm_status dm_model_tensor_values(const dm_model *m, int i, float *dst, dm_error *err)
 {
     const dm_tensor_desc *d = &m->tensors[i];
     if (d->stored) {
         memcpy(dst, m->params + d->offset, (size_t)d->numel * sizeof *dst);
-        return;
+        return DM_OK;
     }
     const dm_wmat *w = d->wm;
     if (d->wm_row0 == 0 && w->N == d->shape[0]) {
         dm_wmat_unpack(w, dst);
-        return;
+        return DM_OK;
     }
-    float *all = malloc((size_t)w->N * w->K * sizeof *all);  /* swiglu's [W1; W3]: unpack, keep the half */
-    if (!all) {  /* out of memory: dm_model_save checks the values it gets */
-        for (int64_t j = 0; j < d->numel; j++) dst[j] = NAN;
-        return;
-    }
+    float *all = dm_alloc_array2((size_t)w->N, (size_t)w->K, sizeof *all);  /* swiglu's [W1; W3]: keep a half */
+    if (!all) return dm_fail(err, DM_ERR_NOMEM, "model: out of memory unpacking %s", d->name);
     dm_wmat_unpack(w, all);
     memcpy(dst, all + (size_t)d->wm_row0 * w->K, (size_t)d->numel * sizeof *dst);
-    free(all);
+    dm_free(all);
+    return DM_OK;
 }
 
 dm_status dm_model_drop_master(dm_model *m, dm_error *err)

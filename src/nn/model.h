@@ -93,7 +93,7 @@ static inline int dm_model_is_bare(const dm_config *c)
 
 /* A tensor's fp32 values into dst[numel]: its stored values, or its packed
  * operand unpacked (dequantized). */
-void dm_model_tensor_values(const dm_model *m, int i, float *dst);
+dm_status dm_model_tensor_values(const dm_model *m, int i, float *dst, dm_error *err);
 /* Drops the fp32 copies of the weights the kernels read packed (an inference
  * model keeps only what its kernels read): params shrinks to the other tensors. */
 dm_status dm_model_drop_master(dm_model *m, dm_error *err);

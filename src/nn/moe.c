@@ -221,11 +221,12 @@ dm_status dm_forward(dm_ctx *c, const float *x, int64_t n, float *y, const dm_ro
     const dm_config *cf = &m->cfg;
     if (n < 0 || (n > 0 && (!x || !y)))
         return dm_fail(err, DM_ERR_ARG, "forward: bad arguments (n_rows %lld)", (long long)n);
-    if (n == 0) return DM_OK;
+    /* with an exchange every rank runs every layer, 0 rows too: the others wait in its collectives */
+    if (n == 0 && !c->xchg) return DM_OK;
     dm_status st = dm_check_input(x, n, dm_model_in_width(cf), err);
     if (st) return st;
-    if (m->pre.scale && (st = preprocess(c, x, n, &x, err))) return st;   /* x: the scaled rows from here on */
-    if ((st = reserve(c, n, err))) return st;
+    if (n && m->pre.scale && (st = preprocess(c, x, n, &x, err))) return st;   /* x: the scaled rows from here on */
+    if ((st = reserve(c, n ? n : 1, err))) return st;
     c->n = n;
     /* latency first: below ~6 MFLOP of work a batch runs on the calling thread,
      * since waking the pool's threads costs more than they would save */

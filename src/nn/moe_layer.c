@@ -155,6 +155,12 @@ static dm_status xchg_plan(const dm_moe_exchange *x, const dm_config *c, dm_moe_
     dm_moe_xbuf *xb = st->xb;
     int R = x->n_ranks, E = c->n_experts;
     const int32_t *off = st->rb.offsets;
+    if (R < 1 || x->rank < 0 || x->rank >= R || !x->owner || !x->counts || !x->rows)
+        return dm_fail(err, DM_ERR_ARG, "exchange: rank %d of %d ranks, or a missing owner table or call", x->rank, R);
+    for (int e = 0; e < E; e++)
+        if (x->owner[e] < 0 || x->owner[e] >= R)
+            return dm_fail(err, DM_ERR_ARG, "exchange: expert %d is owned by rank %d, outside 0..%d", e, x->owner[e],
+                           R - 1);
     int64_t *cnt = dm_moe_grow(&xb->cnt, ((size_t)4 * R * E + 2 * R) * sizeof(int64_t));
     int32_t *pos = dm_moe_grow(&xb->send_pos, (size_t)(off[E] + 1) * sizeof(int32_t));
     if (!cnt || !pos) return dm_fail(err, DM_ERR_NOMEM, "exchange: out of memory");

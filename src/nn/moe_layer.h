@@ -57,7 +57,11 @@ void dm_moe_dispatch(const dm_config *c, int64_t n, dm_route_buf *rb);
 /* How rows reach the experts' owners. Routed expert e lives on rank owner[e];
  * shared experts, the router and everything outside the layer are on every
  * rank. Both calls are collective: every rank of the group makes them in the
- * same order (MPI_Alltoall / MPI_Alltoallv, or the loopback in tests). */
+ * same order (MPI_Alltoall / MPI_Alltoallv, or the loopback in tests), so every
+ * rank runs every layer, also with 0 rows (dm_forward does). An error on one
+ * rank (bad input, out of memory, a bad owner table) is that rank's: the
+ * others are then left in a collective, so with an exchange any error is fatal
+ * to the group, as in MPI without fault tolerance (the caller aborts it). */
 typedef struct dm_moe_exchange {
     int n_ranks;
     int rank;
@@ -75,7 +79,8 @@ typedef struct dm_moe_exchange {
  * rows are in source-rank order, then expert, then the source's dispatch order. */
 typedef struct dm_moe_xbuf {
     dm_growbuf send_pos;    /* int32 [sent] dispatch position of each sent row, send order */
-    dm_growbuf cnt;         /* int64 [2 * R * E + 2 * R]: counts sent, received; rows per rank sent, received */
+    dm_growbuf cnt;         /* int64 [2 * R * E + 2 * R] (room for 4 R E + 2 R): counts sent, received;
+                             * rows per rank sent, received */
     dm_growbuf send;        /* float rows out */
     dm_growbuf recv_x;      /* float [n_recv, D] received input rows (kept for the backward) */
     dm_growbuf recv_d;      /* float [n_recv, D] received output gradients (backward) */

@@ -8,7 +8,7 @@
  *
  * Determinism: results do not depend on the thread count, and through a
  * loopback exchange they equal the one-process run bit for bit
- * (tests/test_moe.c: test_moe_exchange_*). */
+ * (tests/test_exchange.c). */
 #include "train/trainer.h"
 #include "nn/router.h"
 
