@@ -269,6 +269,9 @@ dm_status dm_tr_reserve(dm_trainer *t, int64_t n, dm_error *err)
 {
     if (n <= t->cap) return DM_OK;
     const dm_config *c = &t->m->cfg;
+    /* row and slot indices are int32, as in inference (dm_ctx's reserve) */
+    if (n > (int64_t)INT32_MAX / ((int64_t)(c->top_k + c->n_shared) * c->dim) / 2)
+        return dm_fail(err, DM_ERR_ARG, "micro-batch of %lld rows is too large for one step", (long long)n);
     free_acts(t);
     int64_t D = c->dim, E = c->n_experts, k = c->top_k, S = c->n_shared, J = k + S, L = c->n_layers;
     int64_t hmax = DM_MAX(c->hidden, c->shared_hidden), ldh = (int64_t)up_rows(c, (int)hmax);
