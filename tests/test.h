@@ -44,6 +44,8 @@ float *dm_test_rows(int64_t n, int d, uint64_t seed);
 /* Every parameter of m random (LayerNorm too), router weights scaled up so that
  * routing is decisive; then dm_model_sync. */
 void dm_test_randomize(dm_model *m, uint64_t seed);
+/* The whole file, malloc'd; *n its size (NULL and 0 if it cannot be read). */
+unsigned char *dm_test_slurp(const char *path, size_t *n);
 /* A scratch directory for this process (created once, under $TMPDIR). */
 const char *dm_test_tmpdir(void);
 /* Writes bytes to tmpdir/name, returns the full path (static buffer per call slot). */

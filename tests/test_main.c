@@ -46,6 +46,20 @@ void dm_test_randomize(dm_model *m, uint64_t seed)
     dm_model_sync(m, &err);
 }
 
+unsigned char *dm_test_slurp(const char *path, size_t *n)
+{
+    FILE *fp = fopen(path, "rb");
+    *n = 0;
+    if (!fp) return NULL;
+    fseek(fp, 0, SEEK_END);
+    long len = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    unsigned char *p = len > 0 ? malloc((size_t)len) : NULL;
+    if (p && fread(p, 1, (size_t)len, fp) == (size_t)len) *n = (size_t)len;
+    fclose(fp);
+    return p;
+}
+
 double dm_test_relerr(const float *a, const float *b, int64_t n)
 {
     double num = 0, den = 1e-30;

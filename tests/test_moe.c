@@ -371,19 +371,6 @@ static void test_moe_save_load_round_trip(dm_t *t)
     dm_model_free(m2);
 }
 
-static unsigned char *slurp(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *b = malloc((size_t)len + 1);
-    *n = fread(b, 1, (size_t)len, f);
-    fclose(f);
-    return b;
-}
-
 /* An inference model keeps only what its kernels read: the same outputs bit
  * for bit, far less memory, the weights gone from the tensor views, and a
  * save that writes the same file; what needs the fp32 weights refuses it. */
@@ -435,7 +422,7 @@ static void test_moe_packed_only(dm_t *t)
             dm_ctx_free(c2);
             CHECK_OK(t, dm_model_save(po, b, &err), &err);
             size_t na = 0, nb = 0;
-            unsigned char *fa = slurp(a, &na), *fb = slurp(b, &nb);
+            unsigned char *fa = dm_test_slurp(a, &na), *fb = dm_test_slurp(b, &nb);
             CHECK(t, fa && fb && na == nb && !memcmp(fa, fb, na), "the packed-only model saves a different file");
             free(fa);
             free(fb);

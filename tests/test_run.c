@@ -53,20 +53,6 @@ static int count(const dm_run_progress *p, void *user)
     return c->stop_after && p->event == DM_RUN_LOG && c->n[DM_RUN_LOG] >= c->stop_after;
 }
 
-/* The whole file, malloc'd; *n its size (NULL and 0 if it cannot be read). */
-static unsigned char *slurp(const char *path, size_t *n)
-{
-    FILE *fp = fopen(path, "rb");
-    *n = 0;
-    if (!fp) return NULL;
-    fseek(fp, 0, SEEK_END);
-    long len = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    unsigned char *p = len > 0 ? malloc((size_t)len) : NULL;
-    if (p && fread(p, 1, (size_t)len, fp) == (size_t)len) *n = (size_t)len;
-    fclose(fp);
-    return p;
-}
 
 static int same_file(const char *dir_a, const char *dir_b, const char *name)
 {
@@ -74,7 +60,7 @@ static int same_file(const char *dir_a, const char *dir_b, const char *name)
     snprintf(pa, sizeof pa, "%s/%s", dir_a, name);
     snprintf(pb, sizeof pb, "%s/%s", dir_b, name);
     size_t na, nb;
-    unsigned char *a = slurp(pa, &na), *b = slurp(pb, &nb);
+    unsigned char *a = dm_test_slurp(pa, &na), *b = dm_test_slurp(pb, &nb);
     int same = a && b && na == nb && !memcmp(a, b, na);
     free(a);
     free(b);
@@ -86,7 +72,7 @@ static int lines(const char *dir, const char *name)
     char p[1200];
     snprintf(p, sizeof p, "%s/%s", dir, name);
     size_t n;
-    unsigned char *s = slurp(p, &n);
+    unsigned char *s = dm_test_slurp(p, &n);
     int k = 0;
     for (size_t i = 0; i < n; i++) k += s[i] == '\n';
     free(s);

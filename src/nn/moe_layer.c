@@ -69,8 +69,6 @@ void dm_moe_dispatch(const dm_config *cf, int64_t n, dm_route_buf *rb)
 
 /* ---------------------------------------------------------------- tasks and spans */
 
-size_t dm_moe_task_size(void) { return sizeof(dm_moe_task); }
-
 int64_t dm_moe_max_tasks(const dm_config *c, int64_t n, int64_t n_comp)
 {
     return n_comp / DM_MOE_BLOCK + c->n_experts + (int64_t)c->n_shared * (n / DM_MOE_BLOCK + 1) + 1;
@@ -161,7 +159,7 @@ static dm_status xchg_plan(const dm_moe_exchange *x, const dm_config *c, dm_moe_
         if (x->owner[e] < 0 || x->owner[e] >= R)
             return dm_fail(err, DM_ERR_ARG, "exchange: expert %d is owned by rank %d, outside 0..%d", e, x->owner[e],
                            R - 1);
-    int64_t *cnt = dm_moe_grow(&xb->cnt, ((size_t)4 * R * E + 2 * R) * sizeof(int64_t));
+    int64_t *cnt = dm_moe_grow(&xb->cnt, ((size_t)2 * R * E + 2 * R) * sizeof(int64_t));
     int32_t *pos = dm_moe_grow(&xb->send_pos, (size_t)(off[E] + 1) * sizeof(int32_t));
     if (!cnt || !pos) return dm_fail(err, DM_ERR_NOMEM, "exchange: out of memory");
     int64_t *cs = cnt, *cr = cnt + (int64_t)R * E, *sn = cnt + 2 * (int64_t)R * E, *rn = sn + R;

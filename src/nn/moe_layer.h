@@ -79,8 +79,7 @@ typedef struct dm_moe_exchange {
  * rows are in source-rank order, then expert, then the source's dispatch order. */
 typedef struct dm_moe_xbuf {
     dm_growbuf send_pos;    /* int32 [sent] dispatch position of each sent row, send order */
-    dm_growbuf cnt;         /* int64 [2 * R * E + 2 * R] (room for 4 R E + 2 R): counts sent, received;
-                             * rows per rank sent, received */
+    dm_growbuf cnt;         /* int64 [2 * R * E + 2 * R]: counts sent, received; rows per rank sent, received */
     dm_growbuf send;        /* float rows out */
     dm_growbuf recv_x;      /* float [n_recv, D] received input rows (kept for the backward) */
     dm_growbuf recv_d;      /* float [n_recv, D] received output gradients (backward) */
@@ -145,9 +144,8 @@ typedef struct dm_moe_pass {
     int force_expert;
 } dm_moe_pass;
 
-/* Tasks a layer of n rows may need; bytes of each. */
+/* Tasks a layer of n rows (n_comp routed compute rows) may need. */
 int64_t dm_moe_max_tasks(const dm_config *c, int64_t n, int64_t n_comp);
-size_t dm_moe_task_size(void);
 
 /* route -> dispatch -> [exchange] -> compute -> [exchange back] -> combine. */
 dm_status dm_moe_layer_forward(dm_moe_pass *p, dm_error *err);
