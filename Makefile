@@ -57,6 +57,11 @@ ALL_LDLIBS  = $(strip $(DM_LDLIBS) $(LDLIBS))
 # Per-ISA kernel files get their instruction sets; everything else is portable.
 AVX2_FLAGS   := -mavx2 -mfma
 AVX512_FLAGS := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma
+# the compressed weight types' kernels (src/kernels/wt_*): F16C, and on AVX-512
+# VNNI and BF16; each kernel declares what it needs (dm_wkern.needs) and is
+# only picked on a CPU that has it
+WT_AVX2_FLAGS   := $(AVX2_FLAGS) -mf16c
+WT_AVX512_FLAGS := $(AVX512_FLAGS) -mf16c -mavx512vnni -mavx512bf16
 X86_SRC      := $(wildcard src/*/*_avx2.c src/*/*_avx512.c)
 
 LIB_SRC  := $(sort $(wildcard src/*/*.c))
@@ -90,7 +95,7 @@ tests: $(BUILD)/test_deepmoe
 sq = '$(subst ','\'',$(1))'
 FLAGS_LINES = $(call sq,cc: $(CC)) $(call sq,cflags: $(strip $(DM_CFLAGS) $(CPPFLAGS) $(CFLAGS))) \
               $(call sq,library cflags: $(LIB_VIS)) $(call sq,avx2: $(AVX2_FLAGS)) \
-              $(call sq,avx512: $(AVX512_FLAGS)) $(call sq,ldflags: $(ALL_LDFLAGS) $(ALL_LDLIBS)) \
+              $(call sq,avx512: $(AVX512_FLAGS)) $(call sq,wt: $(WT_AVX2_FLAGS) / $(WT_AVX512_FLAGS)) $(call sq,ldflags: $(ALL_LDFLAGS) $(ALL_LDLIBS)) \
               $(call sq,visibility: $(VISIBILITY)) $(call sq,x86: $(X86))
 $(BUILD)/flags: FORCE
 	@mkdir -p $(BUILD)
@@ -99,6 +104,8 @@ $(BUILD)/flags: FORCE
 $(LIB_OBJ): OBJ_CFLAGS := $(LIB_VIS)
 $(BUILD)/obj/%_avx2.o: ISA_FLAGS := $(AVX2_FLAGS)
 $(BUILD)/obj/%_avx512.o: ISA_FLAGS := $(AVX512_FLAGS)
+$(BUILD)/obj/src/kernels/wt_%_avx2.o: ISA_FLAGS := $(WT_AVX2_FLAGS)
+$(BUILD)/obj/src/kernels/wt_%_avx512.o: ISA_FLAGS := $(WT_AVX512_FLAGS)
 
 $(BUILD)/obj/%.o: %.c $(BUILD)/flags
 	@mkdir -p $(dir $@)

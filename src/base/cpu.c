@@ -2,6 +2,7 @@
  * DEEPMOE_ISA=ref|avx2|avx512 forces a lower path (tests and CI use it to
  * exercise every table on one machine); a path the CPU lacks is never used. */
 #include "base/base.h"
+#include "kernels/kernels.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -42,4 +43,18 @@ const char *dm_isa_name(dm_isa isa)
     case DM_ISA_AVX512: return "avx512";
     }
     return "unknown";
+}
+
+int dm_cpu_has(unsigned mask)
+{
+    if (!mask) return 1;
+#if DM_HAVE_X86 && defined(__x86_64__)
+    __builtin_cpu_init();
+    if ((mask & DM_CPU_VNNI) && !__builtin_cpu_supports("avx512vnni")) return 0;
+    if ((mask & DM_CPU_BF16) && !__builtin_cpu_supports("avx512bf16")) return 0;
+    if ((mask & DM_CPU_F16C) && !__builtin_cpu_supports("f16c")) return 0;
+    return 1;
+#else
+    return 0;
+#endif
 }

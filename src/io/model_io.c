@@ -197,18 +197,27 @@ static dm_status check_holds(const dm_st_file *f, const dm_config *cin, dm_error
     return DM_OK;
 }
 
-/* Is t a tensor the experts' weight type declares beside a weight (its scales,
- * "<weight name><scale_suffix>", F32)? Its shape is the type's to check. */
+/* Is t a part its weight's type declares beside the weight itself ("<weight
+ * name><suffix>": q8's ".scale", nm24's ".idx")? Its dtype and shape are
+ * checked where the part is read. */
 static int declared_extra(const dm_model *m, const dm_st_tensor *t)
 {
-    const char *suf = m->wtype->scale_suffix;
-    size_t n = strlen(t->name), k = suf ? strlen(suf) : 0;
-    if (!suf || n <= k || strcmp(t->name + n - k, suf) || t->dtype != DM_DT_F32 || n - k >= DM_NAME_MAX) return 0;
-    char base[DM_NAME_MAX];
-    memcpy(base, t->name, n - k);
-    base[n - k] = 0;
-    int i = dm_model_tensor_index(m, base);
-    return i >= 0 && m->tensors[i].wm && m->tensors[i].wm->type == m->wtype;
+    size_t n = strlen(t->name);
+    for (int i = 0; i < DM_WT_COUNT; i++)
+        for (int j = 1; j < dm_wtypes[i].n_parts; j++) {
+            const char *suf = dm_wtypes[i].parts[j].suffix;
+            size_t k = strlen(suf);
+            if (n <= k || strcmp(t->name + n - k, suf) || n - k >= DM_NAME_MAX) continue;
+            char base[DM_NAME_MAX];
+            memcpy(base, t->name, n - k);
+            base[n - k] = 0;
+            int ti = dm_model_tensor_index(m, base);
+            if (ti < 0 || !m->tensors[ti].wm) continue;
+            const dm_wtype *wt = m->tensors[ti].wm->type;
+            for (int jj = 1; jj < wt->n_parts; jj++)
+                if (!strcmp(wt->parts[jj].suffix, suf)) return 1;
+        }
+    return 0;
 }
 
 static int is_preprocess(const char *name) { return !strcmp(name, DM_PRE_SCALE) || !strcmp(name, DM_PRE_SHIFT); }

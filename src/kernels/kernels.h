@@ -23,6 +23,11 @@
 
 #define DM_ISA_COUNT (DM_ISA_AVX512 + 1)
 
+/* CPU features a kernel may need beyond its ISA's base. */
+enum { DM_CPU_VNNI = 1u << 0, DM_CPU_BF16 = 1u << 1, DM_CPU_F16C = 1u << 2 };
+/* 1 if this CPU has every feature in mask (0 is always had); cpu.c. */
+int dm_cpu_has(unsigned mask);
+
 typedef enum { DM_ACT_NONE = 0, DM_ACT_RELU } dm_act;
 
 typedef struct dm_wtype dm_wtype;
@@ -33,8 +38,8 @@ typedef struct dm_wmat {
     const dm_wtype *type;
     const dm_wkern *kern;  /* the type's kernels for the ISA it was packed for */
     int N, K;
-    void *data;            /* packed values */
-    float *scales;         /* the type's scales, or NULL */
+    int group;             /* values per scale along K (q8; 0: one scale per row) */
+    void *data;            /* packed values (and the type's scales, its layout) */
 } dm_wmat;
 
 /* One GEMM with a fused epilogue, rows addressed through optional index lists
@@ -58,6 +63,7 @@ typedef struct dm_gemm {
     const float *R; int64_t ldr; const int32_t *r_idx;
     const float *scale;           /* [M] or NULL */
     float *C; int64_t ldc; const int32_t *c_idx;
+    void *work;                   /* dm_wmat_work_size(B, M) bytes, 64-byte aligned (NULL if 0) */
 } dm_gemm;
 
 /* Weight-gradient GEMM: an outer-product accumulation over rows,

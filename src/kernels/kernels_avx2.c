@@ -36,28 +36,29 @@ enum {
 
 static int n_panels(int N) { return (N + NR - 1) / NR; }
 
-static size_t avx2_pack_size(int N, int K)
+static size_t avx2_pack_size(int N, int K, int group)
 {
+    (void)group;
     return (size_t)n_panels(N) * NR * (size_t)(K > 0 ? K : 0) * sizeof(float);
 }
 
-static void avx2_pack(const float *B /* [N, K] */, int N, int K, void *dst /* [P, K, NR] */, float *scales)
+static void avx2_pack(const void *const part[], int N, int K, int group, void *dst /* [P, K, NR] */)
 {
-    (void)scales;
+    (void)group;
+    const float *B = part[0] /* [N, K] */;
     dm_pack_panels(B, N, K, NR, dst);
 }
 
-static void avx2_pack_t(const float *B /* [N, K] */, int N, int K, void *dst /* [P, N, NR] */, float *scales,
-                        float *tmp)
+static void avx2_pack_t(const float *B /* [N, K] */, int N, int K, void *dst /* [P, N, NR] */, float *tmp)
 {
-    (void)scales;
     (void)tmp;
     dm_pack_panels_t(B, N, K, NR, dst);
 }
 
-static void avx2_unpack(const void *src, const float *scales, int N, int K, float *B)
+static void avx2_unpack(const void *src, int N, int K, int group, void *const part[])
 {
-    (void)scales;
+    (void)group;
+    float *B = part[0];
     dm_unpack_panels(src, N, K, NR, B);
 }
 

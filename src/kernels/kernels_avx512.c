@@ -47,8 +47,9 @@ enum {
 
 static int n_panels(int N) { return (N + NR - 1) / NR; }
 
-static size_t avx512_pack_size(int N, int K)
+static size_t avx512_pack_size(int N, int K, int group)
 {
+    (void)group;
     return (size_t)n_panels(N) * NR * (size_t)(K > 0 ? K : 0) * sizeof(float);
 }
 
@@ -81,9 +82,10 @@ static inline void transpose16(__m512 r[16])
 /* Full panels go through 16x16 register transposes (training re-packs every
  * step, so this is a hot path); the last partial panel and the K tail are
  * copied element by element. */
-static void avx512_pack(const float *B /* [N, K] */, int N, int K, void *data /* [P, K, NR] */, float *scales)
+static void avx512_pack(const void *const part[], int N, int K, int group, void *data /* [P, K, NR] */)
 {
-    (void)scales;
+    (void)group;
+    const float *B = part[0] /* [N, K] */;
     float *dst = data;
     for (int p = 0; p < n_panels(N); p++) {
         float *panel = dst + (size_t)p * K * NR; /* [K, NR] */
@@ -105,17 +107,16 @@ static void avx512_pack(const float *B /* [N, K] */, int N, int K, void *data /*
     }
 }
 
-static void avx512_pack_t(const float *B /* [N, K] */, int N, int K, void *dst /* [P, N, NR] */, float *scales,
-                        float *tmp)
+static void avx512_pack_t(const float *B /* [N, K] */, int N, int K, void *dst /* [P, N, NR] */, float *tmp)
 {
-    (void)scales;
     (void)tmp;
     dm_pack_panels_t(B, N, K, NR, dst);
 }
 
-static void avx512_unpack(const void *src, const float *scales, int N, int K, float *B)
+static void avx512_unpack(const void *src, int N, int K, int group, void *const part[])
 {
-    (void)scales;
+    (void)group;
+    float *B = part[0];
     dm_unpack_panels(src, N, K, NR, B);
 }
 

@@ -23,43 +23,34 @@
 #include <math.h>
 #include <string.h>
 
-static size_t ref_pack_size(int N, int K)
+static size_t ref_pack_size(int N, int K, int group)
 {
+    (void)group;
     return (size_t)N * (size_t)K * sizeof(float);
 }
 
-static void ref_pack(const float *W /* [N, K] */, int N, int K, void *dst /* [N, K] */, float *scales)
+static void ref_pack(const void *const part[], int N, int K, int group, void *dst /* [N, K] */)
 {
-    (void)scales;
-    size_t n = ref_pack_size(N, K);
+    (void)group;
+    const float *W = part[0] /* [N, K] */;
+    size_t n = ref_pack_size(N, K, 0);
     if (n) memcpy(dst, W, n);
 }
 
-static void ref_pack_t(const float *W /* [N, K] */, int N, int K, void *data /* [K, N] */, float *scales,
-                       float *tmp)
+static void ref_pack_t(const float *W /* [N, K] */, int N, int K, void *data /* [K, N] */, float *tmp)
 {
-    (void)scales;
     (void)tmp;
     float *dst = data;
     for (int n = 0; n < N; n++)
         for (int k = 0; k < K; k++) dst[(size_t)k * N + n] = W[(size_t)n * K + k];
 }
 
-static void ref_unpack(const void *data, const float *scales, int N, int K, float *W)
+static void ref_unpack(const void *data, int N, int K, int group, void *const part[])
 {
-    (void)scales;
-    size_t n = ref_pack_size(N, K);
+    (void)group;
+    float *W = part[0];
+    size_t n = ref_pack_size(N, K, 0);
     if (n) memcpy(W, data, n);
-}
-
-/* The epilogue of one output, in the order the interface documents. */
-static float ref_epilogue(float acc, float bias, dm_act act, float r, float s)
-{
-    float v = acc + bias;
-    /* `v < 0` keeps NaN (as PyTorch's relu does) */
-    if (act == DM_ACT_RELU && v < 0.0f) v = 0.0f;
-    v = v + r;
-    return s * v;
 }
 
 static void ref_gemm(const dm_gemm *g)
@@ -74,7 +65,7 @@ static void ref_gemm(const dm_gemm *g)
             const float *b = Bp + (int64_t)n * g->K; /* [K] */
             double acc = 0.0;
             for (int k = 0; k < g->K; k++) acc += (double)a[k] * (double)b[k];
-            c[n] = ref_epilogue((float)acc, g->bias ? g->bias[n] : 0.0f, g->act,
+            c[n] = dm_epilogue_ref((float)acc, g->bias ? g->bias[n] : 0.0f, g->act,
                                 r ? r[n] : 0.0f, s);
         }
     }

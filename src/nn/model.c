@@ -151,16 +151,15 @@ static size_t carve_packed(dm_model *m, unsigned char *base)
     const dm_wtype *f32 = &dm_wtypes[DM_WT_F32];
     size_t off = 0;
 #define TAKE(w, type, rows, cols) do { \
-        size_t nd_ = dm_wmat_data_size(type, m->isa, (int)(rows), (int)(cols)); \
-        size_t ns_ = dm_wmat_scales_size(type, m->isa, (int)(rows), (int)(cols)) * sizeof(float); \
-        if (base) dm_wmat_bind(&(w), type, m->isa, (int)(rows), (int)(cols), base + off, \
-                               ns_ ? (float *)(void *)(base + off + (nd_ + 63) / 64 * 64) : NULL); \
-        off += (nd_ + 63) / 64 * 64 + (ns_ + 63) / 64 * 64; \
+        int grp_ = (type)->grouped ? m->wgroup : 0; \
+        size_t nd_ = dm_wmat_data_size(type, m->isa, (int)(rows), (int)(cols), grp_); \
+        if (base) dm_wmat_bind(&(w), type, m->isa, (int)(rows), (int)(cols), grp_, base + off); \
+        off += (nd_ + 63) / 64 * 64; \
     } while (0)
     if (c->in_dim) TAKE(m->embed.p, f32, c->dim, c->in_dim);
     for (int L = 0; L < c->n_layers; L++) {
         dm_layer *ly = &m->layers[L];
-        TAKE(ly->gate_p, f32, c->n_experts, c->dim);
+        TAKE(ly->gate_p, m->gate_wtype, c->n_experts, c->dim);
         for (int i = 0; i < c->n_experts + c->n_shared; i++) {
             int h = i < c->n_experts ? c->hidden : c->shared_hidden;
             TAKE(ly->experts[i].p1, m->wtype, up_rows(c, h), c->dim);
@@ -246,7 +245,7 @@ dm_status dm_model_create(const dm_config *cin, const dm_model_opts *o, dm_model
     m->pre.method = DM_NORM_DEFAULT;   /* no preprocessing recorded */
     m->isa = dm_isa_resolve(o ? o->isa : DM_ISA_AUTO);
     m->kern = dm_kernels_for(m->isa);
-    m->wtype = &dm_wtypes[DM_WT_F32];
+    m->wtype = m->gate_wtype = &dm_wtypes[DM_WT_F32];
     layout l;
     if (build_layout(&c, &l)) {
         free(l.t);
@@ -295,8 +294,8 @@ dm_status dm_model_sync(dm_model *m, dm_error *err)
                                         "load it without dm_model_opts.packed_only to change them");
     const dm_config *c = &m->cfg;
     int D = c->dim;
-    if (c->in_dim) dm_wmat_pack(&m->embed.p, m->embed.w);
-    if (c->n_classes) dm_wmat_pack(&m->head.p, m->head.w);
+    if (c->in_dim) dm_wmat_pack_f32(&m->embed.p, m->embed.w);
+    if (c->n_classes) dm_wmat_pack_f32(&m->head.p, m->head.w);
     float *tmp = NULL;
     if (dm_expert_ops_of(c)->up_mult == 2) {
         int hmax = DM_MAX(c->hidden, c->shared_hidden);
@@ -305,18 +304,18 @@ dm_status dm_model_sync(dm_model *m, dm_error *err)
     }
     for (int L = 0; L < c->n_layers; L++) {
         dm_layer *ly = &m->layers[L];
-        dm_wmat_pack(&ly->gate_p, ly->gate_w);
+        dm_wmat_pack_f32(&ly->gate_p, ly->gate_w);
         for (int i = 0; i < c->n_experts + c->n_shared; i++) {
             dm_expert_w *x = &ly->experts[i];
             int h = x->hidden;
             if (tmp) {  /* one GEMM computes both gate and up projections: [W1; W3] is [2H, D] */
                 memcpy(tmp, x->w1, (size_t)h * D * sizeof(float));
                 memcpy(tmp + (size_t)h * D, x->w3, (size_t)h * D * sizeof(float));
-                dm_wmat_pack(&x->p1, tmp);
+                dm_wmat_pack_f32(&x->p1, tmp);
             } else {
-                dm_wmat_pack(&x->p1, x->w1);
+                dm_wmat_pack_f32(&x->p1, x->w1);
             }
-            dm_wmat_pack(&x->p2, x->w2);
+            dm_wmat_pack_f32(&x->p2, x->w2);
         }
     }
     dm_free(tmp);
@@ -373,6 +372,23 @@ dm_tensor_info dm_model_tensor(const dm_model *m, int i)
     };
 }
 
+/* W [w->N, w->K] = the fp32 values of w (dequantized; exact for f32). */
+static dm_status wmat_values(const dm_wmat *w, float *W, dm_error *err)
+{
+    if (w->type->id == DM_WT_F32) {
+        void *part[DM_WPARTS] = {W};
+        dm_wmat_unpack(w, part);
+        return DM_OK;
+    }
+    void *buf = dm_alloc(dm_wtype_file_bytes(w->type, w->N, w->K, w->group) + 64), *part[DM_WPARTS];
+    if (!buf) return dm_fail(err, DM_ERR_NOMEM, "model: out of memory unpacking a weight");
+    dm_wtype_split(w->type, w->N, w->K, w->group, buf, part);
+    dm_wmat_unpack(w, part);
+    w->type->dequantize_ref((const void *const *)part, w->N, w->K, w->group, W);
+    dm_free(buf);
+    return DM_OK;
+}
+
 dm_status dm_model_tensor_values(const dm_model *m, int i, float *dst, dm_error *err)
 {
     const dm_tensor_desc *d = &m->tensors[i];
@@ -381,16 +397,13 @@ dm_status dm_model_tensor_values(const dm_model *m, int i, float *dst, dm_error 
         return DM_OK;
     }
     const dm_wmat *w = d->wm;
-    if (d->wm_row0 == 0 && w->N == d->shape[0]) {
-        dm_wmat_unpack(w, dst);
-        return DM_OK;
-    }
+    if (d->wm_row0 == 0 && w->N == d->shape[0]) return wmat_values(w, dst, err);
     float *all = dm_alloc_array2((size_t)w->N, (size_t)w->K, sizeof *all);  /* swiglu's [W1; W3]: keep a half */
     if (!all) return dm_fail(err, DM_ERR_NOMEM, "model: out of memory unpacking %s", d->name);
-    dm_wmat_unpack(w, all);
-    memcpy(dst, all + (size_t)d->wm_row0 * w->K, (size_t)d->numel * sizeof *dst);
+    dm_status st = wmat_values(w, all, err);
+    if (!st) memcpy(dst, all + (size_t)d->wm_row0 * w->K, (size_t)d->numel * sizeof *dst);
     dm_free(all);
-    return DM_OK;
+    return st;
 }
 
 dm_status dm_model_drop_master(dm_model *m, dm_error *err)

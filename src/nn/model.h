@@ -67,7 +67,9 @@ struct dm_model {
     dm_config cfg;
     dm_isa isa;
     const dm_kernels *kern;
-    const dm_wtype *wtype;       /* the experts' weight type (router, embed and head stay f32) */
+    const dm_wtype *wtype;       /* the experts' weight type (embed and head stay f32) */
+    const dm_wtype *gate_wtype;  /* the router's: f32, or wtype (quantize --router same) */
+    int wgroup;                  /* the types' group along K (q8; 0: one scale per row) */
     int n_tensors;
     dm_tensor_desc *tensors;     /* [n_tensors] */
     int *by_name;                /* [n_tensors] indices into tensors, sorted by name */

@@ -48,8 +48,8 @@ static size_t carve_tpacked(dm_trainer *t, unsigned char *base)
     int S = c->n_experts + c->n_shared;
     size_t off = 0;
 #define TAKE(w, rows, cols) do { \
-        if (base) dm_wmat_bind(&(w), f32, isa, (int)(rows), (int)(cols), base + off, NULL); \
-        off += (dm_wmat_data_size(f32, isa, (int)(rows), (int)(cols)) + 63) / 64 * 64; \
+        if (base) dm_wmat_bind(&(w), f32, isa, (int)(rows), (int)(cols), 0, base + off); \
+        off += (dm_wmat_data_size(f32, isa, (int)(rows), (int)(cols), 0) + 63) / 64 * 64; \
     } while (0)
     for (int l = 0; l < c->n_layers; l++) {
         TAKE(t->gate_pt[l], c->dim, c->n_experts);
@@ -76,9 +76,9 @@ static void sync_task(void *arg, int64_t i, int tid)
     float *tmp = t->ttmp + (size_t)tid * t->ttmp_floats;
     int64_t layers = (int64_t)c->n_layers * per;
     if (i >= layers) {  /* the linear maps around the layers */
-        if (i == layers && c->in_dim) dm_wmat_pack(&m->embed.p, m->embed.w);
+        if (i == layers && c->in_dim) dm_wmat_pack_f32(&m->embed.p, m->embed.w);
         if (i == layers + 1 && c->n_classes) {
-            dm_wmat_pack(&m->head.p, m->head.w);
+            dm_wmat_pack_f32(&m->head.p, m->head.w);
             dm_wmat_pack_t(&t->head_pt, m->head.w, tmp);
         }
         return;
@@ -86,7 +86,7 @@ static void sync_task(void *arg, int64_t i, int tid)
     int l = (int)(i / per), j = (int)(i % per);
     dm_layer *ly = &m->layers[l];
     if (j == S) {
-        dm_wmat_pack(&ly->gate_p, ly->gate_w);
+        dm_wmat_pack_f32(&ly->gate_p, ly->gate_w);
         dm_wmat_pack_t(&t->gate_pt[l], ly->gate_w, tmp);
         return;
     }
@@ -98,13 +98,13 @@ static void sync_task(void *arg, int64_t i, int tid)
         float *cat = tmp + (size_t)2 * h * D;
         memcpy(cat, x->w1, (size_t)h * D * sizeof *cat);
         memcpy(cat + (size_t)h * D, x->w3, (size_t)h * D * sizeof *cat);
-        dm_wmat_pack(&x->p1, cat);
+        dm_wmat_pack_f32(&x->p1, cat);
         dm_wmat_pack_t(&xt->p1t, cat, tmp);
     } else {
-        dm_wmat_pack(&x->p1, x->w1);
+        dm_wmat_pack_f32(&x->p1, x->w1);
         dm_wmat_pack_t(&xt->p1t, x->w1, tmp);
     }
-    dm_wmat_pack(&x->p2, x->w2);
+    dm_wmat_pack_f32(&x->p2, x->w2);
     dm_wmat_pack_t(&xt->p2t, x->w2, tmp);
 }
 
