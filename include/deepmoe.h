@@ -148,6 +148,8 @@ typedef struct dm_model_opts {
     int packed_only;     /* 1 (inference): keep only what the kernels read, no fp32 copy of the
                             GEMM weights; their dm_tensor_info.data is NULL, dm_model_save unpacks
                             them, dm_model_sync, training and dm_forward_dense refuse the model */
+    int dequantize;      /* 1: a file with compressed weights (q8, nm24, ...) loads as an f32 model
+                            of its dequantized values, which trains; 0: it loads packed-only */
 } dm_model_opts;
 
 DM_API void dm_model_opts_default(dm_model_opts *o);
@@ -161,6 +163,35 @@ DM_API void dm_model_init_random(dm_model *m, uint64_t seed);   /* does nothing 
 DM_API dm_status dm_model_load(const char *path, const dm_model_opts *o, dm_model **out, dm_error *err);
 /* Write safetensors (F32, config in __metadata__) atomically: temp file, fsync, rename. */
 DM_API dm_status dm_model_save(const dm_model *m, const char *path, dm_error *err);
+
+/* ---------------------------------------------------------------- compression */
+
+/* Fill with dm_quantize_opts_default, then set fields. */
+typedef struct dm_quantize_opts {
+    size_t struct_size;  /* sizeof(dm_quantize_opts), set by dm_quantize_opts_default */
+    const char *type;    /* the experts' weight type: "bf16", "f16", "q8", "nm24" (= "nm24:f32"),
+                            "nm24:bf16", "nm24:q8", or "f32" (dequantize); default "q8" */
+    int group;           /* q8: values per scale along K, 32, 64 or 128; 0 (default): one per row */
+    int router_same;     /* 1: the router in `type` too; 0 (default): the router stays f32 */
+    dm_isa isa;          /* kernels the result packs for (DM_ISA_AUTO) */
+} dm_quantize_opts;
+
+DM_API void dm_quantize_opts_default(dm_quantize_opts *o);
+/* A new model holding src's weights in o's types (nm24: pruned by magnitude, the
+ * 2 largest of every 4 along K). Embedding and head stay f32. A compressed
+ * result is packed-only (inference; dm_model_save writes its types); an f32
+ * result is a trainable model. */
+DM_API dm_status dm_model_quantize(const dm_model *src, const dm_quantize_opts *o, dm_model **out, dm_error *err);
+/* The experts' weight type name ("f32", "q8", ...) and the router's. */
+DM_API const char *dm_model_wtype(const dm_model *m);
+DM_API const char *dm_model_router_wtype(const dm_model *m);
+/* Bytes a [rows, cols] weight takes in the model's file under its type (all parts). */
+DM_API int64_t dm_model_tensor_bytes(const dm_model *m, int i);
+/* The share of rows (in [0, 1]) whose chosen expert set differs between a and b
+ * in any layer, over x [n_rows, in]; both models must have the same config
+ * shape. per_layer [n_layers] (or NULL) gets each layer's share. */
+DM_API dm_status dm_topk_flip_rate(const dm_model *a, const dm_model *b, dm_pool *pool, const float *x,
+                                   int64_t n_rows, double *rate, double *per_layer, dm_error *err);
 DM_API void dm_model_free(dm_model *m);
 
 DM_API const dm_config *dm_model_config(const dm_model *m);
@@ -279,6 +310,11 @@ typedef struct dm_trainer dm_trainer;
 DM_API dm_status dm_trainer_create(dm_model *m, const dm_train_config *tc, dm_pool *pool,
                             dm_trainer **out, dm_error *err);
 DM_API void dm_trainer_free(dm_trainer *t);
+/* 2:4 fine-tuning (NVIDIA ASP's recipe): the experts' weights keep their
+ * current zeros (every group of 4 along K must hold at most 2 nonzeros, as
+ * dm_model_quantize's nm24 leaves them): those weights get no gradient and stay
+ * exactly zero through every step. DM_ERR_ARG names a group that is not 2:4. */
+DM_API dm_status dm_trainer_keep_sparsity(dm_trainer *t, dm_error *err);
 
 typedef struct dm_step_stats {
     double loss;          /* task loss (MSE or CE), mean over the step's micro-batches */

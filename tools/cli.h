@@ -22,6 +22,7 @@ int cmd_eval(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
 
 /* "deepmoe CMD: message" on stderr; returns the exit code for the status. */
 int cli_error(const char *cmd, const dm_error *err);

@@ -44,6 +44,9 @@ static const char help[] =
     "model (new models; ignored with --model or --resume; classifiers default to D=384,\n"
     "H=384, 2 layers, with an embedding from the data's width and a head to its classes):\n"
     "  --model PATH         start from this model file instead\n"
+    "  --keep-sparsity      fine-tune a 2:4-pruned --model (deepmoe quantize --type nm24):\n"
+    "                       its experts' zeros stay fixed (NVIDIA ASP's recipe); the run\n"
+    "                       also writes OUT/model.packed.safetensors in the file's type\n"
     "  --layers N           MoE layers (classify: 2; regress: 1, the bare seed layer)\n";
 static const char help_tail[] =   /* after model_flags_help */
     "optimisation:\n"
@@ -85,7 +88,7 @@ static const char help_tail[] =   /* after model_flags_help */
 
 enum { O_DATA = 2000, O_OUT, O_TASK, O_NOSHUF, O_SEED, O_MODEL, O_LAYERS, O_LOSS, O_OPT, O_LR, O_WD, O_BETAS,
        O_EPS, O_BATCH, O_STEPS, O_EPOCHS, O_WARMUP, O_SCHED, O_CLIP, O_ACCUM, O_BAL, O_BALCOEF, O_BIASUPD,
-       O_THREADS, O_EVAL, O_LOG, O_CKPT, O_RESUME, O_STOP, O_AUG, O_LS, O_DROP, O_HOLDOUT, O_NORM, O_HELP };
+       O_THREADS, O_EVAL, O_LOG, O_CKPT, O_RESUME, O_STOP, O_AUG, O_LS, O_DROP, O_HOLDOUT, O_NORM, O_KEEPSP, O_HELP };
 
 /* --balance LIST: flags into *flags, NAME=COEF into tc's coefficients. */
 static int parse_balance(const char *s, int *flags, dm_train_config *tc)
@@ -282,6 +285,7 @@ int cmd_train(int argc, char **argv)
         {"data", required_argument, 0, O_DATA}, {"out", required_argument, 0, O_OUT},
         {"task", required_argument, 0, O_TASK}, {"no-shuffle", no_argument, 0, O_NOSHUF},
         {"seed", required_argument, 0, O_SEED}, {"model", required_argument, 0, O_MODEL},
+        {"keep-sparsity", no_argument, 0, O_KEEPSP},
         {"layers", required_argument, 0, O_LAYERS}, {"loss", required_argument, 0, O_LOSS},
         {"optimizer", required_argument, 0, O_OPT}, {"lr", required_argument, 0, O_LR},
         {"weight-decay", required_argument, 0, O_WD}, {"betas", required_argument, 0, O_BETAS},
@@ -322,6 +326,7 @@ int cmd_train(int argc, char **argv)
         case O_DATA: o.data = optarg; break;
         case O_OUT: o.out = optarg; break;
         case O_MODEL: o.model = optarg; break;
+        case O_KEEPSP: o.keep_sparsity = 1; break;
         case O_RESUME: o.resume = optarg; break;
         case O_NOSHUF: o.shuffle = 0; break;
         case O_TASK:

@@ -18,6 +18,7 @@ static const cli_cmd commands[] = {
     {"train", "train a model on Fashion-MNIST, .npy arrays or synthetic data", cmd_train},
     {"eval", "evaluate a model on a dataset's held-out split", cmd_eval},
     {"bench", "time a forward pass or training step against the measured fp32 peak", cmd_bench},
+    {"quantize", "convert a model's experts to bf16, f16, int8 (q8) or 2:4 sparse (nm24) weights", cmd_quantize},
     {"export", "write a Triton-style model repository (config.pbtxt + model) for serving", cmd_export},
     {"serve", "serve a model repository over Triton's HTTP/REST protocol", cmd_serve},
 };

@@ -75,6 +75,11 @@ typedef struct dm_run_opts {
                              /* (the three cadences: DM_RUN_DEFAULT on resume keeps the saved run's) */
     int64_t progress_every;  /* DM_RUN_STEP every N steps (0: none), e.g. for a terminal's live line */
     int64_t oracle_rows;     /* rows the final evaluation's routing oracle scores (1000; 0 = skip) */
+    int keep_sparsity;       /* 2:4 fine-tuning of a pruned model (deepmoe quantize --type nm24): the
+                                given model loads dequantized, its experts' zeros stay fixed
+                                (dm_trainer_keep_sparsity), and every save also writes
+                                model.packed.safetensors in the given file's type (nm24 for an f32
+                                file). A resumed run that was keeping sparsity keeps it. */
 } dm_run_opts;
 
 /* Every option at its default; data and out (or resume) are left to set. */

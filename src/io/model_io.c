@@ -20,7 +20,9 @@
 #include <string.h>
 
 #define CONFIG_KEY DM_CONFIG_KEY
-#define DM_WTYPE_KEY "deepmoe.wtype"   /* the experts' weight type; absent = f32 */
+#define DM_WTYPE_KEY "deepmoe.wtype"          /* the experts' weight type; absent = f32 */
+#define DM_WGROUP_KEY "deepmoe.wgroup"        /* q8's group along K; absent = 0 (one scale per row) */
+#define DM_ROUTER_WTYPE_KEY "deepmoe.router_wtype" /* the router's weight type; absent = f32 */
 
 /* ---------------------------------------------------------------- config JSON */
 
@@ -183,14 +185,16 @@ static void shape_str(char *buf, size_t n, int ndim, const int64_t *shape)
  * the file's size. */
 #define MISSING_SLACK 64
 
-static dm_status check_holds(const dm_st_file *f, const dm_config *cin, dm_error *err)
+static dm_status check_holds(const dm_st_file *f, const dm_config *cin, int typed, dm_error *err)
 {
     dm_config c = *cin;
     dm_error e2;
     int64_t n_tensors = 0, n_params = 0;
     if (dm_config_validate(&c, &e2) || dm_config_size(&c, &n_tensors, &n_params, &e2))
         return dm_fail(err, e2.code, "%s: %s", f->path, e2.msg);
-    if ((uint64_t)n_params > f->data_size / 2 || n_tensors > (int64_t)f->n_tensors + MISSING_SLACK)
+    /* compressed experts: at least half a byte per parameter (nm24:q8 takes 5/8) */
+    uint64_t most = typed ? f->data_size * 2 : f->data_size / 2;
+    if ((uint64_t)n_params > most || n_tensors > (int64_t)f->n_tensors + MISSING_SLACK)
         return dm_fail(err, DM_ERR_FORMAT, "%s: the config describes %lld tensors of %lld values in all, "
                        "but the file holds %d tensors in %llu bytes of data: it cannot be this model", f->path,
                        (long long)n_tensors, (long long)n_params, f->n_tensors, (unsigned long long)f->data_size);
@@ -276,6 +280,82 @@ static dm_status read_preprocess(const dm_st_file *f, dm_model *m, dm_error *err
     return st;
 }
 
+/* A weight type from the metadata key (absent: f32). */
+static dm_status meta_wtype(const dm_st_file *f, const char *key, const dm_wtype **out, dm_error *err)
+{
+    const char *name = dm_st_meta(f, key);
+    *out = name ? dm_wtype_by_name(name) : &dm_wtypes[DM_WT_F32];
+    if (!*out)
+        return dm_fail(err, DM_ERR_UNSUPPORTED, "%s: metadata %s: weight type \"%.40s\" is not one this build knows "
+                       "(known: %s)", f->path, key, name, dm_wtype_names());
+    return DM_OK;
+}
+
+/* The part p of tensor d: name, dtype, shape [rows, cols] (a 1-column part
+ * past the first: [rows]) checked, then its bytes copied. Scales must be finite
+ * and >= 0, nm24 index nibbles two distinct ascending positions. */
+static dm_status read_part(const dm_st_file *f, const dm_tensor_desc *d, const dm_wmat *w, int p, void *dst,
+                           dm_error *err)
+{
+    const dm_wtype *wt = w->type;
+    const dm_wpart *wp = &wt->parts[p];
+    char name[DM_NAME_MAX + 16];
+    snprintf(name, sizeof name, "%s%s", d->name, wp->suffix);
+    int64_t rows = d->shape[0], cols = wp->cols(w->K, w->group);
+    const dm_st_tensor *t = dm_st_find(f, name);
+    if (!t)
+        return dm_fail(err, DM_ERR_FORMAT, "%s: missing tensor %s (the %s weight %s needs it)", f->path, name,
+                       wt->name, d->name);
+    if (t->dtype != (dm_dtype)dm_dtype_parse(wp->dtype))
+        return dm_fail(err, DM_ERR_FORMAT, "%s: tensor %s is %s, expected %s (weight type %s)", f->path, name,
+                       dm_dtypes[t->dtype].name, wp->dtype, wt->name);
+    int flat = p > 0 && cols == 1;
+    int same = t->ndim == (flat ? 1 : 2) && t->shape[0] == rows && (flat || t->shape[1] == cols);
+    if (!same) {
+        char got[64];
+        shape_str(got, sizeof got, t->ndim, t->shape);
+        if (flat)
+            return dm_fail(err, DM_ERR_SHAPE, "%s: tensor %s has shape %s, expected [%lld] (weight type %s)", f->path,
+                           name, got, (long long)rows, wt->name);
+        return dm_fail(err, DM_ERR_SHAPE, "%s: tensor %s has shape %s, expected [%lld, %lld] (weight type %s%s)",
+                       f->path, name, got, (long long)rows, (long long)cols, wt->name,
+                       w->group ? ", group from " DM_WGROUP_KEY : "");
+    }
+    size_t n = (size_t)rows * (size_t)cols * (size_t)wp->elem;
+    if (n) memcpy(dst, t->data, n);
+    if (!strcmp(wp->dtype, "F32") && p > 0) {  /* scales */
+        const float *v = dst;
+        for (size_t j = 0; j < (size_t)rows * (size_t)cols; j++)
+            if (!isfinite(v[j]) || v[j] < 0)
+                return dm_fail(err, DM_ERR_FORMAT, "%s: corrupt scale tensor %s: value %zu is %g (scales are finite "
+                               "and >= 0)", f->path, name, j, (double)v[j]);
+    }
+    if (!strcmp(wp->suffix, ".idx")) {
+        const uint8_t *b = dst;
+        int64_t groups = w->K / 4;
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t g = 0; g < groups; g++) {
+                int nib = (b[r * cols + g / 2] >> (4 * (g & 1))) & 15;
+                if ((nib & 3) >= (nib >> 2))
+                    return dm_fail(err, DM_ERR_FORMAT, "%s: corrupt index tensor %s: row %lld, group %lld holds "
+                                   "positions %d and %d (2:4 keeps two distinct positions, ascending)", f->path, name,
+                                   (long long)r, (long long)g, nib & 3, nib >> 2);
+            }
+    }
+    return DM_OK;
+}
+
+typedef struct file_fill { const dm_st_file *f; const dm_model *m; } file_fill;
+
+static dm_status file_tensor(void *ctx, int i, void *const part[], dm_error *err)
+{
+    file_fill *ff = ctx;
+    const dm_tensor_desc *d = &ff->m->tensors[i];
+    dm_status st = DM_OK;
+    for (int p = 0; !st && p < d->wm->type->n_parts; p++) st = read_part(ff->f, d, d->wm, p, part[p], err);
+    return st;
+}
+
 dm_status dm_model_load(const char *path, const dm_model_opts *o, dm_model **out, dm_error *err)
 {
     *out = NULL;
@@ -287,24 +367,35 @@ dm_status dm_model_load(const char *path, const dm_model_opts *o, dm_model **out
     dm_config c;
     const char *meta = dm_st_meta(&f, CONFIG_KEY);
     st = meta ? dm_config_from_json(meta, &c, path, err) : infer_config(&f, o ? o->top_k : 0, &c, err);
-    /* the experts' weight type (absent: f32, every file before weight types) */
-    const char *wt_name = dm_st_meta(&f, DM_WTYPE_KEY);
-    const dm_wtype *wt = wt_name ? dm_wtype_by_name(wt_name) : &dm_wtypes[DM_WT_F32];
-    if (!st && !wt)
-        st = dm_fail(err, DM_ERR_UNSUPPORTED, "%s: weight type \"%.40s\" is not one this build knows (known: %s)",
-                     path, wt_name, dm_wtypes[DM_WT_F32].name);
-    if (!st && wt != &dm_wtypes[DM_WT_F32])  /* issue 10 adds the types and their reading here */
-        st = dm_fail(err, DM_ERR_UNSUPPORTED, "%s: weight type %s cannot be loaded yet", path, wt->name);
+    /* the weight types (absent: f32, every file before weight types) */
+    const dm_wtype *wt = NULL, *gate_wt = NULL;
+    int group = 0;
+    if (!st) st = meta_wtype(&f, DM_WTYPE_KEY, &wt, err);
+    if (!st) st = meta_wtype(&f, DM_ROUTER_WTYPE_KEY, &gate_wt, err);
+    const char *gs = dm_st_meta(&f, DM_WGROUP_KEY);
+    if (!st && gs) {
+        char *end;
+        long g = strtol(gs, &end, 10);
+        if (*end || end == gs || (g != 0 && g != 32 && g != 64 && g != 128) || !(wt->grouped || gate_wt->grouped))
+            st = dm_fail(err, DM_ERR_FORMAT, "%s: metadata %s \"%.20s\": a group is 0, 32, 64 or 128, and only "
+                         "for q8 weights", path, DM_WGROUP_KEY, gs);
+        group = (int)g;
+    }
+    int typed = !st && (wt->id != DM_WT_F32 || gate_wt->id != DM_WT_F32);
     dm_model *m = NULL;
-    if (!st) st = check_holds(&f, &c, err);
+    if (!st) st = check_holds(&f, &c, typed, err);
     if (!st) {
         dm_error e2;
-        st = dm_model_create(&c, o, &m, &e2);
+        dm_model_opts mo;
+        if (o) mo = *o;
+        else dm_model_opts_default(&mo);
+        st = dm_model_create_typed(&c, &mo, wt, group, gate_wt, &m, &e2);
         if (st) dm_fail(err, st, "%s: %s", path, e2.msg);
     }
-    /* every model tensor, exact shape */
+    /* every model tensor, exact shape (a typed operand's tensors: their parts, below) */
     for (int i = 0; !st && i < m->n_tensors; i++) {
         const dm_tensor_desc *d = &m->tensors[i];
+        if (d->wm && d->wm->type->id != DM_WT_F32) continue;
         const dm_st_tensor *t = dm_st_find(&f, d->name);
         char want[64], got[64];
         shape_str(want, sizeof want, d->ndim, d->shape);
@@ -321,18 +412,31 @@ dm_status dm_model_load(const char *path, const dm_model_opts *o, dm_model **out
         }
         st = dm_st_read_f32(&f, t, m->params + d->offset, err);
     }
-    /* and nothing else but what the weight type declares (its scales): an extra
-     * tensor means the file is not the model we think */
+    /* and nothing else but the parts the weight types declare (scales, indices):
+     * an extra tensor means the file is not the model we think */
     for (int i = 0; !st && i < f.n_tensors; i++)
         if (dm_model_tensor_index(m, f.tensors[i].name) < 0 && !declared_extra(m, &f.tensors[i]) &&
             !is_preprocess(f.tensors[i].name))
-            st = dm_fail(err, DM_ERR_FORMAT, "%s: unexpected tensor %s (not part of a model with router %s, experts %s, E=%d, shared=%d)",
+            st = dm_fail(err, DM_ERR_FORMAT, "%s: unexpected tensor %s (not part of a model with router %s, experts %s, E=%d, shared=%d, weights %s)",
                          path, f.tensors[i].name, dm_router_name(c.router), dm_expert_name(c.expert),
-                         c.n_experts, c.n_shared);
+                         c.n_experts, c.n_shared, wt->name);
     if (!st) st = read_preprocess(&f, m, err);
-    dm_st_close(&f);
     if (!st) st = dm_model_sync(m, err);
-    if (!st && o && o->packed_only) st = dm_model_drop_master(m, err);
+    if (!st && typed) {
+        file_fill ff = {&f, m};
+        st = dm_model_fill_typed(m, file_tensor, &ff, err);
+    }
+    dm_st_close(&f);
+    /* a typed model's masters were never filled: its values are the packed ones */
+    if (!st && (typed || (o && o->packed_only))) st = dm_model_drop_master(m, err);
+    if (!st && typed && o && o->dequantize) {  /* an f32 model of the dequantized values */
+        dm_model *d = NULL;
+        const dm_wtype *f32 = &dm_wtypes[DM_WT_F32];
+        st = dm_model_convert(m, f32, 0, f32, m->isa, &d, err);
+        dm_model_free(m);
+        m = d;
+        if (!st) m->loaded_wtype = wt;
+    }
     if (st) {
         dm_model_free(m);
         return st;
@@ -348,66 +452,126 @@ dm_status dm_model_save(const dm_model *m, const char *path, dm_error *err)
     return dm_model_save_meta(m, path, NULL, 0, err);
 }
 
+/* The file parts of tensor d (a typed operand's rows) into buf: its operand
+ * unpacked, the tensor's rows of each part copied out; part[p] set. */
+static dm_status typed_parts(const dm_tensor_desc *d, unsigned char *buf, void *part[DM_WPARTS], dm_error *err)
+{
+    const dm_wmat *w = d->wm;
+    const dm_wtype *t = w->type;
+    unsigned char *all = dm_alloc(dm_wtype_file_bytes(t, w->N, w->K, w->group) + 64);
+    if (!all) return dm_fail(err, DM_ERR_NOMEM, "out of memory unpacking %s", d->name);
+    void *wp[DM_WPARTS];
+    dm_wtype_split(t, w->N, w->K, w->group, all, wp);
+    dm_wmat_unpack(w, wp);
+    dm_wtype_split(t, (int)d->shape[0], w->K, w->group, buf, part);
+    for (int p = 0; p < t->n_parts; p++) {
+        size_t row = (size_t)t->parts[p].cols(w->K, w->group) * (size_t)t->parts[p].elem;
+        memcpy(part[p], (unsigned char *)wp[p] + (size_t)d->wm_row0 * row, (size_t)d->shape[0] * row);
+    }
+    dm_free(all);
+    return DM_OK;
+}
+
 dm_status dm_model_save_meta(const dm_model *m, const char *path, const char *const *extra, int n_extra,
                              dm_error *err)
 {
     if (n_extra < 0 || n_extra > DM_MODEL_EXTRA_MAX || (n_extra && !extra))
         return dm_fail(err, DM_ERR_ARG, "%s: dm_model_save_meta: %d extra metadata pairs", path, n_extra);
-    dm_st_out *t = calloc((size_t)m->n_tensors + 2, sizeof *t);   /* + the preprocessing's two */
+    int max_out = m->n_tensors * DM_WPARTS + 2;   /* every part, + the preprocessing's two */
+    dm_st_out *t = calloc((size_t)max_out, sizeof *t);
+    char (*names)[DM_NAME_MAX + 16] = calloc((size_t)max_out, sizeof *names);
     char *cfg = dm_config_to_json(&m->cfg);
-    if (!t || !cfg) {
-        free(t);
-        free(cfg);
-        return dm_fail(err, DM_ERR_NOMEM, "%s: out of memory", path);
-    }
-    /* a packed-only model's weights are unpacked (exact for f32) into one buffer */
+    /* a packed-only model's f32 weights are unpacked (exact) into one buffer, its
+     * typed ones into their file parts */
     int64_t unstored = 0;
-    for (int i = 0; i < m->n_tensors; i++)
-        if (!m->tensors[i].stored) unstored += m->tensors[i].numel;
-    float *tmp = unstored ? dm_alloc_array((size_t)unstored, sizeof(float)) : NULL;
-    if (unstored && !tmp) {
-        free(t);
-        free(cfg);
-        return dm_fail(err, DM_ERR_NOMEM, "%s: out of memory", path);
-    }
-    int64_t at = 0;
+    size_t typed = 0;
     for (int i = 0; i < m->n_tensors; i++) {
         const dm_tensor_desc *d = &m->tensors[i];
-        t[i].name = d->name;
-        t[i].ndim = d->ndim;
-        t[i].shape[0] = d->shape[0];
-        t[i].shape[1] = d->shape[1];
+        if (d->stored) continue;
+        if (d->wm->type->id == DM_WT_F32) unstored += d->numel;
+        else typed += dm_wtype_file_bytes(d->wm->type, (int)d->shape[0], d->wm->K, d->wm->group);
+    }
+    float *tmp = unstored ? dm_alloc_array((size_t)unstored, sizeof(float)) : NULL;
+    unsigned char *tbuf = typed ? dm_alloc(typed) : NULL;
+    dm_status st = DM_OK;
+    if (!t || !names || !cfg || (unstored && !tmp) || (typed && !tbuf)) st = dm_fail(err, DM_ERR_NOMEM, "%s: out of memory", path);
+    int64_t at = 0;
+    size_t tat = 0;
+    int n_out = 0;
+    for (int i = 0; !st && i < m->n_tensors; i++) {
+        const dm_tensor_desc *d = &m->tensors[i];
+        dm_st_out *o = &t[n_out++];
+        o->name = d->name;
+        o->ndim = d->ndim;
+        o->shape[0] = d->shape[0];
+        o->shape[1] = d->shape[1];
+        dm_error e2;
         if (d->stored) {
-            t[i].data = m->params + d->offset;
-        } else {
-            dm_error e2;
-            if (dm_model_tensor_values(m, i, tmp + at, &e2)) {
-                dm_free(tmp);
-                free(t);
-                free(cfg);
-                return dm_fail(err, e2.code, "%s: %s", path, e2.msg);
+            o->data = m->params + d->offset;
+        } else if (d->wm->type->id == DM_WT_F32) {
+            if ((st = dm_model_tensor_values(m, i, tmp + at, &e2))) {
+                dm_fail(err, e2.code, "%s: %s", path, e2.msg);
+                break;
             }
-            t[i].data = tmp + at;
+            o->data = tmp + at;
             at += d->numel;
+        } else {
+            const dm_wtype *wt = d->wm->type;
+            void *part[DM_WPARTS];
+            if ((st = typed_parts(d, tbuf + tat, part, &e2))) {
+                dm_fail(err, e2.code, "%s: %s", path, e2.msg);
+                break;
+            }
+            tat += dm_wtype_file_bytes(wt, (int)d->shape[0], d->wm->K, d->wm->group);
+            for (int p = 0; p < wt->n_parts; p++) {
+                dm_st_out *q = p ? &t[n_out++] : o;
+                int64_t cols = wt->parts[p].cols(d->wm->K, d->wm->group);
+                snprintf(names[i * DM_WPARTS + p], sizeof names[0], "%s%s", d->name, wt->parts[p].suffix);
+                q->name = names[i * DM_WPARTS + p];
+                q->ndim = p > 0 && cols == 1 ? 1 : 2;
+                q->shape[0] = d->shape[0];
+                q->shape[1] = q->ndim == 2 ? cols : 0;
+                q->raw = part[p];
+                q->dtype = (dm_dtype)dm_dtype_parse(wt->parts[p].dtype);
+            }
         }
     }
     /* the input preprocessing: after the parameters, outside their layout */
-    int n_out = m->n_tensors, n_meta = 3;
+    int n_meta = 3;
     const float *pre[2] = {m->pre.scale, m->pre.shift};
     static const char *const pre_names[2] = {DM_PRE_SCALE, DM_PRE_SHIFT};
-    for (int k = 0; k < 2 && pre[0]; k++)
+    for (int k = 0; !st && k < 2 && pre[0]; k++)
         t[n_out++] = (dm_st_out){.name = pre_names[k], .ndim = 1, .shape = {dm_model_in_width(&m->cfg)},
                                  .data = pre[k]};
-    const char *meta[2 * (4 + DM_MODEL_EXTRA_MAX)] = {"format", "pt", CONFIG_KEY, cfg, "deepmoe.version", DM_VERSION};
+    const char *meta[2 * (7 + DM_MODEL_EXTRA_MAX)] = {"format", "pt", CONFIG_KEY, cfg, "deepmoe.version", DM_VERSION};
+    char group[16];
     if (m->pre.method != DM_NORM_DEFAULT) {
         meta[2 * n_meta] = DM_NORMALIZE_KEY;
         meta[2 * n_meta + 1] = dm_normalize_name(m->pre.method);
         n_meta++;
     }
+    if (m->wtype->id != DM_WT_F32) {  /* f32 files stay as they were */
+        meta[2 * n_meta] = DM_WTYPE_KEY;
+        meta[2 * n_meta + 1] = m->wtype->name;
+        n_meta++;
+    }
+    if (m->gate_wtype->id != DM_WT_F32) {
+        meta[2 * n_meta] = DM_ROUTER_WTYPE_KEY;
+        meta[2 * n_meta + 1] = m->gate_wtype->name;
+        n_meta++;
+    }
+    if (m->wgroup) {
+        snprintf(group, sizeof group, "%d", m->wgroup);
+        meta[2 * n_meta] = DM_WGROUP_KEY;
+        meta[2 * n_meta + 1] = group;
+        n_meta++;
+    }
     for (int i = 0; i < 2 * n_extra; i++) meta[2 * n_meta + i] = extra[i];
-    dm_status st = dm_st_write(path, t, n_out, meta, n_meta + n_extra, err);
+    if (!st) st = dm_st_write(path, t, n_out, meta, n_meta + n_extra, err);
     dm_free(tmp);
+    dm_free(tbuf);
     free(t);
+    free(names);
     free(cfg);
     return st;
 }

@@ -231,6 +231,13 @@ void dm_model_opts_default(dm_model_opts *o)
 
 dm_status dm_model_create(const dm_config *cin, const dm_model_opts *o, dm_model **out, dm_error *err)
 {
+    const dm_wtype *f32 = &dm_wtypes[DM_WT_F32];
+    return dm_model_create_typed(cin, o, f32, 0, f32, out, err);
+}
+
+dm_status dm_model_create_typed(const dm_config *cin, const dm_model_opts *o, const dm_wtype *wt, int group,
+                                const dm_wtype *gate_wt, dm_model **out, dm_error *err)
+{
     *out = NULL;
     if (o && dm_check_struct_size(o->struct_size, sizeof *o, "dm_model_opts", "dm_model_opts_default", err))
         return DM_ERR_ARG;
@@ -245,7 +252,9 @@ dm_status dm_model_create(const dm_config *cin, const dm_model_opts *o, dm_model
     m->pre.method = DM_NORM_DEFAULT;   /* no preprocessing recorded */
     m->isa = dm_isa_resolve(o ? o->isa : DM_ISA_AUTO);
     m->kern = dm_kernels_for(m->isa);
-    m->wtype = m->gate_wtype = &dm_wtypes[DM_WT_F32];
+    m->wtype = wt;
+    m->gate_wtype = gate_wt;
+    m->wgroup = wt->grouped || gate_wt->grouped ? group : 0;
     layout l;
     if (build_layout(&c, &l)) {
         free(l.t);
@@ -271,7 +280,7 @@ dm_status dm_model_create(const dm_config *cin, const dm_model_opts *o, dm_model
     bind_views(m);
     mark_packed(m);
     *out = m;
-    return dm_model_sync(m, err);
+    return dm_model_sync(m, err);  /* the f32 operands; typed ones are filled by dm_model_fill_typed */
 }
 
 void dm_model_free(dm_model *m)
@@ -290,22 +299,24 @@ void dm_model_free(dm_model *m)
 dm_status dm_model_sync(dm_model *m, dm_error *err)
 {
     if (m->packed_only)
-        return dm_fail(err, DM_ERR_ARG, "model: its weights exist only packed (loaded for inference); "
-                                        "load it without dm_model_opts.packed_only to change them");
+        return dm_fail(err, DM_ERR_ARG, "model: its weights exist only packed (loaded for inference%s); "
+                                        "load it without dm_model_opts.packed_only to change them",
+                       dm_model_is_typed(m) ? ", experts compressed" : "");
     const dm_config *c = &m->cfg;
     int D = c->dim;
+    int f32_experts = m->wtype->id == DM_WT_F32;
     if (c->in_dim) dm_wmat_pack_f32(&m->embed.p, m->embed.w);
     if (c->n_classes) dm_wmat_pack_f32(&m->head.p, m->head.w);
     float *tmp = NULL;
-    if (dm_expert_ops_of(c)->up_mult == 2) {
+    if (dm_expert_ops_of(c)->up_mult == 2 && f32_experts) {
         int hmax = DM_MAX(c->hidden, c->shared_hidden);
         tmp = dm_alloc((size_t)2 * hmax * D * sizeof(float));
         if (!tmp) return dm_fail(err, DM_ERR_NOMEM, "model: out of memory packing weights");
     }
     for (int L = 0; L < c->n_layers; L++) {
         dm_layer *ly = &m->layers[L];
-        dm_wmat_pack_f32(&ly->gate_p, ly->gate_w);
-        for (int i = 0; i < c->n_experts + c->n_shared; i++) {
+        if (m->gate_wtype->id == DM_WT_F32) dm_wmat_pack_f32(&ly->gate_p, ly->gate_w);
+        for (int i = 0; f32_experts && i < c->n_experts + c->n_shared; i++) {
             dm_expert_w *x = &ly->experts[i];
             int h = x->hidden;
             if (tmp) {  /* one GEMM computes both gate and up projections: [W1; W3] is [2H, D] */
@@ -478,3 +489,59 @@ int64_t dm_model_active_params(const dm_model *m)
     if (c->n_classes) n += 2 * D + (int64_t)c->n_classes * D + c->n_classes;
     return n;
 }
+
+/* ---------------------------------------------------------------- typed weights */
+
+int dm_model_is_typed(const dm_model *m)
+{
+    return m->wtype->id != DM_WT_F32 || m->gate_wtype->id != DM_WT_F32;
+}
+
+size_t dm_model_work_size(const dm_model *m, int64_t rows)
+{
+    size_t most = 0;
+    for (int i = 0; i < m->n_tensors; i++) {
+        const dm_wmat *w = m->tensors[i].wm;
+        if (w && m->tensors[i].wm_row0 == 0) most = DM_MAX(most, dm_wmat_work_size(w, rows));
+    }
+    return (most + 63) / 64 * 64;
+}
+
+dm_status dm_model_fill_typed(dm_model *m, dm_parts_fill fill, void *ctx, dm_error *err)
+{
+    size_t cap = 0;
+    unsigned char *buf = NULL;
+    dm_status st = DM_OK;
+    for (int i = 0; !st && i < m->n_tensors; i++) {
+        const dm_tensor_desc *d = &m->tensors[i];
+        const dm_wmat *w = d->wm;
+        if (!w || w->type->id == DM_WT_F32 || d->wm_row0 != 0) continue;
+        size_t need = dm_wtype_file_bytes(w->type, w->N, w->K, w->group) + 64;
+        if (need > cap) {
+            dm_free(buf);
+            buf = dm_alloc(need);
+            cap = buf ? need : 0;
+            if (!buf) {
+                st = dm_fail(err, DM_ERR_NOMEM, "model: out of memory packing %s", d->name);
+                break;
+            }
+        }
+        void *part[DM_WPARTS];
+        dm_wtype_split(w->type, w->N, w->K, w->group, buf, part);
+        /* the tensors this operand stacks (swiglu: w1 then, two tensors on, w3) */
+        for (int j = i; !st && j < m->n_tensors && j < i + 8; j++) {
+            const dm_tensor_desc *e = &m->tensors[j];
+            if (e->wm != w) continue;
+            void *at[DM_WPARTS] = {0};
+            for (int p = 0; p < w->type->n_parts; p++) {
+                const dm_wpart *wp = &w->type->parts[p];
+                at[p] = (unsigned char *)part[p] + (size_t)e->wm_row0 * (size_t)wp->cols(w->K, w->group) * (size_t)wp->elem;
+            }
+            st = fill(ctx, j, at, err);
+        }
+        if (!st) dm_wmat_pack((dm_wmat *)w, (const void *const *)part);
+    }
+    dm_free(buf);
+    return st;
+}
+

@@ -70,6 +70,7 @@ struct dm_model {
     const dm_wtype *wtype;       /* the experts' weight type (embed and head stay f32) */
     const dm_wtype *gate_wtype;  /* the router's: f32, or wtype (quantize --router same) */
     int wgroup;                  /* the types' group along K (q8; 0: one scale per row) */
+    const dm_wtype *loaded_wtype;/* dm_model_opts.dequantize: the type the file held (else NULL) */
     int n_tensors;
     dm_tensor_desc *tensors;     /* [n_tensors] */
     int *by_name;                /* [n_tensors] indices into tensors, sorted by name */
@@ -99,6 +100,31 @@ dm_status dm_model_tensor_values(const dm_model *m, int i, float *dst, dm_error 
 /* Drops the fp32 copies of the weights the kernels read packed (an inference
  * model keeps only what its kernels read): params shrinks to the other tensors. */
 dm_status dm_model_drop_master(dm_model *m, dm_error *err);
+
+/* ---- typed (compressed) weights: a model whose experts (and, with quantize
+ * --router same, router) are of a type other than f32 is always packed-only. */
+
+/* dm_model_create with the experts of type wt (group along K for q8) and the
+ * router of type gate_wt. The f32 operands are packed from the (zero)
+ * masters; the typed ones are empty until dm_model_fill_typed. */
+dm_status dm_model_create_typed(const dm_config *c, const dm_model_opts *o, const dm_wtype *wt, int group,
+                                const dm_wtype *gate_wt, dm_model **out, dm_error *err);
+/* 1 if any operand's type is not f32. */
+int dm_model_is_typed(const dm_model *m);
+/* Writes tensor i's rows of its operand's file layout: part[p] points at the
+ * tensor's first row of part p (rows = the tensor's shape[0]). */
+typedef dm_status (*dm_parts_fill)(void *ctx, int i, void *const part[], dm_error *err);
+/* Fills and packs every typed operand, tensor by tensor, through fill. */
+dm_status dm_model_fill_typed(dm_model *m, dm_parts_fill fill, void *ctx, dm_error *err);
+/* A new model with src's values in types wt (experts) and gate_wt (router):
+ * quantized by the types' reference quantizers (nm24: pruned); an f32 target
+ * gives a trainable model with the dequantized values. DM_ERR_SHAPE when a
+ * weight's K does not divide by the type's k_multiple, DM_ERR_ARG for a bad group. */
+dm_status dm_model_convert(const dm_model *src, const dm_wtype *wt, int group, const dm_wtype *gate_wt,
+                           dm_isa isa, dm_model **out, dm_error *err);
+/* Bytes of dm_gemm.work one thread needs for any of the model's GEMMs over at
+ * most rows rows (0 for an all-f32 model). */
+size_t dm_model_work_size(const dm_model *m, int64_t rows);
 
 /* DM_ERR_NONFINITE naming the first NaN/Inf in x [n, width]; DM_OK if none. */
 dm_status dm_check_input(const float *x, int64_t n, int width, dm_error *err);

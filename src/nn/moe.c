@@ -25,6 +25,8 @@ struct dm_ctx {
     dm_moe_task *tasks;   /* [dm_moe_max_tasks] */
     float *scratch;       /* [n_threads, DM_MOE_BLOCK, ldh] */
     float *route_tmp;     /* [n_threads, dm_route_scratch] */
+    unsigned char *work;  /* [n_threads, work_stride] typed GEMMs' scratch (NULL: none needed) */
+    size_t work_stride;
     const dm_moe_exchange *xchg;  /* expert parallel: where the other experts are (NULL: all here) */
     dm_moe_xbuf xb;
     /* the running batch */
@@ -49,7 +51,9 @@ dm_status dm_ctx_create(const dm_model *m, dm_pool *pool, dm_ctx **out, dm_error
     c->scratch = dm_alloc_array2((size_t)c->n_threads * DM_MOE_BLOCK, (size_t)dm_moe_ldh(cf), sizeof(float));
     c->route_tmp = dm_alloc((size_t)c->n_threads * dm_route_scratch(cf) * sizeof(float));
     c->st.rb.offsets = dm_alloc((size_t)(cf->n_experts + 1) * sizeof(int32_t));
-    if (!c->scratch || !c->route_tmp || !c->st.rb.offsets) {
+    c->work_stride = dm_model_work_size(m, DM_MOE_GEMM_ROWS);
+    c->work = c->work_stride ? dm_alloc_array((size_t)c->n_threads, c->work_stride) : NULL;
+    if (!c->scratch || !c->route_tmp || !c->st.rb.offsets || (c->work_stride && !c->work)) {
         dm_ctx_free(c);
         return dm_fail(err, DM_ERR_NOMEM, "context: out of memory");
     }
@@ -76,6 +80,7 @@ void dm_ctx_free(dm_ctx *c)
     dm_moe_xbuf_free(&c->xb);
     dm_free(c->scratch);
     dm_free(c->route_tmp);
+    dm_free(c->work);
     dm_free(c->st.rb.offsets);
     dm_free(c->pre);
     free(c);
@@ -246,6 +251,7 @@ dm_status dm_forward(dm_ctx *c, const float *x, int64_t n, float *y, const dm_ro
         dm_moe_pass p = {
             .m = m, .l = l, .pool = c->run_pool, .n = n, .x = h, .y = out, .st = &c->st, .xchg = c->xchg,
             .scratch = c->scratch, .route_tmp = c->route_tmp, .tasks = c->tasks,
+            .work = c->work, .work_stride = c->work_stride,
             .force_expert = l == c->force_layer ? c->force_expert : -1,
         };
         if ((st = dm_moe_layer_forward(&p, err))) return st;

@@ -22,6 +22,8 @@ typedef struct route_arg {
     int64_t n;
     dm_route_buf *rb;
     float *tmp;
+    unsigned char *work;
+    size_t work_stride;
 } route_arg;
 
 static void route_task(void *arg, int64_t t, int tid)
@@ -34,6 +36,7 @@ static void route_task(void *arg, int64_t t, int tid)
     dm_gemm g = {
         .M = rn, .N = E, .K = cf->dim, .A = a->x + r0 * cf->dim, .lda = cf->dim,
         .B = &a->ly->gate_p, .bias = a->ly->gate_b, .C = lg, .ldc = E,
+        .work = a->work ? a->work + (size_t)tid * a->work_stride : NULL,
     };
     dm_wmat_gemm(&g);
     float *tmp = a->tmp + (int64_t)tid * dm_route_scratch(cf);
@@ -42,9 +45,9 @@ static void route_task(void *arg, int64_t t, int tid)
 }
 
 void dm_moe_route(const dm_model *m, const dm_layer *ly, dm_pool *pool, const float *x, int64_t n,
-                  dm_route_buf *rb, float *tmp)
+                  dm_route_buf *rb, float *tmp, unsigned char *work, size_t work_stride)
 {
-    route_arg a = {m, ly, x, n, rb, tmp};
+    route_arg a = {m, ly, x, n, rb, tmp, work, work_stride};
     dm_pool_run(pool, (n + DM_ROUTE_BLOCK - 1) / DM_ROUTE_BLOCK, route_task, &a);
 }
 
@@ -281,6 +284,7 @@ static void fwd_task(void *arg, int64_t t, int tid)
     dm_gemm up = {
         .M = sp.len, .N = H * ops->up_mult, .K = D, .A = sp.in, .lda = D, .a_idx = sp.idx, .B = &x->p1,
         .bias = x->b1, .act = ops->up_act, .C = h1, .ldc = ldh,
+        .work = p->work ? p->work + (size_t)tid * p->work_stride : NULL,
     };
     dm_wmat_gemm(&up);
     ops->mid(m->kern, x, c->ln_eps, sp.len, H, h1, ldh, hn, ldn, mean, rstd);
@@ -288,7 +292,7 @@ static void fwd_task(void *arg, int64_t t, int tid)
     dm_gemm down = {
         .M = sp.len, .N = D, .K = H, .A = hn, .lda = ldn, .B = &x->p2, .bias = x->b2,
         .R = ops->residual ? sp.in : NULL, .ldr = D, .r_idx = sp.idx,
-        .C = sp.out, .ldc = sp.ldo, .c_idx = sp.oidx,
+        .C = sp.out, .ldc = sp.ldo, .c_idx = sp.oidx, .work = up.work,
     };
     dm_wmat_gemm(&down);
 }
@@ -323,7 +327,7 @@ dm_status dm_moe_layer_forward(dm_moe_pass *p, dm_error *err)
     dm_moe_state *st = p->st;
     dm_route_buf *rb = &st->rb;
     int k = c->top_k, E = c->n_experts;
-    dm_moe_route(m, ly, p->pool, p->x, p->n, rb, p->route_tmp);
+    dm_moe_route(m, ly, p->pool, p->x, p->n, rb, p->route_tmp, p->work, p->work_stride);
     if (p->force_expert >= 0)
         /* the oracle's probe: slot 0 = the forced expert with weight 1; the other
          * slots take other experts with weight 0 (computed, then ignored) */

@@ -46,9 +46,12 @@ typedef struct dm_route_buf {
 } dm_route_buf;
 
 /* logits = x Wg^T + bg and dm_route_row for every row, in parallel.
- * tmp: [dm_pool_size(pool) * dm_route_scratch] floats. */
+ * tmp: [dm_pool_size(pool) * dm_route_scratch] floats; work: each thread's
+ * GEMM scratch at work + tid * work_stride (dm_model_work_size; NULL when 0). */
 void dm_moe_route(const dm_model *m, const dm_layer *ly, dm_pool *pool, const float *x, int64_t n,
-                  dm_route_buf *rb, float *tmp);
+                  dm_route_buf *rb, float *tmp, unsigned char *work, size_t work_stride);
+/* Rows one GEMM of the layer runs at most (the work size's argument). */
+#define DM_MOE_GEMM_ROWS DM_MAX(DM_MOE_BLOCK, DM_ROUTE_BLOCK)
 /* Counting sort of the n*k assignments by expert, stable in row order. */
 void dm_moe_dispatch(const dm_config *c, int64_t n, dm_route_buf *rb);
 
@@ -134,6 +137,8 @@ typedef struct dm_moe_pass {
     const dm_moe_exchange *xchg;  /* NULL: every expert local */
     float *scratch;         /* inference: [threads, DM_MOE_BLOCK, dm_moe_ldh] */
     float *route_tmp;       /* [threads, dm_route_scratch] */
+    unsigned char *work;    /* typed weights: [threads, work_stride] GEMM scratch (NULL for f32) */
+    size_t work_stride;     /* dm_model_work_size(m, DM_MOE_GEMM_ROWS) */
     void *tasks;            /* [dm_moe_max_tasks(c, n, n * k)]; with an exchange st->xb->tasks is used */
     /* training */
     int train;              /* keep the cache (st->h1 ...: the caller's for n*k + S*n rows, or

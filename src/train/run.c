@@ -28,6 +28,8 @@
 #define RUN_BLOB_MAX 4096   /* the run state's JSON is ~900 bytes */
 #define RUN_PATH_MAX 4096
 #define TRAIN_SEED_KEY "deepmoe.train_seed"
+#define SPARSITY_KEY "deepmoe.sparsity"       /* "2:4": the run keeps the experts' 2:4 zeros (keep_sparsity) */
+#define PACKED_KEY "deepmoe.packed_wtype"     /* the type model.packed.safetensors is written in */
 #define TRAIN_HOLDOUT_KEY "deepmoe.train_holdout"
 
 /* Everything a run holds; run_free releases it all. */
@@ -49,6 +51,7 @@ typedef struct run {
     double *load;            /* [L * E] */
     int in, L, E, side;
     int64_t step_rows;
+    const char *packed_type; /* keep_sparsity: the weight type the packed copy is written in */
 } run;
 
 static double now_s(void)
@@ -442,10 +445,33 @@ static dm_status save_all(run *r, int64_t stop, dm_error *err)
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)r->rs.seed);
     snprintf(holdout, sizeof holdout, "%.15g", r->rs.holdout);   /* "0.1", unless it would not read back */
     if (strtod(holdout, NULL) != r->rs.holdout) snprintf(holdout, sizeof holdout, "%.17g", r->rs.holdout);
-    const char *meta[] = {TRAIN_SEED_KEY, seed, TRAIN_HOLDOUT_KEY, holdout};
+    const char *meta[8] = {TRAIN_SEED_KEY, seed};
+    int n_meta = 1;
+    if (r->rs.holdout >= 0) {
+        meta[2 * n_meta] = TRAIN_HOLDOUT_KEY;
+        meta[2 * n_meta++ + 1] = holdout;
+    }
+    if (r->packed_type) {
+        meta[2 * n_meta] = SPARSITY_KEY;
+        meta[2 * n_meta++ + 1] = "2:4";
+        meta[2 * n_meta] = PACKED_KEY;
+        meta[2 * n_meta++ + 1] = r->packed_type;
+    }
     path_join(path, r->o.out, "model.safetensors");
-    dm_status st = dm_model_save_meta(r->m, path, meta, r->rs.holdout >= 0 ? 2 : 1, err);
+    dm_status st = dm_model_save_meta(r->m, path, meta, n_meta, err);
     if (st) return st;
+    if (r->packed_type) {  /* the fine-tuned weights packed again (the zeros are the mask's, so nothing moves) */
+        dm_quantize_opts q;
+        dm_quantize_opts_default(&q);
+        q.type = r->packed_type;
+        q.isa = r->m->isa;
+        dm_model *pk = NULL;
+        path_join(path, r->o.out, "model.packed.safetensors");
+        st = dm_model_quantize(r->m, &q, &pk, err);
+        if (!st) st = dm_model_save_meta(pk, path, meta, n_meta, err);
+        dm_model_free(pk);
+        if (st) return st;
+    }
     path_join(path, r->o.out, "checkpoint");
     if ((st = mkdir_p(path, err))) return st;
     path_join(path, r->o.out, "checkpoint/state.safetensors");
@@ -509,14 +535,38 @@ static dm_status setup(run *r, const dm_run_state *saved, dm_error *err)
     if (saved) *tc = saved->tc;
 
     /* the model: resumed, given, or new */
-    if (o->resume) {
-        path_join(path, o->resume, "model.safetensors");
-        st = dm_model_load(path, NULL, &r->m, err);
-    } else if (o->model) {
+    int keep = o->keep_sparsity;
+    const char *from = o->resume ? path : o->model;
+    if (o->resume) path_join(path, o->resume, "model.safetensors");
+    if (from) {  /* a run that kept sparsity keeps it; a compressed file trains only that way */
+        dm_st_file f;
+        if ((st = dm_st_open(from, &f, err))) return st;
+        const char *sp = dm_st_meta(&f, SPARSITY_KEY), *pt = dm_st_meta(&f, PACKED_KEY);
+        const char *wt = dm_st_meta(&f, "deepmoe.wtype");
+        const dm_wtype *t = dm_wtype_by_name(pt ? pt : wt ? wt : "nm24"), *ft = wt ? dm_wtype_by_name(wt) : NULL;
+        keep |= sp && !strcmp(sp, "2:4");
+        r->packed_type = t ? t->name : NULL;  /* static storage: the type table's name */
+        int typed = wt && (!ft || ft->id != DM_WT_F32);
+        char wname[24];
+        snprintf(wname, sizeof wname, "%s", wt ? wt : "");
+        dm_st_close(&f);
+        if (typed && !keep)
+            return dm_fail(err, DM_ERR_UNSUPPORTED, "%s holds compressed (%s) expert weights: training needs fp32 "
+                           "weights. Dequantize it with deepmoe quantize --type f32, or fine-tune a 2:4 model "
+                           "(nm24) with --keep-sparsity", from, wname);
+        if (keep && !r->packed_type)
+            return dm_fail(err, DM_ERR_FORMAT, "%s: metadata names an unknown weight type", from);
+    } else if (keep) {
+        return dm_fail(err, DM_ERR_ARG, "keep_sparsity needs a given model (--model PRUNED, from deepmoe quantize "
+                       "--type nm24)");
+    }
+    if (!keep) r->packed_type = NULL;
+    if (from) {
         dm_model_opts mo;
         dm_model_opts_default(&mo);
-        mo.top_k = o->model_top_k;
-        st = dm_model_load(o->model, &mo, &r->m, err);
+        mo.top_k = o->resume ? 0 : o->model_top_k;
+        mo.dequantize = keep;  /* a pruned nm24 file trains as the f32 model of its values */
+        st = dm_model_load(from, &mo, &r->m, err);
     } else {
         st = new_model(r, err);
     }
@@ -544,6 +594,10 @@ static dm_status setup(run *r, const dm_run_state *saved, dm_error *err)
     if ((st = dm_pool_create(o->threads, &r->pool, err)) || (st = dm_trainer_create(r->m, tc, r->pool, &r->tr, err)) ||
         (st = dm_batcher_init(&r->b, &r->d.train, o->seed, o->shuffle, err)))
         return st;
+    if (r->packed_type && (st = dm_trainer_keep_sparsity(r->tr, err))) {
+        dm_error e2 = *err;
+        return dm_fail(err, e2.code, "%s: %s", from, e2.msg);
+    }
     r->rs = (dm_run_state){.task = task, .seed = o->seed, .holdout = r->d.holdout, .shuffle = o->shuffle,
                            .batch = o->batch};
     if (saved) {

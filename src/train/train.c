@@ -260,7 +260,7 @@ void dm_trainer_free(dm_trainer *t)
     for (int l = 0; t->lg && l < t->m->cfg.n_layers; l++) free(t->lg[l].ex);
     dm_free(t->grad); dm_free(t->adam_m); dm_free(t->adam_v); dm_free(t->tpacked); dm_free(t->ttmp);
     dm_free(t->route_tmp);
-    free(t->frozen); free(t->tensor_sq); free(t->grp_t0); free(t->grp_t1); free(t->gate_pt); free(t->ext); free(t->lg); free(t->lc);
+    free(t->frozen); free(t->mask); free(t->masked); free(t->tensor_sq); free(t->grp_t0); free(t->grp_t1); free(t->gate_pt); free(t->ext); free(t->lg); free(t->lc);
     free(t->counts); free(t->last_load); free(t->bal); free(t->probsum);
     free(t);
 }
@@ -328,6 +328,11 @@ static void update_task(void *arg, int64_t g, int tid)
         t->m->kern->adamw(t->m->params + d->offset, t->grad + d->offset, t->adam_m + d->offset,
                           t->adam_v + d->offset, d->numel, a->gscale, a->lr, tc->beta1, tc->beta2, tc->eps,
                           tc->weight_decay, a->bc1, a->bc2);
+        if (t->mask && t->masked[i]) {  /* pruned weights stay exactly zero */
+            float *p = t->m->params + d->offset;
+            const unsigned char *k = t->mask + d->offset;
+            for (int64_t j = 0; j < d->numel; j++) p[j] = k[j] ? p[j] : 0.0f;
+        }
     }
     sync_task(t, g, tid);
 }
@@ -446,6 +451,14 @@ dm_status dm_train_step(dm_trainer *t, const float *x, const float *target, cons
                              1.0f / A, &loss, &bal, &correct, err)))
             return s;
     }
+    if (t->mask)  /* pruned weights have no gradient (clipping sees only the kept ones) */
+        for (int i = 0; i < t->m->n_tensors; i++) {
+            if (!t->masked[i]) continue;
+            const dm_tensor_desc *d = &t->m->tensors[i];
+            float *g = t->grad + d->offset;
+            const unsigned char *k = t->mask + d->offset;
+            for (int64_t j = 0; j < d->numel; j++) g[j] = k[j] ? g[j] : 0.0f;
+        }
     double norm = grad_norm(t);
     float gscale = 1.0f;
     if (tc->clip > 0 && norm > tc->clip) gscale = (float)(tc->clip / (norm + 1e-6));
@@ -478,3 +491,38 @@ void dm_trainer_expert_load(const dm_trainer *t, double *load)
 }
 
 int64_t dm_trainer_step_count(const dm_trainer *t) { return t->step; }
+
+dm_status dm_trainer_keep_sparsity(dm_trainer *t, dm_error *err)
+{
+    dm_model *m = t->m;
+    if (!t->mask) {
+        t->mask = calloc((size_t)m->n_params, 1);
+        t->masked = calloc((size_t)m->n_tensors, 1);
+        if (!t->mask || !t->masked) return dm_fail(err, DM_ERR_NOMEM, "keep sparsity: out of memory");
+    }
+    int64_t kept = 0, total = 0;
+    for (int i = 0; i < m->n_tensors; i++) {
+        const dm_tensor_desc *d = &m->tensors[i];
+        /* the experts' GEMM weights: 2-D, packed, not the router, embedding or head */
+        if (!d->wm || d->ndim != 2 || d->wm == &m->embed.p || d->wm == &m->head.p || strstr(d->name, "gating.")) continue;
+        const float *p = m->params + d->offset;
+        int64_t K = d->shape[1];
+        if (K % 4)
+            return dm_fail(err, DM_ERR_SHAPE, "keep sparsity: %s has %lld columns, not a multiple of 4 (2:4 needs it)",
+                           d->name, (long long)K);
+        for (int64_t j = 0; j < d->numel; j += 4) {
+            int nz = (p[j] != 0) + (p[j + 1] != 0) + (p[j + 2] != 0) + (p[j + 3] != 0);
+            if (nz > 2)
+                return dm_fail(err, DM_ERR_ARG, "keep sparsity: %s is not 2:4 sparse (row %lld, columns %lld..%lld hold "
+                               "%d nonzeros); prune it first: deepmoe quantize --type nm24", d->name,
+                               (long long)(j / K), (long long)(j % K), (long long)(j % K + 3), nz);
+            for (int q = 0; q < 4; q++) t->mask[d->offset + j + q] = p[j + q] != 0;
+            kept += nz;
+        }
+        total += d->numel;
+        t->masked[i] = 1;
+    }
+    if (!total) return dm_fail(err, DM_ERR_ARG, "keep sparsity: the model has no expert weights");
+    DM_UNUSED(kept);
+    return DM_OK;
+}

@@ -32,6 +32,8 @@ struct dm_trainer {
     float *adam_m;       /* [n_params] */
     float *adam_v;       /* [n_params] */
     unsigned char *frozen;  /* [n_tensors] 1: no gradient, no AdamW (selection biases) */
+    unsigned char *mask;    /* [n_params] or NULL: 0 keeps that weight at zero (2:4 fine-tuning) */
+    unsigned char *masked;  /* [n_tensors] 1: the tensor has mask entries */
     double *tensor_sq;   /* [n_tensors] squared gradient norms */
     int *grp_t0, *grp_t1;/* [groups] tensor range each update task owns */
 
