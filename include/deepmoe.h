@@ -185,8 +185,11 @@ DM_API dm_status dm_model_quantize(const dm_model *src, const dm_quantize_opts *
 /* The experts' weight type name ("f32", "q8", ...) and the router's. */
 DM_API const char *dm_model_wtype(const dm_model *m);
 DM_API const char *dm_model_router_wtype(const dm_model *m);
-/* Bytes a [rows, cols] weight takes in the model's file under its type (all parts). */
+/* Bytes tensor i takes in the model's file under its type (all parts: values,
+ * scales, indices). */
 DM_API int64_t dm_model_tensor_bytes(const dm_model *m, int i);
+/* Tensor i's fp32 values into dst[numel]: stored, or unpacked and dequantized. */
+DM_API dm_status dm_model_tensor_read(const dm_model *m, int i, float *dst, dm_error *err);
 /* The share of rows (in [0, 1]) whose chosen expert set differs between a and b
  * in any layer, over x [n_rows, in]; both models must have the same config
  * shape. per_layer [n_layers] (or NULL) gets each layer's share. */

@@ -67,6 +67,7 @@ void suite_serve_config(dm_t *t);
 void suite_serve_codec(dm_t *t);
 void suite_serve_sched(dm_t *t);
 void suite_regress(dm_t *t);
+void suite_quantize(dm_t *t);
 void suite_run(dm_t *t);
 void suite_config(dm_t *t);
 void suite_preprocess(dm_t *t);

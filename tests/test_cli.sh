@@ -49,7 +49,7 @@ npy_file() {
 # ---------------------------------------------------------------- help
 expect "no command is a usage error" 2 "usage: deepmoe" "$BIN"
 expect "unknown command" 2 "unknown command 'frobnicate'" "$BIN" frobnicate
-for c in init infer inspect demo train eval bench export serve; do
+for c in init infer inspect demo train eval bench quantize export serve; do
     if "$BIN" "$c" --help >out.txt 2>&1 && grep -q "usage: deepmoe $c" out.txt; then ok "$c --help"; else bad "$c --help" "$(head -c 200 out.txt)"; fi
 done
 if "$BIN" --help | grep -q "commands:"; then ok "deepmoe --help"; else bad "deepmoe --help" "no command list"; fi
@@ -422,6 +422,38 @@ else bad "none on scaled == minmax on raw" "$(cat err.txt)"; fi
     grep -q "preprocess standard:" && ok "train --normalize standard" || bad "train --normalize standard" "not recorded"
 expect "train: unknown --normalize" 2 "--normalize 'zscore': expected none, minmax, standard or pixel" "$BIN" train $P --out pre_e --normalize zscore
 fi
+
+# ---------------------------------------------------------------- quantize
+"$BIN" init --out qs.safetensors --dim 32 --experts 4 --hidden 16 >/dev/null
+npy_file qx.npy '<f4' '(7, 32)' $((7 * 32 * 4))
+for t in bf16 f16 q8 nm24 nm24:bf16 nm24:q8; do
+    if "$BIN" quantize --model qs.safetensors --out "q_$t.safetensors" --type "$t" --data qx.npy >out.txt 2>err.txt &&
+       grep -q "experts f32 -> $t, router f32 -> f32" out.txt && grep -q "top-k flip rate 0.0000 on 7 rows" out.txt &&
+       "$BIN" inspect "q_$t.safetensors" >ins.txt 2>&1 && grep -q "expert weights $t, router f32" ins.txt &&
+       grep -qE "experts.0.net.0.weight +\[16, 32\] +$t " ins.txt &&
+       "$BIN" infer --model "q_$t.safetensors" --input qx.npy --output qy.npy --quiet 2>>err.txt; then
+        ok "quantize --type $t, inspect, infer"; else bad "quantize $t" "$(cat out.txt err.txt ins.txt | head -c 400)"; fi
+done
+if "$BIN" quantize --model qs.safetensors --out q_g.safetensors --type q8 --group 32 --router same --json >out.txt 2>err.txt &&
+   tail -1 out.txt | grep -q '"type":"q8","router":"q8","group":32'; then ok "quantize q8 --group 32 --router same --json"
+else bad "quantize --group" "$(cat out.txt err.txt)"; fi
+if "$BIN" quantize --model q_q8.safetensors --out q_back.safetensors --type f32 >out.txt 2>err.txt &&
+   grep -q "experts q8 -> f32" out.txt && "$BIN" inspect q_back.safetensors --no-tensors | grep -q "expert weights f32"; then
+    ok "quantize --type f32 dequantizes"; else bad "dequantize" "$(cat out.txt err.txt)"; fi
+expect "quantize: unknown type" 1 "unknown weight type \"q3\"" "$BIN" quantize --model qs.safetensors --out bad.safetensors --type q3
+expect "quantize: --group on bf16" 2 "--group applies to --type q8 only" "$BIN" quantize --model qs.safetensors --out bad.safetensors --type bf16 --group 32
+expect "quantize: bad --group" 2 "--group '48' must be 32, 64 or 128" "$BIN" quantize --model qs.safetensors --out bad.safetensors --type q8 --group 48
+expect "quantize: --router" 2 "--router 'int8': expected f32 or same" "$BIN" quantize --model qs.safetensors --out bad.safetensors --type q8 --router int8
+expect "quantize: required" 2 "--model, --out and --type are required" "$BIN" quantize --model qs.safetensors
+"$BIN" init --out q6.safetensors --dim 18 --experts 4 --hidden 8 >/dev/null
+expect "quantize: nm24 needs K % 4" 1 "multiple of 4, but experts.0.net.0.weight is \[8, 18\]" "$BIN" quantize --model q6.safetensors --out bad.safetensors --type nm24
+expect "quantize: --data of another width" 1 "has 32 features per row, the model takes 18" "$BIN" quantize --model q6.safetensors --out bad.safetensors --type q8 --data qx.npy
+expect "train refuses a q8 model" 1 "holds compressed \(q8\) expert weights: training needs fp32" "$BIN" train --data synthetic:dim=32,rows=500 --out qtr --model q_q8.safetensors --steps 2
+expect "keep-sparsity on a dense model" 1 "is not 2:4 sparse .* deepmoe quantize --type nm24" "$BIN" train --data synthetic:dim=32,rows=500 --out qtr --model qs.safetensors --keep-sparsity --steps 2
+if "$BIN" train --data synthetic:dim=32,rows=500 --out qsp --model q_nm24:bf16.safetensors --keep-sparsity --steps 3 >out.txt 2>err.txt &&
+   "$BIN" inspect qsp/model.packed.safetensors --no-tensors | grep -q "expert weights nm24:bf16" &&
+   "$BIN" inspect qsp/model.safetensors --no-tensors | grep -q "expert weights f32"; then
+    ok "train --keep-sparsity: fp32 run model, nm24:bf16 packed copy"; else bad "keep-sparsity" "$(cat out.txt err.txt | tail -3)"; fi
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

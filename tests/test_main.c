@@ -127,6 +127,7 @@ int main(int argc, char **argv)
     suite_serve_codec(&t);
     suite_serve_sched(&t);
     suite_regress(&t);
+    suite_quantize(&t);
     /* remove the scratch directory's files */
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dm_test_tmpdir());

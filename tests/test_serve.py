@@ -263,6 +263,28 @@ time.sleep(0.1)
 rc = G.stop()
 t.join()
 check("SIGTERM finishes the request in flight, exit 0", res == [200] and rc == 0, (res, rc))
+# ---------------------------------------------------------------- a compressed model: same contract, FP32 in and out
+for qt in ("q8", "nm24:bf16"):
+    r = run("quantize", "--model", "m.safetensors", "--out", "mq.safetensors", "--type", qt)
+    check("quantize %s for serving" % qt, r.returncode == 0, r.stderr)
+    run("infer", "--model", "mq.safetensors", "--input", "x.npy", "--output", "yq.npy", "--quiet")
+    wantq = read_npy(os.path.join(T, "yq.npy"))
+    name = "repo_q" + qt.replace(":", "_")
+    run("export", "--model", "mq.safetensors", "--repository", name, "--max-batch-size", "64")
+    Q = Server(os.path.join(T, name))
+    st, h, b = Q.req("GET", "/v2/models/moe_model")
+    mq = json.loads(b) if st == 200 else {}
+    check("%s model metadata stays FP32 [-1, 32]" % qt, st == 200 and mq["inputs"][0]["datatype"] == "FP32"
+          and mq["inputs"][0]["shape"] == [-1, 32] and mq["outputs"][0]["datatype"] == "FP32", b)
+    body5 = json.dumps({"inputs": [{"name": "input", "shape": [5, 32], "datatype": "FP32", "data": flat}]})
+    st, h, b = Q.req("POST", "/v2/models/moe_model/infer", body5, {"Content-Type": "application/json"})
+    outs = {o["name"]: o for o in (json.loads(b).get("outputs", []) if st == 200 else [])}
+    gq = outs.get("output", {}).get("data", [])
+    eq = max([abs(a - b_) for a, b_ in zip(gq, [v for r_ in wantq for v in r_])] or [1])
+    dq = max([abs(a - b_) for a, b_ in zip(gq, got)] or [0])
+    check("%s served over HTTP equals deepmoe infer on it (and differs from fp32 by %.2g)" % (qt, dq),
+          st == 200 and len(gq) == 160 and eq < 1e-5 and dq > 0, (st, eq, b[:200]))
+    check("%s server stops cleanly" % qt, Q.stop() == 0)
 r = run("serve", "--model-repository", "nowhere", "--http-port", "0", "--metrics-port", "-1")
 check("serve: missing repository is an error", r.returncode == 1 and "nowhere" in r.stderr, r.stderr)
 print("%d passed, %d failed" % (passed, failed))

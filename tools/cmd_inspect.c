@@ -3,6 +3,7 @@
 
 #include <getopt.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
 
@@ -11,7 +12,9 @@ static const char help[] =
     "Prints the model's config, its input preprocessing (the per-feature map\n"
     "x * scale + shift it applies to raw rows, deepmoe train --normalize), its\n"
     "parameter count, the parameters one row touches (router + k routed experts +\n"
-    "shared experts), and every tensor with its shape and value statistics.\n\n"
+    "shared experts), the weight types of the experts and the router (deepmoe\n"
+    "quantize), and every tensor with its shape, type, bytes in the file (values plus\n"
+    "the type's scales and indices) and value statistics (of the dequantized values).\n\n"
     "  --top-k K       k for files without deepmoe metadata (2)\n"
     "  --no-tensors    omit the tensor table\n";
 
@@ -73,26 +76,42 @@ int cmd_inspect(int argc, char **argv)
     }
     long long total = (long long)dm_model_param_count(m), active = (long long)dm_model_active_params(m);
     printf("  parameters %lld, active per row %lld (%.1f%%)\n", total, active, total ? 100.0 * active / total : 0.0);
-    const char *wt = NULL;  /* the experts' weight type: that of their up weight */
-    for (int i = 0; i < dm_model_n_tensors(m) && !wt; i++) {
-        dm_tensor_info ti = dm_model_tensor(m, i);
-        if (ti.wtype && strstr(ti.name, "experts.")) wt = ti.wtype;
-    }
-    printf("  expert weights %s, %.1f KiB in memory with the fp32 master copy\n", wt ? wt : "?",
-           (double)dm_model_memory(m) / 1024.0);
+    long long file_bytes = 0;
+    for (int i = 0; i < dm_model_n_tensors(m); i++) file_bytes += (long long)dm_model_tensor_bytes(m, i);
+    printf("  expert weights %s, router %s; tensors %.1f KiB in the file, %.1f KiB in memory%s\n", dm_model_wtype(m),
+           dm_model_router_wtype(m), (double)file_bytes / 1024.0, (double)dm_model_memory(m) / 1024.0,
+           strcmp(dm_model_wtype(m), "f32") || strcmp(dm_model_router_wtype(m), "f32")
+               ? " (packed for inference, no fp32 copy)" : " (with the fp32 master copy)");
     if (tensors) {
-        printf("  %-36s %-14s %-5s %12s %12s\n", "tensor", "shape", "type", "mean", "std");
+        int64_t most = 1;
         for (int i = 0; i < dm_model_n_tensors(m); i++) {
             dm_tensor_info t = dm_model_tensor(m, i);
+            if (t.numel > most) most = t.numel;
+        }
+        float *v = cli_calloc3((size_t)most, 1, sizeof *v);
+        if (!v) {
+            fprintf(stderr, "deepmoe inspect: out of memory\n");
+            dm_model_free(m);
+            return 1;
+        }
+        printf("  %-36s %-14s %-9s %10s %12s %12s\n", "tensor", "shape", "type", "bytes", "mean", "std");
+        for (int i = 0; i < dm_model_n_tensors(m); i++) {
+            dm_tensor_info t = dm_model_tensor(m, i);
+            if (dm_model_tensor_read(m, i, v, &err)) {
+                free(v);
+                dm_model_free(m);
+                return cli_error("inspect", &err);
+            }
             double s = 0, s2 = 0;
-            for (int64_t j = 0; j < t.numel; j++) { s += t.data[j]; s2 += (double)t.data[j] * t.data[j]; }
+            for (int64_t j = 0; j < t.numel; j++) { s += v[j]; s2 += (double)v[j] * v[j]; }
             double mean = t.numel ? s / t.numel : 0, var = t.numel ? s2 / t.numel - mean * mean : 0;
             char shape[48];
             if (t.ndim == 2) snprintf(shape, sizeof shape, "[%lld, %lld]", (long long)t.shape[0], (long long)t.shape[1]);
             else snprintf(shape, sizeof shape, "[%lld]", (long long)t.shape[0]);
-            printf("  %-36s %-14s %-5s %12.5g %12.5g\n", t.name, shape, t.wtype ? t.wtype : "f32", mean,
-                   sqrt(var > 0 ? var : 0));
+            printf("  %-36s %-14s %-9s %10lld %12.5g %12.5g\n", t.name, shape, t.wtype ? t.wtype : "f32",
+                   (long long)dm_model_tensor_bytes(m, i), mean, sqrt(var > 0 ? var : 0));
         }
+        free(v);
     }
     dm_model_free(m);
     return 0;

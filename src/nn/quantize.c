@@ -115,6 +115,12 @@ int64_t dm_model_tensor_bytes(const dm_model *m, int i)
     return n;
 }
 
+dm_status dm_model_tensor_read(const dm_model *m, int i, float *dst, dm_error *err)
+{
+    if (i < 0 || i >= m->n_tensors) return dm_fail(err, DM_ERR_ARG, "model: no tensor %d (it has %d)", i, m->n_tensors);
+    return dm_model_tensor_values(m, i, dst, err);
+}
+
 /* The routing of every layer for x: [n_layers, n, k] experts. */
 static dm_status routes_of(const dm_model *m, dm_pool *pool, const float *x, int64_t n, int32_t *e, dm_error *err)
 {
