@@ -112,16 +112,18 @@ int cmd_bench(int argc, char **argv)
     double gflops = flops * rps * 1e-9;
     double peak = dm_peak_gflops(pool, dm_model_isa(m), 0.3);
     if (json) {
-        printf("{\"batch\":%d,\"threads\":%d,\"mode\":\"%s\",\"isa\":\"%s\",\"iters\":%d,\"rows_per_s\":%.1f,"
+        printf("{\"batch\":%d,\"threads\":%d,\"mode\":\"%s\",\"isa\":\"%s\",\"wtype\":\"%s\",\"router_wtype\":\"%s\","
+               "\"iters\":%d,\"rows_per_s\":%.1f,"
                "\"gflops\":%.2f,\"us_p50\":%.2f,\"us_p99\":%.2f,\"peak_gflops\":%.2f,\"fraction_of_peak\":%.4f}\n",
-               batch, dm_pool_size(pool), train ? "train" : "forward", dm_isa_name(dm_model_isa(m)), iters, rps,
-               gflops, 1e6 * p50, 1e6 * p99, peak, peak > 0 ? gflops / peak : 0.0);
+               batch, dm_pool_size(pool), train ? "train" : "forward", dm_isa_name(dm_model_isa(m)), dm_model_wtype(m),
+               dm_model_router_wtype(m), iters, rps, gflops, 1e6 * p50, 1e6 * p99, peak, peak > 0 ? gflops / peak : 0.0);
     } else {
-        printf("%s, batch %d, %d threads, %s kernels, %d timed batches\n", train ? "training step" : "forward",
-               batch, dm_pool_size(pool), dm_isa_name(dm_model_isa(m)), iters);
+        printf("%s, batch %d, %d threads, %s kernels, %s experts, %d timed batches\n", train ? "training step" : "forward",
+               batch, dm_pool_size(pool), dm_isa_name(dm_model_isa(m)), dm_model_wtype(m), iters);
         printf("  %.0f rows/s, %.1f GFLOP/s useful (%.2f MFLOP/row), p50 %.1f us, p99 %.1f us per batch\n", rps,
                gflops, flops * 1e-6, 1e6 * p50, 1e6 * p99);
-        printf("  measured fp32 FMA peak %.1f GFLOP/s: %.1f%% of peak\n", peak, peak > 0 ? 100 * gflops / peak : 0.0);
+        printf("  measured fp32 FMA peak %.1f GFLOP/s: %.1f%% of peak%s\n", peak, peak > 0 ? 100 * gflops / peak : 0.0,
+               strcmp(dm_model_wtype(m), "f32") ? " (fp32-equivalent FLOPs)" : "");
     }
     rc = 0;
     goto done;

@@ -110,6 +110,14 @@ def main():
         "--out", "cls")
     put("model", "classifier", read(os.path.join(TMP, "cls", "model.safetensors")))
     put("model", "pytorch_seed_f16", read(os.path.join(ROOT, "tests/fixtures/seed_f16.safetensors")))
+    # compressed experts: every weight type's parts (values, .scale, .idx) and metadata
+    for t, extra in (("q8", []), ("q8g", ["--group", "32", "--router", "same"]), ("bf16", []), ("f16", []),
+                     ("nm24", []), ("nm24_q8", []), ("nm24_bf16", ["--router", "same"])):
+        wt = {"q8g": "q8", "nm24_q8": "nm24:q8", "nm24_bf16": "nm24:bf16"}.get(t, t)
+        cli("init", "--out", "q.safetensors", "--dim", "32" if t == "q8g" else "8", "--experts", "4", "--top-k", "2",
+            "--hidden", "8")
+        cli("quantize", "--model", "q.safetensors", "--out", "qq.safetensors", "--type", wt, *extra)
+        put("model", "wtype_" + t, read(os.path.join(TMP, "qq.safetensors")))
 
     # npy: byte 0 even = regular file, odd = pipe; every dtype and version
     arrays = {
