@@ -354,9 +354,10 @@ static void case_name(const hcase *c, char *buf, size_t n)
 }
 
 /* Every path of both types against the reference at the sizes that hit each
- * branch: M = 1 (matrix-vector), 2..16 (one AMX A tile, the narrow f16 path),
- * 17..32 (two A tiles), the wide f16 path (M >= 16), row blocks with tails;
- * N tails around 16/32/64 and a multi-block N; K odd, below/around 32, long. */
+ * branch: M = 1 (matrix-vector), 2..16 (one AMX A tile), 17..32 (two A
+ * tiles), row blocks with tails, the widened-block path (M >= 128 on AVX2,
+ * 256 on AVX-512); N tails around 16/32/64 and several blocks of panels; K
+ * odd, below and around 32, long. */
 static void test_half_gemm_paths(dm_t *t)
 {
     static const hcase cases[] = {
@@ -369,6 +370,7 @@ static void test_half_gemm_paths(dm_t *t)
         {31, 32, 33, 1, 0, 1, 1, 0},   {32, 80, 128, 0, 1, 1, 0, 1}, {33, 7, 5, 1, 1, 0, 1, 1},
         {47, 129, 95, 0, 0, 1, 1, 1},  {64, 256, 512, 1, 1, 1, 1, 0}, {100, 40, 9, 0, 1, 0, 0, 1},
         {5, 300, 2048, 1, 1, 0, 1, 0}, {40, 300, 2048, 0, 1, 1, 0, 1},  /* several blocks of panels */
+        {130, 70, 33, 1, 1, 1, 1, 1},  {257, 200, 1100, 0, 1, 0, 1, 0}, /* widened blocks (AVX2, AVX-512) */
     };
     const dm_wtype *types[] = {&dm_wtypes[DM_WT_BF16], &dm_wtypes[DM_WT_F16]};
     for (size_t ti = 0; ti < 2; ti++) {

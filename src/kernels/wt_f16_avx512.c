@@ -29,7 +29,7 @@
 enum {
     NR = 32,                      /* outputs per panel */
     MR = 12,                      /* rows per register tile */
-    WIDE_M = 16,                  /* from this many rows, widen blocks into work */
+    WIDE_M = 256,                 /* from this many rows, widen blocks into work (measured: on a par from 128) */
     L2_PANEL_BYTES = 512 * 1024,  /* widened (fp32) panels per block: the f32 kernel's budget */
 };
 
@@ -53,7 +53,7 @@ static int block_panels(int K)
 
 static size_t f16_work_size(int64_t M, int K)
 {
-    if (M < 1) return 0;
+    if (M < WIDE_M) return 0;
     return (size_t)block_panels(K) * NR * (size_t)(K > 0 ? K : 0) * sizeof(float) + 64;
 }
 
@@ -273,12 +273,10 @@ static void gemm_wide(const dm_gemm *g)
     }
 }
 
-#include <stdlib.h>
 static void f16_gemm(const dm_gemm *g)
 {
     if (g->M <= 0 || g->N <= 0) return;
-    static int wm = -1; if (wm < 0) { const char *e = getenv("XWIDE"); wm = e ? atoi(e) : WIDE_M; }
-    if (g->M >= wm && g->work && g->K > 0) gemm_wide(g);
+    if (g->M >= WIDE_M && g->work && g->K > 0) gemm_wide(g);
     else gemm_narrow(g);
 }
 

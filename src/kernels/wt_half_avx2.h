@@ -34,7 +34,7 @@
 enum {
     NR = 16,                      /* outputs per panel */
     MR = 6,                       /* rows per register tile */
-    WIDE_M = 16,                  /* from this many rows, widen blocks into work */
+    WIDE_M = 128,                 /* from this many rows, widen blocks into work (measured: on a par from 64..256) */
     L2_PANEL_BYTES = 512 * 1024,  /* widened (fp32) panels per block: the f32 kernel's budget */
 };
 
