@@ -13,6 +13,7 @@
 #include "kernels/wt_half.h"
 #include "kernels/wtype.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -475,6 +476,68 @@ static void test_half_pack(dm_t *t)
         }
 }
 
+/* Threads that each run GEMMs at once (AMX: each thread's first tile
+ * instruction gets its tile state from the OS, each call sets its own tile
+ * shapes): every result bitwise what one thread computes. */
+typedef struct thr_arg {
+    const dm_wtype *t;
+    half_path p;
+    const hdata *d;
+    const float *want;
+    int bad;
+} thr_arg;
+
+static void *thr_main(void *arg)
+{
+    thr_arg *a = arg;
+    for (int it = 0; it < 20; it++) {
+        float *C = hrun(a->t, a->p, a->d);
+        a->bad += memcmp(C, a->want, (size_t)(a->d->rows * a->d->ldc) * sizeof(float)) != 0;
+        dm_free(C);
+    }
+    return NULL;
+}
+
+static void test_half_threads(dm_t *t)
+{
+    const dm_wtype *types[] = {&dm_wtypes[DM_WT_BF16], &dm_wtypes[DM_WT_F16]};
+    for (int ti = 0; ti < 2; ti++) {
+        half_path paths[8];
+        int np = half_paths(types[ti], paths);
+        hdata d;
+        hdata_init(&d, types[ti], (hcase){33, 70, 96, 1, 1, 1, 1, 1}, 5);
+        for (int pi = 0; pi < np; pi++) {
+            float *want = hrun(types[ti], paths[pi], &d);
+            /* the AMX switch is set here once: the threads' hrun leaves it alone */
+            half_path tp = paths[pi];
+#if DM_HAVE_X86
+            int had = dm_wt_bf16_amx(-1);
+            if (tp.amx >= 0) dm_wt_bf16_amx(tp.amx);
+#endif
+            tp.amx = -1;
+            thr_arg args[3];
+            pthread_t th[3];
+            int started = 0;
+            for (int i = 0; i < 3; i++) {
+                args[i] = (thr_arg){types[ti], tp, &d, want, 0};
+                if (pthread_create(&th[i], NULL, thr_main, &args[i]) == 0) started++;
+                else break;
+            }
+            CHECK(t, started == 3, "could not start threads");
+            for (int i = 0; i < started; i++) {
+                pthread_join(th[i], NULL);
+                CHECK(t, args[i].bad == 0, "%s/%s: thread %d: %d of 20 results differ from one thread's",
+                      types[ti]->name, path_name(paths[pi]), i, args[i].bad);
+            }
+#if DM_HAVE_X86
+            dm_wt_bf16_amx(had);
+#endif
+            dm_free(want);
+        }
+        hdata_free(&d);
+    }
+}
+
 void suite_wt_half(dm_t *t)
 {
     DM_RUN(t, test_half_bf16_edges);
@@ -483,4 +546,5 @@ void suite_wt_half(dm_t *t)
     DM_RUN(t, test_half_pack);
     DM_RUN(t, test_half_gemm_known);
     DM_RUN(t, test_half_gemm_paths);
+    DM_RUN(t, test_half_threads);
 }
