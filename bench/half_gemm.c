@@ -9,7 +9,7 @@
  * it ("M=1 cold": a ring of copies of 24 MB of fp32 weights, as a model whose
  * experts do not all fit in L2 sees them).
  *
- * Build (after `make lib`) and run, from the repository root:
+ * Build (x86-64; after `make lib`) and run, from the repository root:
  *   cc -O2 -std=c11 -D_POSIX_C_SOURCE=200809L -Iinclude -Isrc bench/half_gemm.c build/libdeepmoe.a \
  *      $(pkg-config --libs jansson libmicrohttpd) -lz -lm -pthread -o build/half_gemm
  *   build/half_gemm [isa] [seconds] [M,M,...]
