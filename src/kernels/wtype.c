@@ -41,12 +41,12 @@ const dm_wtype dm_wtypes[DM_WT_COUNT] = {
     [DM_WT_BF16] = {
         .id = DM_WT_BF16, .name = "bf16", .n_parts = 1, .parts = {P_VALUES("BF16", 2)}, .k_multiple = 1,
         .quantize_ref = dm_wt_bf16_quantize, .dequantize_ref = dm_wt_bf16_dequantize,
-        .kern = {[DM_ISA_REF] = &dm_wkern_bf16_ref},
+        .kern = {[DM_ISA_REF] = &dm_wkern_bf16_ref, X86(&dm_wkern_bf16_avx2, &dm_wkern_bf16_avx512)},
     },
     [DM_WT_F16] = {
         .id = DM_WT_F16, .name = "f16", .n_parts = 1, .parts = {P_VALUES("F16", 2)}, .k_multiple = 1,
         .quantize_ref = dm_wt_f16_quantize, .dequantize_ref = dm_wt_f16_dequantize,
-        .kern = {[DM_ISA_REF] = &dm_wkern_f16_ref},
+        .kern = {[DM_ISA_REF] = &dm_wkern_f16_ref, X86(&dm_wkern_f16_avx2, &dm_wkern_f16_avx512)},
     },
     [DM_WT_Q8] = {
         .id = DM_WT_Q8, .name = "q8", .n_parts = 2,
