@@ -252,20 +252,20 @@ static void test_nm24_gemm_known(dm_t *t)
  * layouts make awkward: M = 0 (nothing written), 1 (gemv), 2..9, 17, 33
  * (tiles and their tails); N around the 8 / 16 lane panels and the 4 / 8
  * panel passes; K = 4 (one group), not a multiple of 8, 16 or 32 (the last
- * chunk of 8 groups partial). C has padding columns that must stay untouched,
- * and A is allocated to its last used float so a read past K is caught by
- * AddressSanitizer. */
+ * chunk of 8 groups partial), and 0 (the epilogue of zero sums). C has
+ * padding columns that must stay untouched, and A is allocated to its last
+ * used float so that a read past K is caught by AddressSanitizer. */
 static void test_nm24_gemm_sizes(dm_t *t)
 {
     static const int64_t Ms[] = {0, 1, 2, 3, 5, 8, 9, 17, 33};
     static const int Ns[] = {1, 7, 8, 9, 15, 16, 17, 31, 33, 64, 100, 129, 257};
-    static const int Ks[] = {4, 8, 12, 20, 28, 36, 44, 100, 132};
+    static const int Ks[] = {4, 8, 12, 20, 28, 36, 44, 100, 132, 0};
     int ran = 0;
     for (int ti = 0; ti < COUNT(sparse_types); ti++) {
         const dm_wtype *ty = &dm_wtypes[sparse_types[ti]];
         for (int ci = 0; ci < 40; ci++) {
             int64_t M = Ms[ci % COUNT(Ms)];
-            int N = Ns[(ci * 7 + ti) % COUNT(Ns)], K = Ks[(ci * 5 + ti) % COUNT(Ks)];
+            int N = Ns[(ci * 7 + ti) % COUNT(Ns)], K = Ks[(ci * 3 + ti) % COUNT(Ks)];
             int ldc = N + 3;
             float *W = dm_test_rows(N, K, (uint64_t)(ci * 31 + ti));
             file f;

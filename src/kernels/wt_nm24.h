@@ -50,10 +50,13 @@ static inline size_t nm24_panel_bytes(int nr, int vt, int K)
     return nm24_hdr_bytes(nr, vt) + (size_t)nm24_chunks(K > 0 ? K : 0) * nr * 4 + (size_t)G * nr * nm24_vbytes(vt);
 }
 
+/* Never 0 (K = 0 still has outputs to write: the kernels then read no panel
+ * bytes, but their pointers stay inside an allocation). */
 static inline size_t nm24_pack_size(int nr, int vt, int N, int K)
 {
     int np = N > 0 ? (N + nr - 1) / nr : 0;
-    return (size_t)np * nm24_panel_bytes(nr, vt, K);
+    size_t n = (size_t)np * nm24_panel_bytes(nr, vt, K);
+    return n ? n : 64;
 }
 
 /* Where group g's values start inside a panel (g's chunk, after its indices). */
