@@ -58,19 +58,19 @@ const dm_wtype dm_wtypes[DM_WT_COUNT] = {
         .id = DM_WT_NM24, .name = "nm24", .n_parts = 2, .parts = {P_KEPT("F32", 4), P_IDX},
         .k_multiple = 4, .sparse = 1,
         .quantize_ref = dm_wt_nm24_quantize, .dequantize_ref = dm_wt_nm24_dequantize,
-        .kern = {[DM_ISA_REF] = &dm_wkern_nm24_ref},
+        .kern = {[DM_ISA_REF] = &dm_wkern_nm24_ref, X86(&dm_wkern_nm24_avx2, &dm_wkern_nm24_avx512)},
     },
     [DM_WT_NM24_BF16] = {
         .id = DM_WT_NM24_BF16, .name = "nm24:bf16", .n_parts = 2, .parts = {P_KEPT("BF16", 2), P_IDX},
         .k_multiple = 4, .sparse = 1,
         .quantize_ref = dm_wt_nm24_bf16_quantize, .dequantize_ref = dm_wt_nm24_bf16_dequantize,
-        .kern = {[DM_ISA_REF] = &dm_wkern_nm24_bf16_ref},
+        .kern = {[DM_ISA_REF] = &dm_wkern_nm24_bf16_ref, X86(&dm_wkern_nm24_bf16_avx2, &dm_wkern_nm24_bf16_avx512)},
     },
     [DM_WT_NM24_Q8] = {
         .id = DM_WT_NM24_Q8, .name = "nm24:q8", .n_parts = 3,
         .parts = {P_KEPT("I8", 1), P_IDX, {".scale", "F32", 4, cols_one}}, .k_multiple = 4, .sparse = 1,
         .quantize_ref = dm_wt_nm24_q8_quantize, .dequantize_ref = dm_wt_nm24_q8_dequantize,
-        .kern = {[DM_ISA_REF] = &dm_wkern_nm24_q8_ref},
+        .kern = {[DM_ISA_REF] = &dm_wkern_nm24_q8_ref, X86(&dm_wkern_nm24_q8_avx2, &dm_wkern_nm24_q8_avx512)},
     },
 };
 
