@@ -177,6 +177,7 @@ deps:
 # Regenerate the PyTorch parity fixtures (needs Debian's python3-torch).
 fixtures:
 	/usr/bin/python3 tests/gen_fixtures.py tests/fixtures
+	/usr/bin/python3 tests/gen_quant_fixtures.py tests/fixtures/quant
 
 # DESTDIR (staging), PREFIX, and the directories under it; Debian's multiarch
 # layout: make install PREFIX=/usr LIBDIR=/usr/lib/x86_64-linux-gnu.

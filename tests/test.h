@@ -62,6 +62,7 @@ void suite_io(dm_t *t);
 void suite_moe(dm_t *t);
 void suite_exchange(dm_t *t);
 void suite_parity(dm_t *t);
+void suite_quant_parity(dm_t *t);
 void suite_data(dm_t *t);
 void suite_train(dm_t *t);
 void suite_train_parity(dm_t *t);

@@ -120,6 +120,7 @@ int main(int argc, char **argv)
     suite_exchange(&t);
     suite_config(&t);
     suite_parity(&t);
+    suite_quant_parity(&t);
     suite_data(&t);
     suite_train(&t);
     suite_train_parity(&t);
