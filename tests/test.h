@@ -56,6 +56,7 @@ const char *dm_test_fixture(const char *name);
 /* Suites (one per tests/test_*.c). */
 void suite_base(dm_t *t);
 void suite_kernels(dm_t *t);
+void suite_wt_q8(dm_t *t);
 void suite_io(dm_t *t);
 void suite_moe(dm_t *t);
 void suite_exchange(dm_t *t);

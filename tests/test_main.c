@@ -113,6 +113,7 @@ int main(int argc, char **argv)
     t.only = argc > 1 ? argv[1] : NULL;
     suite_base(&t);
     suite_kernels(&t);
+    suite_wt_q8(&t);
     suite_io(&t);
     suite_moe(&t);
     suite_exchange(&t);
