@@ -177,8 +177,13 @@ tile(const tile_rows *rows, const unsigned char *panel, const q8_geom *q, int n0
         }
         if (multi) {
             __m256 s = _mm256_loadu_ps(scale + b * NR);
-#define FOLD(i) \
-            if (mr > i) f##i = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_hadd_epi32(x##i, y##i)), s, f##i);
+            /* the empty asm makes each block's sums opaque: without it GCC keeps
+             * a second copy of every accumulator in the quad loop */
+#define FOLD(i)                                                                                   \
+            if (mr > i) {                                                                         \
+                __asm__("" : "+x"(x##i), "+x"(y##i));                                             \
+                f##i = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_hadd_epi32(x##i, y##i)), s, f##i); \
+            }
             TILE_ROWS(FOLD)
 #undef FOLD
         }

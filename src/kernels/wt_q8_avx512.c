@@ -259,8 +259,12 @@ tile(const tile_rows *rows, const unsigned char *panel, const q8_geom *q, int n0
         }
         if (multi) {
             __m512 s0 = _mm512_loadu_ps(scale + b * NR), s1 = _mm512_loadu_ps(scale + b * NR + 16);
+            /* the empty asm makes each block's sums opaque: without it GCC's
+             * PRE keeps a second copy of every accumulator in the quad loop
+             * (two register moves per vpdpbusd, 15-20% of the grouped speed) */
 #define FOLD(i)                                                                 \
             if (mr > i) {                                                       \
+                __asm__("" : "+v"(lo##i), "+v"(hi##i));                         \
                 flo##i = _mm512_fmadd_ps(_mm512_cvtepi32_ps(lo##i), s0, flo##i); \
                 fhi##i = _mm512_fmadd_ps(_mm512_cvtepi32_ps(hi##i), s1, fhi##i); \
             }
@@ -347,6 +351,7 @@ gemv4(const tile_rows *rows, const unsigned char *bp, const q8_geom *q, int n0, 
         }
         if (multi) {
 #define FOLD(p)                                                                                         \
+            __asm__("" : "+v"(lo##p), "+v"(hi##p)); /* as in tile */                                    \
             flo##p = _mm512_fmadd_ps(_mm512_cvtepi32_ps(lo##p), _mm512_loadu_ps(sp##p + b * NR), flo##p); \
             fhi##p = _mm512_fmadd_ps(_mm512_cvtepi32_ps(hi##p), _mm512_loadu_ps(sp##p + b * NR + 16), fhi##p);
             PANELS(FOLD)
