@@ -58,6 +58,7 @@ void suite_base(dm_t *t);
 void suite_kernels(dm_t *t);
 void suite_wt_half(dm_t *t);
 void suite_wt_nm24(dm_t *t);
+void suite_wt_q8(dm_t *t);
 void suite_io(dm_t *t);
 void suite_moe(dm_t *t);
 void suite_exchange(dm_t *t);

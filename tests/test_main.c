@@ -115,6 +115,7 @@ int main(int argc, char **argv)
     suite_kernels(&t);
     suite_wt_half(&t);
     suite_wt_nm24(&t);
+    suite_wt_q8(&t);
     suite_io(&t);
     suite_moe(&t);
     suite_exchange(&t);

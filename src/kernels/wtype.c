@@ -52,7 +52,7 @@ const dm_wtype dm_wtypes[DM_WT_COUNT] = {
         .id = DM_WT_Q8, .name = "q8", .n_parts = 2,
         .parts = {P_VALUES("I8", 1), {".scale", "F32", 4, cols_groups}}, .k_multiple = 1, .grouped = 1,
         .quantize_ref = dm_wt_q8_quantize, .dequantize_ref = dm_wt_q8_dequantize,
-        .kern = {[DM_ISA_REF] = &dm_wkern_q8_ref},
+        .kern = {[DM_ISA_REF] = &dm_wkern_q8_ref, X86(&dm_wkern_q8_avx2, &dm_wkern_q8_avx512)},
     },
     [DM_WT_NM24] = {
         .id = DM_WT_NM24, .name = "nm24", .n_parts = 2, .parts = {P_KEPT("F32", 4), P_IDX},
