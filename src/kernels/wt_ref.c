@@ -41,6 +41,13 @@ void dm_wt_f16_dequantize(const void *const part[], int N, int K, int group, flo
     for (int64_t i = 0; i < (int64_t)N * K; i++) W[i] = dm_f16_to_f32(q[i]);
 }
 
+/* rint(v) clamped to [-127, 127]; NaN gives 0 (as the SIMD conversions' packs do). */
+static int8_t q8_clamp(float v)
+{
+    if (!(v == v)) return 0;
+    return (int8_t)(v > 127.0f ? 127 : v < -127.0f ? -127 : (int)v);
+}
+
 /* Symmetric int8 of w[0..n) with one scale (wtype.h): *scale and q. */
 static void q8_run(const float *w, int n, int8_t *q, float *scale)
 {
@@ -49,8 +56,7 @@ static void q8_run(const float *w, int n, int8_t *q, float *scale)
     float s = amax / 127.0f;
     *scale = s;
     for (int k = 0; k < n; k++) {
-        float v = s > 0.0f ? rintf(w[k] / s) : 0.0f;
-        q[k] = (int8_t)(v > 127.0f ? 127 : v < -127.0f ? -127 : (int)v);
+        q[k] = q8_clamp(s > 0.0f ? rintf(w[k] / s) : 0.0f);
     }
 }
 
@@ -128,8 +134,7 @@ static void nm24_quantize_as(int vt, const float *W, int N, int K, void *const p
                 uint8_t tmp[256];
                 nm24_prune_row(w + k0, len, v, tmp);
                 for (int j = 0; j < len / 2; j++) {
-                    float r = s > 0.0f ? rintf(v[j] / s) : 0.0f;
-                    q[k0 / 2 + j] = (int8_t)(r > 127.0f ? 127 : r < -127.0f ? -127 : (int)r);
+                    q[k0 / 2 + j] = q8_clamp(s > 0.0f ? rintf(v[j] / s) : 0.0f);
                 }
             }
         }
@@ -266,10 +271,7 @@ static void q8_ref_gemm(const dm_gemm *g)
         float amax = 0.0f;
         for (int k = 0; k < K; k++) amax = fmaxf(amax, fabsf(a[k]));
         float sa = amax / 127.0f, inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-        for (int k = 0; k < K; k++) {
-            float v = rintf(a[k] * inv);
-            qa[k] = (int8_t)(v > 127.0f ? 127 : v < -127.0f ? -127 : (int)v);
-        }
+        for (int k = 0; k < K; k++) qa[k] = q8_clamp(rintf(a[k] * inv));
         for (int n = 0; n < g->N; n++) {
             const int8_t *b = q + (int64_t)n * K;
             float acc = 0.0f;
