@@ -31,7 +31,8 @@ static void usage(FILE *fp)
             "usage: deepmoe COMMAND [options]\n\ncommands:\n", DM_VERSION);
     for (int i = 0; i < N_COMMANDS; i++) fprintf(fp, "  %-9s %s\n", commands[i].name, commands[i].summary);
     fprintf(fp, "\n'deepmoe COMMAND --help' describes a command's options.\n"
-                "Environment: DEEPMOE_ISA=ref|avx2|avx512 forces a kernel path.\n");
+                "Environment: DEEPMOE_ISA=ref|avx2|avx512 forces a kernel path; DEEPMOE_AMX=0 keeps\n"
+                "bf16 weights off the AMX tiles (AVX512_BF16 instead).\n");
 }
 
 int cli_error(const char *cmd, const dm_error *err)
