@@ -243,8 +243,8 @@ DM_API void dm_ctx_free(dm_ctx *ctx);
  * order (descending selection score, ties to the lower index) and their final
  * weights; arrays are [n_layers, n_rows, k], layer-major. */
 typedef struct dm_routing {
-    int32_t *experts;    /* [n_rows, k] or NULL */
-    float *weights;      /* [n_rows, k] or NULL */
+    int32_t *experts;    /* [n_layers, n_rows, k] or NULL */
+    float *weights;      /* [n_layers, n_rows, k] or NULL */
 } dm_routing;
 
 /* y[n_rows, out] = model(x[n_rows, in]); in = in_dim or dim, out = n_classes or dim. Rows with NaN/Inf are refused with

@@ -303,6 +303,45 @@ static void test_quantize_bad_files(dm_t *t)
         expect_load_error(t, fb, DM_ERR_FORMAT, "corrupt index tensor experts.1.net.0.weight.idx", "bad 2:4 index");
     if (!rewrite(fs, fb, "experts.0.net.3.weight.idx", 0, NULL, NULL, NULL))
         expect_load_error(t, fb, DM_ERR_FORMAT, "missing tensor experts.0.net.3.weight.idx", "missing indices");
+    /* an nm24 file whose config says dim 6: refused before anything is read */
+    {
+        dm_st_file f;
+        if (!dm_st_open(fs, &f, &err)) {
+            const char *cfg = dm_st_meta(&f, "deepmoe.config");
+            char buf[1024];
+            snprintf(buf, sizeof buf, "%s", cfg ? cfg : "");
+            char *p = strstr(buf, "\"dim\":16");
+            dm_st_close(&f);
+            if (p) {
+                memmove(p + 7, p + 8, strlen(p + 8) + 1);  /* "dim":16 -> "dim":6 */
+                p[6] = '6';
+                if (!rewrite(fs, fb, NULL, 0, NULL, "deepmoe.config", buf))
+                    expect_load_error(t, fb, DM_ERR_SHAPE, "nm24 weights need dim (6), hidden (8) to be multiples of 4",
+                                      "nm24 with K % 4 != 0 in a file");
+            }
+        }
+    }
+    /* int8 values of -128, a router type that is neither f32 nor the experts' */
+    static const unsigned char m128[4] = {0x80, 0, 0, 0};
+    if (!rewrite(fq, fb, "experts.1.net.0.weight", 1, m128, NULL, NULL))
+        expect_load_error(t, fb, DM_ERR_FORMAT, "value 0 is -128 (int8 weights are in [-127, 127])", "int8 -128");
+    if (!rewrite(fq, fb, NULL, 0, NULL, "deepmoe.router_wtype", "bf16"))
+        expect_load_error(t, fb, DM_ERR_FORMAT, "the router is f32 or of the experts' type (q8)", "mixed router type");
+    /* a weight that is not finite does not compress */
+    {
+        dm_model *inf = random_model(t, &c, 5), *bad2 = NULL;
+        if (inf) {
+            inf->params[inf->tensors[dm_model_tensor_index(inf, "experts.2.net.3.weight")].offset + 9] = INFINITY;
+            dm_quantize_opts qi;
+            dm_quantize_opts_default(&qi);
+            dm_error e3 = {0};
+            dm_status s3 = dm_model_quantize(inf, &qi, &bad2, &e3);
+            CHECK(t, s3 == DM_ERR_NONFINITE && strstr(e3.msg, "experts.2.net.3.weight holds Inf at row 1, column 1") && !bad2,
+                  "Inf weight: %s '%s'", dm_status_name(s3), e3.msg);
+        }
+        dm_model_free(inf);
+        dm_model_free(bad2);
+    }
     /* nm24 of a shape that does not divide by 4 (D = 18); a group on a type without */
     dm_config c6 = c;
     c6.dim = 18;
@@ -313,7 +352,7 @@ static void test_quantize_bad_files(dm_t *t)
     dm_error e2 = {0};
     if (m6) {
         dm_status st = dm_model_quantize(m6, &qo, &bad, &e2);
-        CHECK(t, st == DM_ERR_SHAPE && strstr(e2.msg, "multiple of 4") && strstr(e2.msg, "[8, 18]") && !bad,
+        CHECK(t, st == DM_ERR_SHAPE && strstr(e2.msg, "multiple") && strstr(e2.msg, "18") && !bad,
               "nm24 of K=18: %s '%s'", dm_status_name(st), e2.msg);
     }
     qo.type = "bf16";

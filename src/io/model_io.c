@@ -330,6 +330,13 @@ static dm_status read_part(const dm_st_file *f, const dm_tensor_desc *d, const d
                 return dm_fail(err, DM_ERR_FORMAT, "%s: corrupt scale tensor %s: value %zu is %g (scales are finite "
                                "and >= 0)", f->path, name, j, (double)v[j]);
     }
+    if (!strcmp(wp->dtype, "I8")) {  /* symmetric int8: -128 is never written (and would overflow sums) */
+        const int8_t *q = dst;
+        for (size_t j = 0; j < (size_t)rows * (size_t)cols; j++)
+            if (q[j] == -128)
+                return dm_fail(err, DM_ERR_FORMAT, "%s: corrupt tensor %s: value %zu is -128 (int8 weights are in "
+                               "[-127, 127])", f->path, name, j);
+    }
     if (!strcmp(wp->suffix, ".idx")) {
         const uint8_t *b = dst;
         int64_t groups = w->K / 4;
@@ -381,6 +388,9 @@ dm_status dm_model_load(const char *path, const dm_model_opts *o, dm_model **out
                          "for q8 weights", path, DM_WGROUP_KEY, gs);
         group = (int)g;
     }
+    if (!st && gate_wt != wt && gate_wt->id != DM_WT_F32)
+        st = dm_fail(err, DM_ERR_FORMAT, "%s: metadata %s is %s: the router is f32 or of the experts' type (%s)", path,
+                     DM_ROUTER_WTYPE_KEY, gate_wt->name, wt->name);
     int typed = !st && (wt->id != DM_WT_F32 || gate_wt->id != DM_WT_F32);
     dm_model *m = NULL;
     if (!st) st = check_holds(&f, &c, typed, err);
@@ -421,7 +431,7 @@ dm_status dm_model_load(const char *path, const dm_model_opts *o, dm_model **out
                          path, f.tensors[i].name, dm_router_name(c.router), dm_expert_name(c.expert),
                          c.n_experts, c.n_shared, wt->name);
     if (!st) st = read_preprocess(&f, m, err);
-    if (!st) st = dm_model_sync(m, err);
+    if (!st && (st = dm_model_pack_masters(m))) dm_fail(err, st, "model: out of memory packing weights");
     if (!st && typed) {
         file_fill ff = {&f, m};
         st = dm_model_fill_typed(m, file_tensor, &ff, err);

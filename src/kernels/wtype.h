@@ -24,7 +24,8 @@
  * v[2g] = W[4g + i0], v[2g + 1] = W[4g + i1]; idx byte j of a row holds group 2j
  * in its low nibble and group 2j + 1 in its high nibble, nibble = i0 | i1 << 2
  * (an absent last group's nibble is 0).
- * Because every part is row-major with whole rows, stacking two matrices'
+ * (a file stores a one-column part past the first as [N]). Because every part
+ * is row-major with whole rows, stacking two matrices'
  * rows (swiglu's [W1; W3]) is stacking each part's rows.
  *
  * The GEMM each type computes (the reference kernel defines it; optimized
@@ -32,7 +33,8 @@
  *   f32, f16, nm24*   C = epilogue(A · deq(W)^T): fp32 activations
  *   bf16              A rounded to bf16 (nearest even) first, products summed in fp32
  *   q8                per row of A: amax = max |a|, sa = amax / 127, qa = clamp(rint(a * (127 / amax)), ±127)
- *                     (a zero row gives 0), per group g of K: isum = sum qa * q (exact integers),
+ *                     (a zero row gives 0; rint of NaN, from 0 * Inf, gives 0), per group g of K:
+ *                     isum = sum qa * q (exact integers),
  *                     C = epilogue(sum_g (float)isum_g * (sa * scale[n, g]))
  *
  * Adding a weight type touches only: its id here and entry in dm_wtypes

@@ -90,6 +90,9 @@ static int build_layout(const dm_config *c, layout *l)
     return rc;
 }
 
+static int is_typed(const dm_tensor_desc *d) { return d->wm && d->wm->type->id != DM_WT_F32; }
+static dm_status shrink_params(dm_model *m, int typed_only, dm_error *err);
+
 /* ---------------------------------------------------------------- views */
 
 static const char *desc_name(const void *t, int i) { return ((const dm_tensor_desc *)t)[i].name; }
@@ -255,6 +258,15 @@ dm_status dm_model_create_typed(const dm_config *cin, const dm_model_opts *o, co
     m->wtype = wt;
     m->gate_wtype = gate_wt;
     m->wgroup = wt->grouped || gate_wt->grouped ? group : 0;
+    /* the widths the types' GEMMs take as K: D (up projections, router), H (down) */
+    int kd = wt->k_multiple > gate_wt->k_multiple ? wt->k_multiple : gate_wt->k_multiple;
+    if (c.dim % kd || c.hidden % wt->k_multiple || (c.n_shared && c.shared_hidden % wt->k_multiple)) {
+        free(m);
+        return dm_fail(err, DM_ERR_SHAPE, "model: %s weights need dim (%d), hidden (%d)%s to be multiples of %d",
+                       wt->k_multiple >= gate_wt->k_multiple ? wt->name : gate_wt->name, c.dim, c.hidden,
+                       c.n_shared ? " and the shared experts' hidden" : "", kd);
+    }
+    int typed = wt->id != DM_WT_F32 || gate_wt->id != DM_WT_F32;
     layout l;
     if (build_layout(&c, &l)) {
         free(l.t);
@@ -265,7 +277,9 @@ dm_status dm_model_create_typed(const dm_config *cin, const dm_model_opts *o, co
     m->n_tensors = l.n;
     m->n_params = l.total;
     m->by_name = dm_name_index(l.t, l.n, desc_name);
-    m->params = dm_calloc((size_t)l.total * sizeof(float));
+    /* a typed model's typed weights never get fp32 masters: the buffer is not
+     * touched there (then dropped below), only the other tensors are zeroed */
+    m->params = typed ? dm_alloc((size_t)l.total * sizeof(float)) : dm_calloc((size_t)l.total * sizeof(float));
     m->layers = calloc((size_t)c.n_layers, sizeof *m->layers);
     int ok = m->params && m->layers && m->by_name;
     for (int L = 0; ok && L < c.n_layers; L++)
@@ -279,8 +293,18 @@ dm_status dm_model_create_typed(const dm_config *cin, const dm_model_opts *o, co
     for (int i = 0; i < m->n_tensors; i++) m->tensors[i].stored = 1;
     bind_views(m);
     mark_packed(m);
+    if (typed) {
+        for (int i = 0; i < m->n_tensors; i++)
+            if (!is_typed(&m->tensors[i]))
+                memset(m->params + m->tensors[i].offset, 0, (size_t)m->tensors[i].numel * sizeof(float));
+        if ((st = shrink_params(m, 1, err))) {
+            dm_model_free(m);
+            return st;
+        }
+        m->packed_only = 1;  /* inference only, from here on */
+    }
     *out = m;
-    return dm_model_sync(m, err);  /* the f32 operands; typed ones are filled by dm_model_fill_typed */
+    return dm_model_pack_masters(m);  /* the f32 operands; typed ones are filled by dm_model_fill_typed */
 }
 
 void dm_model_free(dm_model *m)
@@ -302,20 +326,28 @@ dm_status dm_model_sync(dm_model *m, dm_error *err)
         return dm_fail(err, DM_ERR_ARG, "model: its weights exist only packed (loaded for inference%s); "
                                         "load it without dm_model_opts.packed_only to change them",
                        dm_model_is_typed(m) ? ", experts compressed" : "");
+    dm_status st = dm_model_pack_masters(m);
+    return st ? dm_fail(err, st, "model: out of memory packing weights") : DM_OK;
+}
+
+/* Packs every f32 operand whose master is stored (a typed model's router,
+ * embedding and head before they are dropped); DM_ERR_NOMEM or DM_OK. */
+dm_status dm_model_pack_masters(dm_model *m)
+{
     const dm_config *c = &m->cfg;
     int D = c->dim;
     int f32_experts = m->wtype->id == DM_WT_F32;
-    if (c->in_dim) dm_wmat_pack_f32(&m->embed.p, m->embed.w);
-    if (c->n_classes) dm_wmat_pack_f32(&m->head.p, m->head.w);
+    if (c->in_dim && m->embed.w) dm_wmat_pack_f32(&m->embed.p, m->embed.w);
+    if (c->n_classes && m->head.w) dm_wmat_pack_f32(&m->head.p, m->head.w);
     float *tmp = NULL;
     if (dm_expert_ops_of(c)->up_mult == 2 && f32_experts) {
         int hmax = DM_MAX(c->hidden, c->shared_hidden);
         tmp = dm_alloc((size_t)2 * hmax * D * sizeof(float));
-        if (!tmp) return dm_fail(err, DM_ERR_NOMEM, "model: out of memory packing weights");
+        if (!tmp) return DM_ERR_NOMEM;
     }
     for (int L = 0; L < c->n_layers; L++) {
         dm_layer *ly = &m->layers[L];
-        if (m->gate_wtype->id == DM_WT_F32) dm_wmat_pack_f32(&ly->gate_p, ly->gate_w);
+        if (m->gate_wtype->id == DM_WT_F32 && ly->gate_w) dm_wmat_pack_f32(&ly->gate_p, ly->gate_w);
         for (int i = 0; f32_experts && i < c->n_experts + c->n_shared; i++) {
             dm_expert_w *x = &ly->experts[i];
             int h = x->hidden;
@@ -417,18 +449,23 @@ dm_status dm_model_tensor_values(const dm_model *m, int i, float *dst, dm_error 
     return st;
 }
 
-dm_status dm_model_drop_master(dm_model *m, dm_error *err)
+/* params shrunk to the tensors that keep fp32 values: those no operand holds,
+ * and with typed_only the f32 operands' masters too (a typed model until its
+ * f32 operands are packed). Offsets stay increasing: a dropped weight sits
+ * where the next tensor starts. */
+static dm_status shrink_params(dm_model *m, int typed_only, dm_error *err)
 {
-    if (m->packed_only) return DM_OK;
     int64_t total = 0;
-    for (int i = 0; i < m->n_tensors; i++)
-        if (!m->tensors[i].wm) total += (m->tensors[i].numel + 15) / 16 * 16;
+    for (int i = 0; i < m->n_tensors; i++) {
+        const dm_tensor_desc *d = &m->tensors[i];
+        if (d->stored && !(d->wm && (!typed_only || is_typed(d)))) total += (d->numel + 15) / 16 * 16;
+    }
     float *p = dm_alloc((size_t)(total ? total : 16) * sizeof *p);
     if (!p) return dm_fail(err, DM_ERR_NOMEM, "model: out of memory");
     int64_t off = 0;
     for (int i = 0; i < m->n_tensors; i++) {
         dm_tensor_desc *d = &m->tensors[i];
-        if (d->wm) {  /* offsets stay increasing: a dropped weight sits where the next tensor starts */
+        if (!d->stored || (d->wm && (!typed_only || is_typed(d)))) {
             d->offset = off;
             d->stored = 0;
             continue;
@@ -440,9 +477,18 @@ dm_status dm_model_drop_master(dm_model *m, dm_error *err)
     dm_free(m->params);
     m->params = p;
     m->n_params = total;
-    m->packed_only = 1;
     bind_views(m);
     return DM_OK;
+}
+
+dm_status dm_model_drop_master(dm_model *m, dm_error *err)
+{
+    int all_dropped = 1;
+    for (int i = 0; i < m->n_tensors; i++) all_dropped &= !(m->tensors[i].wm && m->tensors[i].stored);
+    if (m->packed_only && all_dropped) return DM_OK;
+    dm_status st = shrink_params(m, 0, err);
+    if (!st) m->packed_only = 1;
+    return st;
 }
 
 dm_status dm_model_find(const dm_model *m, const char *name, dm_tensor_info *out, dm_error *err)
@@ -527,6 +573,7 @@ dm_status dm_model_fill_typed(dm_model *m, dm_parts_fill fill, void *ctx, dm_err
             }
         }
         void *part[DM_WPARTS];
+        memset(buf, 0, need);  /* rows no tensor fills would be packed as zeros, never stale */
         dm_wtype_split(w->type, w->N, w->K, w->group, buf, part);
         /* the tensors this operand stacks (swiglu: w1 then, two tensors on, w3) */
         for (int j = i; !st && j < m->n_tensors && j < i + 8; j++) {

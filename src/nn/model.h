@@ -105,10 +105,17 @@ dm_status dm_model_drop_master(dm_model *m, dm_error *err);
  * --router same, router) are of a type other than f32 is always packed-only. */
 
 /* dm_model_create with the experts of type wt (group along K for q8) and the
- * router of type gate_wt. The f32 operands are packed from the (zero)
- * masters; the typed ones are empty until dm_model_fill_typed. */
+ * router of type gate_wt. A typed model is packed-only from the start: its
+ * typed weights have no fp32 masters (never allocated), its f32 operands are
+ * packed from their (zero) masters until the caller fills those and calls
+ * dm_model_pack_masters; the typed operands are empty until dm_model_fill_typed.
+ * DM_ERR_SHAPE when a width a type takes as K does not divide by its k_multiple. */
 dm_status dm_model_create_typed(const dm_config *c, const dm_model_opts *o, const dm_wtype *wt, int group,
                                 const dm_wtype *gate_wt, dm_model **out, dm_error *err);
+/* Packs every f32 operand from its stored master (dm_model_sync without the
+ * packed-only refusal: a typed model's router, embedding and head are packed so
+ * before dm_model_drop_master). DM_ERR_NOMEM or DM_OK. */
+dm_status dm_model_pack_masters(dm_model *m);
 /* 1 if any operand's type is not f32. */
 int dm_model_is_typed(const dm_model *m);
 /* Writes tensor i's rows of its operand's file layout: part[p] points at the

@@ -4,6 +4,7 @@
 #include "base/base.h"
 #include "nn/model.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,6 +17,11 @@ static dm_status quantize_tensor(void *ctx, int i, void *const part[], dm_error 
     const dm_tensor_desc *d = &q->dst->tensors[i];
     dm_status st = dm_model_tensor_values(q->src, i, q->tmp, err);
     if (st) return st;
+    for (int64_t j = 0; j < d->numel; j++)  /* a scale of Inf (or NaN) would be a file no loader takes */
+        if (!isfinite(q->tmp[j]))
+            return dm_fail(err, DM_ERR_NONFINITE, "quantize: %s holds %s at row %lld, column %lld; only finite "
+                           "weights compress", d->name, q->tmp[j] != q->tmp[j] ? "NaN" : "Inf",
+                           (long long)(j / d->shape[1]), (long long)(j % d->shape[1]));
     d->wm->type->quantize_ref(q->tmp, (int)d->shape[0], (int)d->shape[1], d->wm->group, part);
     return DM_OK;
 }
@@ -55,7 +61,7 @@ dm_status dm_model_convert(const dm_model *src, const dm_wtype *wt, int group, c
         const dm_tensor_desc *d = &m->tensors[i];
         if (!d->wm || d->wm->type->id == DM_WT_F32) st = dm_model_tensor_values(src, i, m->params + d->offset, err);
     }
-    if (!st) st = dm_model_sync(m, err);
+    if (!st && (st = dm_model_pack_masters(m))) dm_fail(err, st, "model: out of memory packing weights");
     if (!st) st = dm_model_fill_typed(m, quantize_tensor, &q, err);
     dm_free(q.tmp);
     if (!st && src->pre.method != DM_NORM_DEFAULT)
