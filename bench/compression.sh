@@ -24,7 +24,7 @@ PY=/usr/bin/python3
 [ -x "$B" ] || make -s cli
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
-TYPES="f32 bf16 f16 q8 nm24 nm24:bf16 nm24:q8"
+TYPES="f32 bf16 f16 q8 q8all nm24 nm24:bf16 nm24:q8"   # q8all: router, embedding and head in q8 too
 FMDIR=/usr/share/datasets/fashion-mnist
 
 echo "# compression.sh: $(date -u +%Y-%m-%d), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $THREADS threads, $ROUNDS rounds" >&2
@@ -39,9 +39,11 @@ fi
 cp "$FM" "$T/fm.f32.safetensors"
 for m in seed fm; do
     data=$T/x.npy; [ $m = fm ] && data=fashion-mnist
-    for t in $TYPES; do
+    for t in $TYPES q8all; do
         [ "$t" = f32 ] && continue
-        "$B" quantize --model "$T/$m.f32.safetensors" --out "$T/$m.$t.safetensors" --type "$t" --data "$data" \
+        extra=""; wt=$t
+        [ "$t" = q8all ] && { extra="--router same --embed same"; wt=q8; }   # every linear, as quantize_dynamic
+        "$B" quantize --model "$T/$m.f32.safetensors" --out "$T/$m.$t.safetensors" --type "$wt" $extra --data "$data" \
             --rows 0 --threads "$THREADS" --json | tail -1 >"$T/$m.$t.quant.json"
     done
 done
@@ -60,7 +62,7 @@ for t in $TYPES $FTTYPES; do
 done
 
 # ---------------------------------------------------------------- speed, interleaved
-cases="1:3000 64:300 1024:30"
+cases=${CASES:-"1:3000 64:300 1024:30"}   # batch:iterations (CASES overrides, e.g. for a smoke run)
 for r in $(seq "$ROUNDS"); do
     for m in seed fm; do
         for t in $TYPES $( [ $m = fm ] && echo $FTTYPES ); do
@@ -77,17 +79,11 @@ done
 TORCH_OK=1
 "$PY" -c "import torch" 2>/dev/null || TORCH_OK=0
 if [ $TORCH_OK = 1 ] && [ -f bench/torch_quant.py ]; then
-    "$PY" - "$FMDIR" "$T" <<'EOF'
-import gzip, sys, numpy as np
-d, t = sys.argv[1], sys.argv[2]
-x = np.frombuffer(gzip.open(d + "/t10k-images-idx3-ubyte.gz").read()[16:], np.uint8).reshape(-1, 784)
-y = np.frombuffer(gzip.open(d + "/t10k-labels-idx1-ubyte.gz").read()[8:], np.uint8)
-np.save(t + "/fm_x.npy", x.astype(np.float32)); np.save(t + "/fm_y.npy", y.astype(np.int64))
-EOF
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$PY" bench/torch_quant.py "$T/seed.f32.safetensors" \
         --threads "$THREADS" --json >"$T/torch.seed.json" 2>"$T/torch.seed.err" || TORCH_OK=0
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$PY" bench/torch_quant.py "$T/fm.f32.safetensors" \
-        --threads "$THREADS" --data "$T/fm_x.npy" --labels "$T/fm_y.npy" --json >"$T/torch.fm.json" 2>"$T/torch.fm.err" ||
+        --threads "$THREADS" --data "$FMDIR/t10k-images-idx3-ubyte.gz" \
+        --labels "$FMDIR/t10k-labels-idx1-ubyte.gz" --json >"$T/torch.fm.json" 2>"$T/torch.fm.err" ||
         TORCH_OK=0
 fi
 
@@ -124,17 +120,20 @@ for m in ("seed", "fm"):
         cells += ["%.2fx" % (med[b] / base[b]) for b in (1, 64, 1024)]
         print("| " + " | ".join(cells) + " |")
     if torch_ok:
-        tj = json.load(open("%s/torch.%s.json" % (T, m)))
-        print("\nDebian PyTorch %s, same weights, sparse forward, %s threads:\n" % (tj.get("torch", "?"), tj.get("threads", "?")))
-        print("| PyTorch | test acc | b1 p50 us | b1 p99 us | b64 rows/s | b1024 rows/s | deepmoe q8 / it at b1024 |")
-        print("|---|---|---|---|---|---|---|")
-        q8 = statistics.median(x["rows_per_s"] for x in jl("%s/%s.q8.b1024.jsonl" % (T, m)))
-        for v in ("fp32", "int8"):
-            r = tj["variants"][v]
+        tj = json.loads([l for l in open("%s/torch.%s.json" % (T, m)) if l.startswith("{")][-1])
+        print("\nDebian PyTorch %s, same weights, %s threads (load average %.2f before, %.2f after):\n" % (
+            tj.get("torch", "?"), tj.get("threads", "?"), tj.get("loadavg_before", -1), tj.get("loadavg_after", -1)))
+        print("| PyTorch | test acc | b1 p50 us | b1 p99 us | b64 rows/s | b1024 rows/s | deepmoe q8 / it at b64 | at b1024 |")
+        print("|---|---|---|---|---|---|---|---|")
+        q8 = {b: statistics.median(x["rows_per_s"] for x in jl("%s/%s.q8.b%d.jsonl" % (T, m, b))) for b in (64, 1024)}
+        names = {"fp32": "fp32 (sparse forward)", "int8": "quantize_dynamic qint8, per tensor",
+                 "int8pc": "quantize_dynamic qint8, per channel"}
+        for v, r in tj["variants"].items():
             acc = r.get("accuracy")
-            print("| %s | %s | %.1f | %.1f | %.0f | %.0f | %.2fx |" % (
-                v if v == "fp32" else "quantize_dynamic qint8", "%.4f" % acc if acc is not None else "-",
-                r["b1_p50_us"], r["b1_p99_us"], r["b64_rows_per_s"], r["b1024_rows_per_s"], q8 / r["b1024_rows_per_s"]))
+            print("| %s | %s | %.1f | %.1f | %.0f | %.0f | %.2fx | %.2fx |" % (
+                names.get(v, v), "%.4f" % acc if acc is not None else "-", r["batch1_us_p50"], r["batch1_us_p99"],
+                r["batch64_rows_per_s"], r["batch1024_rows_per_s"], q8[64] / r["batch64_rows_per_s"],
+                q8[1024] / r["batch1024_rows_per_s"]))
     else:
         print("\n(PyTorch rows skipped: /usr/bin/python3 has no torch, or bench/torch_quant.py failed)")
 EOF

@@ -173,18 +173,21 @@ typedef struct dm_quantize_opts {
                             "nm24:bf16", "nm24:q8", or "f32" (dequantize); default "q8" */
     int group;           /* q8: values per scale along K, 32, 64 or 128; 0 (default): one per row */
     int router_same;     /* 1: the router in `type` too; 0 (default): the router stays f32 */
+    int embed_same;      /* 1: the embedding and head in `type` too (every nn.Linear, as PyTorch's
+                            quantize_dynamic does); 0 (default): they stay f32 */
     dm_isa isa;          /* kernels the result packs for (DM_ISA_AUTO) */
 } dm_quantize_opts;
 
 DM_API void dm_quantize_opts_default(dm_quantize_opts *o);
 /* A new model holding src's weights in o's types (nm24: pruned by magnitude, the
- * 2 largest of every 4 along K). Embedding and head stay f32. A compressed
+ * 2 largest of every 4 along K). Embedding and head stay f32 unless embed_same. A compressed
  * result is packed-only (inference; dm_model_save writes its types); an f32
  * result is a trainable model. */
 DM_API dm_status dm_model_quantize(const dm_model *src, const dm_quantize_opts *o, dm_model **out, dm_error *err);
 /* The experts' weight type name ("f32", "q8", ...) and the router's. */
 DM_API const char *dm_model_wtype(const dm_model *m);
 DM_API const char *dm_model_router_wtype(const dm_model *m);
+DM_API const char *dm_model_embed_wtype(const dm_model *m);   /* the embedding's and head's */
 /* Bytes tensor i takes in the model's file under its type (all parts: values,
  * scales, indices). */
 DM_API int64_t dm_model_tensor_bytes(const dm_model *m, int i);

@@ -495,8 +495,56 @@ static void test_quantize_keep_sparsity(dm_t *t)
     dm_model_free(d); dm_model_free(sp); dm_model_free(m);
 }
 
+/* Every linear layer in the type (--router same --embed same, as PyTorch's
+ * quantize_dynamic): the classifier's embedding and head too; the forward
+ * agrees with the reference kernels, saving and loading is byte-exact. */
+static void test_quantize_every_linear(dm_t *t)
+{
+    dm_config cs[3];
+    test_configs(cs);
+    dm_model *m = random_model(t, &cs[2], 300);
+    if (!m) return;
+    float *x = dm_test_rows(29, cs[2].in_dim, 4);
+    for (int wi = 1; wi < DM_WT_COUNT; wi++) {
+        dm_quantize_opts q;
+        dm_quantize_opts_default(&q);
+        q.type = dm_wtypes[wi].name;
+        q.router_same = q.embed_same = 1;
+        dm_model *a = NULL, *r = NULL, *l = NULL;
+        dm_error err;
+        CHECK_OK(t, dm_model_quantize(m, &q, &a, &err), &err);
+        q.isa = DM_ISA_REF;
+        CHECK_OK(t, dm_model_quantize(m, &q, &r, &err), &err);
+        if (!a || !r) { dm_model_free(a); dm_model_free(r); continue; }
+        CHECK(t, !strcmp(dm_model_embed_wtype(a), q.type) && a->embed.p.type == &dm_wtypes[wi] &&
+                 a->head.p.type == &dm_wtypes[wi], "%s: embedding/head type %s", q.type, dm_model_embed_wtype(a));
+        float *ya = forward(t, a, x, 29, NULL), *yr = forward(t, r, x, 29, NULL);
+        double e = dm_test_relerr(ya, yr, 29 * cs[2].n_classes);
+        CHECK(t, e < 1e-4, "%s every linear: best ISA vs reference %.3g", q.type, e);
+        char *p1 = strdup(dm_test_write_file("all_a.safetensors", "", 0)), *p2 = strdup(dm_test_write_file("all_b.safetensors", "", 0));
+        CHECK_OK(t, dm_model_save(a, p1, &err), &err);
+        CHECK_OK(t, dm_model_load(p1, NULL, &l, &err), &err);
+        if (l) {
+            CHECK_OK(t, dm_model_save(l, p2, &err), &err);
+            size_t n1, n2;
+            unsigned char *b1 = dm_test_slurp(p1, &n1), *b2 = dm_test_slurp(p2, &n2);
+            CHECK(t, b1 && n1 == n2 && !memcmp(b1, b2, n1) && !strcmp(dm_model_embed_wtype(l), q.type),
+                  "%s every linear: save(load(save)) differs", q.type);
+            float *yl = forward(t, l, x, 29, NULL);
+            CHECK(t, !memcmp(ya, yl, (size_t)29 * cs[2].n_classes * sizeof *ya), "%s every linear: loaded forward differs",
+                  q.type);
+            free(yl); free(b1); free(b2);
+        }
+        free(p1); free(p2); free(ya); free(yr);
+        dm_model_free(l); dm_model_free(a); dm_model_free(r);
+    }
+    free(x);
+    dm_model_free(m);
+}
+
 void suite_quantize(dm_t *t)
 {
+    DM_RUN(t, test_quantize_every_linear);
     DM_RUN(t, test_quantize_types_forward);
     DM_RUN(t, test_quantize_save_load);
     DM_RUN(t, test_quantize_bad_files);

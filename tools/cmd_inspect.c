@@ -78,9 +78,10 @@ int cmd_inspect(int argc, char **argv)
     printf("  parameters %lld, active per row %lld (%.1f%%)\n", total, active, total ? 100.0 * active / total : 0.0);
     long long file_bytes = 0;
     for (int i = 0; i < dm_model_n_tensors(m); i++) file_bytes += (long long)dm_model_tensor_bytes(m, i);
-    printf("  expert weights %s, router %s; tensors %.1f KiB in the file, %.1f KiB in memory%s\n", dm_model_wtype(m),
-           dm_model_router_wtype(m), (double)file_bytes / 1024.0, (double)dm_model_memory(m) / 1024.0,
-           strcmp(dm_model_wtype(m), "f32") || strcmp(dm_model_router_wtype(m), "f32")
+    printf("  expert weights %s, router %s, embedding/head %s; tensors %.1f KiB in the file, %.1f KiB in memory%s\n",
+           dm_model_wtype(m), dm_model_router_wtype(m), dm_model_embed_wtype(m), (double)file_bytes / 1024.0,
+           (double)dm_model_memory(m) / 1024.0,
+           strcmp(dm_model_wtype(m), "f32") || strcmp(dm_model_router_wtype(m), "f32") || strcmp(dm_model_embed_wtype(m), "f32")
                ? " (packed for inference, no fp32 copy)" : " (with the fp32 master copy)");
     if (tensors) {
         int64_t most = 1;

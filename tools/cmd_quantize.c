@@ -10,8 +10,8 @@
 #include <sys/stat.h>
 
 static const char help[] =
-    "usage: deepmoe quantize --model IN --out OUT --type T [--router f32|same] [--group G]\n"
-    "                        [--data SPEC] [options]\n\n"
+    "usage: deepmoe quantize --model IN --out OUT --type T [--router f32|same] [--embed f32|same]\n"
+    "                        [--group G] [--data SPEC] [options]\n\n"
     "Writes IN's model with its experts' weights converted to type T (docs/formats.md\n"
     "has the file layout of every type):\n"
     "  bf16        bfloat16 (round to nearest even); the GEMM rounds activations to bf16\n"
@@ -26,13 +26,16 @@ static const char help[] =
     "              --keep-sparsity (the mask stays fixed)\n"
     "  f32         dequantize a compressed model back to a trainable fp32 model\n"
     "The router is kept in fp32 (routing decisions are sensitive) unless --router\n"
-    "same; the embedding and the head stay fp32. With --data, the top-k flip rate on\n"
+    "same; the embedding and the head stay fp32 unless --embed same (--router same --embed\n"
+    "same converts every linear layer, as PyTorch's quantize_dynamic). With --data, the\n"
+    "top-k flip rate on\n"
     "its test split is reported: the share of rows whose chosen expert set (in any\n"
     "layer) differs from IN's.\n\n"
     "  --model PATH    the model to convert (f32, or any type: it is dequantized first)\n"
     "  --out PATH      the file to write\n"
     "  --type T        bf16 | f16 | q8 | nm24 | nm24:f32 | nm24:bf16 | nm24:q8 | f32\n"
     "  --router R      f32 (default) or same (the router in T too)\n"
+    "  --embed E       f32 (default) or same: the embedding and the classifier head in T\n"
     "  --group G       q8 only: one scale per G = 32, 64 or 128 values along K (default:\n"
     "                  one per output row)\n"
     "  --data SPEC     rows to measure the top-k flip rate on: X.npy (raw rows, as infer\n"
@@ -87,6 +90,7 @@ int cmd_quantize(int argc, char **argv)
         {"model", required_argument, 0, 'm'}, {"out", required_argument, 0, 'o'},
         {"type", required_argument, 0, 'T'}, {"router", required_argument, 0, 'r'},
         {"group", required_argument, 0, 'g'}, {"data", required_argument, 0, 'd'},
+        {"embed", required_argument, 0, 'e'},
         {"rows", required_argument, 0, 'n'}, {"threads", required_argument, 0, 't'},
         {"top-k", required_argument, 0, 'k'}, {"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
@@ -109,6 +113,11 @@ int cmd_quantize(int argc, char **argv)
             if (!strcmp(optarg, "f32")) q.router_same = 0;
             else if (!strcmp(optarg, "same")) q.router_same = 1;
             else return cli_usage("quantize", "--router '%s': expected f32 or same", optarg);
+            break;
+        case 'e':
+            if (!strcmp(optarg, "f32")) q.embed_same = 0;
+            else if (!strcmp(optarg, "same")) q.embed_same = 1;
+            else return cli_usage("quantize", "--embed '%s': expected f32 or same", optarg);
             break;
         case 'g':
             if (cli_int(optarg, 0, 1 << 20, &q.group) || (q.group && q.group != 32 && q.group != 64 && q.group != 128))
@@ -145,8 +154,9 @@ int cmd_quantize(int argc, char **argv)
         goto done;
     }
     long long before = file_size(in), after = file_size(out);
-    printf("%s -> %s: experts %s -> %s, router %s -> %s\n", in, out, dm_model_wtype(src), dm_model_wtype(dst),
-           dm_model_router_wtype(src), dm_model_router_wtype(dst));
+    printf("%s -> %s: experts %s -> %s, router %s -> %s, embedding/head %s -> %s\n", in, out, dm_model_wtype(src),
+           dm_model_wtype(dst), dm_model_router_wtype(src), dm_model_router_wtype(dst), dm_model_embed_wtype(src),
+           dm_model_embed_wtype(dst));
     printf("  file %lld -> %lld bytes (%.1f%% smaller)\n", before, after,
            before > 0 ? 100.0 * (double)(before - after) / (double)before : 0.0);
     double flip = -1;
@@ -175,8 +185,8 @@ int cmd_quantize(int argc, char **argv)
         free(per);
     }
     if (json) {
-        printf("{\"type\":\"%s\",\"router\":\"%s\",\"group\":%d,\"bytes_in\":%lld,\"bytes_out\":%lld", dm_model_wtype(dst),
-               dm_model_router_wtype(dst), q.group, before, after);
+        printf("{\"type\":\"%s\",\"router\":\"%s\",\"embed\":\"%s\",\"group\":%d,\"bytes_in\":%lld,\"bytes_out\":%lld",
+               dm_model_wtype(dst), dm_model_router_wtype(dst), dm_model_embed_wtype(dst), q.group, before, after);
         if (flip >= 0) printf(",\"flip_rate\":%.6f,\"flip_rows\":%lld", flip, (long long)n);
         else printf(",\"flip_rate\":null");
         printf("}\n");

@@ -23,6 +23,7 @@
 #define DM_WTYPE_KEY "deepmoe.wtype"          /* the experts' weight type; absent = f32 */
 #define DM_WGROUP_KEY "deepmoe.wgroup"        /* q8's group along K; absent = 0 (one scale per row) */
 #define DM_ROUTER_WTYPE_KEY "deepmoe.router_wtype" /* the router's weight type; absent = f32 */
+#define DM_EMBED_WTYPE_KEY "deepmoe.embed_wtype"   /* the embedding's and head's; absent = f32 */
 
 /* ---------------------------------------------------------------- config JSON */
 
@@ -375,15 +376,17 @@ dm_status dm_model_load(const char *path, const dm_model_opts *o, dm_model **out
     const char *meta = dm_st_meta(&f, CONFIG_KEY);
     st = meta ? dm_config_from_json(meta, &c, path, err) : infer_config(&f, o ? o->top_k : 0, &c, err);
     /* the weight types (absent: f32, every file before weight types) */
-    const dm_wtype *wt = NULL, *gate_wt = NULL;
+    const dm_wtype *wt = NULL, *gate_wt = NULL, *io_wt = NULL;
     int group = 0;
     if (!st) st = meta_wtype(&f, DM_WTYPE_KEY, &wt, err);
     if (!st) st = meta_wtype(&f, DM_ROUTER_WTYPE_KEY, &gate_wt, err);
+    if (!st) st = meta_wtype(&f, DM_EMBED_WTYPE_KEY, &io_wt, err);
     const char *gs = dm_st_meta(&f, DM_WGROUP_KEY);
     if (!st && gs) {
         char *end;
         long g = strtol(gs, &end, 10);
-        if (*end || end == gs || (g != 0 && g != 32 && g != 64 && g != 128) || !(wt->grouped || gate_wt->grouped))
+        if (*end || end == gs || (g != 0 && g != 32 && g != 64 && g != 128) ||
+            !(wt->grouped || gate_wt->grouped || io_wt->grouped))
             st = dm_fail(err, DM_ERR_FORMAT, "%s: metadata %s \"%.20s\": a group is 0, 32, 64 or 128, and only "
                          "for q8 weights", path, DM_WGROUP_KEY, gs);
         group = (int)g;
@@ -391,7 +394,10 @@ dm_status dm_model_load(const char *path, const dm_model_opts *o, dm_model **out
     if (!st && gate_wt != wt && gate_wt->id != DM_WT_F32)
         st = dm_fail(err, DM_ERR_FORMAT, "%s: metadata %s is %s: the router is f32 or of the experts' type (%s)", path,
                      DM_ROUTER_WTYPE_KEY, gate_wt->name, wt->name);
-    int typed = !st && (wt->id != DM_WT_F32 || gate_wt->id != DM_WT_F32);
+    if (!st && io_wt != wt && io_wt->id != DM_WT_F32)
+        st = dm_fail(err, DM_ERR_FORMAT, "%s: metadata %s is %s: the embedding and head are f32 or of the experts' "
+                     "type (%s)", path, DM_EMBED_WTYPE_KEY, io_wt->name, wt->name);
+    int typed = !st && (wt->id != DM_WT_F32 || gate_wt->id != DM_WT_F32 || io_wt->id != DM_WT_F32);
     dm_model *m = NULL;
     if (!st) st = check_holds(&f, &c, typed, err);
     if (!st) {
@@ -399,7 +405,7 @@ dm_status dm_model_load(const char *path, const dm_model_opts *o, dm_model **out
         dm_model_opts mo;
         if (o) mo = *o;
         else dm_model_opts_default(&mo);
-        st = dm_model_create_typed(&c, &mo, wt, group, gate_wt, &m, &e2);
+        st = dm_model_create_typed(&c, &mo, wt, group, gate_wt, io_wt, &m, &e2);
         if (st) dm_fail(err, st, "%s: %s", path, e2.msg);
     }
     /* every model tensor, exact shape (a typed operand's tensors: their parts, below) */
@@ -442,7 +448,7 @@ dm_status dm_model_load(const char *path, const dm_model_opts *o, dm_model **out
     if (!st && typed && o && o->dequantize) {  /* an f32 model of the dequantized values */
         dm_model *d = NULL;
         const dm_wtype *f32 = &dm_wtypes[DM_WT_F32];
-        st = dm_model_convert(m, f32, 0, f32, m->isa, &d, err);
+        st = dm_model_convert(m, f32, 0, f32, f32, m->isa, &d, err);
         dm_model_free(m);
         m = d;
         if (!st) m->loaded_wtype = wt;
@@ -568,6 +574,11 @@ dm_status dm_model_save_meta(const dm_model *m, const char *path, const char *co
     if (m->gate_wtype->id != DM_WT_F32) {
         meta[2 * n_meta] = DM_ROUTER_WTYPE_KEY;
         meta[2 * n_meta + 1] = m->gate_wtype->name;
+        n_meta++;
+    }
+    if (m->io_wtype->id != DM_WT_F32) {
+        meta[2 * n_meta] = DM_EMBED_WTYPE_KEY;
+        meta[2 * n_meta + 1] = m->io_wtype->name;
         n_meta++;
     }
     if (m->wgroup) {

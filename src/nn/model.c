@@ -151,7 +151,6 @@ static size_t up_rows(const dm_config *c, int h) { return (size_t)h * dm_expert_
 static size_t carve_packed(dm_model *m, unsigned char *base)
 {
     const dm_config *c = &m->cfg;
-    const dm_wtype *f32 = &dm_wtypes[DM_WT_F32];
     size_t off = 0;
 #define TAKE(w, type, rows, cols) do { \
         int grp_ = (type)->grouped ? m->wgroup : 0; \
@@ -159,7 +158,7 @@ static size_t carve_packed(dm_model *m, unsigned char *base)
         if (base) dm_wmat_bind(&(w), type, m->isa, (int)(rows), (int)(cols), grp_, base + off); \
         off += (nd_ + 63) / 64 * 64; \
     } while (0)
-    if (c->in_dim) TAKE(m->embed.p, f32, c->dim, c->in_dim);
+    if (c->in_dim) TAKE(m->embed.p, m->io_wtype, c->dim, c->in_dim);
     for (int L = 0; L < c->n_layers; L++) {
         dm_layer *ly = &m->layers[L];
         TAKE(ly->gate_p, m->gate_wtype, c->n_experts, c->dim);
@@ -169,7 +168,7 @@ static size_t carve_packed(dm_model *m, unsigned char *base)
             TAKE(ly->experts[i].p2, m->wtype, c->dim, h);
         }
     }
-    if (c->n_classes) TAKE(m->head.p, f32, c->n_classes, c->dim);
+    if (c->n_classes) TAKE(m->head.p, m->io_wtype, c->n_classes, c->dim);
 #undef TAKE
     return off;
 }
@@ -235,11 +234,11 @@ void dm_model_opts_default(dm_model_opts *o)
 dm_status dm_model_create(const dm_config *cin, const dm_model_opts *o, dm_model **out, dm_error *err)
 {
     const dm_wtype *f32 = &dm_wtypes[DM_WT_F32];
-    return dm_model_create_typed(cin, o, f32, 0, f32, out, err);
+    return dm_model_create_typed(cin, o, f32, 0, f32, f32, out, err);
 }
 
 dm_status dm_model_create_typed(const dm_config *cin, const dm_model_opts *o, const dm_wtype *wt, int group,
-                                const dm_wtype *gate_wt, dm_model **out, dm_error *err)
+                                const dm_wtype *gate_wt, const dm_wtype *io_wt, dm_model **out, dm_error *err)
 {
     *out = NULL;
     if (o && dm_check_struct_size(o->struct_size, sizeof *o, "dm_model_opts", "dm_model_opts_default", err))
@@ -257,16 +256,23 @@ dm_status dm_model_create_typed(const dm_config *cin, const dm_model_opts *o, co
     m->kern = dm_kernels_for(m->isa);
     m->wtype = wt;
     m->gate_wtype = gate_wt;
-    m->wgroup = wt->grouped || gate_wt->grouped ? group : 0;
+    m->io_wtype = io_wt;
+    m->wgroup = wt->grouped || gate_wt->grouped || io_wt->grouped ? group : 0;
     /* the widths the types' GEMMs take as K: D (up projections, router), H (down) */
-    int kd = wt->k_multiple > gate_wt->k_multiple ? wt->k_multiple : gate_wt->k_multiple;
+    int kd = DM_MAX(wt->k_multiple, gate_wt->k_multiple);
+    if (c.n_classes) kd = DM_MAX(kd, io_wt->k_multiple);  /* the head's K is D */
+    if (c.in_dim % io_wt->k_multiple) {
+        free(m);
+        return dm_fail(err, DM_ERR_SHAPE, "model: %s embedding weights need the input width (%d) to be a multiple of %d",
+                       io_wt->name, c.in_dim, io_wt->k_multiple);
+    }
     if (c.dim % kd || c.hidden % wt->k_multiple || (c.n_shared && c.shared_hidden % wt->k_multiple)) {
         free(m);
         return dm_fail(err, DM_ERR_SHAPE, "model: %s weights need dim (%d), hidden (%d)%s to be multiples of %d",
                        wt->k_multiple >= gate_wt->k_multiple ? wt->name : gate_wt->name, c.dim, c.hidden,
                        c.n_shared ? " and the shared experts' hidden" : "", kd);
     }
-    int typed = wt->id != DM_WT_F32 || gate_wt->id != DM_WT_F32;
+    int typed = wt->id != DM_WT_F32 || gate_wt->id != DM_WT_F32 || io_wt->id != DM_WT_F32;
     layout l;
     if (build_layout(&c, &l)) {
         free(l.t);
@@ -337,8 +343,8 @@ dm_status dm_model_pack_masters(dm_model *m)
     const dm_config *c = &m->cfg;
     int D = c->dim;
     int f32_experts = m->wtype->id == DM_WT_F32;
-    if (c->in_dim && m->embed.w) dm_wmat_pack_f32(&m->embed.p, m->embed.w);
-    if (c->n_classes && m->head.w) dm_wmat_pack_f32(&m->head.p, m->head.w);
+    if (c->in_dim && m->embed.w && m->io_wtype->id == DM_WT_F32) dm_wmat_pack_f32(&m->embed.p, m->embed.w);
+    if (c->n_classes && m->head.w && m->io_wtype->id == DM_WT_F32) dm_wmat_pack_f32(&m->head.p, m->head.w);
     float *tmp = NULL;
     if (dm_expert_ops_of(c)->up_mult == 2 && f32_experts) {
         int hmax = DM_MAX(c->hidden, c->shared_hidden);
@@ -540,7 +546,7 @@ int64_t dm_model_active_params(const dm_model *m)
 
 int dm_model_is_typed(const dm_model *m)
 {
-    return m->wtype->id != DM_WT_F32 || m->gate_wtype->id != DM_WT_F32;
+    return m->wtype->id != DM_WT_F32 || m->gate_wtype->id != DM_WT_F32 || m->io_wtype->id != DM_WT_F32;
 }
 
 size_t dm_model_work_size(const dm_model *m, int64_t rows)

@@ -69,6 +69,7 @@ struct dm_model {
     const dm_kernels *kern;
     const dm_wtype *wtype;       /* the experts' weight type (embed and head stay f32) */
     const dm_wtype *gate_wtype;  /* the router's: f32, or wtype (quantize --router same) */
+    const dm_wtype *io_wtype;    /* the embedding's and head's: f32, or wtype (quantize --embed same) */
     int wgroup;                  /* the types' group along K (q8; 0: one scale per row) */
     const dm_wtype *loaded_wtype;/* dm_model_opts.dequantize: the type the file held (else NULL) */
     int n_tensors;
@@ -111,7 +112,7 @@ dm_status dm_model_drop_master(dm_model *m, dm_error *err);
  * dm_model_pack_masters; the typed operands are empty until dm_model_fill_typed.
  * DM_ERR_SHAPE when a width a type takes as K does not divide by its k_multiple. */
 dm_status dm_model_create_typed(const dm_config *c, const dm_model_opts *o, const dm_wtype *wt, int group,
-                                const dm_wtype *gate_wt, dm_model **out, dm_error *err);
+                                const dm_wtype *gate_wt, const dm_wtype *io_wt, dm_model **out, dm_error *err);
 /* Packs every f32 operand from its stored master (dm_model_sync without the
  * packed-only refusal: a typed model's router, embedding and head are packed so
  * before dm_model_drop_master). DM_ERR_NOMEM or DM_OK. */
@@ -128,7 +129,7 @@ dm_status dm_model_fill_typed(dm_model *m, dm_parts_fill fill, void *ctx, dm_err
  * gives a trainable model with the dequantized values. DM_ERR_SHAPE when a
  * weight's K does not divide by the type's k_multiple, DM_ERR_ARG for a bad group. */
 dm_status dm_model_convert(const dm_model *src, const dm_wtype *wt, int group, const dm_wtype *gate_wt,
-                           dm_isa isa, dm_model **out, dm_error *err);
+                           const dm_wtype *io_wt, dm_isa isa, dm_model **out, dm_error *err);
 /* Bytes of dm_gemm.work one thread needs for any of the model's GEMMs over at
  * most rows rows (0 for an all-f32 model). */
 size_t dm_model_work_size(const dm_model *m, int64_t rows);

@@ -182,11 +182,12 @@ typedef struct linear_arg {
     int64_t n;
     const float *norm_w, *norm_b;  /* LayerNorm x first (into y_norm) when set */
     float *x_norm;        /* [n, in] */
+    unsigned char *work;  /* typed weights: [threads, work_stride] */
+    size_t work_stride;
 } linear_arg;
 
 static void linear_task(void *arg, int64_t t, int tid)
 {
-    DM_UNUSED(tid);
     linear_arg *a = arg;
     const dm_kernels *K = a->m->kern;
     int64_t r0 = t * DM_ROUTE_BLOCK, rn = DM_MIN(a->n - r0, DM_ROUTE_BLOCK);
@@ -200,13 +201,15 @@ static void linear_task(void *arg, int64_t t, int tid)
     dm_gemm g = {
         .M = rn, .N = a->lin->out, .K = a->lin->in, .A = x, .lda = a->lin->in, .B = &a->lin->p,
         .bias = a->lin->b, .C = a->y + r0 * a->lin->out, .ldc = a->lin->out,
+        .work = a->work ? a->work + (size_t)tid * a->work_stride : NULL,
     };
     dm_wmat_gemm(&g);
 }
 
 static void linear_forward(dm_ctx *c, const dm_linear *lin, const float *x, float *y, int norm)
 {
-    linear_arg a = {c->m, lin, x, y, c->n, norm ? c->m->norm_w : NULL, norm ? c->m->norm_b : NULL, c->st.ybuf};
+    linear_arg a = {c->m, lin, x, y, c->n, norm ? c->m->norm_w : NULL, norm ? c->m->norm_b : NULL, c->st.ybuf,
+                    c->work, c->work_stride};
     dm_pool_run(c->run_pool, (c->n + DM_ROUTE_BLOCK - 1) / DM_ROUTE_BLOCK, linear_task, &a);
 }
 

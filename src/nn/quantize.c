@@ -27,7 +27,7 @@ static dm_status quantize_tensor(void *ctx, int i, void *const part[], dm_error 
 }
 
 dm_status dm_model_convert(const dm_model *src, const dm_wtype *wt, int group, const dm_wtype *gate_wt,
-                           dm_isa isa, dm_model **out, dm_error *err)
+                           const dm_wtype *io_wt, dm_isa isa, dm_model **out, dm_error *err)
 {
     *out = NULL;
     const dm_config *c = &src->cfg;
@@ -38,9 +38,8 @@ dm_status dm_model_convert(const dm_model *src, const dm_wtype *wt, int group, c
     for (int i = 0; i < src->n_tensors; i++) {
         const dm_tensor_desc *d = &src->tensors[i];
         if (!d->wm || d->ndim != 2) continue;
-        int gate = strstr(d->name, "gating.gate.weight") != NULL, expert = !gate && d->wm != &src->embed.p &&
-                                                                   d->wm != &src->head.p;
-        const dm_wtype *t = gate ? gate_wt : expert ? wt : NULL;
+        int gate = strstr(d->name, "gating.gate.weight") != NULL, io = d->wm == &src->embed.p || d->wm == &src->head.p;
+        const dm_wtype *t = gate ? gate_wt : io ? io_wt : wt;
         if (t && d->shape[1] % t->k_multiple)
             return dm_fail(err, DM_ERR_SHAPE, "quantize: %s needs the input width of every weight to be a multiple "
                            "of %d, but %s is [%lld, %lld]", t->name, t->k_multiple, d->name,
@@ -50,7 +49,7 @@ dm_status dm_model_convert(const dm_model *src, const dm_wtype *wt, int group, c
     dm_model_opts_default(&o);
     o.isa = isa;
     dm_model *m = NULL;
-    dm_status st = dm_model_create_typed(c, &o, wt, group, gate_wt, &m, err);
+    dm_status st = dm_model_create_typed(c, &o, wt, group, gate_wt, io_wt, &m, err);
     if (st) return st;
     int64_t most = 0;
     for (int i = 0; i < m->n_tensors; i++) most = DM_MAX(most, m->tensors[i].numel);
@@ -94,22 +93,22 @@ dm_status dm_model_quantize(const dm_model *src, const dm_quantize_opts *o, dm_m
     if (!wt)
         return dm_fail(err, DM_ERR_ARG, "quantize: unknown weight type \"%.40s\" (known: %s)",
                        o->type ? o->type : "(null)", dm_wtype_names());
-    if (src->wtype->id != DM_WT_F32 || src->gate_wtype->id != DM_WT_F32) {
+    const dm_wtype *f32 = &dm_wtypes[DM_WT_F32], *gt = o->router_same ? wt : f32, *it = o->embed_same ? wt : f32;
+    if (dm_model_is_typed(src)) {
         /* from compressed values: dequantize first (exact values of the source type) */
-        const dm_wtype *f32 = &dm_wtypes[DM_WT_F32];
         dm_model *tmp = NULL;
-        dm_status st = dm_model_convert(src, f32, 0, f32, src->isa, &tmp, err);
+        dm_status st = dm_model_convert(src, f32, 0, f32, f32, src->isa, &tmp, err);
         if (st) return st;
-        st = dm_model_convert(tmp, wt, o->group, o->router_same ? wt : f32, dm_isa_resolve(o->isa), out, err);
+        st = dm_model_convert(tmp, wt, o->group, gt, it, dm_isa_resolve(o->isa), out, err);
         dm_model_free(tmp);
         return st;
     }
-    return dm_model_convert(src, wt, o->group, o->router_same ? wt : &dm_wtypes[DM_WT_F32], dm_isa_resolve(o->isa),
-                            out, err);
+    return dm_model_convert(src, wt, o->group, gt, it, dm_isa_resolve(o->isa), out, err);
 }
 
 const char *dm_model_wtype(const dm_model *m) { return m->wtype->name; }
 const char *dm_model_router_wtype(const dm_model *m) { return m->gate_wtype->name; }
+const char *dm_model_embed_wtype(const dm_model *m) { return m->io_wtype->name; }
 
 int64_t dm_model_tensor_bytes(const dm_model *m, int i)
 {

@@ -543,14 +543,17 @@ static dm_status setup(run *r, const dm_run_state *saved, dm_error *err)
         if ((st = dm_st_open(from, &f, err))) return st;
         const char *sp = dm_st_meta(&f, SPARSITY_KEY), *pt = dm_st_meta(&f, PACKED_KEY);
         const char *wt = dm_st_meta(&f, "deepmoe.wtype"), *rt = dm_st_meta(&f, "deepmoe.router_wtype");
+        const char *et = dm_st_meta(&f, "deepmoe.embed_wtype");
         const dm_wtype *ft = wt ? dm_wtype_by_name(wt) : NULL, *frt = rt ? dm_wtype_by_name(rt) : NULL;
-        int typed_e = wt && (!ft || ft->id != DM_WT_F32), typed = typed_e || (rt && (!frt || frt->id != DM_WT_F32));
+        const dm_wtype *fet = et ? dm_wtype_by_name(et) : NULL;
+        int typed_e = wt && (!ft || ft->id != DM_WT_F32);
+        int typed = typed_e || (rt && (!frt || frt->id != DM_WT_F32)) || (et && (!fet || fet->id != DM_WT_F32));
         /* the packed copy's type: the run's, else the file's if it is a 2:4 type, else nm24 */
         const dm_wtype *t = dm_wtype_by_name(pt ? pt : ft && ft->sparse ? ft->name : "nm24");
         keep |= o->resume && sp && !strcmp(sp, "2:4");  /* a resumed 2:4 run stays one */
         r->packed_type = t ? t->name : NULL;  /* static storage: the type table's name */
         char wname[24];
-        snprintf(wname, sizeof wname, "%s", typed_e ? wt : rt ? rt : "");
+        snprintf(wname, sizeof wname, "%s", typed_e ? wt : rt ? rt : et ? et : "");
         dm_st_close(&f);
         if (typed && !keep)
             return dm_fail(err, DM_ERR_UNSUPPORTED, "%s holds compressed (%s) expert weights: training needs fp32 "
