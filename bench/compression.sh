@@ -39,7 +39,7 @@ fi
 cp "$FM" "$T/fm.f32.safetensors"
 for m in seed fm; do
     data=$T/x.npy; [ $m = fm ] && data=fashion-mnist
-    for t in $TYPES q8all; do
+    for t in $TYPES; do
         [ "$t" = f32 ] && continue
         extra=""; wt=$t
         [ "$t" = q8all ] && { extra="--router same --embed same"; wt=q8; }   # every linear, as quantize_dynamic

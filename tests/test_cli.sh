@@ -435,7 +435,7 @@ for t in bf16 f16 q8 nm24 nm24:bf16 nm24:q8; do
         ok "quantize --type $t, inspect, infer"; else bad "quantize $t" "$(cat out.txt err.txt ins.txt | head -c 400)"; fi
 done
 if "$BIN" quantize --model qs.safetensors --out q_g.safetensors --type q8 --group 32 --router same --json >out.txt 2>err.txt &&
-   tail -1 out.txt | grep -q '"type":"q8","router":"q8","group":32'; then ok "quantize q8 --group 32 --router same --json"
+   tail -1 out.txt | grep -q '"type":"q8","router":"q8","embed":"f32","group":32'; then ok "quantize q8 --group 32 --router same --json"
 else bad "quantize --group" "$(cat out.txt err.txt)"; fi
 if "$BIN" quantize --model q_q8.safetensors --out q_back.safetensors --type f32 >out.txt 2>err.txt &&
    grep -q "experts q8 -> f32" out.txt && "$BIN" inspect q_back.safetensors --no-tensors | grep -q "expert weights f32"; then
