@@ -70,6 +70,7 @@ LIB_SRC  := $(filter-out $(X86_SRC),$(LIB_SRC))
 endif
 CLI_SRC  := $(sort $(wildcard tools/*.c))
 TEST_SRC := $(sort $(wildcard tests/*.c))
+KBENCH   := q8_gemm half_gemm nm24_gemm   # bench/*_gemm.c: the weight types' kernel micro-benchmarks
 PUB_HDR  := include/deepmoe.h $(sort $(wildcard include/deepmoe/*.h))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
@@ -79,14 +80,14 @@ FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,%,$(sort $(wildcard tests/fuzz/fu
 FUZZ_OBJ := $(FUZZ_TARGETS:%=$(BUILD)/obj/tests/fuzz/fuzz_%.o)
 .SECONDARY: $(FUZZ_OBJ)
 
-.PHONY: all lib cli tests test asan fuzz fuzz-build fuzz-bins run install uninstall clean help fixtures deps \
+.PHONY: all lib cli tests test asan kernel-bench fuzz fuzz-build fuzz-bins run install uninstall clean help fixtures deps \
         deps-step print-visibility FORCE
 
 all: lib cli tests
 
 lib: $(BUILD)/libdeepmoe.a $(BUILD)/libdeepmoe.so
 cli: $(BUILD)/deepmoe
-tests: $(BUILD)/test_deepmoe
+tests: $(BUILD)/test_deepmoe $(KBENCH:%=$(BUILD)/%)   # the kernel benchmarks too: they must keep building
 
 # $(BUILD)/flags records the compiler and every flag; it changes (and so rebuilds
 # everything) only when they do: `make CFLAGS=-O3` after `make` recompiles.
@@ -139,6 +140,13 @@ deps-step:
 ifneq ($(DEPS),0)
 	@bash scripts/deps.sh
 endif
+
+# The weight types' kernel micro-benchmarks (bench/*_gemm.c): each type's GEMM
+# against f32 at the seed expert shapes, one core (build/q8_gemm, ...).
+kernel-bench: $(KBENCH:%=$(BUILD)/%)
+
+$(BUILD)/%_gemm: bench/%_gemm.c $(BUILD)/libdeepmoe.a
+	$(CC) $(DM_CFLAGS) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(BUILD)/libdeepmoe.a $(ALL_LDFLAGS) $(ALL_LDLIBS)
 
 # The same suite under AddressSanitizer + UndefinedBehaviorSanitizer.
 asan: deps-step
@@ -213,6 +221,7 @@ help:
 	@echo "make run      install missing packages (as root), build, train the Fashion-MNIST classifier, serve it"
 	@echo "make test     install missing packages (as root; DEPS=0 skips), build and run every test"
 	@echo "make asan     run the tests under ASan + UBSan (build/asan/)"
+	@echo "make kernel-bench  the weight types' GEMM micro-benchmarks (build/q8_gemm, half_gemm, nm24_gemm)"
 	@echo "make install  PREFIX=/usr/local [LIBDIR=PREFIX/lib] [DESTDIR=]: library, headers, CLI, pkg-config file"
 	@echo "make uninstall  the same variables: removes what install put there"
 	@echo "make fixtures regenerate PyTorch parity fixtures (python3-torch)"
