@@ -132,6 +132,17 @@ typedef struct dm_kernels {
      * g is multiplied by gscale first (gradient clipping / accumulation scale). */
     void (*adamw)(float *p, const float *g, float *m, float *v, int64_t n, float gscale,
                   float lr, float b1, float b2, float eps, float wd, float bc1, float bc2);
+
+    /* ---- shared by every weight type: the MoE combine and the input check */
+
+    /* The MoE combine of rows rows: row r has J slot rows y_j = y + (r J + j) D
+     * (D floats each) and k weights w + r k; slot j >= 1 weighs w[j] if j < k,
+     * else 1 (a shared expert), slot 0 weighs w[0]. In this fixed order, each
+     * product rounded then added (no fused multiply-add):
+     *   out[r D + d] = w0 y_0[d];  out[r D + d] += w_j y_j[d] for j = 1 .. J-1 */
+    void (*combine)(const float *y, const float *w, int64_t rows, int J, int k, int D, float *out);
+    /* The index of the first Inf or NaN in x[0, n), or -1 if all are finite. */
+    int64_t (*find_nonfinite)(const float *x, int64_t n);
 } dm_kernels;
 
 /* The table for isa (resolved: not DM_ISA_AUTO). Never NULL: an ISA that was

@@ -738,6 +738,49 @@ static void avx512_adamw(float *p, const float *g, float *m, float *v, int64_t n
                 vc2, veps, vbc1, vbc2);
 }
 
+/* ---------------------------------------------------------------- combine, input check */
+
+/* As ref_combine: per 16 columns, mul then add in slot order (bitwise the reference). */
+static void avx512_combine(const float *y, const float *w, int64_t rows, int J, int k, int D, float *out)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const float *yr = y + r * J * D, *wr = w + r * k;
+        float *o = out + r * D;
+        for (int d = 0; d < D; d += 16) {
+            __mmask16 m = D - d >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (D - d)) - 1u);
+            __m512 acc = _mm512_mul_ps(_mm512_set1_ps(wr[0]), _mm512_maskz_loadu_ps(m, yr + d));
+            for (int j = 1; j < J; j++) {
+                __m512 wj = _mm512_set1_ps(j < k ? wr[j] : 1.0f);
+                acc = _mm512_add_ps(acc, _mm512_mul_ps(wj, _mm512_maskz_loadu_ps(m, yr + (int64_t)j * D + d)));
+            }
+            _mm512_mask_storeu_ps(o + d, m, acc);
+        }
+    }
+}
+
+/* 64 values per step: exponent bits all ones; the first hit found in its step. */
+static int64_t avx512_find_nonfinite(const float *x, int64_t n)
+{
+    const __m512i e = _mm512_set1_epi32(0x7f800000);
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        __mmask16 b0 = _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_loadu_si512(x + i), e), e);
+        __mmask16 b1 = _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_loadu_si512(x + i + 16), e), e);
+        __mmask16 b2 = _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_loadu_si512(x + i + 32), e), e);
+        __mmask16 b3 = _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_loadu_si512(x + i + 48), e), e);
+        if (b0 | b1 | b2 | b3) {
+            uint64_t all = (uint64_t)b0 | (uint64_t)b1 << 16 | (uint64_t)b2 << 32 | (uint64_t)b3 << 48;
+            return i + __builtin_ctzll(all);
+        }
+    }
+    for (; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1u);
+        __mmask16 b = _mm512_mask_cmpeq_epi32_mask(m, _mm512_and_si512(_mm512_maskz_loadu_epi32(m, x + i), e), e);
+        if (b) return i + __builtin_ctz(b);
+    }
+    return -1;
+}
+
 const dm_kernels dm_kernels_avx512 = {
     .isa = DM_ISA_AVX512,
     .layernorm = avx512_layernorm,
@@ -748,6 +791,8 @@ const dm_kernels dm_kernels_avx512 = {
     .gemm_tn = avx512_gemm_tn,
     .colsum = avx512_colsum,
     .adamw = avx512_adamw,
+    .combine = avx512_combine,
+    .find_nonfinite = avx512_find_nonfinite,
 };
 
 const dm_wkern dm_wkern_f32_avx512 = {

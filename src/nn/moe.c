@@ -124,23 +124,12 @@ static dm_status reserve(dm_ctx *c, int64_t n, dm_error *err)
 
 /* ---------------------------------------------------------------- input check */
 
-dm_status dm_check_input(const float *x, int64_t n, int width, dm_error *err)
+dm_status dm_check_input(const dm_kernels *K, const float *x, int64_t n, int width, dm_error *err)
 {
-    /* a non-finite float has an exponent of all ones; integer ops vectorize */
-    const uint32_t *u = (const uint32_t *)(const void *)x;
-    int64_t total = n * width;
-    const int64_t B = 4096;
-    for (int64_t s = 0; s < total; s += B) {
-        int64_t e = DM_MIN(total, s + B);
-        uint32_t bad = 0;
-        for (int64_t i = s; i < e; i++) bad |= ((u[i] & 0x7f800000u) == 0x7f800000u);
-        if (!bad) continue;
-        for (int64_t i = s; i < e; i++)
-            if ((u[i] & 0x7f800000u) == 0x7f800000u)
-                return dm_fail(err, DM_ERR_NONFINITE, "input row %lld, column %lld is %s; inputs must be finite",
-                               (long long)(i / width), (long long)(i % width), x[i] != x[i] ? "NaN" : "Inf");
-    }
-    return DM_OK;
+    int64_t i = (K ? K : &dm_kernels_ref)->find_nonfinite(x, n * width);
+    if (i < 0) return DM_OK;
+    return dm_fail(err, DM_ERR_NONFINITE, "input row %lld, column %lld is %s; inputs must be finite",
+                   (long long)(i / width), (long long)(i % width), x[i] != x[i] ? "NaN" : "Inf");
 }
 
 /* ---------------------------------------------------------------- preprocessing */
@@ -228,7 +217,7 @@ dm_status dm_forward(dm_ctx *c, const float *x, int64_t n, float *y, const dm_ro
         return dm_fail(err, DM_ERR_ARG, "forward: bad arguments (n_rows %lld)", (long long)n);
     /* with an exchange every rank runs every layer, 0 rows too: the others wait in its collectives */
     if (n == 0 && !c->xchg) return DM_OK;
-    dm_status st = dm_check_input(x, n, dm_model_in_width(cf), err);
+    dm_status st = dm_check_input(m->kern, x, n, dm_model_in_width(cf), err);
     if (st) return st;
     if (n && m->pre.scale && (st = preprocess(c, x, n, &x, err))) return st;   /* x: the scaled rows from here on */
     if ((st = reserve(c, n ? n : 1, err))) return st;

@@ -299,6 +299,7 @@ static void fwd_task(void *arg, int64_t t, int tid)
 
 typedef struct comb_arg { dm_moe_pass *p; } comb_arg;
 
+/* Rows [t COMBINE_BLOCK, ...) of y from their slots (the kernel's fixed slot order). */
 static void combine_task(void *arg, int64_t t, int tid)
 {
     DM_UNUSED(tid);
@@ -306,15 +307,7 @@ static void combine_task(void *arg, int64_t t, int tid)
     const dm_config *c = &p->m->cfg;
     int D = c->dim, k = c->top_k, J = k + c->n_shared;
     int64_t r0 = t * COMBINE_BLOCK, r1 = DM_MIN(p->n, r0 + COMBINE_BLOCK);
-    for (int64_t r = r0; r < r1; r++) {
-        const float *y = p->st->ybuf + r * J * D, *w = p->st->rb.w + r * k;
-        float *o = p->y + r * D;
-        for (int d = 0; d < D; d++) o[d] = w[0] * y[d];
-        for (int j = 1; j < J; j++) {
-            float wj = j < k ? w[j] : 1.0f;
-            for (int d = 0; d < D; d++) o[d] += wj * y[(int64_t)j * D + d];
-        }
-    }
+    p->m->kern->combine(p->st->ybuf + r0 * J * D, p->st->rb.w + r0 * k, r1 - r0, J, k, D, p->y + r0 * D);
 }
 
 /* ---------------------------------------------------------------- forward */
