@@ -165,13 +165,29 @@ static float quant_row(const q8_geom *g, const float *a, unsigned char *q)
     return amax / 127.0f;
 }
 
+/* Call row `row`'s activations. */
+static inline const float *act_row(const dm_gemm *g, int64_t row)
+{
+    return g->A + (g->a_idx ? g->a_idx[row] : row) * g->lda;
+}
+
+/* Every cache line of a row of K floats into L1 (gathered rows defeat the
+ * hardware prefetcher: without this, the amax pass waits on each row). */
+static inline void prefetch_row(const float *a, int K)
+{
+    const char *p = (const char *)a;
+    for (size_t o = 0; o < (size_t)K * sizeof(float); o += 64) _mm_prefetch(p + o, _MM_HINT_T0);
+}
+
+enum { QUANT_AHEAD = 2 };  /* rows prefetched ahead of the one quantized */
+
 /* Chunk rows [c0, c1) (call rows i0 + c0 on) into the chunk. */
 static void quant_rows(const dm_gemm *g, const q8_geom *q, const q8_work *w, int64_t i0, int64_t c0, int64_t c1)
 {
+    for (int64_t i = c0; i < c1 && i < c0 + QUANT_AHEAD; i++) prefetch_row(act_row(g, i0 + i), q->K);
     for (int64_t i = c0; i < c1; i++) {
-        int64_t row = i0 + i;
-        const float *a = g->A + (g->a_idx ? g->a_idx[row] : row) * g->lda;
-        w->sa[i] = quant_row(q, a, w->qa + (size_t)i * w->ld);
+        if (i + QUANT_AHEAD < c1) prefetch_row(act_row(g, i0 + i + QUANT_AHEAD), q->K);
+        w->sa[i] = quant_row(q, act_row(g, i0 + i), w->qa + (size_t)i * w->ld);
     }
 }
 
