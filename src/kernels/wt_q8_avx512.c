@@ -40,6 +40,8 @@ enum {
     MR = 12,                      /* rows per tile with one scale block */
     MRG = 6,                      /* rows per tile with several blocks */
     L2_PANEL_BYTES = 512 * 1024,  /* packed weights swept per row tile */
+    L1_TILE_BYTES = 40 * 1024,    /* quantized rows + one panel that stay in L1 (of 48 KB) */
+    L1_TILES = 8,                 /* at most this many row tiles in that order */
 };
 
 /* ---------------------------------------------------------------- packing */
@@ -431,6 +433,22 @@ static void chunk_gemm(const dm_gemm *g, const q8_geom *q, const q8_work *w, int
     /* tiles of balanced height: 64 rows are 6 tiles of 10-11, not 5 x 12 + 4 */
     int mrmax = multi ? MRG : MR;
     int64_t nt = (m + mrmax - 1) / mrmax, base = m / nt, extra = m % nt;
+    tile_rows rows[L1_TILES];
+    if ((size_t)m * w->ld + q->panel <= L1_TILE_BYTES && nt <= (int64_t)(sizeof rows / sizeof rows[0])) {
+        /* a few rows (the MoE's blocks of 32): panel by panel, every row tile
+         * against it while it is in L1 (the quantized rows stay there too) */
+        for (int64_t ti = 0, t = 0; ti < nt; ti++) {
+            int mr = (int)(base + (ti < extra));
+            resolve_rows(g, w, i0 + t, t, mr, &rows[ti]);
+            t += mr;
+        }
+        for (int p = 0; p < np; p++)
+            for (int64_t ti = 0; ti < nt; ti++) {
+                int mr = (int)(base + (ti < extra));
+                (multi ? tilesg[mr] : tiles1[mr])(&rows[ti], Bp + (size_t)p * q->panel, q, p * NR, g->N - p * NR, g);
+            }
+        return;
+    }
     size_t fit = q->panel ? L2_PANEL_BYTES / q->panel : (size_t)np;
     int pc = fit < 1 ? 1 : fit > (size_t)np ? np : (int)fit;
     for (int p0 = 0; p0 < np; p0 += pc) {
