@@ -53,6 +53,15 @@ typedef struct dm_wmat {
  * B is the weight [N, K] (nn.Linear layout), packed (wtype.h). M may be 0.
  * bias, R, scale may be NULL. C must not alias A or R, and c_idx must not
  * repeat a row (the result would depend on the write order). */
+/* Rows of a GEMM's A quantized once ahead by its weight's kernel (wtype.h:
+ * dm_wkern.quant), for several GEMMs against weights of that kernel, K and
+ * group: A's row r (the index a_idx gives) at q + r * ld, its scale sa[r]. */
+typedef struct dm_qrows {
+    const unsigned char *q;
+    size_t ld;
+    const float *sa;
+} dm_qrows;
+
 typedef struct dm_gemm {
     int64_t M;
     int N, K;
@@ -64,6 +73,10 @@ typedef struct dm_gemm {
     const float *scale;           /* [M] or NULL */
     float *C; int64_t ldc; const int32_t *c_idx;
     void *work;                   /* dm_wmat_work_size(B, M) bytes, 64-byte aligned (NULL if 0) */
+    /* A's rows as B->kern->quant made them (NULL: none). Only a hint: the
+     * result is bitwise what the kernel computes from A; a kernel reads it in
+     * place of quantizing A again, or ignores it. */
+    const dm_qrows *aq;
 } dm_gemm;
 
 /* Weight-gradient GEMM: an outer-product accumulation over rows,

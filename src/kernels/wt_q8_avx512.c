@@ -193,6 +193,21 @@ static void quant_rows(const dm_gemm *g, const q8_geom *q, const q8_work *w, int
     }
 }
 
+/* dm_wkern.quant_ld: the chunk rows' stride for K and group. */
+static size_t q8_avx512_quant_ld(int K, int group)
+{
+    q8_geom q = q8_geometry(1, K, group, NR, 1);
+    return q8_row_ld(q.kp, 1);
+}
+
+/* dm_wkern.quant: rows A [M, lda] as quant_rows lays them in a chunk. */
+static void q8_avx512_quant(int K, int group, const float *A, int64_t lda, int64_t M, unsigned char *q, size_t ld,
+                            float *sa)
+{
+    q8_geom g = q8_geometry(1, K, group, NR, 1);
+    for (int64_t i = 0; i < M; i++) sa[i] = quant_row(&g, A + i * lda, q + (size_t)i * ld);
+}
+
 /* ---------------------------------------------------------------- gemm */
 
 /* The rows of one tile: quantized rows and scales, output rows. */
@@ -406,8 +421,14 @@ static void resolve_rows(const dm_gemm *g, const q8_work *w, int64_t i0, int64_t
 {
     for (int i = 0; i < mr; i++) {
         int64_t row = i0 + i;
-        rows->a[i] = w->qa + (size_t)(ci0 + i) * w->ld;
-        rows->sa[i] = w->sa[ci0 + i];
+        if (g->aq) {  /* quantized ahead: the gathered row itself */
+            int64_t ar = g->a_idx ? g->a_idx[row] : row;
+            rows->a[i] = g->aq->q + (size_t)ar * g->aq->ld;
+            rows->sa[i] = g->aq->sa[ar];
+        } else {
+            rows->a[i] = w->qa + (size_t)(ci0 + i) * w->ld;
+            rows->sa[i] = w->sa[ci0 + i];
+        }
         rows->c[i] = g->C + (g->c_idx ? g->c_idx[row] : row) * g->ldc;
         rows->r[i] = g->R ? g->R + (g->r_idx ? g->r_idx[row] : row) * g->ldr : NULL;
         rows->s[i] = g->scale ? g->scale[row] : 1.0f;
@@ -419,7 +440,7 @@ static void chunk_gemm(const dm_gemm *g, const q8_geom *q, const q8_work *w, int
 {
     const unsigned char *Bp = g->B->data;
     int np = q8_panels(g->N, NR), multi = q->nb > 1;
-    quant_rows(g, q, w, i0, 0, m);
+    if (!g->aq) quant_rows(g, q, w, i0, 0, m);
     if (m == 1) {  /* matrix-vector: four panels per pass */
         tile_rows rows;
         resolve_rows(g, w, i0, 0, 1, &rows);
@@ -483,4 +504,6 @@ const dm_wkern dm_wkern_q8_avx512 = {
     .pack = q8_avx512_pack,
     .unpack = q8_avx512_unpack,
     .gemm = q8_avx512_gemm,
+    .quant_ld = q8_avx512_quant_ld,
+    .quant = q8_avx512_quant,
 };
