@@ -1631,6 +1631,90 @@ static void check_adamw(dm_t *t, const dm_kernels *kt)
 static void test_kernel_avx2_adamw(dm_t *t) { check_adamw(t, &dm_kernels_avx2); }
 static void test_kernel_avx512_adamw(dm_t *t) { check_adamw(t, &dm_kernels_avx512); }
 
+/* ---------------------------------------------------------------- combine, find_nonfinite */
+
+/* combine on table kt against a by-hand loop (kt == ref) or the reference:
+ * bitwise, with a sentinel after the last row; J slots of which k are weighted. */
+static void combine_case(dm_t *t, const dm_kernels *kt, int64_t rows, int J, int k, int D, uint64_t seed)
+{
+    dm_rng rng;
+    dm_rng_seed(&rng, seed);
+    float *y = dm_alloc((size_t)(rows * J * D + 1) * sizeof(float));
+    float *w = dm_alloc((size_t)(rows * k + 1) * sizeof(float));
+    float *o0 = dm_alloc((size_t)(rows * D + 1) * sizeof(float)), *o1 = dm_alloc((size_t)(rows * D + 1) * sizeof(float));
+    fill_uniform(&rng, y, rows * J * D, -3, 3);
+    fill_uniform(&rng, w, rows * k, 0, 1);
+    fill_value(o0, rows * D + 1, SENTINEL);
+    fill_value(o1, rows * D + 1, SENTINEL);
+    if (kt == &dm_kernels_ref) {
+        for (int64_t r = 0; r < rows; r++)
+            for (int d = 0; d < D; d++) {
+                float acc = w[r * k] * y[r * J * D + d];
+                for (int j = 1; j < J; j++) {
+                    float p = (j < k ? w[r * k + j] : 1.0f) * y[(r * J + j) * D + d];
+                    acc = acc + p;
+                }
+                o0[r * D + d] = acc;
+            }
+    } else {
+        dm_kernels_ref.combine(y, w, rows, J, k, D, o0);
+    }
+    kt->combine(y, w, rows, J, k, D, o1);
+    CHECK(t, same_bits(o0, o1, rows * D + 1), "%s combine rows=%lld J=%d k=%d D=%d: not bitwise the reference",
+          dm_isa_name(kt->isa), (long long)rows, J, k, D);
+    dm_free(y);
+    dm_free(w);
+    dm_free(o0);
+    dm_free(o1);
+}
+
+/* find_nonfinite: all finite, then an Inf, -Inf or NaN at awkward places
+ * (and a second one after it), against the reference's answer. */
+static void check_find_nonfinite(dm_t *t, const dm_kernels *kt)
+{
+    static const int64_t ns[] = {0, 1, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 200, 4097};
+    const float bad[] = {INFINITY, -INFINITY, NAN};
+    dm_rng rng;
+    dm_rng_seed(&rng, 5);
+    for (int ni = 0; ni < COUNT(ns); ni++) {
+        int64_t n = ns[ni];
+        float *x = dm_alloc((size_t)(n + 1) * sizeof(float));
+        fill_uniform(&rng, x, n, -1e30f, 1e30f);
+        x[n] = NAN;  /* past the end: never seen */
+        CHECK(t, kt->find_nonfinite(x, n) == -1, "%s n=%lld finite: found %lld", dm_isa_name(kt->isa), (long long)n,
+              (long long)kt->find_nonfinite(x, n));
+        for (int64_t at = 0; at < n; at += 1 + at / 3) {
+            float keep = x[at], keep2 = at + 5 < n ? x[at + 5] : 0;
+            x[at] = bad[at % 3];
+            if (at + 5 < n) x[at + 5] = NAN;
+            int64_t want = dm_kernels_ref.find_nonfinite(x, n), got = kt->find_nonfinite(x, n);
+            CHECK(t, want == at && got == at, "%s n=%lld bad at %lld: ref %lld got %lld", dm_isa_name(kt->isa),
+                  (long long)n, (long long)at, (long long)want, (long long)got);
+            x[at] = keep;
+            if (at + 5 < n) x[at + 5] = keep2;
+        }
+        dm_free(x);
+    }
+}
+
+static void check_combine(dm_t *t, const dm_kernels *kt)
+{
+    static const int Ds[] = {1, 5, 8, 15, 16, 17, 33, 512};
+    uint64_t seed = 1;
+    for (int di = 0; di < COUNT(Ds); di++) {
+        combine_case(t, kt, 3, 2, 2, Ds[di], seed++);
+        combine_case(t, kt, 1, 1, 1, Ds[di], seed++);
+        combine_case(t, kt, 5, 4, 2, Ds[di], seed++);  /* two shared experts */
+        combine_case(t, kt, 2, 3, 3, Ds[di], seed++);
+    }
+    combine_case(t, kt, 0, 2, 2, 16, seed++);
+    check_find_nonfinite(t, kt);
+}
+
+static void test_kernel_ref_combine(dm_t *t) { check_combine(t, &dm_kernels_ref); }
+static void test_kernel_avx2_combine(dm_t *t) { check_combine(t, &dm_kernels_avx2); }
+static void test_kernel_avx512_combine(dm_t *t) { check_combine(t, &dm_kernels_avx512); }
+
 /* ---------------------------------------------------------------- tables */
 
 static void check_table(dm_t *t, const dm_kernels *kt, dm_isa isa)
@@ -1639,6 +1723,7 @@ static void check_table(dm_t *t, const dm_kernels *kt, dm_isa isa)
     CHECK(t, kt->layernorm && kt->silu_mul, "%s: missing entry", dm_isa_name(isa));
     CHECK(t, kt->layernorm_fwd && kt->layernorm_bwd && kt->silu_mul_bwd && kt->gemm_tn && kt->colsum &&
              kt->adamw, "%s: missing training entry", dm_isa_name(isa));
+    CHECK(t, kt->combine && kt->find_nonfinite, "%s: missing combine entry", dm_isa_name(isa));
 }
 
 /* Every weight type has every entry, a kernel set per ISA that says its ISA,
@@ -1899,6 +1984,7 @@ void suite_kernels(dm_t *t)
     DM_RUN(t, test_kernel_ref_gemm_tn_naive);
     DM_RUN(t, test_kernel_ref_colsum);
     DM_RUN(t, test_kernel_ref_adamw);
+    DM_RUN(t, test_kernel_ref_combine);
     DM_RUN(t, test_kernel_gemm_tn_split);
     /* the optimized tables run only where this CPU has their instructions */
     if (isa_supported(DM_ISA_AVX2)) {
@@ -1911,6 +1997,7 @@ void suite_kernels(dm_t *t)
         DM_RUN(t, test_kernel_avx2_gemm_tn);
         DM_RUN(t, test_kernel_avx2_colsum);
         DM_RUN(t, test_kernel_avx2_adamw);
+        DM_RUN(t, test_kernel_avx2_combine);
     }
     if (isa_supported(DM_ISA_AVX512)) {
         DM_RUN(t, test_kernel_avx512_gemm);
@@ -1922,5 +2009,6 @@ void suite_kernels(dm_t *t)
         DM_RUN(t, test_kernel_avx512_gemm_tn);
         DM_RUN(t, test_kernel_avx512_colsum);
         DM_RUN(t, test_kernel_avx512_adamw);
+        DM_RUN(t, test_kernel_avx512_combine);
     }
 }

@@ -284,6 +284,38 @@ static void test_moe_groups_limit_choice(dm_t *t)
     dm_model_free(m);
 }
 
+/* A batch big enough that the check runs in pieces over a pool: the first
+ * bad value is named even with later ones in earlier-finishing pieces. */
+static void test_moe_nonfinite_pooled(dm_t *t)
+{
+    dm_config c = small_cfg();
+    dm_error err;
+    dm_model *m;
+    dm_pool *pool;
+    CHECK_OK(t, dm_model_create(&c, NULL, &m, &err), &err);
+    CHECK_OK(t, dm_pool_create(2, &pool, &err), &err);
+    dm_ctx *ctx;
+    CHECK_OK(t, dm_ctx_create(m, pool, &ctx, &err), &err);
+    enum { N = 7001 };
+    float *x = dm_test_rows(N, c.dim, 3), *y = malloc((size_t)N * c.dim * sizeof *y);
+    static const int64_t at[][2] = {{6999, 23}, {4000, 0}, {2731, 5}, {1, 1}};
+    x[(int64_t)N * c.dim - 1] = INFINITY;  /* the very last value */
+    CHECK(t, dm_forward(ctx, x, N, y, NULL, &err) == DM_ERR_NONFINITE && strstr(err.msg, "row 7000, column 23 is Inf"),
+          "last value: %s", err.msg);
+    for (int i = 0; i < 4; i++) {
+        x[at[i][0] * c.dim + at[i][1]] = NAN;
+        char want[64];
+        snprintf(want, sizeof want, "row %lld, column %lld is NaN", (long long)at[i][0], (long long)at[i][1]);
+        CHECK(t, dm_forward(ctx, x, N, y, NULL, &err) == DM_ERR_NONFINITE && strstr(err.msg, want),
+              "want \"%s\": %s", want, err.msg);
+    }
+    free(x);
+    free(y);
+    dm_ctx_free(ctx);
+    dm_pool_free(pool);
+    dm_model_free(m);
+}
+
 static void test_moe_nonfinite_input_refused(dm_t *t)
 {
     dm_config c = small_cfg();
@@ -619,6 +651,7 @@ void suite_moe(dm_t *t)
     DM_RUN(t, test_moe_selection_bias_changes_choice_not_weights);
     DM_RUN(t, test_moe_groups_limit_choice);
     DM_RUN(t, test_moe_nonfinite_input_refused);
+    DM_RUN(t, test_moe_nonfinite_pooled);
     DM_RUN(t, test_moe_threads_bitwise_identical);
     DM_RUN(t, test_moe_save_load_round_trip);
     DM_RUN(t, test_moe_packed_only);

@@ -361,6 +361,75 @@ static void test_q8_rows(dm_t *t)
     free(q); free(sc); free(A);
 }
 
+/* dm_gemm.aq (dm_wkern.quant): rows quantized ahead give bitwise the result
+ * of the kernel quantizing them itself, gathered through a_idx, at awkward
+ * N, K, groups and M, with zero, tiny and Inf/NaN rows among them. */
+static void test_q8_quant_ahead(dm_t *t)
+{
+    static const int shapes[][3] = {{33, 70, 0}, {40, 100, 32}, {17, 512, 0}, {64, 300, 64}, {130, 256, 128}, {5, 3, 0}};
+    static const int64_t Ms[] = {1, 5, 13, 32, 40};
+    enum { ROWS = 48 };
+    dm_rng r;
+    dm_rng_seed(&r, 23);
+    int ran = 0;
+    for (int isa = DM_ISA_REF; isa < DM_ISA_COUNT; isa++) {
+        if (!q8_isa_runs((dm_isa)isa) || !dm_wtype_kern(q8(), (dm_isa)isa)->quant) continue;
+        const dm_wkern *kn = dm_wtype_kern(q8(), (dm_isa)isa);
+        for (int si = 0; si < (int)(sizeof shapes / sizeof shapes[0]); si++) {
+            int N = shapes[si][0], K = shapes[si][1], G = shapes[si][2], ng = G ? (K + G - 1) / G : 1;
+            int8_t *q = malloc((size_t)N * K);
+            float *sc = malloc((size_t)N * ng * sizeof *sc), *A = malloc((size_t)ROWS * K * sizeof *A);
+            q8_random(&r, N, K, G, q, sc);
+            for (int64_t j = 0; j < (int64_t)ROWS * K; j++) A[j] = dm_rng_uniform(&r, -3, 3);
+            for (int k = 0; k < K; k++) A[2 * K + k] = 0.0f;          /* a zero row */
+            for (int k = 0; k < K; k++) A[3 * K + k] *= 1e-40f;       /* 127 / amax overflows */
+            A[4 * K + K / 2] = INFINITY;                               /* the careful path */
+            A[6 * K] = NAN;
+            const dm_wtype *ty = q8();
+            void *file = dm_alloc(dm_wtype_file_bytes(ty, N, K, G) + 64), *part[DM_WPARTS];
+            dm_wtype_split(ty, N, K, G, file, part);
+            memcpy(part[0], q, dm_wtype_part_bytes(ty, 0, N, K, G));
+            memcpy(part[1], sc, dm_wtype_part_bytes(ty, 1, N, K, G));
+            dm_wmat w;
+            void *data = dm_alloc(dm_wmat_data_size(ty, (dm_isa)isa, N, K, G) + 64);
+            dm_wmat_bind(&w, ty, (dm_isa)isa, N, K, G, data);
+            dm_wmat_pack(&w, (const void *const *)part);
+            size_t ld = (kn->quant_ld(K, G) + 63) / 64 * 64;
+            unsigned char *qa = dm_alloc((size_t)ROWS * ld);
+            float *sa = malloc(ROWS * sizeof *sa), *bias = malloc((size_t)N * sizeof *bias);
+            for (int n = 0; n < N; n++) bias[n] = dm_rng_uniform(&r, -1, 1);
+            kn->quant(K, G, A, K, ROWS, qa, ld, sa);
+            dm_qrows aq = {qa, ld, sa};
+            for (int mi = 0; mi < (int)(sizeof Ms / sizeof Ms[0]); mi++) {
+                int64_t M = Ms[mi];
+                int32_t idx[64];
+                for (int64_t i = 0; i < M; i++) idx[i] = (int32_t)((i * 7 + 2) % ROWS);  /* 2, 9, 16, ... */
+                float *C0 = malloc((size_t)(M * N + 1) * sizeof *C0), *C1 = malloc((size_t)(M * N + 1) * sizeof *C1);
+                for (int64_t j = 0; j <= M * N; j++) C0[j] = C1[j] = SENT;
+                size_t nw = dm_wmat_work_size(&w, M);
+                void *work = nw ? dm_alloc(nw) : NULL;
+                dm_gemm g = {.M = M, .N = N, .K = K, .A = A, .lda = K, .a_idx = idx, .B = &w, .bias = bias,
+                             .act = DM_ACT_RELU, .C = C0, .ldc = N, .work = work};
+                dm_wmat_gemm(&g);
+                g.C = C1;
+                g.aq = &aq;
+                dm_wmat_gemm(&g);
+                CHECK(t, memcmp(C0, C1, (size_t)(M * N + 1) * sizeof *C0) == 0,
+                      "%s N=%d K=%d G=%d M=%lld: quantized ahead differs", dm_isa_name((dm_isa)isa), N, K, G,
+                      (long long)M);
+                ran++;
+                dm_free(work);
+                free(C0);
+                free(C1);
+            }
+            dm_free(qa); free(sa); free(bias);
+            dm_free(data); dm_free(file);
+            free(q); free(sc); free(A);
+        }
+    }
+    CHECK(t, ran > 0 || !q8_isa_runs(DM_ISA_AVX512), "no kernel with quant ran");
+}
+
 void suite_wt_q8(dm_t *t)
 {
     DM_RUN(t, test_q8_known);
@@ -369,4 +438,5 @@ void suite_wt_q8(dm_t *t)
     DM_RUN(t, test_q8_large_k);
     DM_RUN(t, test_q8_extremes);
     DM_RUN(t, test_q8_rows);
+    DM_RUN(t, test_q8_quant_ahead);
 }

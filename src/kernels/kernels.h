@@ -53,6 +53,15 @@ typedef struct dm_wmat {
  * B is the weight [N, K] (nn.Linear layout), packed (wtype.h). M may be 0.
  * bias, R, scale may be NULL. C must not alias A or R, and c_idx must not
  * repeat a row (the result would depend on the write order). */
+/* Rows of a GEMM's A quantized once ahead by its weight's kernel (wtype.h:
+ * dm_wkern.quant), for several GEMMs against weights of that kernel, K and
+ * group: A's row r (the index a_idx gives) at q + r * ld, its scale sa[r]. */
+typedef struct dm_qrows {
+    const unsigned char *q;
+    size_t ld;
+    const float *sa;
+} dm_qrows;
+
 typedef struct dm_gemm {
     int64_t M;
     int N, K;
@@ -64,6 +73,10 @@ typedef struct dm_gemm {
     const float *scale;           /* [M] or NULL */
     float *C; int64_t ldc; const int32_t *c_idx;
     void *work;                   /* dm_wmat_work_size(B, M) bytes, 64-byte aligned (NULL if 0) */
+    /* A's rows as B->kern->quant made them (NULL: none). Only a hint: the
+     * result is bitwise what the kernel computes from A; a kernel reads it in
+     * place of quantizing A again, or ignores it. */
+    const dm_qrows *aq;
 } dm_gemm;
 
 /* Weight-gradient GEMM: an outer-product accumulation over rows,
@@ -132,6 +145,17 @@ typedef struct dm_kernels {
      * g is multiplied by gscale first (gradient clipping / accumulation scale). */
     void (*adamw)(float *p, const float *g, float *m, float *v, int64_t n, float gscale,
                   float lr, float b1, float b2, float eps, float wd, float bc1, float bc2);
+
+    /* ---- shared by every weight type: the MoE combine and the input check */
+
+    /* The MoE combine of rows rows: row r has J slot rows y_j = y + (r J + j) D
+     * (D floats each) and k weights w + r k; slot j >= 1 weighs w[j] if j < k,
+     * else 1 (a shared expert), slot 0 weighs w[0]. In this fixed order, each
+     * product rounded then added (no fused multiply-add):
+     *   out[r D + d] = w0 y_0[d];  out[r D + d] += w_j y_j[d] for j = 1 .. J-1 */
+    void (*combine)(const float *y, const float *w, int64_t rows, int J, int k, int D, float *out);
+    /* The index of the first Inf or NaN in x[0, n), or -1 if all are finite. */
+    int64_t (*find_nonfinite)(const float *x, int64_t n);
 } dm_kernels;
 
 /* The table for isa (resolved: not DM_ISA_AUTO). Never NULL: an ISA that was

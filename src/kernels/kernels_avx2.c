@@ -630,6 +630,54 @@ static void avx2_adamw(float *p, const float *g, float *m, float *v, int64_t n, 
                vc2, veps, vbc1, vbc2);
 }
 
+/* ---------------------------------------------------------------- combine, input check */
+
+/* As ref_combine: per 8 columns, mul then add in slot order (bitwise the
+ * reference); the tail columns are scalar with the same operations. */
+static void avx2_combine(const float *y, const float *w, int64_t rows, int J, int k, int D, float *out)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const float *yr = y + r * J * D, *wr = w + r * k;
+        float *o = out + r * D;
+        int d = 0;
+        for (; d + 8 <= D; d += 8) {
+            __m256 acc = _mm256_mul_ps(_mm256_set1_ps(wr[0]), _mm256_loadu_ps(yr + d));
+            for (int j = 1; j < J; j++) {
+                __m256 wj = _mm256_set1_ps(j < k ? wr[j] : 1.0f);
+                acc = _mm256_add_ps(acc, _mm256_mul_ps(wj, _mm256_loadu_ps(yr + (int64_t)j * D + d)));
+            }
+            _mm256_storeu_ps(o + d, acc);
+        }
+        for (; d < D; d++) {
+            float acc = wr[0] * yr[d];
+            for (int j = 1; j < J; j++) {
+                float p = (j < k ? wr[j] : 1.0f) * yr[(int64_t)j * D + d];
+                acc = acc + p;
+            }
+            o[d] = acc;
+        }
+    }
+}
+
+/* 32 values per step: exponent bits all ones; the first hit found in its step. */
+static int64_t avx2_find_nonfinite(const float *x, int64_t n)
+{
+    const __m256i e = _mm256_set1_epi32(0x7f800000);
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m256i h = _mm256_setzero_si256();
+        for (int q = 0; q < 4; q++) {
+            __m256i v = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(const void *)(x + i + 8 * q)), e);
+            h = _mm256_or_si256(h, _mm256_cmpeq_epi32(v, e));
+        }
+        if (!_mm256_testz_si256(h, h)) break;  /* the scalar loop finds it */
+    }
+    const uint32_t *u = (const uint32_t *)(const void *)x;
+    for (; i < n; i++)
+        if ((u[i] & 0x7f800000u) == 0x7f800000u) return i;
+    return -1;
+}
+
 const dm_kernels dm_kernels_avx2 = {
     .isa = DM_ISA_AVX2,
     .layernorm = avx2_layernorm,
@@ -640,6 +688,8 @@ const dm_kernels dm_kernels_avx2 = {
     .gemm_tn = avx2_gemm_tn,
     .colsum = avx2_colsum,
     .adamw = avx2_adamw,
+    .combine = avx2_combine,
+    .find_nonfinite = avx2_find_nonfinite,
 };
 
 const dm_wkern dm_wkern_f32_avx2 = {

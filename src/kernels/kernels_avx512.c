@@ -170,11 +170,13 @@ static inline void store_row(const tile_rows *rows, int i, __m512 lo, __m512 hi,
  * loop unrolling. */
 #define TILE_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
 
-/* One mr x 32 tile over the whole K; always inlined with a constant mr.
+/* One mr x 32 tile over the whole K; always inlined with constant mr and
+ * lo (only the first 16 columns: a panel with nv <= 16, e.g. the router's
+ * N = 8, skips the all-zero half; each output's FMA chain is the same).
  * nv = valid columns of this panel (1..32). */
 static inline __attribute__((always_inline)) void
 tile(const tile_rows *rows, const float *bp /* [K, NR] */, int K, int n0, int nv,
-     const dm_gemm *g, const int mr)
+     const dm_gemm *g, const int mr, const int lo)
 {
 #define DECL(i)                                                 \
     __m512 lo##i = _mm512_setzero_ps(), hi##i = lo##i;          \
@@ -184,18 +186,18 @@ tile(const tile_rows *rows, const float *bp /* [K, NR] */, int K, int n0, int nv
 
     for (int k = 0; k < K; k++) {
         __m512 b0 = _mm512_loadu_ps(bp + (size_t)k * NR);
-        __m512 b1 = _mm512_loadu_ps(bp + (size_t)k * NR + 16);
+        __m512 b1 = lo ? b0 : _mm512_loadu_ps(bp + (size_t)k * NR + 16);
 #define STEP(i)                                                 \
         if (mr > i) {                                           \
             __m512 av = _mm512_set1_ps(a##i[k]);                \
             lo##i = _mm512_fmadd_ps(av, b0, lo##i);             \
-            hi##i = _mm512_fmadd_ps(av, b1, hi##i);             \
+            if (!lo) hi##i = _mm512_fmadd_ps(av, b1, hi##i);    \
         }
         TILE_ROWS(STEP)
 #undef STEP
     }
 
-    __mmask16 m0 = lane_mask(nv), m1 = lane_mask(nv - 16);
+    __mmask16 m0 = lane_mask(nv), m1 = lo ? 0 : lane_mask(nv - 16);
 #define STORE(i) \
     if (mr > i) store_row(rows, i, lo##i, hi##i, n0, m0, m1, g);
     TILE_ROWS(STORE)
@@ -208,7 +210,12 @@ typedef void (*tile_fn)(const tile_rows *, const float *, int, int, int, const d
     static void tile_##m(const tile_rows *rows, const float *bp, int K, int n0, int nv, \
                          const dm_gemm *g)                                             \
     {                                                                                  \
-        tile(rows, bp, K, n0, nv, g, m);                                               \
+        tile(rows, bp, K, n0, nv, g, m, 0);                                            \
+    }                                                                                  \
+    static void tilelo_##m(const tile_rows *rows, const float *bp, int K, int n0, int nv, \
+                           const dm_gemm *g)                                           \
+    {                                                                                  \
+        tile(rows, bp, K, n0, nv, g, m, 1);                                            \
     }
 DEF_TILE(1) DEF_TILE(2) DEF_TILE(3) DEF_TILE(4) DEF_TILE(5) DEF_TILE(6)
 DEF_TILE(7) DEF_TILE(8) DEF_TILE(9) DEF_TILE(10) DEF_TILE(11) DEF_TILE(12)
@@ -217,6 +224,11 @@ DEF_TILE(7) DEF_TILE(8) DEF_TILE(9) DEF_TILE(10) DEF_TILE(11) DEF_TILE(12)
 static const tile_fn tiles[MR + 1] = {
     NULL, tile_1, tile_2, tile_3, tile_4, tile_5, tile_6,
     tile_7, tile_8, tile_9, tile_10, tile_11, tile_12,
+};
+/* the same for a panel of at most 16 valid columns */
+static const tile_fn tiles_lo[MR + 1] = {
+    NULL, tilelo_1, tilelo_2, tilelo_3, tilelo_4, tilelo_5, tilelo_6,
+    tilelo_7, tilelo_8, tilelo_9, tilelo_10, tilelo_11, tilelo_12,
 };
 
 static void resolve_rows(const dm_gemm *g, int64_t i0, int mr, tile_rows *rows)
@@ -270,7 +282,8 @@ static void avx512_gemm(const dm_gemm *g)
         resolve_rows(g, 0, 1, &rows);
         int p = 0;
         for (; (p + 4) * NR <= g->N; p += 4) gemv4(&rows, Bp + (size_t)p * K * NR, K, p * NR, g);
-        for (; p < np; p++) tile_1(&rows, Bp + (size_t)p * K * NR, K, p * NR, g->N - p * NR, g);
+        for (; p < np; p++)
+            (g->N - p * NR <= 16 ? tilelo_1 : tile_1)(&rows, Bp + (size_t)p * K * NR, K, p * NR, g->N - p * NR, g);
         return;
     }
     size_t panel_bytes = (size_t)K * NR * sizeof(float);
@@ -286,7 +299,7 @@ static void avx512_gemm(const dm_gemm *g)
             resolve_rows(g, i0, mr, &rows);
             for (int p = p0; p < p1; p++) {
                 int n0 = p * NR;
-                tiles[mr](&rows, Bp + (size_t)p * K * NR, K, n0, g->N - n0, g);
+                (g->N - n0 <= 16 ? tiles_lo : tiles)[mr](&rows, Bp + (size_t)p * K * NR, K, n0, g->N - n0, g);
             }
         }
     }
@@ -738,6 +751,49 @@ static void avx512_adamw(float *p, const float *g, float *m, float *v, int64_t n
                 vc2, veps, vbc1, vbc2);
 }
 
+/* ---------------------------------------------------------------- combine, input check */
+
+/* As ref_combine: per 16 columns, mul then add in slot order (bitwise the reference). */
+static void avx512_combine(const float *y, const float *w, int64_t rows, int J, int k, int D, float *out)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const float *yr = y + r * J * D, *wr = w + r * k;
+        float *o = out + r * D;
+        for (int d = 0; d < D; d += 16) {
+            __mmask16 m = D - d >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (D - d)) - 1u);
+            __m512 acc = _mm512_mul_ps(_mm512_set1_ps(wr[0]), _mm512_maskz_loadu_ps(m, yr + d));
+            for (int j = 1; j < J; j++) {
+                __m512 wj = _mm512_set1_ps(j < k ? wr[j] : 1.0f);
+                acc = _mm512_add_ps(acc, _mm512_mul_ps(wj, _mm512_maskz_loadu_ps(m, yr + (int64_t)j * D + d)));
+            }
+            _mm512_mask_storeu_ps(o + d, m, acc);
+        }
+    }
+}
+
+/* 64 values per step: exponent bits all ones; the first hit found in its step. */
+static int64_t avx512_find_nonfinite(const float *x, int64_t n)
+{
+    const __m512i e = _mm512_set1_epi32(0x7f800000);
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        __mmask16 b0 = _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_loadu_si512(x + i), e), e);
+        __mmask16 b1 = _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_loadu_si512(x + i + 16), e), e);
+        __mmask16 b2 = _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_loadu_si512(x + i + 32), e), e);
+        __mmask16 b3 = _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_loadu_si512(x + i + 48), e), e);
+        if (b0 | b1 | b2 | b3) {
+            uint64_t all = (uint64_t)b0 | (uint64_t)b1 << 16 | (uint64_t)b2 << 32 | (uint64_t)b3 << 48;
+            return i + __builtin_ctzll(all);
+        }
+    }
+    for (; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1u);
+        __mmask16 b = _mm512_mask_cmpeq_epi32_mask(m, _mm512_and_si512(_mm512_maskz_loadu_epi32(m, x + i), e), e);
+        if (b) return i + __builtin_ctz(b);
+    }
+    return -1;
+}
+
 const dm_kernels dm_kernels_avx512 = {
     .isa = DM_ISA_AVX512,
     .layernorm = avx512_layernorm,
@@ -748,6 +804,8 @@ const dm_kernels dm_kernels_avx512 = {
     .gemm_tn = avx512_gemm_tn,
     .colsum = avx512_colsum,
     .adamw = avx512_adamw,
+    .combine = avx512_combine,
+    .find_nonfinite = avx512_find_nonfinite,
 };
 
 const dm_wkern dm_wkern_f32_avx512 = {

@@ -240,6 +240,28 @@ static void ref_adamw(float *p, const float *g, float *m, float *v, int64_t n, f
     }
 }
 
+static void ref_combine(const float *y, const float *w, int64_t rows, int J, int k, int D, float *out)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const float *yr = y + r * J * D, *wr = w + r * k;
+        float *o = out + r * D;
+        for (int d = 0; d < D; d++) o[d] = wr[0] * yr[d];
+        for (int j = 1; j < J; j++) {
+            float wj = j < k ? wr[j] : 1.0f;
+            for (int d = 0; d < D; d++) o[d] += wj * yr[(int64_t)j * D + d];
+        }
+    }
+}
+
+static int64_t ref_find_nonfinite(const float *x, int64_t n)
+{
+    /* a non-finite float has an exponent of all ones */
+    const uint32_t *u = (const uint32_t *)(const void *)x;
+    for (int64_t i = 0; i < n; i++)
+        if ((u[i] & 0x7f800000u) == 0x7f800000u) return i;
+    return -1;
+}
+
 const dm_kernels dm_kernels_ref = {
     .isa = DM_ISA_REF,
     .layernorm = ref_layernorm,
@@ -250,6 +272,8 @@ const dm_kernels dm_kernels_ref = {
     .gemm_tn = ref_gemm_tn,
     .colsum = ref_colsum,
     .adamw = ref_adamw,
+    .combine = ref_combine,
+    .find_nonfinite = ref_find_nonfinite,
 };
 
 const dm_wkern dm_wkern_f32_ref = {

@@ -40,6 +40,8 @@ enum {
     MR = 12,                      /* rows per tile with one scale block */
     MRG = 6,                      /* rows per tile with several blocks */
     L2_PANEL_BYTES = 512 * 1024,  /* packed weights swept per row tile */
+    L1_TILE_BYTES = 40 * 1024,    /* quantized rows + one panel that stay in L1 (of 48 KB) */
+    L1_TILES = 8,                 /* at most this many row tiles in that order */
 };
 
 /* ---------------------------------------------------------------- packing */
@@ -165,14 +167,45 @@ static float quant_row(const q8_geom *g, const float *a, unsigned char *q)
     return amax / 127.0f;
 }
 
+/* Call row `row`'s activations. */
+static inline const float *act_row(const dm_gemm *g, int64_t row)
+{
+    return g->A + (g->a_idx ? g->a_idx[row] : row) * g->lda;
+}
+
+/* Every cache line of a row of K floats into L1 (gathered rows defeat the
+ * hardware prefetcher: without this, the amax pass waits on each row). */
+static inline void prefetch_row(const float *a, int K)
+{
+    const char *p = (const char *)a;
+    for (size_t o = 0; o < (size_t)K * sizeof(float); o += 64) _mm_prefetch(p + o, _MM_HINT_T0);
+}
+
+enum { QUANT_AHEAD = 2 };  /* rows prefetched ahead of the one quantized */
+
 /* Chunk rows [c0, c1) (call rows i0 + c0 on) into the chunk. */
 static void quant_rows(const dm_gemm *g, const q8_geom *q, const q8_work *w, int64_t i0, int64_t c0, int64_t c1)
 {
+    for (int64_t i = c0; i < c1 && i < c0 + QUANT_AHEAD; i++) prefetch_row(act_row(g, i0 + i), q->K);
     for (int64_t i = c0; i < c1; i++) {
-        int64_t row = i0 + i;
-        const float *a = g->A + (g->a_idx ? g->a_idx[row] : row) * g->lda;
-        w->sa[i] = quant_row(q, a, w->qa + (size_t)i * w->ld);
+        if (i + QUANT_AHEAD < c1) prefetch_row(act_row(g, i0 + i + QUANT_AHEAD), q->K);
+        w->sa[i] = quant_row(q, act_row(g, i0 + i), w->qa + (size_t)i * w->ld);
     }
+}
+
+/* dm_wkern.quant_ld: the chunk rows' stride for K and group. */
+static size_t q8_avx512_quant_ld(int K, int group)
+{
+    q8_geom q = q8_geometry(1, K, group, NR, 1);
+    return q8_row_ld(q.kp, 1);
+}
+
+/* dm_wkern.quant: rows A [M, lda] as quant_rows lays them in a chunk. */
+static void q8_avx512_quant(int K, int group, const float *A, int64_t lda, int64_t M, unsigned char *q, size_t ld,
+                            float *sa)
+{
+    q8_geom g = q8_geometry(1, K, group, NR, 1);
+    for (int64_t i = 0; i < M; i++) sa[i] = quant_row(&g, A + i * lda, q + (size_t)i * ld);
 }
 
 /* ---------------------------------------------------------------- gemm */
@@ -388,8 +421,14 @@ static void resolve_rows(const dm_gemm *g, const q8_work *w, int64_t i0, int64_t
 {
     for (int i = 0; i < mr; i++) {
         int64_t row = i0 + i;
-        rows->a[i] = w->qa + (size_t)(ci0 + i) * w->ld;
-        rows->sa[i] = w->sa[ci0 + i];
+        if (g->aq) {  /* quantized ahead: the gathered row itself */
+            int64_t ar = g->a_idx ? g->a_idx[row] : row;
+            rows->a[i] = g->aq->q + (size_t)ar * g->aq->ld;
+            rows->sa[i] = g->aq->sa[ar];
+        } else {
+            rows->a[i] = w->qa + (size_t)(ci0 + i) * w->ld;
+            rows->sa[i] = w->sa[ci0 + i];
+        }
         rows->c[i] = g->C + (g->c_idx ? g->c_idx[row] : row) * g->ldc;
         rows->r[i] = g->R ? g->R + (g->r_idx ? g->r_idx[row] : row) * g->ldr : NULL;
         rows->s[i] = g->scale ? g->scale[row] : 1.0f;
@@ -401,7 +440,7 @@ static void chunk_gemm(const dm_gemm *g, const q8_geom *q, const q8_work *w, int
 {
     const unsigned char *Bp = g->B->data;
     int np = q8_panels(g->N, NR), multi = q->nb > 1;
-    quant_rows(g, q, w, i0, 0, m);
+    if (!g->aq) quant_rows(g, q, w, i0, 0, m);
     if (m == 1) {  /* matrix-vector: four panels per pass */
         tile_rows rows;
         resolve_rows(g, w, i0, 0, 1, &rows);
@@ -415,6 +454,22 @@ static void chunk_gemm(const dm_gemm *g, const q8_geom *q, const q8_work *w, int
     /* tiles of balanced height: 64 rows are 6 tiles of 10-11, not 5 x 12 + 4 */
     int mrmax = multi ? MRG : MR;
     int64_t nt = (m + mrmax - 1) / mrmax, base = m / nt, extra = m % nt;
+    tile_rows rows[L1_TILES];
+    if ((size_t)m * w->ld + q->panel <= L1_TILE_BYTES && nt <= (int64_t)(sizeof rows / sizeof rows[0])) {
+        /* a few rows (the MoE's blocks of 32): panel by panel, every row tile
+         * against it while it is in L1 (the quantized rows stay there too) */
+        for (int64_t ti = 0, t = 0; ti < nt; ti++) {
+            int mr = (int)(base + (ti < extra));
+            resolve_rows(g, w, i0 + t, t, mr, &rows[ti]);
+            t += mr;
+        }
+        for (int p = 0; p < np; p++)
+            for (int64_t ti = 0; ti < nt; ti++) {
+                int mr = (int)(base + (ti < extra));
+                (multi ? tilesg[mr] : tiles1[mr])(&rows[ti], Bp + (size_t)p * q->panel, q, p * NR, g->N - p * NR, g);
+            }
+        return;
+    }
     size_t fit = q->panel ? L2_PANEL_BYTES / q->panel : (size_t)np;
     int pc = fit < 1 ? 1 : fit > (size_t)np ? np : (int)fit;
     for (int p0 = 0; p0 < np; p0 += pc) {
@@ -449,4 +504,6 @@ const dm_wkern dm_wkern_q8_avx512 = {
     .pack = q8_avx512_pack,
     .unpack = q8_avx512_unpack,
     .gemm = q8_avx512_gemm,
+    .quant_ld = q8_avx512_quant_ld,
+    .quant = q8_avx512_quant,
 };

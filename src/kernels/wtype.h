@@ -81,6 +81,13 @@ struct dm_wkern {
     /* packed data -> the file layout, exactly what pack was given */
     void (*unpack)(const void *data, int N, int K, int group, void *const part[]);
     void (*gemm)(const dm_gemm *g);
+    /* Optional (NULL: the kernel quantizes in gemm only). Bytes of one row of
+     * K values as quant lays it out for group, and M rows of A [M, lda] into
+     * q (row i at q + i * ld, ld >= quant_ld(K, group), 64-byte aligned) with
+     * their scales sa [M]: what gemm would compute from each row itself, for
+     * dm_gemm.aq. */
+    size_t (*quant_ld)(int K, int group);
+    void (*quant)(int K, int group, const float *A, int64_t lda, int64_t M, unsigned char *q, size_t ld, float *sa);
 };
 
 struct dm_wtype {

@@ -134,8 +134,9 @@ dm_status dm_model_convert(const dm_model *src, const dm_wtype *wt, int group, c
  * most rows rows (0 for an all-f32 model). */
 size_t dm_model_work_size(const dm_model *m, int64_t rows);
 
-/* DM_ERR_NONFINITE naming the first NaN/Inf in x [n, width]; DM_OK if none. */
-dm_status dm_check_input(const float *x, int64_t n, int width, dm_error *err);
+/* DM_ERR_NONFINITE naming the first NaN/Inf in x [n, width]; DM_OK if none.
+ * K: the kernel table that scans (NULL: the reference). */
+dm_status dm_check_input(const dm_kernels *K, const float *x, int64_t n, int width, dm_error *err);
 /* out [n, in] = the model's preprocessing of x (m->pre.scale must be set);
  * DM_ERR_NONFINITE naming the first value it takes past the float range. */
 dm_status dm_preprocess_rows(const dm_model *m, const float *x, int64_t n, float *out, dm_error *err);

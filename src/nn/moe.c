@@ -34,6 +34,7 @@ struct dm_ctx {
     int force_layer;      /* >= 0: route every row of this layer to force_expert alone */
     int force_expert;
     int64_t n;
+    unsigned char *qx;    /* dm_moe_qx_bytes(m, cap): a layer's input quantized once (NULL: not used) */
     float *pre;           /* [pre_cap, in] the running batch after the model's preprocessing */
     int64_t pre_cap;
 };
@@ -65,7 +66,8 @@ static void free_batch_buffers(dm_ctx *c)
 {
     void **bufs[] = {(void **)&c->st.rb.logits, (void **)&c->st.rb.a_rows, (void **)&c->st.rb.a_slot,
                      (void **)&c->st.rb.a_w, (void **)&c->route_e, (void **)&c->route_w,
-                     (void **)&c->act[0], (void **)&c->act[1], (void **)&c->st.ybuf, (void **)&c->tasks};
+                     (void **)&c->act[0], (void **)&c->act[1], (void **)&c->st.ybuf, (void **)&c->tasks,
+                     (void **)&c->qx};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         dm_free(*bufs[i]);
         *bufs[i] = NULL;
@@ -113,7 +115,9 @@ static dm_status reserve(dm_ctx *c, int64_t n, dm_error *err)
     c->act[1] = dm_alloc((size_t)n * D * sizeof(float));
     c->st.ybuf = dm_alloc((size_t)n * J * D * sizeof(float));
     c->tasks = dm_alloc((size_t)dm_moe_max_tasks(cf, n, n * cf->top_k) * sizeof *c->tasks);
-    if (!c->st.rb.logits || !c->st.rb.a_rows || !c->st.rb.a_slot || !c->st.rb.a_w || !c->route_e ||
+    size_t qx = dm_moe_qx_bytes(c->m, n);
+    c->qx = qx ? dm_alloc(qx) : NULL;
+    if ((qx && !c->qx) || !c->st.rb.logits || !c->st.rb.a_rows || !c->st.rb.a_slot || !c->st.rb.a_w || !c->route_e ||
         !c->route_w || !c->act[0] || !c->act[1] || !c->st.ybuf || !c->tasks) {
         free_batch_buffers(c);
         return dm_fail(err, DM_ERR_NOMEM, "context: out of memory for a batch of %lld rows", (long long)n);
@@ -124,23 +128,12 @@ static dm_status reserve(dm_ctx *c, int64_t n, dm_error *err)
 
 /* ---------------------------------------------------------------- input check */
 
-dm_status dm_check_input(const float *x, int64_t n, int width, dm_error *err)
+dm_status dm_check_input(const dm_kernels *K, const float *x, int64_t n, int width, dm_error *err)
 {
-    /* a non-finite float has an exponent of all ones; integer ops vectorize */
-    const uint32_t *u = (const uint32_t *)(const void *)x;
-    int64_t total = n * width;
-    const int64_t B = 4096;
-    for (int64_t s = 0; s < total; s += B) {
-        int64_t e = DM_MIN(total, s + B);
-        uint32_t bad = 0;
-        for (int64_t i = s; i < e; i++) bad |= ((u[i] & 0x7f800000u) == 0x7f800000u);
-        if (!bad) continue;
-        for (int64_t i = s; i < e; i++)
-            if ((u[i] & 0x7f800000u) == 0x7f800000u)
-                return dm_fail(err, DM_ERR_NONFINITE, "input row %lld, column %lld is %s; inputs must be finite",
-                               (long long)(i / width), (long long)(i % width), x[i] != x[i] ? "NaN" : "Inf");
-    }
-    return DM_OK;
+    int64_t i = (K ? K : &dm_kernels_ref)->find_nonfinite(x, n * width);
+    if (i < 0) return DM_OK;
+    return dm_fail(err, DM_ERR_NONFINITE, "input row %lld, column %lld is %s; inputs must be finite",
+                   (long long)(i / width), (long long)(i % width), x[i] != x[i] ? "NaN" : "Inf");
 }
 
 /* ---------------------------------------------------------------- preprocessing */
@@ -231,7 +224,7 @@ dm_status dm_forward(dm_ctx *c, const float *x, int64_t n, float *y, const dm_ro
         return dm_fail(err, DM_ERR_ARG, "forward: bad arguments (n_rows %lld)", (long long)n);
     /* with an exchange every rank runs every layer, 0 rows too: the others wait in its collectives */
     if (n == 0 && !c->xchg) return DM_OK;
-    dm_status st = dm_check_input(x, n, dm_model_in_width(cf), err);
+    dm_status st = dm_check_input(m->kern, x, n, dm_model_in_width(cf), err);
     if (st) return st;
     if (n && m->pre.scale && (st = preprocess(c, x, n, &x, err))) return st;   /* x: the scaled rows from here on */
     if ((st = reserve(c, n ? n : 1, err))) return st;
@@ -254,7 +247,7 @@ dm_status dm_forward(dm_ctx *c, const float *x, int64_t n, float *y, const dm_ro
         dm_moe_pass p = {
             .m = m, .l = l, .pool = c->run_pool, .n = n, .x = h, .y = out, .st = &c->st, .xchg = c->xchg,
             .scratch = c->scratch, .route_tmp = c->route_tmp, .tasks = c->tasks,
-            .work = c->work, .work_stride = c->work_stride,
+            .work = c->work, .work_stride = c->work_stride, .qx = c->qx,
             .force_expert = l == c->force_layer ? c->force_expert : -1,
         };
         if ((st = dm_moe_layer_forward(&p, err))) return st;

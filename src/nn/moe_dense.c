@@ -95,7 +95,7 @@ dm_status dm_forward_dense(const dm_model *m, const float *x, int64_t n, float *
         return dm_fail(err, DM_ERR_ARG, "forward_dense: the reference twin reads the fp32 weights, which a "
                                         "packed-only model does not keep");
     int in = dm_model_in_width(c), outw = dm_model_out_width(c);
-    dm_status st = dm_check_input(x, n, in, err);
+    dm_status st = dm_check_input(NULL, x, n, in, err);
     if (st) return st;
     float *xs = NULL;   /* the rows after the model's preprocessing */
     if (m->pre.scale) {

@@ -13,6 +13,39 @@
 
 #define COMBINE_BLOCK 64
 
+/* ---------------------------------------------------------------- quantized layer input */
+
+/* The kernel that quantizes the layer input once for all routed experts' up
+ * GEMMs: every routed expert's up weight has it, with quant, one group and
+ * K = dim (NULL: none; each GEMM quantizes its own rows). */
+static const dm_wkern *layer_quant(const dm_config *c, const dm_layer *ly)
+{
+    const dm_wmat *w0 = &ly->experts[0].p1;
+    if (c->n_experts < 1 || !w0->kern || !w0->kern->quant || w0->K != c->dim) return NULL;
+    for (int e = 1; e < c->n_experts; e++) {
+        const dm_wmat *w = &ly->experts[e].p1;
+        if (w->kern != w0->kern || w->group != w0->group || w->K != w0->K) return NULL;
+    }
+    return w0->kern;
+}
+
+/* Row stride of the quantized input, rounded to 64 bytes. */
+static size_t qx_ld(const dm_config *c, const dm_layer *ly)
+{
+    return (layer_quant(c, ly)->quant_ld(c->dim, ly->experts[0].p1.group) + 63) / 64 * 64;
+}
+
+size_t dm_moe_qx_bytes(const dm_model *m, int64_t n)
+{
+    size_t best = 0;
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        if (layer_quant(&m->cfg, &m->layers[l])) {
+            size_t b = (size_t)n * (qx_ld(&m->cfg, &m->layers[l]) + sizeof(float)) + 64;
+            if (b > best) best = b;
+        }
+    return best;
+}
+
 /* ---------------------------------------------------------------- route + dispatch */
 
 typedef struct route_arg {
@@ -24,6 +57,9 @@ typedef struct route_arg {
     float *tmp;
     unsigned char *work;
     size_t work_stride;
+    const dm_wkern *qk;   /* quantize x into qr too (NULL: no) */
+    int group;
+    dm_qrows qr;
 } route_arg;
 
 static void route_task(void *arg, int64_t t, int tid)
@@ -42,13 +78,24 @@ static void route_task(void *arg, int64_t t, int tid)
     float *tmp = a->tmp + (int64_t)tid * dm_route_scratch(cf);
     for (int64_t i = 0; i < rn; i++)
         dm_route_row(cf, a->ly->sel_bias, lg + i * E, tmp, a->rb->e + (r0 + i) * k, a->rb->w + (r0 + i) * k);
+    if (a->qk)  /* the rows are in cache now: quantized once for every expert they go to */
+        a->qk->quant(cf->dim, a->group, a->x + r0 * cf->dim, cf->dim, rn, (unsigned char *)a->qr.q + r0 * a->qr.ld,
+                     a->qr.ld, (float *)a->qr.sa + r0);
+}
+
+/* dm_moe_route, and when qk is set the rows quantized into qr (by kernel qk, group). */
+static void route_quant(const dm_model *m, const dm_layer *ly, dm_pool *pool, const float *x, int64_t n,
+                        dm_route_buf *rb, float *tmp, unsigned char *work, size_t work_stride,
+                        const dm_wkern *qk, int group, dm_qrows qr)
+{
+    route_arg a = {m, ly, x, n, rb, tmp, work, work_stride, qk, group, qr};
+    dm_pool_run(pool, (n + DM_ROUTE_BLOCK - 1) / DM_ROUTE_BLOCK, route_task, &a);
 }
 
 void dm_moe_route(const dm_model *m, const dm_layer *ly, dm_pool *pool, const float *x, int64_t n,
                   dm_route_buf *rb, float *tmp, unsigned char *work, size_t work_stride)
 {
-    route_arg a = {m, ly, x, n, rb, tmp, work, work_stride};
-    dm_pool_run(pool, (n + DM_ROUTE_BLOCK - 1) / DM_ROUTE_BLOCK, route_task, &a);
+    route_quant(m, ly, pool, x, n, rb, tmp, work, work_stride, NULL, 0, (dm_qrows){0});
 }
 
 void dm_moe_dispatch(const dm_config *cf, int64_t n, dm_route_buf *rb)
@@ -255,6 +302,7 @@ typedef struct fwd_arg {
     dm_moe_pass *p;
     const dm_layer *ly;
     const dm_moe_task *tasks;
+    const dm_qrows *aq;   /* the layer input quantized once (NULL: none) */
 } fwd_arg;
 
 static void fwd_task(void *arg, int64_t t, int tid)
@@ -285,6 +333,7 @@ static void fwd_task(void *arg, int64_t t, int tid)
         .M = sp.len, .N = H * ops->up_mult, .K = D, .A = sp.in, .lda = D, .a_idx = sp.idx, .B = &x->p1,
         .bias = x->b1, .act = ops->up_act, .C = h1, .ldc = ldh,
         .work = p->work ? p->work + (size_t)tid * p->work_stride : NULL,
+        .aq = sp.expert < c->n_experts ? a->aq : NULL,  /* routed: rows of the layer input */
     };
     dm_wmat_gemm(&up);
     ops->mid(m->kern, x, c->ln_eps, sp.len, H, h1, ldh, hn, ldn, mean, rstd);
@@ -299,6 +348,7 @@ static void fwd_task(void *arg, int64_t t, int tid)
 
 typedef struct comb_arg { dm_moe_pass *p; } comb_arg;
 
+/* Rows [t COMBINE_BLOCK, ...) of y from their slots (the kernel's fixed slot order). */
 static void combine_task(void *arg, int64_t t, int tid)
 {
     DM_UNUSED(tid);
@@ -306,15 +356,7 @@ static void combine_task(void *arg, int64_t t, int tid)
     const dm_config *c = &p->m->cfg;
     int D = c->dim, k = c->top_k, J = k + c->n_shared;
     int64_t r0 = t * COMBINE_BLOCK, r1 = DM_MIN(p->n, r0 + COMBINE_BLOCK);
-    for (int64_t r = r0; r < r1; r++) {
-        const float *y = p->st->ybuf + r * J * D, *w = p->st->rb.w + r * k;
-        float *o = p->y + r * D;
-        for (int d = 0; d < D; d++) o[d] = w[0] * y[d];
-        for (int j = 1; j < J; j++) {
-            float wj = j < k ? w[j] : 1.0f;
-            for (int d = 0; d < D; d++) o[d] += wj * y[(int64_t)j * D + d];
-        }
-    }
+    p->m->kern->combine(p->st->ybuf + r0 * J * D, p->st->rb.w + r0 * k, r1 - r0, J, k, D, p->y + r0 * D);
 }
 
 /* ---------------------------------------------------------------- forward */
@@ -327,7 +369,15 @@ dm_status dm_moe_layer_forward(dm_moe_pass *p, dm_error *err)
     dm_moe_state *st = p->st;
     dm_route_buf *rb = &st->rb;
     int k = c->top_k, E = c->n_experts;
-    dm_moe_route(m, ly, p->pool, p->x, p->n, rb, p->route_tmp, p->work, p->work_stride);
+    const dm_wkern *qk = p->qx && !p->xchg && !p->train ? layer_quant(c, ly) : NULL;
+    dm_qrows qr = {0};
+    if (qk) {
+        qr.ld = qx_ld(c, ly);
+        qr.q = p->qx;
+        qr.sa = (const float *)(const void *)(p->qx + (size_t)p->n * qr.ld);
+    }
+    route_quant(m, ly, p->pool, p->x, p->n, rb, p->route_tmp, p->work, p->work_stride, qk,
+                qk ? ly->experts[0].p1.group : 0, qr);
     if (p->force_expert >= 0)
         /* the oracle's probe: slot 0 = the forced expert with weight 1; the other
          * slots take other experts with weight 0 (computed, then ignored) */
@@ -370,7 +420,7 @@ dm_status dm_moe_layer_forward(dm_moe_pass *p, dm_error *err)
             st->rstd = st->mean + rows;
         }
     }
-    fwd_arg a = {p, ly, st->tasks};
+    fwd_arg a = {p, ly, st->tasks, qk ? &qr : NULL};
     int64_t nt = dm_moe_make_tasks(c, st, p->n, DM_MOE_BLOCK, st->tasks);
     dm_pool_run(p->pool, nt, fwd_task, &a);
     if (x) {

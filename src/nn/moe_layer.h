@@ -140,6 +140,8 @@ typedef struct dm_moe_pass {
     unsigned char *work;    /* typed weights: [threads, work_stride] GEMM scratch (NULL for f32) */
     size_t work_stride;     /* dm_model_work_size(m, DM_MOE_GEMM_ROWS) */
     void *tasks;            /* [dm_moe_max_tasks(c, n, n * k)]; with an exchange st->xb->tasks is used */
+    unsigned char *qx;      /* inference: dm_moe_qx_bytes(m, n) bytes (64-byte aligned) for the layer
+                             * input quantized once for the routed experts' up GEMMs (NULL: not done) */
     /* training */
     int train;              /* keep the cache (st->h1 ...: the caller's for n*k + S*n rows, or
                              * grown in st->xb when rows are exchanged) */
@@ -148,6 +150,10 @@ typedef struct dm_moe_pass {
     /* routing-accuracy probe: >= 0 sends every row to this expert alone */
     int force_expert;
 } dm_moe_pass;
+
+/* Bytes of dm_moe_pass.qx for n rows of any layer of m (0: no layer's
+ * routed experts share a kernel that quantizes ahead). */
+size_t dm_moe_qx_bytes(const dm_model *m, int64_t n);
 
 /* Tasks a layer of n rows (n_comp routed compute rows) may need. */
 int64_t dm_moe_max_tasks(const dm_config *c, int64_t n, int64_t n_comp);

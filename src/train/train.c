@@ -428,7 +428,7 @@ dm_status dm_train_step(dm_trainer *t, const float *x, const float *target, cons
         return dm_fail(err, DM_ERR_ARG, "step of %lld rows does not split into %d micro-batches", (long long)n_rows, A);
     if (tc->loss == DM_LOSS_CE ? !labels : !target)
         return dm_fail(err, DM_ERR_ARG, "step needs %s", tc->loss == DM_LOSS_CE ? "labels" : "targets");
-    dm_status s = dm_check_input(x, n_rows, in, err);
+    dm_status s = dm_check_input(t->m->kern, x, n_rows, in, err);
     if (s) return s;
     if (tc->loss == DM_LOSS_CE) {
         for (int64_t i = 0; i < n_rows; i++)
@@ -436,7 +436,7 @@ dm_status dm_train_step(dm_trainer *t, const float *x, const float *target, cons
                 return dm_fail(err, DM_ERR_ARG, "label %d of row %lld is outside [0, %d)", labels[i], (long long)i, c->n_classes);
     } else {
         dm_error e2;
-        if ((s = dm_check_input(target, n_rows, outw, &e2))) return dm_fail(err, s, "target %s", e2.msg);
+        if ((s = dm_check_input(t->m->kern, target, n_rows, outw, &e2))) return dm_fail(err, s, "target %s", e2.msg);
     }
     int64_t mb = n_rows / A;
     if ((s = dm_tr_reserve(t, mb, err))) return s;
