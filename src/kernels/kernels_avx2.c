@@ -19,6 +19,7 @@
  * one fma chain per chunk over its rows in order, so splitting [n0, n1)
  * between threads gives bitwise the same C. */
 #include "kernels/wtype.h"
+#include "kernels/simd_avx2.h"
 
 #include <immintrin.h>
 #include <math.h>
@@ -64,12 +65,6 @@ static void avx2_unpack(const void *src, int N, int K, int group, void *const pa
 
 /* ---------------------------------------------------------------- masks */
 
-/* All-ones in the first `valid` of 8 lanes (valid may be <= 0 or >= 8). */
-static inline __m256i lane_mask(int valid)
-{
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(valid), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-
 /* ---------------------------------------------------------------- gemm */
 
 /* The rows of one micro-tile, resolved through the index lists. */
@@ -79,18 +74,6 @@ typedef struct tile_rows {
     const float *r[MR]; /* each [N], or NULL */
     float s[MR];
 } tile_rows;
-
-/* c = s * (act(acc + bias) + r) on the lanes in mask; bias is [8] at this column. */
-static inline __m256 epilogue(__m256 acc, __m256i mask, const float *bias, dm_act act,
-                              const float *r, float s, int has_scale)
-{
-    if (bias) acc = _mm256_add_ps(acc, _mm256_maskload_ps(bias, mask));
-    /* max(0, v) returns v when v is NaN, like the reference */
-    if (act == DM_ACT_RELU) acc = _mm256_max_ps(_mm256_setzero_ps(), acc);
-    if (r) acc = _mm256_add_ps(acc, _mm256_maskload_ps(r, mask));
-    if (has_scale) acc = _mm256_mul_ps(acc, _mm256_set1_ps(s));
-    return acc;
-}
 
 /* Stores one finished row of a tile: 16 columns at n0, the second half only
  * when the panel has more than 8 valid columns. */

@@ -30,6 +30,7 @@
  * arithmetic of an output neither on its tile nor on packing, so splitting
  * [n0, n1) between threads gives bitwise the same C, run after run. */
 #include "kernels/wtype.h"
+#include "kernels/simd_avx512.h"
 
 #include <immintrin.h>
 #include <math.h>
@@ -129,25 +130,6 @@ typedef struct tile_rows {
     const float *r[MR]; /* each [N], or NULL */
     float s[MR];
 } tile_rows;
-
-/* c = s * (act(acc + bias) + r) on the lanes in mask; bias is [16] at this column. */
-static inline __m512 epilogue(__m512 acc, __mmask16 mask, const float *bias, dm_act act,
-                              const float *r, float s, int has_scale)
-{
-    if (bias) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(mask, bias));
-    /* max(0, v) returns v when v is NaN, like the reference */
-    if (act == DM_ACT_RELU) acc = _mm512_max_ps(_mm512_setzero_ps(), acc);
-    if (r) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(mask, r));
-    if (has_scale) acc = _mm512_mul_ps(acc, _mm512_set1_ps(s));
-    return acc;
-}
-
-static inline __mmask16 lane_mask(int valid)
-{
-    if (valid >= 16) return (__mmask16)0xFFFF;
-    if (valid <= 0) return 0;
-    return (__mmask16)((1u << valid) - 1u);
-}
 
 /* Stores one finished row of a tile: 32 columns at n0, the second half only
  * when the panel has more than 16 valid columns. */

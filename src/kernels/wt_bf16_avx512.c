@@ -45,6 +45,7 @@
 #define _DEFAULT_SOURCE 1  /* syscall() */
 #include "base/base.h"
 #include "kernels/wt_half.h"
+#include "kernels/simd_avx512.h"
 #include "kernels/wtype.h"
 
 #include <cpuid.h>
@@ -116,13 +117,6 @@ static void bf16_unpack(const void *data, int N, int K, int group, void *const p
 
 /* ---------------------------------------------------------------- activations */
 
-static inline __mmask16 lane_mask(int valid)
-{
-    if (valid >= 16) return (__mmask16)0xFFFF;
-    if (valid <= 0) return 0;
-    return (__mmask16)((1u << valid) - 1u);
-}
-
 /* 32 floats (n of them valid, the rest read as 0) -> 32 bf16 as the
  * reference rounds them: vcvtne2ps2bf16, redone in C when a subnormal is
  * among them. */
@@ -162,18 +156,6 @@ static void convert_rows(const dm_gemm *g, int64_t i0, int64_t i1, int KP, uint1
 }
 
 /* ---------------------------------------------------------------- epilogue */
-
-/* c = s * (act(acc + bias) + r) on the lanes in mask; bias and r at this column. */
-static inline __m512 epilogue(__m512 acc, __mmask16 mask, const float *bias, dm_act act,
-                              const float *r, float s, int has_scale)
-{
-    if (bias) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(mask, bias));
-    /* max(0, v) returns v when v is NaN, like the reference */
-    if (act == DM_ACT_RELU) acc = _mm512_max_ps(_mm512_setzero_ps(), acc);
-    if (r) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(mask, r));
-    if (has_scale) acc = _mm512_mul_ps(acc, _mm512_set1_ps(s));
-    return acc;
-}
 
 /* Where row i of the GEMM writes (c), what it adds (r, or NULL), its scale. */
 typedef struct out_row {

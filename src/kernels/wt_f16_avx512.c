@@ -28,6 +28,7 @@
  * the weights in L2, 2.0x when they come from memory (half the bytes). The
  * second way is on a par (0.97-1.0x) from M = 256 and costs 20% at M = 32. */
 #include "kernels/wt_half.h"
+#include "kernels/simd_avx512.h"
 #include "kernels/wtype.h"
 
 #include <immintrin.h>
@@ -104,25 +105,6 @@ void dm_wt_f16_widen_avx512(const uint16_t *h, int64_t n, float *out)
 }
 
 /* ---------------------------------------------------------------- register tiles */
-
-static inline __mmask16 lane_mask(int valid)
-{
-    if (valid >= 16) return (__mmask16)0xFFFF;
-    if (valid <= 0) return 0;
-    return (__mmask16)((1u << valid) - 1u);
-}
-
-/* c = s * (act(acc + bias) + r) on the lanes in mask; bias and r at this column. */
-static inline __m512 epilogue(__m512 acc, __mmask16 mask, const float *bias, dm_act act,
-                              const float *r, float s, int has_scale)
-{
-    if (bias) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(mask, bias));
-    /* max(0, v) returns v when v is NaN, like the reference */
-    if (act == DM_ACT_RELU) acc = _mm512_max_ps(_mm512_setzero_ps(), acc);
-    if (r) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(mask, r));
-    if (has_scale) acc = _mm512_mul_ps(acc, _mm512_set1_ps(s));
-    return acc;
-}
 
 /* The rows of one register tile, resolved through the index lists. */
 typedef struct tile_rows {

@@ -30,6 +30,7 @@
 
 #include "base/base.h"
 #include "kernels/wt_half.h"
+#include "kernels/simd_avx2.h"
 #include "kernels/wtype.h"
 
 #include <immintrin.h>
@@ -108,12 +109,6 @@ static inline __m256 widen8(const uint16_t *h)
 #else
     return _mm256_cvtph_ps(v);
 #endif
-}
-
-/* All-ones in the first `valid` of 8 lanes (valid may be <= 0 or >= 8). */
-static inline __m256i lane_mask(int valid)
-{
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(valid), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
 #if HALF_BF16
@@ -198,18 +193,6 @@ static void resolve_rows(const dm_gemm *g, const float *A, int64_t lda, const in
         rows->r[i] = g->R ? g->R + (g->r_idx ? g->r_idx[row] : row) * g->ldr : NULL;
         rows->s[i] = g->scale ? g->scale[row] : 1.0f;
     }
-}
-
-/* c = s * (act(acc + bias) + r) on the lanes in mask; bias and r at this column. */
-static inline __m256 epilogue(__m256 acc, __m256i mask, const float *bias, dm_act act,
-                              const float *r, float s, int has_scale)
-{
-    if (bias) acc = _mm256_add_ps(acc, _mm256_maskload_ps(bias, mask));
-    /* max(0, v) returns v when v is NaN, like the reference */
-    if (act == DM_ACT_RELU) acc = _mm256_max_ps(_mm256_setzero_ps(), acc);
-    if (r) acc = _mm256_add_ps(acc, _mm256_maskload_ps(r, mask));
-    if (has_scale) acc = _mm256_mul_ps(acc, _mm256_set1_ps(s));
-    return acc;
 }
 
 /* One finished row of a tile: 16 columns at n0, the second 8 only when nv > 8. */

@@ -20,6 +20,7 @@
  * panels, row tiles, panels; the fused epilogue on the finished sums, N tails
  * by maskload / maskstore. Accumulation is in float. */
 #include "kernels/wt_nm24.h"
+#include "kernels/simd_avx2.h"
 
 #include <immintrin.h>
 
@@ -31,12 +32,6 @@ enum {
 };
 
 /* ---------------------------------------------------------------- helpers */
-
-/* All-ones in the first `valid` of 8 lanes (valid may be <= 0 or >= 8). */
-static inline __m256i lane_mask(int valid)
-{
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(valid), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
 
 /* One group's kept values of a panel as fp32 (q8: the integers). */
 static inline __attribute__((always_inline)) void load_vals(const unsigned char *v, int vt, __m256 *v0, __m256 *v1)

@@ -33,6 +33,7 @@
  * finished sums; N tails are masked stores. Accumulation is in float (the
  * reference sums in double). */
 #include "kernels/wt_nm24.h"
+#include "kernels/simd_avx512.h"
 
 #include <immintrin.h>
 
@@ -44,13 +45,6 @@ enum {
 };
 
 /* ---------------------------------------------------------------- helpers */
-
-static inline __mmask16 lane_mask(int valid)
-{
-    if (valid >= 16) return (__mmask16)0xFFFF;
-    if (valid <= 0) return 0;
-    return (__mmask16)((1u << valid) - 1u);
-}
 
 /* One group's kept values of a panel as fp32: v0 (i0's) and v1 (i1's). vt is
  * a constant after inlining. q8 gives the integers (the scale comes last). */

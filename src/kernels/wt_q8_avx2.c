@@ -20,6 +20,7 @@
  * for the N tail). Loop order as in wt_q8_avx512.c; batch 1 runs the 1-row
  * tile (its chains are vpaddd, latency 1, so one panel keeps the ports busy). */
 #include "kernels/wt_q8.h"
+#include "kernels/simd_avx2.h"
 
 #include <immintrin.h>
 #include <math.h>
@@ -52,12 +53,6 @@ static void q8_avx2_unpack(const void *data, int N, int K, int group, void *cons
 static size_t q8_avx2_work_size(int64_t M, int K) { return q8_work_bytes(M, K, 2, MR); }
 
 /* ---------------------------------------------------------------- activations */
-
-/* All-ones in the first `valid` of 8 lanes (valid may be <= 0 or >= 8). */
-static inline __m256i lane_mask(int valid)
-{
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(valid), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
 
 /* One row a [K] into q (int16, the kpos layout); returns sa. The vector
  * part and the scalar tail do the reference's float operations. */
@@ -114,18 +109,6 @@ typedef struct tile_rows {
     const float *r[MR];   /* each [N], or NULL */
     float s[MR];
 } tile_rows;
-
-/* c = s * (act(acc + bias) + r) on the lanes in mask; bias is [8] at this column. */
-static inline __m256 epilogue(__m256 acc, __m256i mask, const float *bias, dm_act act,
-                              const float *r, float s, int has_scale)
-{
-    if (bias) acc = _mm256_add_ps(acc, _mm256_maskload_ps(bias, mask));
-    /* max(0, v) returns v when v is NaN, like the reference */
-    if (act == DM_ACT_RELU) acc = _mm256_max_ps(_mm256_setzero_ps(), acc);
-    if (r) acc = _mm256_add_ps(acc, _mm256_maskload_ps(r, mask));
-    if (has_scale) acc = _mm256_mul_ps(acc, _mm256_set1_ps(s));
-    return acc;
-}
 
 static inline void store_row(const tile_rows *rows, int i, __m256 v, int n0, __m256i mask, const dm_gemm *g)
 {

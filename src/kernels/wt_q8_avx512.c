@@ -30,6 +30,7 @@
  * Batch 1: one row against four panels at once (8 independent vpdpbusd
  * chains hide its 5-cycle latency); the weights stream from L2. */
 #include "kernels/wt_q8.h"
+#include "kernels/simd_avx512.h"
 
 #include <float.h>
 #include <immintrin.h>
@@ -61,13 +62,6 @@ static void q8_avx512_unpack(const void *data, int N, int K, int group, void *co
 static size_t q8_avx512_work_size(int64_t M, int K) { return q8_work_bytes(M, K, 1, MR); }
 
 /* ---------------------------------------------------------------- activations */
-
-static inline __mmask16 lane_mask(int valid)
-{
-    if (valid >= 16) return (__mmask16)0xFFFF;
-    if (valid <= 0) return 0;
-    return (__mmask16)((1u << valid) - 1u);
-}
 
 /* The careful quantizer, for rows the fast one declines: 16 activations ->
  * u8 qa + 128, clamped to +-127 in float (rint commutes with it; +-inf must
@@ -218,18 +212,6 @@ typedef struct tile_rows {
     const float *r[MR];         /* each [N], or NULL */
     float s[MR];
 } tile_rows;
-
-/* c = s * (act(acc + bias) + r) on the lanes in mask; bias is [16] at this column. */
-static inline __m512 epilogue(__m512 acc, __mmask16 mask, const float *bias, dm_act act,
-                              const float *r, float s, int has_scale)
-{
-    if (bias) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(mask, bias));
-    /* max(0, v) returns v when v is NaN, like the reference */
-    if (act == DM_ACT_RELU) acc = _mm512_max_ps(_mm512_setzero_ps(), acc);
-    if (r) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(mask, r));
-    if (has_scale) acc = _mm512_mul_ps(acc, _mm512_set1_ps(s));
-    return acc;
-}
 
 /* One finished row of a tile: 32 columns at n0 (the second half only when
  * the panel has more than 16 valid columns). */
