@@ -70,7 +70,8 @@ LIB_SRC  := $(filter-out $(X86_SRC),$(LIB_SRC))
 endif
 CLI_SRC  := $(sort $(wildcard tools/*.c))
 TEST_SRC := $(sort $(wildcard tests/*.c))
-KBENCH   := q8_gemm half_gemm nm24_gemm   # bench/*_gemm.c: the weight types' kernel micro-benchmarks
+# bench/*_gemm.c: the weight types' kernel micro-benchmarks (x86: they time the SIMD kernels)
+KBENCH   := $(if $(filter 1,$(X86)),q8_gemm half_gemm nm24_gemm)
 PUB_HDR  := include/deepmoe.h $(sort $(wildcard include/deepmoe/*.h))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)

@@ -69,6 +69,8 @@ static void peaks(dm_isa isa, double *vnni, double *fma)
     }
 #else
     (void)isa;
+    (void)vnni;
+    (void)fma;
 #endif
 }
 
