@@ -136,7 +136,7 @@ int cmd_quantize(int argc, char **argv)
         return cli_usage("quantize", "--group applies to --type q8 only (not %s)", q.type);
 
     dm_error err;
-    dm_model *src = NULL, *dst = NULL, *ref = NULL;
+    dm_model *src = NULL, *dst = NULL;
     dm_pool *pool = NULL;
     dm_data d = {0};
     dm_array rowsx = {0};
@@ -199,7 +199,6 @@ done:
     }
     dm_data_free(&d);
     dm_pool_free(pool);
-    dm_model_free(ref);
     dm_model_free(dst);
     dm_model_free(src);
     return rc;

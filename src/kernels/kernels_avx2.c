@@ -80,17 +80,7 @@ typedef struct tile_rows {
 static inline void store_row(const tile_rows *rows, int i, __m256 lo, __m256 hi, int n0,
                              int nv, const dm_gemm *g)
 {
-    const float *bias = g->bias ? g->bias + n0 : NULL;
-    const float *r = rows->r[i] ? rows->r[i] + n0 : NULL;
-    int has_scale = g->scale != NULL;
-    float *c = rows->c[i] + n0;
-    __m256i m0 = lane_mask(nv);
-    _mm256_maskstore_ps(c, m0, epilogue(lo, m0, bias, g->act, r, rows->s[i], has_scale));
-    if (nv > 8) {
-        __m256i m1 = lane_mask(nv - 8);
-        _mm256_maskstore_ps(c + 8, m1, epilogue(hi, m1, bias ? bias + 8 : NULL, g->act,
-                                                r ? r + 8 : NULL, rows->s[i], has_scale));
-    }
+    store_out(rows->c[i], rows->r[i], rows->s[i], lo, hi, n0, nv, g);
 }
 
 /* Expands X(i) for each row slot of a tile. The accumulators are named

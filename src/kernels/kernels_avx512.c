@@ -124,26 +124,15 @@ static void avx512_unpack(const void *src, int N, int K, int group, void *const 
 /* ---------------------------------------------------------------- gemm */
 
 /* The rows of one micro-tile, resolved through the index lists. */
-typedef struct tile_rows {
-    const float *a[MR]; /* each [K] */
-    float *c[MR];       /* each [N] */
-    const float *r[MR]; /* each [N], or NULL */
-    float s[MR];
-} tile_rows;
+typedef dm512_rows tile_rows;
+_Static_assert(MR == DM512_TILE_MR, "a tile holds MR rows");
 
 /* Stores one finished row of a tile: 32 columns at n0, the second half only
  * when the panel has more than 16 valid columns. */
 static inline void store_row(const tile_rows *rows, int i, __m512 lo, __m512 hi, int n0,
                              __mmask16 m0, __mmask16 m1, const dm_gemm *g)
 {
-    const float *bias = g->bias ? g->bias + n0 : NULL;
-    const float *r = rows->r[i] ? rows->r[i] + n0 : NULL;
-    int has_scale = g->scale != NULL;
-    float *c = rows->c[i] + n0;
-    _mm512_mask_storeu_ps(c, m0, epilogue(lo, m0, bias, g->act, r, rows->s[i], has_scale));
-    if (m1)
-        _mm512_mask_storeu_ps(c + 16, m1, epilogue(hi, m1, bias ? bias + 16 : NULL, g->act,
-                                                   r ? r + 16 : NULL, rows->s[i], has_scale));
+    store_out(rows->c[i], rows->r[i], rows->s[i], lo, hi, n0, m0, m1, g);
 }
 
 /* Expands X(i) for each row slot of a tile. The accumulators are named
@@ -213,16 +202,6 @@ static const tile_fn tiles_lo[MR + 1] = {
     tilelo_7, tilelo_8, tilelo_9, tilelo_10, tilelo_11, tilelo_12,
 };
 
-static void resolve_rows(const dm_gemm *g, int64_t i0, int mr, tile_rows *rows)
-{
-    for (int i = 0; i < mr; i++) {
-        int64_t row = i0 + i;
-        rows->a[i] = g->A + (g->a_idx ? g->a_idx[row] : row) * g->lda;
-        rows->c[i] = g->C + (g->c_idx ? g->c_idx[row] : row) * g->ldc;
-        rows->r[i] = g->R ? g->R + (g->r_idx ? g->r_idx[row] : row) * g->ldr : NULL;
-        rows->s[i] = g->scale ? g->scale[row] : 1.0f;
-    }
-}
 
 /* The batch-1 path: one row against four full panels at once. Eight
  * independent accumulator chains keep the FMA pipes busy where one panel's two
@@ -261,7 +240,7 @@ static void avx512_gemm(const dm_gemm *g)
     int np = n_panels(g->N);
     if (g->M == 1) {  /* matrix-vector: no L2 blocking needed, four panels per pass */
         tile_rows rows;
-        resolve_rows(g, 0, 1, &rows);
+        dm512_resolve_rows(g, 0, 1, &rows);
         int p = 0;
         for (; (p + 4) * NR <= g->N; p += 4) gemv4(&rows, Bp + (size_t)p * K * NR, K, p * NR, g);
         for (; p < np; p++)
@@ -278,7 +257,7 @@ static void avx512_gemm(const dm_gemm *g)
         for (int64_t i0 = 0; i0 < g->M; i0 += MR) {
             int mr = g->M - i0 < MR ? (int)(g->M - i0) : MR;
             tile_rows rows;
-            resolve_rows(g, i0, mr, &rows);
+            dm512_resolve_rows(g, i0, mr, &rows);
             for (int p = p0; p < p1; p++) {
                 int n0 = p * NR;
                 (g->N - n0 <= 16 ? tiles_lo : tiles)[mr](&rows, Bp + (size_t)p * K * NR, K, n0, g->N - n0, g);

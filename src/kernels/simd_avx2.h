@@ -26,4 +26,22 @@ static inline __m256 epilogue(__m256 acc, __m256i mask, const float *bias, dm_ac
     return acc;
 }
 
+/* One finished output row: nv (1..16) columns at n0 of c, r the row's residual
+ * (or NULL), s its scale. */
+static inline void store_out(float *c, const float *r, float s, __m256 lo, __m256 hi, int n0, int nv,
+                             const dm_gemm *g)
+{
+    const float *bias = g->bias ? g->bias + n0 : NULL;
+    int has_scale = g->scale != NULL;
+    r = r ? r + n0 : NULL;
+    c += n0;
+    __m256i m0 = lane_mask(nv);
+    _mm256_maskstore_ps(c, m0, epilogue(lo, m0, bias, g->act, r, s, has_scale));
+    if (nv > 8) {
+        __m256i m1 = lane_mask(nv - 8);
+        _mm256_maskstore_ps(c + 8, m1, epilogue(hi, m1, bias ? bias + 8 : NULL, g->act, r ? r + 8 : NULL, s,
+                                                has_scale));
+    }
+}
+
 #endif

@@ -28,4 +28,40 @@ static inline __m512 epilogue(__m512 acc, __mmask16 mask, const float *bias, dm_
     return acc;
 }
 
+/* One finished output row: 32 columns at n0 of c (the second 16 only when m1
+ * is not empty), r the row's residual (or NULL), s its scale. */
+static inline void store_out(float *c, const float *r, float s, __m512 lo, __m512 hi, int n0, __mmask16 m0,
+                             __mmask16 m1, const dm_gemm *g)
+{
+    const float *bias = g->bias ? g->bias + n0 : NULL;
+    int has_scale = g->scale != NULL;
+    r = r ? r + n0 : NULL;
+    c += n0;
+    _mm512_mask_storeu_ps(c, m0, epilogue(lo, m0, bias, g->act, r, s, has_scale));
+    if (m1)
+        _mm512_mask_storeu_ps(c + 16, m1, epilogue(hi, m1, bias ? bias + 16 : NULL, g->act, r ? r + 16 : NULL, s,
+                                                   has_scale));
+}
+
+/* The rows of one register tile of an fp32-activation GEMM (at most
+ * DM512_TILE_MR), resolved once through dm_gemm's index lists. */
+#define DM512_TILE_MR 12
+typedef struct dm512_rows {
+    const float *a[DM512_TILE_MR]; /* each [K] */
+    float *c[DM512_TILE_MR];       /* each [N] */
+    const float *r[DM512_TILE_MR]; /* each [N], or NULL */
+    float s[DM512_TILE_MR];
+} dm512_rows;
+
+static inline void dm512_resolve_rows(const dm_gemm *g, int64_t i0, int mr, dm512_rows *rows)
+{
+    for (int i = 0; i < mr; i++) {
+        int64_t row = i0 + i;
+        rows->a[i] = g->A + (g->a_idx ? g->a_idx[row] : row) * g->lda;
+        rows->c[i] = g->C + (g->c_idx ? g->c_idx[row] : row) * g->ldc;
+        rows->r[i] = g->R ? g->R + (g->r_idx ? g->r_idx[row] : row) * g->ldr : NULL;
+        rows->s[i] = g->scale ? g->scale[row] : 1.0f;
+    }
+}
+
 #endif

@@ -107,36 +107,15 @@ void dm_wt_f16_widen_avx512(const uint16_t *h, int64_t n, float *out)
 /* ---------------------------------------------------------------- register tiles */
 
 /* The rows of one register tile, resolved through the index lists. */
-typedef struct tile_rows {
-    const float *a[MR]; /* each [K] */
-    float *c[MR];       /* each [N] */
-    const float *r[MR]; /* each [N], or NULL */
-    float s[MR];
-} tile_rows;
+typedef dm512_rows tile_rows;
+_Static_assert(MR == DM512_TILE_MR, "a tile holds MR rows");
 
-static void resolve_rows(const dm_gemm *g, int64_t i0, int mr, tile_rows *rows)
-{
-    for (int i = 0; i < mr; i++) {
-        int64_t row = i0 + i;
-        rows->a[i] = g->A + (g->a_idx ? g->a_idx[row] : row) * g->lda;
-        rows->c[i] = g->C + (g->c_idx ? g->c_idx[row] : row) * g->ldc;
-        rows->r[i] = g->R ? g->R + (g->r_idx ? g->r_idx[row] : row) * g->ldr : NULL;
-        rows->s[i] = g->scale ? g->scale[row] : 1.0f;
-    }
-}
 
 /* One finished row of a tile: 32 columns at n0, the second 16 only when m1 is not empty. */
 static inline void store_row(const tile_rows *rows, int i, __m512 lo, __m512 hi, int n0,
                              __mmask16 m0, __mmask16 m1, const dm_gemm *g)
 {
-    const float *bias = g->bias ? g->bias + n0 : NULL;
-    const float *r = rows->r[i] ? rows->r[i] + n0 : NULL;
-    int has_scale = g->scale != NULL;
-    float *c = rows->c[i] + n0;
-    _mm512_mask_storeu_ps(c, m0, epilogue(lo, m0, bias, g->act, r, rows->s[i], has_scale));
-    if (m1)
-        _mm512_mask_storeu_ps(c + 16, m1, epilogue(hi, m1, bias ? bias + 16 : NULL, g->act,
-                                                   r ? r + 16 : NULL, rows->s[i], has_scale));
+    store_out(rows->c[i], rows->r[i], rows->s[i], lo, hi, n0, m0, m1, g);
 }
 
 #define TILE_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
@@ -221,7 +200,7 @@ static void gemm_narrow(const dm_gemm *g)
     int K = g->K > 0 ? g->K : 0, np = n_panels(g->N);
     if (g->M == 1) {
         tile_rows rows;
-        resolve_rows(g, 0, 1, &rows);
+        dm512_resolve_rows(g, 0, 1, &rows);
         int p = 0;
         for (; (p + 4) * NR <= g->N; p += 4) gemv4(&rows, Bp + (size_t)p * K * NR, K, p * NR, g);
         for (; p < np; p++) tile_1(&rows, Bp + (size_t)p * K * NR, K, p * NR, g->N - p * NR, g);
@@ -233,7 +212,7 @@ static void gemm_narrow(const dm_gemm *g)
         for (int64_t i0 = 0; i0 < g->M; i0 += MR) {
             int mr = g->M - i0 < MR ? (int)(g->M - i0) : MR;
             tile_rows rows;
-            resolve_rows(g, i0, mr, &rows);
+            dm512_resolve_rows(g, i0, mr, &rows);
             for (int p = p0; p < p1; p++) tiles[mr](&rows, Bp + (size_t)p * K * NR, K, p * NR, g->N - p * NR, g);
         }
     }

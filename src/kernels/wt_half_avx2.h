@@ -199,17 +199,7 @@ static void resolve_rows(const dm_gemm *g, const float *A, int64_t lda, const in
 static inline void store_row(const tile_rows *rows, int i, __m256 lo, __m256 hi, int n0, int nv,
                              const dm_gemm *g)
 {
-    const float *bias = g->bias ? g->bias + n0 : NULL;
-    const float *r = rows->r[i] ? rows->r[i] + n0 : NULL;
-    int has_scale = g->scale != NULL;
-    float *c = rows->c[i] + n0;
-    __m256i m0 = lane_mask(nv);
-    _mm256_maskstore_ps(c, m0, epilogue(lo, m0, bias, g->act, r, rows->s[i], has_scale));
-    if (nv > 8) {
-        __m256i m1 = lane_mask(nv - 8);
-        _mm256_maskstore_ps(c + 8, m1, epilogue(hi, m1, bias ? bias + 8 : NULL, g->act,
-                                                r ? r + 8 : NULL, rows->s[i], has_scale));
-    }
+    store_out(rows->c[i], rows->r[i], rows->s[i], lo, hi, n0, nv, g);
 }
 
 #define TILE_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)

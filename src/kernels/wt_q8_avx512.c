@@ -218,14 +218,7 @@ typedef struct tile_rows {
 static inline void store_row(const tile_rows *rows, int i, __m512 lo, __m512 hi, int n0,
                              __mmask16 m0, __mmask16 m1, const dm_gemm *g)
 {
-    const float *bias = g->bias ? g->bias + n0 : NULL;
-    const float *r = rows->r[i] ? rows->r[i] + n0 : NULL;
-    int has_scale = g->scale != NULL;
-    float *c = rows->c[i] + n0;
-    _mm512_mask_storeu_ps(c, m0, epilogue(lo, m0, bias, g->act, r, rows->s[i], has_scale));
-    if (m1)
-        _mm512_mask_storeu_ps(c + 16, m1, epilogue(hi, m1, bias ? bias + 16 : NULL, g->act,
-                                                   r ? r + 16 : NULL, rows->s[i], has_scale));
+    store_out(rows->c[i], rows->r[i], rows->s[i], lo, hi, n0, m0, m1, g);
 }
 
 static inline __m512i bcast4(const unsigned char *p)
