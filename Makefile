@@ -26,6 +26,19 @@ ifeq ($(origin X86),undefined)
 X86 := $(if $(filter x86_64-% amd64-%,$(shell $(CC) -dumpmachine 2>/dev/null)),1,0)
 endif
 
+# MPI (distributed training, src/dist/): built when mpicc is present; MPI=1
+# insists (and fails without it), MPI=0 leaves it out (single-process only).
+ifeq ($(origin MPI),undefined)
+MPI := $(if $(shell command -v mpicc 2>/dev/null),1,0)
+endif
+ifeq ($(MPI),1)
+MPI_CFLAGS := $(shell mpicc --showme:compile 2>/dev/null) -DDM_HAVE_MPI=1
+MPI_LIBS   := $(shell mpicc --showme:link 2>/dev/null)
+ifeq ($(strip $(MPI_LIBS)),)
+$(error MPI=1 but mpicc is missing: install libopenmpi-dev openmpi-bin (scripts/deps.sh does), or build with MPI=0)
+endif
+endif
+
 JANSSON_CFLAGS := $(shell pkg-config --cflags jansson 2>/dev/null)
 JANSSON_LIBS   := $(shell pkg-config --libs jansson 2>/dev/null || echo -ljansson)
 MHD_CFLAGS     := $(shell pkg-config --cflags libmicrohttpd 2>/dev/null)
@@ -34,7 +47,7 @@ MHD_LIBS       := $(shell pkg-config --libs libmicrohttpd 2>/dev/null || echo -l
 DM_CFLAGS  := -std=c11 $(OPT) -g -Wall -Wextra -Werror -fPIC -pthread \
               -D_POSIX_C_SOURCE=200809L -DDM_HAVE_X86=$(X86) -Iinclude -Isrc $(JANSSON_CFLAGS) $(MHD_CFLAGS)
 DM_LDFLAGS :=
-DM_LDLIBS  := $(JANSSON_LIBS) $(MHD_LIBS) -lz -lm -pthread
+DM_LDLIBS  := $(JANSSON_LIBS) $(MHD_LIBS) $(MPI_LIBS) -lz -lm -pthread
 ifneq ($(SAN),)
 DM_CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 DM_LDFLAGS += -fsanitize=address,undefined
@@ -98,7 +111,7 @@ sq = '$(subst ','\'',$(1))'
 FLAGS_LINES = $(call sq,cc: $(CC)) $(call sq,cflags: $(strip $(DM_CFLAGS) $(CPPFLAGS) $(CFLAGS))) \
               $(call sq,library cflags: $(LIB_VIS)) $(call sq,avx2: $(AVX2_FLAGS)) \
               $(call sq,avx512: $(AVX512_FLAGS)) $(call sq,wt: $(WT_AVX2_FLAGS) / $(WT_AVX512_FLAGS)) $(call sq,ldflags: $(ALL_LDFLAGS) $(ALL_LDLIBS)) \
-              $(call sq,visibility: $(VISIBILITY)) $(call sq,x86: $(X86))
+              $(call sq,visibility: $(VISIBILITY)) $(call sq,x86: $(X86)) $(call sq,mpi: $(MPI))
 $(BUILD)/flags: FORCE
 	@mkdir -p $(BUILD)
 	@printf '%s\n' $(FLAGS_LINES) >$@.tmp; if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv -f $@.tmp $@; fi
@@ -108,6 +121,7 @@ $(BUILD)/obj/%_avx2.o: ISA_FLAGS := $(AVX2_FLAGS)
 $(BUILD)/obj/%_avx512.o: ISA_FLAGS := $(AVX512_FLAGS)
 $(BUILD)/obj/src/kernels/wt_%_avx2.o: ISA_FLAGS := $(WT_AVX2_FLAGS)
 $(BUILD)/obj/src/kernels/wt_%_avx512.o: ISA_FLAGS := $(WT_AVX512_FLAGS)
+$(BUILD)/obj/src/dist/comm_mpi.o: ISA_FLAGS := $(MPI_CFLAGS)
 
 $(BUILD)/obj/%.o: %.c $(BUILD)/flags
 	@mkdir -p $(dir $@)
@@ -204,7 +218,7 @@ install: lib cli
 	install -m 755 $(BUILD)/deepmoe $(DESTDIR)$(BINDIR)/
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(call pc_dir,$(LIBDIR))|g' \
 	    -e 's|@INCLUDEDIR@|$(call pc_dir,$(INCLUDEDIR))|g' -e 's|@VERSION@|$(DM_VERSION_STR)|g' \
-	    deepmoe.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/deepmoe.pc
+	    -e 's|@MPI_LIBS@|$(MPI_LIBS)|g' deepmoe.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/deepmoe.pc
 
 # Removes what install put there (same DESTDIR, PREFIX, LIBDIR...), and the
 # include/deepmoe directory when that leaves it empty; the shared directories stay.

@@ -40,6 +40,7 @@ typedef enum {
     DM_ERR_NONFINITE,   /* NaN or Inf in an input */
     DM_ERR_NOMEM,       /* allocation failed */
     DM_ERR_DIVERGED,    /* training diverged: a non-finite loss or gradient norm */
+    DM_ERR_COMM,        /* a collective of a distributed run failed or timed out (a rank died or hangs) */
 } dm_status;
 
 typedef struct dm_error {
@@ -419,5 +420,6 @@ DM_API void dm_array_free(dm_array *a);
 #include "deepmoe/data.h"
 #include "deepmoe/train.h"
 #include "deepmoe/serve.h"   /* the server and export (dm_server_*, dm_export_*) */
+#include "deepmoe/dist.h"    /* MPI: communicators, distributed modes, expert-parallel inference */
 
 #endif /* DEEPMOE_H */

@@ -40,4 +40,19 @@ double cli_now(void);
 /* Per-expert load line: "load  e0 0.125 |####   | ..." to stdout. */
 void cli_print_load(const int32_t *experts, int64_t n, int k, int E);
 
+/* Distributed commands (cli_dist.c). The flags every such command takes. */
+#define CLI_DIST_HELP \
+    "distributed (under mpirun -np N / srun; docs/distributed.md):\n" \
+    "  --expert-parallel P  split the experts over P ranks (rows travel by MPI all-to-all)\n" \
+    "  --dist-timeout S     a collective not done in S seconds ends the run with an error (a rank\n" \
+    "                       died or hangs) (120)\n"
+/* MPI_COMM_WORLD for a command given a distributed flag; on ranks other than 0
+ * stdout goes to /dev/null (rank 0 speaks for the run). 0 ok, else an exit code. */
+int cli_dist_start(const char *cmd, double timeout_s, dm_comm **out);
+/* The end of a distributed command: a failure ends every rank (MPI_Abort)
+ * after its message; success finalizes MPI. Returns rc. */
+int cli_dist_end(dm_comm *c, int rc);
+/* --dist-timeout's value: 0 ok, -1 bad. */
+int cli_dist_timeout(const char *s, double *out);
+
 #endif

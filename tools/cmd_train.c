@@ -84,11 +84,19 @@ static const char help_tail[] =   /* after model_flags_help */
     "                       file with --model instead\n"
     "  --stop-at N          stop after step N (checkpoint written), keeping the schedule of\n"
     "                       the full run: a later --resume continues it exactly\n"
-    "  --top-k K            k for a --model file without deepmoe metadata\n";
+    "  --top-k K            k for a --model file without deepmoe metadata\n"
+    "  --dist MODE          dp | zero1 | zero2 | zero3: train over the ranks of mpirun -np N.\n"
+    "                       dp all-reduces gradients in buckets during the backward; zero1 also\n"
+    "                       shards the AdamW moments, zero2 the gradients, zero3 the parameters\n"
+    "                       (gathered per layer). Each rank takes --batch x --grad-accum rows a\n"
+    "                       step: a step is one process's --grad-accum (A x ranks) step. Rank 0\n"
+    "                       writes DIR (model, checkpoint, metrics.jsonl with comm_share, bytes,\n"
+    "                       memory and every rank's expert load); --threads is per rank\n"
+    CLI_DIST_HELP;
 
 enum { O_DATA = 2000, O_OUT, O_TASK, O_NOSHUF, O_SEED, O_MODEL, O_LAYERS, O_LOSS, O_OPT, O_LR, O_WD, O_BETAS,
        O_EPS, O_BATCH, O_STEPS, O_EPOCHS, O_WARMUP, O_SCHED, O_CLIP, O_ACCUM, O_BAL, O_BALCOEF, O_BIASUPD,
-       O_THREADS, O_EVAL, O_LOG, O_CKPT, O_RESUME, O_STOP, O_AUG, O_LS, O_DROP, O_HOLDOUT, O_NORM, O_KEEPSP, O_HELP };
+       O_THREADS, O_EVAL, O_LOG, O_CKPT, O_RESUME, O_STOP, O_AUG, O_LS, O_DROP, O_HOLDOUT, O_NORM, O_KEEPSP, O_DIST, O_EP, O_DTIME, O_HELP };
 
 /* --balance LIST: flags into *flags, NAME=COEF into tc's coefficients. */
 static int parse_balance(const char *s, int *flags, dm_train_config *tc)
@@ -197,6 +205,14 @@ static void print_start(view *v, const dm_run_progress *p)
     printf("training %s on %s: %lld steps of %lld rows (%.2f epochs), %d threads\n",
            c->n_classes ? "classifier" : "regressor", d->name, (long long)p->total_steps, (long long)p->step_rows,
            (double)p->total_steps * (double)p->step_rows / (double)d->train.n, p->threads);
+    if (p->ranks > 1) {
+        const dm_train_memory *m = &p->memory;
+        double np = (double)m->n_params;
+        printf("distributed: %d ranks x %d threads, %lld rows per rank a step; per rank: params %.1f, grads %.1f, "
+               "moments %.1f bytes/param (ZeRO's 16 = %.1f), packed copies %.1f MiB, RSS %.1f MiB\n", p->ranks,
+               p->threads, (long long)(p->step_rows / p->ranks), m->params / np, m->grads / np, m->moments / np,
+               (m->params + m->grads + m->moments) / np, m->packed / 1048576.0, m->rss / 1048576.0);
+    }
     printf("model: in %d -> D=%d, %d MoE layer(s) E=%d k=%d H=%d %s/%s%s%s, %lld parameters\n", d->train.dim, c->dim,
            c->n_layers, c->n_experts, c->top_k, c->hidden, dm_router_name(c->router), dm_expert_name(c->expert),
            c->n_classes ? ", head " : "", c->n_classes ? "LayerNorm+Linear" : "", (long long)dm_model_param_count(p->model));
@@ -224,8 +240,10 @@ static void print_step(view *v, const dm_run_progress *p)
                (long long)p->total_steps, p->epoch, p->loss, accs, p->rows_per_s, eta, bars);
         v->live = 1;
     } else if (p->event == DM_RUN_LOG) {
-        printf("step %lld/%lld epoch %.2f loss %.4f%s rows/s %.0f util %.3f ETA %s\n", (long long)p->step,
-               (long long)p->total_steps, p->epoch, p->loss, accs, p->rows_per_s, p->expert_utilization, eta);
+        char comm[64] = "";
+        if (p->ranks > 1) snprintf(comm, sizeof comm, " comm %.1f%%", 100 * p->comm_share);
+        printf("step %lld/%lld epoch %.2f loss %.4f%s rows/s %.0f util %.3f%s ETA %s\n", (long long)p->step,
+               (long long)p->total_steps, p->epoch, p->loss, accs, p->rows_per_s, p->expert_utilization, comm, eta);
     }
 }
 
@@ -300,10 +318,13 @@ int cmd_train(int argc, char **argv)
         {"stop-at", required_argument, 0, O_STOP}, {"augment", required_argument, 0, O_AUG},
         {"label-smoothing", required_argument, 0, O_LS}, {"dropout", required_argument, 0, O_DROP},
         {"holdout", required_argument, 0, O_HOLDOUT}, {"normalize", required_argument, 0, O_NORM},
+        {"dist", required_argument, 0, O_DIST}, {"expert-parallel", required_argument, 0, O_EP},
+        {"dist-timeout", required_argument, 0, O_DTIME},
         {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0},
     };
     const struct option *lo = model_long_options(own);
     int opt_topk = model_flag_code("top_k");
+    double dist_timeout = 120;
     dm_run_opts o;
     dm_run_opts_init(&o);
     const char *balance = NULL, *augment = NULL;
@@ -362,6 +383,14 @@ int cmd_train(int argc, char **argv)
             if ((o.normalize = dm_normalize_parse(optarg)) < 0)
                 return cli_usage("train", "--normalize '%s': expected none, minmax, standard or pixel", optarg);
             break;
+        case O_DIST:
+            if ((o.dist = dm_dist_mode_parse(optarg)) < 0 || o.dist == DM_DIST_NONE)
+                return cli_usage("train", "--dist '%s': expected dp, zero1, zero2 or zero3", optarg);
+            break;
+        case O_DTIME:
+            if (cli_dist_timeout(optarg, &dist_timeout))
+                return cli_usage("train", "--dist-timeout '%s' must be seconds > 0", optarg);
+            break;
         case O_BAL: balance = optarg; break;
         case O_AUG: augment = optarg; break;
 #define FLOATOPT(field, name, cond) \
@@ -404,6 +433,7 @@ int cmd_train(int argc, char **argv)
         case O_LOG: INTOPT(o.log_every, "--log-every", 1, 2000000000)
         case O_CKPT: INTOPT(o.checkpoint_every, "--checkpoint-every", 1, 2000000000)
         case O_STOP: INTOPT(o.stop_at, "--stop-at", 1, 2000000000)
+        case O_EP: INTOPT(o.expert_parallel, "--expert-parallel", 1, 1 << 20)
 #undef INTOPT
         case O_HELP: case 'h': fputs(help, stdout); model_flags_help(stdout); fputs(help_tail, stdout); return 0;
         default: return cli_usage("train", "unknown option or missing value: '%s'", argv[optind - 1]);
@@ -420,6 +450,11 @@ int cmd_train(int argc, char **argv)
     if (augment && parse_augment(augment, &o))
         return cli_usage("train", "--augment '%s': expected none or a list of shift=N (0..8), flip, drop=P (0..1)", augment);
 
+    if (o.expert_parallel > 1 && o.dist == DM_DIST_NONE)
+        return cli_usage("train", "--expert-parallel needs --dist dp (and mpirun -np N)");
+    int rc;
+    if (o.dist != DM_DIST_NONE && (rc = cli_dist_start("train", dist_timeout, &o.comm))) return rc;
+
     view v = {.tty = isatty(STDOUT_FILENO), .out = o.out, .resume = o.resume, .holdout = -1};
     if (v.tty) o.progress_every = 5;
     double t_start = cli_now();
@@ -428,7 +463,10 @@ int cmd_train(int argc, char **argv)
     dm_status st = dm_run_train(&o, on_progress, &v, &res, &err);
     end_live(&v);
     fflush(stdout);
-    if (st) return cli_error("train", &err);
-    print_result(&v, &res, t_start);
-    return 0;
+    if (st) {
+        if (o.comm) fprintf(stderr, "deepmoe train: rank %d: ", dm_comm_rank(o.comm));
+        return cli_dist_end(o.comm, cli_error("train", &err));
+    }
+    if (!o.comm || dm_comm_rank(o.comm) == 0) print_result(&v, &res, t_start);
+    return cli_dist_end(o.comm, 0);
 }

@@ -17,6 +17,7 @@
  * evaluation and checkpoint. */
 #include "deepmoe.h"
 #include "deepmoe/data.h"
+#include "deepmoe/dist.h"
 
 #ifndef DEEPMOE_TRAIN_H
 #define DEEPMOE_TRAIN_H
@@ -80,6 +81,10 @@ typedef struct dm_run_opts {
                                 (dm_trainer_keep_sparsity), and every save also writes
                                 model.packed.safetensors in the given file's type (nm24 for an f32
                                 file). A resumed run that was keeping sparsity keeps it. */
+    /* distributed (deepmoe/dist.h): every rank of comm calls dm_run_train with the same options */
+    dm_comm *comm;           /* the ranks (NULL: one process) */
+    int dist;                /* dm_dist_mode (DM_DIST_NONE: one process; anything else needs comm) */
+    int expert_parallel;     /* experts split over this many ranks (0 or 1: none; with DM_DIST_DP) */
 } dm_run_opts;
 
 /* Every option at its default; data and out (or resume) are left to set. */
@@ -125,6 +130,14 @@ typedef struct dm_run_progress {
     int final;               /* the final evaluation (after the last step, with the routing oracle) */
     /* DM_RUN_CHECKPOINT */
     const char *path;        /* the checkpoint file written */
+    /* distributed runs (events come on rank 0 only; step_rows counts every rank's rows) */
+    int ranks;               /* 1 for one process */
+    double comm_s, compute_s;/* DM_RUN_STEP, DM_RUN_LOG: seconds in collectives / the rest, since the last log */
+    double comm_share;       /* comm_s / (comm_s + compute_s) */
+    double bytes_sent;       /* this rank's bytes sent since the last log */
+    const double *rank_load; /* DM_RUN_LOG: [ranks * n_layers * n_experts] each rank's last expert load */
+    const double *rank_rss;  /* DM_RUN_LOG: [ranks] each rank's resident set, bytes */
+    dm_train_memory memory;  /* DM_RUN_START, DM_RUN_LOG: rank 0's trainer memory */
 } dm_run_progress;
 
 /* Returns 0 to go on; anything else stops the run after this step, as stop_at

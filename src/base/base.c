@@ -36,6 +36,7 @@ const char *dm_status_name(dm_status s)
         [DM_ERR_NONFINITE] = "non-finite value",
         [DM_ERR_NOMEM] = "out of memory",
         [DM_ERR_DIVERGED] = "training diverged",
+        [DM_ERR_COMM] = "distributed communication failed",
     };
     if ((unsigned)s < sizeof names / sizeof names[0] && names[s]) return names[s];
     return "unknown status";

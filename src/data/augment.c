@@ -7,9 +7,17 @@
 void dm_augment_images(float *x, int64_t n, int side, int max_shift, int flip, float background, uint64_t seed,
                        int64_t step)
 {
+    dm_augment_images_at(x, 0, n, side, max_shift, flip, background, seed, step);
+}
+
+void dm_augment_images_at(float *x, int64_t row0, int64_t n, int side, int max_shift, int flip, float background,
+                          uint64_t seed, int64_t step)
+{
     if (max_shift <= 0 && !flip) return;
     dm_rng r;
     dm_rng_seed(&r, seed * 0xd1342543de82ef95ull + (uint64_t)step * 0x9e3779b97f4a7c15ull + 7);
+    int64_t skip = row0 * ((max_shift > 0 ? 2 : 0) + (flip ? 1 : 0));   /* the draws of the rows before row0 */
+    for (int64_t i = 0; i < skip; i++) dm_rng_u64(&r);
     float img[64 * 64];
     if (side > 64) return;
     int span = 2 * max_shift + 1;
@@ -32,14 +40,21 @@ void dm_augment_images(float *x, int64_t n, int side, int max_shift, int flip, f
 
 void dm_augment_dropout(float *x, int64_t n, float p, uint64_t seed, int64_t step)
 {
+    dm_augment_dropout_at(x, 0, n, p, seed, step);
+}
+
+void dm_augment_dropout_at(float *x, int64_t at, int64_t n, float p, uint64_t seed, int64_t step)
+{
     if (!(p > 0) || p >= 1) return;
     dm_rng r;
     dm_rng_seed(&r, seed * 0x2545f4914f6cdd1dull + (uint64_t)step * 0x9e3779b97f4a7c15ull + 11);
     uint64_t cut = (uint64_t)((double)p * 4294967296.0);
     float keep = 1.0f / (1.0f - p);
-    for (int64_t i = 0; i < n; i += 2) {  /* two 32-bit draws per 64-bit number */
-        uint64_t u = dm_rng_u64(&r);
-        x[i] = (u & 0xffffffffu) < cut ? 0.0f : x[i] * keep;
-        if (i + 1 < n) x[i + 1] = (u >> 32) < cut ? 0.0f : x[i + 1] * keep;
+    for (int64_t i = 0; i < at / 2; i++) dm_rng_u64(&r);   /* value j uses half j % 2 of draw j / 2 */
+    uint64_t u = at % 2 ? dm_rng_u64(&r) : 0;
+    for (int64_t j = at; j < at + n; j++) {
+        if (j % 2 == 0) u = dm_rng_u64(&r);
+        uint32_t h = j % 2 ? (uint32_t)(u >> 32) : (uint32_t)(u & 0xffffffffu);
+        x[j - at] = h < cut ? 0.0f : x[j - at] * keep;
     }
 }

@@ -73,22 +73,28 @@ dm_status dm_batcher_seek(dm_batcher *b, int64_t epoch, int64_t pos, dm_error *e
 
 int64_t dm_batcher_next(dm_batcher *b, int64_t batch, float *x, float *y, int32_t *labels, int32_t *regime)
 {
-    if (!b || !b->perm || batch < 1 || batch > b->ds->n) return 0;
+    return dm_batcher_next_slice(b, batch, 0, batch, x, y, labels, regime);
+}
+
+int64_t dm_batcher_next_slice(dm_batcher *b, int64_t batch, int64_t row0, int64_t rows, float *x, float *y,
+                              int32_t *labels, int32_t *regime)
+{
+    if (!b || !b->perm || batch < 1 || batch > b->ds->n || row0 < 0 || rows < 0 || row0 + rows > batch) return 0;
     const dm_dataset *ds = b->ds;
     if (ds->n - b->pos < batch) {   /* drop_last: skip the rest, start the next epoch */
         make_order(b, b->epoch + 1);
         b->pos = 0;
     }
     size_t dim = (size_t)ds->dim, ydim = (size_t)ds->y_dim;
-    for (int64_t k = 0; k < batch; k++) {
-        size_t r = (size_t)b->perm[b->pos + k];
+    for (int64_t k = 0; k < rows; k++) {
+        size_t r = (size_t)b->perm[b->pos + row0 + k];
         if (x) memcpy(x + (size_t)k * dim, ds->x + r * dim, dim * sizeof(float));
         if (y && ds->y) memcpy(y + (size_t)k * ydim, ds->y + r * ydim, ydim * sizeof(float));
         if (labels && ds->labels) labels[k] = ds->labels[r];
         if (regime && ds->regime) regime[k] = ds->regime[r];
     }
     b->pos += batch;
-    return batch;
+    return rows;
 }
 
 void dm_batcher_free(dm_batcher *b)

@@ -33,6 +33,10 @@ dm_status dm_batcher_seek(dm_batcher *b, int64_t epoch, int64_t pos, dm_error *e
  * regime [batch] when those pointers and the dataset's arrays are non-NULL.
  * Returns the rows copied (= batch; 0 if the dataset has fewer than batch rows). */
 int64_t dm_batcher_next(dm_batcher *b, int64_t batch, float *x, float *y, int32_t *labels, int32_t *regime);
+/* The same step of `batch` rows, copying only its rows [row0, row0 + rows)
+ * (a data-parallel rank's share); returns rows (0 on bad arguments). */
+int64_t dm_batcher_next_slice(dm_batcher *b, int64_t batch, int64_t row0, int64_t rows, float *x, float *y,
+                              int32_t *labels, int32_t *regime);
 void dm_batcher_free(dm_batcher *b);
 
 /* Augments n square images of side x side pixels in place (IDX data): each is
@@ -45,5 +49,11 @@ void dm_augment_images(float *x, int64_t n, int side, int max_shift, int flip, f
 /* Input dropout on n values: each is zeroed with probability p, the rest are
  * scaled by 1 / (1 - p) (inverted dropout); draws depend only on (seed, step). */
 void dm_augment_dropout(float *x, int64_t n, float p, uint64_t seed, int64_t step);
+/* The same two on the rows [row0, row0 + n) of a step's batch (a data-parallel
+ * rank's share): x holds those rows and gets what the whole batch's call
+ * would give them (dropout: x holds n values from value row0 on). */
+void dm_augment_images_at(float *x, int64_t row0, int64_t n, int side, int max_shift, int flip, float background,
+                          uint64_t seed, int64_t step);
+void dm_augment_dropout_at(float *x, int64_t at, int64_t n, float p, uint64_t seed, int64_t step);
 
 #endif

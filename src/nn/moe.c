@@ -28,6 +28,7 @@ struct dm_ctx {
     unsigned char *work;  /* [n_threads, work_stride] typed GEMMs' scratch (NULL: none needed) */
     size_t work_stride;
     const dm_moe_exchange *xchg;  /* expert parallel: where the other experts are (NULL: all here) */
+    void *owned;          /* freed with the context (dm_ctx_own: the exchange's storage) */
     dm_moe_xbuf xb;
     /* the running batch */
     dm_pool *run_pool;    /* the pool for the running batch: NULL when waking threads costs more than it saves */
@@ -85,7 +86,14 @@ void dm_ctx_free(dm_ctx *c)
     dm_free(c->work);
     dm_free(c->st.rb.offsets);
     dm_free(c->pre);
+    free(c->owned);
     free(c);
+}
+
+void dm_ctx_own(dm_ctx *c, void *p)
+{
+    free(c->owned);
+    c->owned = p;
 }
 
 void dm_ctx_set_exchange(dm_ctx *c, const dm_moe_exchange *x)

@@ -197,6 +197,8 @@ void *dm_moe_grow(dm_growbuf *b, size_t bytes);
 /* Expert parallel inference: the context's layers exchange rows through x
  * (NULL: every expert local). x must outlive the context's use of it. */
 void dm_ctx_set_exchange(dm_ctx *c, const dm_moe_exchange *x);
+/* p (malloc'd, or NULL) is freed with c, or when replaced. */
+void dm_ctx_own(dm_ctx *c, void *p);
 
 /* Routing-accuracy probe of the inference context (eval.c). */
 void dm_ctx_force(dm_ctx *c, int layer, int expert);

@@ -16,6 +16,7 @@
 #include "io/safetensors.h"
 #include "nn/model.h"
 #include "train/run_state.h"
+#include "dist/comm.h"
 
 #include <errno.h>
 #include <math.h>
@@ -50,7 +51,10 @@ typedef struct run {
     int32_t *labels;
     double *load;            /* [L * E] */
     int in, L, E, side;
-    int64_t step_rows;
+    int64_t step_rows;       /* rows of one optimizer step over every rank */
+    int64_t local_rows;      /* this rank's share of them */
+    int rank, ranks;         /* distributed: this rank, the ranks (0, 1 for one process) */
+    double *rank_buf;        /* [ranks * (L * E + 1)] each rank's expert load and resident set (log records) */
     const char *packed_type; /* keep_sparsity: the weight type the packed copy is written in */
 } run;
 
@@ -157,6 +161,11 @@ static dm_status check_opts(const dm_run_opts *o, dm_error *err)
             return BAD_OPT("%s %lld must be in %lld..2000000000", cad_name[i], (long long)cad[i], (long long)lo[i]);
     if (o->progress_every < 0) return BAD_OPT("progress_every %lld must be >= 0", (long long)o->progress_every);
     if (o->oracle_rows < 0) return BAD_OPT("oracle_rows %lld must be >= 0", (long long)o->oracle_rows);
+    if (o->dist < DM_DIST_NONE || o->dist > DM_DIST_ZERO3) return BAD_OPT("unknown distributed mode %d", o->dist);
+    if (o->dist != DM_DIST_NONE && !o->comm) return BAD_OPT("distributed mode %s needs a communicator (comm)",
+                                                            dm_dist_mode_name(o->dist));
+    if (o->expert_parallel < 0 || (o->expert_parallel > 1 && o->dist == DM_DIST_NONE))
+        return BAD_OPT("expert_parallel %d needs a distributed mode (--dist dp)", o->expert_parallel);
     return DM_OK;
 }
 
@@ -367,6 +376,26 @@ static void write_log(FILE *fp, const dm_run_progress *p)
     json_load(fp, p->expert_load, p->n_layers, p->n_experts);
     json_num(fp, "expert_utilization", p->expert_utilization);
     json_num(fp, "max_vio", p->max_vio);
+    if (p->ranks > 1) {   /* distributed: communication, memory, every rank's load */
+        fprintf(fp, ",\"ranks\":%d", p->ranks);
+        json_num(fp, "comm_s", p->comm_s);
+        json_num(fp, "compute_s", p->compute_s);
+        json_num(fp, "comm_share", p->comm_share);
+        json_num(fp, "bytes_sent", p->bytes_sent);
+        const dm_train_memory *m = &p->memory;
+        fprintf(fp, ",\"memory\":{\"params\":%lld,\"grads\":%lld,\"moments\":%lld,\"packed\":%lld,\"rss\":%lld,"
+                "\"rss_peak\":%lld}", (long long)m->params, (long long)m->grads, (long long)m->moments,
+                (long long)m->packed, (long long)m->rss, (long long)m->rss_peak);
+        if (p->rank_load) {
+            fprintf(fp, ",\"rank_expert_load\":[");
+            for (int q = 0; q < p->ranks; q++) {
+                fprintf(fp, "%s{\"rank\":%d", q ? "," : "", q);
+                json_load(fp, p->rank_load + (int64_t)q * p->n_layers * p->n_experts, p->n_layers, p->n_experts);
+                fprintf(fp, ",\"rss\":%.0f}", p->rank_rss[q]);
+            }
+            fputc(']', fp);
+        }
+    }
     fprintf(fp, "}\n");
     fflush(fp);
 }
@@ -396,13 +425,13 @@ static dm_run_progress progress(const run *r, dm_run_event ev, int64_t step, int
         .epoch = (double)step * (double)r->step_rows / (double)r->d.train.n, .data = &r->d, .model = r->m,
         .step_rows = r->step_rows, .threads = dm_pool_size(r->pool), .aug_shift = r->rs.aug_shift,
         .aug_flip = r->rs.aug_flip, .aug_drop = r->rs.aug_drop, .train_accuracy = -1, .n_layers = r->L,
-        .n_experts = r->E,
+        .n_experts = r->E, .ranks = r->ranks,
     };
 }
 
 static void emit(run *r, const dm_run_progress *p)
 {
-    if (r->cb && r->cb(p, r->user)) r->stop_req = 1;
+    if (r->rank == 0 && r->cb && r->cb(p, r->user)) r->stop_req = 1;
 }
 
 static dm_status evaluate(run *r, int64_t oracle_rows, dm_eval *ev, dm_error *err)
@@ -421,8 +450,11 @@ static dm_status evaluate(run *r, int64_t oracle_rows, dm_eval *ev, dm_error *er
 /* An evaluation: its metrics.jsonl record and its event. */
 static dm_status eval_event(run *r, int64_t step, int64_t stop, int final, dm_eval *ev, dm_error *err)
 {
-    dm_status st = evaluate(r, final ? r->o.oracle_rows : 0, ev, err);
-    if (st) return st;
+    /* distributed: rank 0 evaluates the gathered model, the others go on to the next collective */
+    dm_status st = dm_trainer_gather(r->tr, err);
+    if (!st && r->rank == 0) st = evaluate(r, final ? r->o.oracle_rows : 0, ev, err);
+    dm_trainer_release(r->tr);
+    if (st || r->rank) return st;
     write_eval(r->mf, step, ev, r->load, r->L, r->E);
     dm_run_progress p = progress(r, DM_RUN_EVAL, step, stop);
     p.eval = ev;
@@ -439,7 +471,18 @@ static dm_status eval_event(run *r, int64_t step, int64_t stop, int final, dm_ev
 /* The model first: a checkpoint then always has a model beside it (of its
  * step or one later), which a resume reads for the config. Each file is
  * replaced atomically (temp file, fsync, rename, fsync of the directory). */
+static dm_status save_files(run *r, int64_t stop, dm_error *err);
+
+/* A distributed run gathers the whole state first (collective) and rank 0 writes it. */
 static dm_status save_all(run *r, int64_t stop, dm_error *err)
+{
+    dm_status st = dm_trainer_gather(r->tr, err);
+    if (!st && r->rank == 0) st = save_files(r, stop, err);
+    dm_trainer_release(r->tr);
+    return st;
+}
+
+static dm_status save_files(run *r, int64_t stop, dm_error *err)
 {
     char path[RUN_PATH_MAX], seed[32], holdout[32];
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)r->rs.seed);
@@ -583,10 +626,12 @@ static dm_status setup(run *r, const dm_run_state *saved, dm_error *err)
     r->E = c->n_experts;
     int out = c->n_classes ? c->n_classes : c->dim;
 
-    r->step_rows = (int64_t)o->batch * tc->grad_accum;
+    r->local_rows = (int64_t)o->batch * tc->grad_accum;
+    r->step_rows = r->local_rows * r->ranks;
     if (r->d.train.n < r->step_rows)
         return dm_fail(err, DM_ERR_ARG, "the train split has %lld rows, fewer than one step's %lld "
-                       "(--batch x --grad-accum)", (long long)r->d.train.n, (long long)r->step_rows);
+                       "(--batch x --grad-accum%s)", (long long)r->d.train.n, (long long)r->step_rows,
+                       r->ranks > 1 ? " x ranks" : "");
     int64_t steps_per_epoch = r->d.train.n / r->step_rows;
     int64_t epochs = o->epochs ? o->epochs : task == DM_TASK_CLASSIFY ? 15 : 10;
     if (!saved) {
@@ -603,6 +648,8 @@ static dm_status setup(run *r, const dm_run_state *saved, dm_error *err)
         dm_error e2 = *err;
         return dm_fail(err, e2.code, "%s: %s", from, e2.msg);
     }
+    if (o->dist != DM_DIST_NONE && (st = dm_trainer_distribute(r->tr, o->comm, o->dist, o->expert_parallel, err)))
+        return st;
     r->rs = (dm_run_state){.task = task, .seed = o->seed, .holdout = r->d.holdout, .shuffle = o->shuffle,
                            .batch = o->batch};
     if (saved) {
@@ -610,6 +657,7 @@ static dm_status setup(run *r, const dm_run_state *saved, dm_error *err)
         size_t len = 0;
         path_join(path, o->resume, "checkpoint/state.safetensors");
         if ((st = dm_trainer_load(r->tr, path, blob, sizeof blob, &len, err))) return st;
+        dm_trainer_release(r->tr);   /* distributed: what this rank does not hold */
         if (dm_trainer_step_count(r->tr) > tc->total_steps)
             return dm_fail(err, DM_ERR_ARG, "%s is at step %lld, past --steps %lld", path,
                            (long long)dm_trainer_step_count(r->tr), (long long)tc->total_steps);
@@ -625,18 +673,34 @@ static dm_status setup(run *r, const dm_run_state *saved, dm_error *err)
         return dm_fail(err, DM_ERR_ARG, "%s shift/flip augmentation needs square images of at most 64x64; "
                        "rows have %d values", saved ? "the resumed run's" : "--augment", r->in);
 
-    if ((st = mkdir_p(o->out, err))) return st;
-    path_join(path, o->out, "metrics.jsonl");
-    if (saved && (st = trim_metrics(path, dm_trainer_step_count(r->tr), tc->total_steps, err))) return st;
-    if (!(r->mf = fopen(path, saved ? "a" : "w")))
-        return dm_fail(err, DM_ERR_IO, "cannot write %s: %s", path, strerror(errno));
-    r->x = dm_alloc_array2((size_t)r->step_rows, (size_t)r->in, sizeof *r->x);   /* step_rows <= the train rows */
-    r->y = task == DM_TASK_REGRESS ? dm_alloc_array2((size_t)r->step_rows, (size_t)out, sizeof *r->y) : NULL;
-    r->labels = dm_alloc_array((size_t)r->step_rows, sizeof *r->labels);
+    if (r->rank == 0) {   /* a distributed run's files are rank 0's */
+        if ((st = mkdir_p(o->out, err))) return st;
+        path_join(path, o->out, "metrics.jsonl");
+        if (saved && (st = trim_metrics(path, dm_trainer_step_count(r->tr), tc->total_steps, err))) return st;
+        if (!(r->mf = fopen(path, saved ? "a" : "w")))
+            return dm_fail(err, DM_ERR_IO, "cannot write %s: %s", path, strerror(errno));
+    }
+    r->x = dm_alloc_array2((size_t)r->local_rows, (size_t)r->in, sizeof *r->x);   /* <= the train rows */
+    r->y = task == DM_TASK_REGRESS ? dm_alloc_array2((size_t)r->local_rows, (size_t)out, sizeof *r->y) : NULL;
+    r->labels = dm_alloc_array((size_t)r->local_rows, sizeof *r->labels);
     r->load = calloc((size_t)r->L * (size_t)r->E, sizeof *r->load);
-    if (!r->x || (task == DM_TASK_REGRESS && !r->y) || !r->labels || !r->load)
-        return dm_fail(err, DM_ERR_NOMEM, "out of memory for a step of %lld rows", (long long)r->step_rows);
+    r->rank_buf = calloc((size_t)r->ranks * ((size_t)r->L * r->E + 1), sizeof *r->rank_buf);
+    if (!r->x || (task == DM_TASK_REGRESS && !r->y) || !r->labels || !r->load || !r->rank_buf)
+        return dm_fail(err, DM_ERR_NOMEM, "out of memory for a step of %lld rows", (long long)r->local_rows);
     return DM_OK;
+}
+
+/* Distributed: each rank's expert load and resident set, on every rank (an
+ * all-reduce of rows each rank fills its own of). */
+static dm_status gather_ranks(run *r, dm_error *err)
+{
+    int64_t LE = (int64_t)r->L * r->E, n = (LE + 1) * r->ranks;
+    memset(r->rank_buf, 0, (size_t)n * sizeof *r->rank_buf);
+    dm_trainer_expert_load(r->tr, r->rank_buf + r->rank * LE);   /* loads [ranks, L, E], then rss [ranks] */
+    int64_t rss, hwm;
+    dm_mem_rss(&rss, &hwm);
+    r->rank_buf[LE * r->ranks + r->rank] = (double)rss;
+    return r->ranks > 1 ? dm_comm_allreduce(r->o.comm, r->rank_buf, n, DM_T_F64, err) : DM_OK;
 }
 
 /* The loop, from the trainer's step to stop; then the last save and the final evaluation. */
@@ -649,6 +713,7 @@ static dm_status train_loop(run *r, dm_run_result *res, dm_error *err)
     int cls = r->d.task == DM_TASK_CLASSIFY;
 
     dm_run_progress p = progress(r, DM_RUN_START, step, stop);
+    dm_trainer_memory(r->tr, &p.memory);
     p.resumed = o->resume != NULL;
     p.data_epoch = r->rs.epoch;
     p.data_pos = r->rs.pos;
@@ -658,19 +723,23 @@ static dm_status train_loop(run *r, dm_run_result *res, dm_error *err)
     double t0 = now_s(), t_log = t0, loss_acc = 0, bal_acc = 0;
     int64_t rows_log = 0, n_acc = 0, correct_acc = 0;
     dm_step_stats ss = {0};
+    dm_comm_stats comm_log;
+    dm_trainer_comm_stats(r->tr, &comm_log);
     dm_eval ev;
     dm_error e2;
     while (step < stop) {
         /* raw rows; shifts and flips move raw pixels (background 0), then the
          * model's preprocessing, then input dropout on what the model sees */
-        dm_batcher_next(&r->b, r->step_rows, r->x, r->y, r->labels, NULL);
+        /* this rank's rows of the step: [rank * local_rows, + local_rows) of its order and augmentation */
+        int64_t row0 = (int64_t)r->rank * r->local_rows, n = r->local_rows;
+        dm_batcher_next_slice(&r->b, r->step_rows, row0, n, r->x, r->y, r->labels, NULL);
         if (r->rs.aug_shift || r->rs.aug_flip)
-            dm_augment_images(r->x, r->step_rows, r->side, r->rs.aug_shift, r->rs.aug_flip, 0.0f, r->rs.seed, step);
-        if (dm_model_preprocess(r->m, NULL, NULL, NULL) &&
-            (st = dm_preprocess_rows(r->m, r->x, r->step_rows, r->x, &e2)))
+            dm_augment_images_at(r->x, row0, n, r->side, r->rs.aug_shift, r->rs.aug_flip, 0.0f, r->rs.seed, step);
+        if (dm_model_preprocess(r->m, NULL, NULL, NULL) && (st = dm_preprocess_rows(r->m, r->x, n, r->x, &e2)))
             return dm_fail(err, st, "the batch of step %lld: %s", (long long)step + 1, e2.msg);
-        if (r->rs.aug_drop > 0) dm_augment_dropout(r->x, r->step_rows * r->in, r->rs.aug_drop, r->rs.seed, step);
-        if ((st = dm_train_step(r->tr, r->x, r->y, r->labels, r->step_rows, &ss, err))) return st;
+        if (r->rs.aug_drop > 0)
+            dm_augment_dropout_at(r->x, row0 * r->in, n * r->in, r->rs.aug_drop, r->rs.seed, step);
+        if ((st = dm_train_step(r->tr, r->x, r->y, r->labels, n, &ss, err))) return st;
         if (!isfinite(ss.loss) || !isfinite(ss.grad_norm))
             return dm_fail(err, DM_ERR_DIVERGED, "training diverged at step %lld (loss %g, gradient norm %g); "
                            "lower --lr or set --clip (any earlier checkpoint in %s is kept)",
@@ -697,19 +766,38 @@ static dm_status train_loop(run *r, dm_run_result *res, dm_error *err)
             dm_trainer_expert_load(r->tr, r->load);
             load_stats(r->load, r->L, r->E, &p.expert_utilization, &p.max_vio);
             p.expert_load = r->load;
-            if (log_now) write_log(r->mf, &p);
+            dm_comm_stats cs;
+            dm_trainer_comm_stats(r->tr, &cs);
+            p.comm_s = cs.seconds - comm_log.seconds;
+            p.compute_s = fmax(now - t_log - p.comm_s, 0);
+            p.comm_share = p.comm_s / fmax(now - t_log, 1e-9);
+            p.bytes_sent = cs.bytes_sent - comm_log.bytes_sent;
+            dm_trainer_memory(r->tr, &p.memory);
+            if (log_now && r->ranks > 1) {
+                if ((st = gather_ranks(r, err))) return st;
+                p.rank_load = r->rank_buf;
+                p.rank_rss = r->rank_buf + (int64_t)r->ranks * r->L * r->E;
+            }
+            if (log_now && r->mf) write_log(r->mf, &p);
             emit(r, &p);
             if (log_now) {
                 loss_acc = bal_acc = 0;
                 n_acc = correct_acc = rows_log = 0;
                 t_log = now_s();
+                dm_trainer_comm_stats(r->tr, &comm_log);
             }
         }
         if (o->eval_every && step % o->eval_every == 0 && step < stop && r->d.test.n > 0) {
             if ((st = eval_event(r, step, stop, 0, &ev, err))) return st;
             t_log = now_s();
+            dm_trainer_comm_stats(r->tr, &comm_log);
         }
         if (step % o->checkpoint_every == 0 && step < stop && (st = save_all(r, stop, err))) return st;
+        if (r->ranks > 1) {   /* every rank stops at the same step: any rank's request counts */
+            int64_t req = r->stop_req;
+            if ((st = dm_comm_allreduce(o->comm, &req, 1, DM_T_I64, err))) return st;
+            r->stop_req = req > 0;
+        }
         if (r->stop_req) stop = step;
     }
     res->train_seconds = now_s() - t0;
@@ -721,6 +809,7 @@ static dm_status train_loop(run *r, dm_run_result *res, dm_error *err)
     res->completed = step >= r->tc.total_steps;
     if (!res->completed || r->d.test.n == 0) return DM_OK;
     if ((st = eval_event(r, step, stop, 1, &ev, err))) return st;
+    if (r->rank) return DM_OK;   /* rank 0 evaluated */
     res->evaluated = 1;
     res->eval = ev;
     res->eval.expert_load = NULL;
@@ -742,6 +831,8 @@ dm_status dm_run_train(const dm_run_opts *opts, dm_run_progress_fn cb, void *use
     r->o = *opts;
     r->cb = cb;
     r->user = user;
+    r->rank = r->o.dist != DM_DIST_NONE ? dm_comm_rank(r->o.comm) : 0;
+    r->ranks = r->o.dist != DM_DIST_NONE ? dm_comm_size(r->o.comm) : 1;
     if (!r->o.out) r->o.out = r->o.resume;
 
     /* a resumed run keeps its own settings: read them before anything else */
@@ -772,6 +863,7 @@ done:
     dm_free(r->y);
     dm_free(r->labels);
     free(r->load);
+    free(r->rank_buf);
     free(r);
     return st;
 }

@@ -200,6 +200,7 @@ dm_status dm_trainer_create(dm_model *m, const dm_train_config *tc, dm_pool *poo
         return dm_fail(err, DM_ERR_NOMEM, "trainer: out of memory for %lld parameters", (long long)m->n_params);
     }
     carve_tpacked(t, t->tpacked);
+    t->packed_bytes = ntp + (size_t)(dm_model_memory(m) - m->n_params * (int64_t)sizeof(float));
     for (int i = 0; i < m->n_tensors; i++) {
         const char *n = m->tensors[i].name;
         size_t len = strlen(n);
@@ -254,6 +255,7 @@ void dm_trainer_free(dm_trainer *t)
 {
     if (!t) return;
     free_acts(t);
+    dm_trd_free(t->dist);
     for (int l = 0; t->lc && l < t->m->cfg.n_layers; l++) dm_free(t->lc[l].rb.offsets);
     for (int l = 0; t->xb && l < t->m->cfg.n_layers; l++) dm_moe_xbuf_free(&t->xb[l]);
     free(t->xb);
@@ -314,37 +316,48 @@ static double lr_at(const dm_train_config *tc, int64_t step)
     return tc->lr * 0.5 * (1.0 + cos(3.14159265358979323846 * p));
 }
 
-typedef struct adam_arg { dm_trainer *t; float gscale, lr, bc1, bc2; } adam_arg;
+void dm_tr_adamw_range(const adam_arg *a, int i, int64_t lo, int64_t hi)
+{
+    dm_trainer *t = a->t;
+    const dm_train_config *tc = &t->tc;
+    if (t->frozen[i] || hi <= lo) return;
+    t->m->kern->adamw(t->m->params + lo, t->grad + lo, t->adam_m + lo, t->adam_v + lo, hi - lo, a->gscale, a->lr,
+                      tc->beta1, tc->beta2, tc->eps, tc->weight_decay, a->bc1, a->bc2);
+    if (t->mask && t->masked[i]) {  /* pruned weights stay exactly zero */
+        float *p = t->m->params;
+        const unsigned char *k = t->mask;
+        for (int64_t j = lo; j < hi; j++) p[j] = k[j] ? p[j] : 0.0f;
+    }
+}
+
+void dm_tr_sync_group(dm_trainer *t, int64_t g, int tid) { sync_task(t, g, tid); }
+int64_t dm_tr_n_groups(const dm_config *c) { return n_groups(c); }
 
 /* AdamW on one group's tensors, then re-pack them (still in cache). */
 static void update_task(void *arg, int64_t g, int tid)
 {
     adam_arg *a = arg;
     dm_trainer *t = a->t;
-    const dm_train_config *tc = &t->tc;
+    if (t->skip_group && t->skip_group[g]) return;
     for (int i = t->grp_t0[g]; i < t->grp_t1[g]; i++) {
-        if (t->frozen[i]) continue;
         const dm_tensor_desc *d = &t->m->tensors[i];
-        t->m->kern->adamw(t->m->params + d->offset, t->grad + d->offset, t->adam_m + d->offset,
-                          t->adam_v + d->offset, d->numel, a->gscale, a->lr, tc->beta1, tc->beta2, tc->eps,
-                          tc->weight_decay, a->bc1, a->bc2);
-        if (t->mask && t->masked[i]) {  /* pruned weights stay exactly zero */
-            float *p = t->m->params + d->offset;
-            const unsigned char *k = t->mask + d->offset;
-            for (int64_t j = 0; j < d->numel; j++) p[j] = k[j] ? p[j] : 0.0f;
-        }
+        dm_tr_adamw_range(a, i, d->offset, d->offset + d->numel);
     }
     sync_task(t, g, tid);
 }
 
+typedef struct sq_arg { dm_trainer *t; int64_t lo, hi; } sq_arg;
+
 static void sq_task(void *arg, int64_t i, int tid)
 {
     DM_UNUSED(tid);
-    dm_trainer *t = arg;
+    sq_arg *a = arg;
+    dm_trainer *t = a->t;
     const dm_tensor_desc *d = &t->m->tensors[i];
-    const float *g = t->grad + d->offset;
+    int64_t lo = DM_MAX(d->offset, a->lo), hi = DM_MIN(d->offset + d->numel, a->hi);
+    const float *g = t->grad + lo;
     double a0 = 0, a1 = 0, a2 = 0, a3 = 0;  /* four chains: fixed order, so deterministic */
-    int64_t j = 0, n = t->frozen[i] ? 0 : d->numel;
+    int64_t j = 0, n = t->frozen[i] || hi <= lo ? 0 : hi - lo;
     for (; j + 4 <= n; j += 4) {
         a0 += (double)g[j] * g[j];
         a1 += (double)g[j + 1] * g[j + 1];
@@ -355,10 +368,16 @@ static void sq_task(void *arg, int64_t i, int tid)
     t->tensor_sq[i] = (a0 + a1) + (a2 + a3);
 }
 
+void dm_tr_tensor_sq(dm_trainer *t, int64_t lo, int64_t hi)
+{
+    sq_arg a = {t, lo, hi};
+    dm_pool_run(t->pool, t->m->n_tensors, sq_task, &a);
+}
+
 /* Global L2 norm: per-tensor sums in parallel, added in tensor order. */
 static double grad_norm(dm_trainer *t)
 {
-    dm_pool_run(t->pool, t->m->n_tensors, sq_task, t);
+    dm_tr_tensor_sq(t, 0, t->m->n_params);
     double s = 0;
     for (int i = 0; i < t->m->n_tensors; i++) s += t->tensor_sq[i];
     return sqrt(s);
@@ -385,7 +404,7 @@ static void aux_free_update(dm_trainer *t)
 /* ---------------------------------------------------------------- step */
 
 static dm_status micro_batch(dm_trainer *t, const float *x, const float *target, const int32_t *labels, int64_t n,
-                             float scale, double *loss, double *bal, int64_t *correct, dm_error *err)
+                             float scale, int last, double *loss, double *bal, int64_t *correct, dm_error *err)
 {
     dm_status s;
     const dm_config *c = &t->m->cfg;
@@ -393,23 +412,41 @@ static dm_status micro_batch(dm_trainer *t, const float *x, const float *target,
     t->x = x;
     t->n = n;
     t->drop_base = (uint64_t)t->step * 0x9e3779b97f4a7c15ull + (uint64_t)t->micro * 0xc2b2ae3d27d4eb4full + 1;
+    /* units (train_dist.c): 0 the embedding, 1..L the layers, L + 1 the head; under
+     * ZeRO-3 each is gathered before it runs and released after */
+#define USE(u) do { if ((s = dm_trd_unit_use(t, (u), err))) return s; } while (0)
+    USE(0);
     dm_tr_embed_forward(t);
-    for (int l = 0; l < L; l++)
+    dm_trd_unit_done(t, 0);
+    for (int l = 0; l < L; l++) {
+        USE(l + 1);
         if ((s = dm_tr_layer_forward(t, l, err))) return s;
+        dm_trd_unit_done(t, l + 1);
+    }
+    USE(L + 1);
     if (c->n_classes) dm_tr_head_forward(t);
     *loss += dm_tr_task_loss(t, target, labels, scale, correct);
 
-    /* backward: d holds the gradient w.r.t. the current layer's output */
+    /* backward: d holds the gradient w.r.t. the current layer's output; each
+     * unit's gradients start their reduction as soon as they are complete */
     float *d = t->dact[0], *dx = t->dact[1];
     if (c->n_classes) dm_tr_head_backward(t, d);
     else memcpy(d, t->dout, (size_t)n * c->dim * sizeof *d);
+    dm_trd_unit_done(t, L + 1);
+    if ((s = dm_trd_grads_ready(t, L + 1, last, err))) return s;
     for (int l = L - 1; l >= 0; l--) {
+        USE(l + 1);
         *bal += dm_tr_balance(t, l, scale);
         if ((s = dm_tr_layer_backward(t, l, d, dx, err))) return s;
+        dm_trd_unit_done(t, l + 1);
+        if ((s = dm_trd_grads_ready(t, l + 1, last, err))) return s;
         float *tmp = d; d = dx; dx = tmp;
     }
+    USE(0);
     if (c->in_dim) dm_tr_embed_backward(t, d);
-    return DM_OK;
+    dm_trd_unit_done(t, 0);
+#undef USE
+    return dm_trd_grads_ready(t, 0, last, err);
 }
 
 void dm_tr_set_exchange(dm_trainer *t, const dm_moe_exchange *x)
@@ -440,17 +477,23 @@ dm_status dm_train_step(dm_trainer *t, const float *x, const float *target, cons
     }
     int64_t mb = n_rows / A;
     if ((s = dm_tr_reserve(t, mb, err))) return s;
-    memset(t->grad, 0, (size_t)t->m->n_params * sizeof *t->grad);
+    if ((s = dm_trd_begin_step(t, err))) return s;
     memset(t->counts, 0, (size_t)c->n_layers * c->n_experts * sizeof *t->counts);
     double loss = 0, bal = 0;
     int64_t correct = 0;
+    /* data parallel: this rank's micro-batches are numbers rank*A .. rank*A + A-1
+     * of the global step, scaled as one process's A*ranks micro-batches would be */
+    int R = dm_trd_ranks(t);
     for (int a = 0; a < A; a++) {
         int64_t r0 = a * mb;
-        t->micro = a;
+        t->micro = dm_trd_rank(t) * A + a;
         if ((s = micro_batch(t, x + r0 * in, target ? target + r0 * outw : NULL, labels ? labels + r0 : NULL, mb,
-                             1.0f / A, &loss, &bal, &correct, err)))
+                             1.0f / ((float)A * (float)R), a == A - 1, &loss, &bal, &correct, err)))
             return s;
     }
+    double sums[3] = {loss, bal, (double)correct};
+    if ((s = dm_trd_end_backward(t, sums, 3, err))) return s;
+    loss = sums[0] / R, bal = sums[1] / R, correct = (int64_t)sums[2];
     if (t->mask)  /* pruned weights have no gradient (clipping sees only the kept ones) */
         for (int i = 0; i < t->m->n_tensors; i++) {
             if (!t->masked[i]) continue;
@@ -459,14 +502,20 @@ dm_status dm_train_step(dm_trainer *t, const float *x, const float *target, cons
             const unsigned char *k = t->mask + d->offset;
             for (int64_t j = 0; j < d->numel; j++) g[j] = k[j] ? g[j] : 0.0f;
         }
-    double norm = grad_norm(t);
+    double norm;
+    if (t->dist) {
+        if ((s = dm_trd_grad_norm(t, &norm, err))) return s;
+    } else {
+        norm = grad_norm(t);
+    }
     float gscale = 1.0f;
     if (tc->clip > 0 && norm > tc->clip) gscale = (float)(tc->clip / (norm + 1e-6));
     double lr = lr_at(tc, t->step);
     t->step++;
     adam_arg aa = {t, gscale, (float)lr, (float)(1.0 - pow(tc->beta1, (double)t->step)),
                    (float)(1.0 - pow(tc->beta2, (double)t->step))};
-    dm_pool_run(t->pool, n_groups(c), update_task, &aa);
+    if (!dm_trd_update(t, &aa, &s, err)) dm_pool_run(t->pool, n_groups(c), update_task, &aa);
+    if (s) return s;
     if (tc->balance & DM_BAL_AUX_FREE) aux_free_update(t);
     if (st) *st = (dm_step_stats){loss / A, bal / A, norm, lr, t->step, correct};
     return DM_OK;
@@ -480,7 +529,7 @@ dm_status dm_tr_loss_and_grad(dm_trainer *t, const float *x, const float *target
     memset(t->grad, 0, (size_t)t->m->n_params * sizeof *t->grad);
     double l = 0, b = 0;
     int64_t correct = 0;
-    if ((s = micro_batch(t, x, target, labels, n, 1.0f, &l, &b, &correct, err))) return s;
+    if ((s = micro_batch(t, x, target, labels, n, 1.0f, 1, &l, &b, &correct, err))) return s;
     *loss = l + b;
     return DM_OK;
 }

@@ -14,6 +14,8 @@
 #include "base/base.h"
 #include "nn/moe_layer.h"
 
+typedef struct dm_tr_dist dm_tr_dist;   /* train_dist.c: a distributed trainer's state */
+
 /* Packed transposed weights for the input-gradient GEMMs. */
 typedef struct expert_t {
     dm_wmat p1t;         /* (W1 or [W1; W3])^T: [D, H or 2H] packed */
@@ -27,7 +29,9 @@ struct dm_trainer {
     int n_threads;
     int64_t step;
     uint64_t drop_base;  /* dropout hash base of the running micro-batch */
-    int micro;           /* index of the running micro-batch in its step */
+    int micro;           /* index of the running micro-batch in its step (over every data-parallel rank) */
+    dm_tr_dist *dist;    /* distributed training (NULL: one process) */
+    unsigned char *skip_group; /* [groups] or NULL: 1 = another rank owns it (expert parallel): no update */
     float *grad;         /* [n_params] */
     float *adam_m;       /* [n_params] */
     float *adam_v;       /* [n_params] */
@@ -39,6 +43,7 @@ struct dm_trainer {
 
     /* transposed packs */
     unsigned char *tpacked; /* one allocation */
+    size_t packed_bytes; /* the model's packed operands and tpacked */
     dm_wmat *gate_pt;    /* [L] Wg^T [D, E] */
     expert_t *ext;       /* [L * (E + S)] */
     dm_wmat head_pt;     /* Wh^T [D, C] */
@@ -86,6 +91,33 @@ dm_status dm_tr_layer_forward(dm_trainer *t, int l, dm_error *err);
 dm_status dm_tr_layer_backward(dm_trainer *t, int l, const float *d, float *dx, dm_error *err);
 /* Expert parallel training: layers exchange rows through x (NULL: off). */
 void dm_tr_set_exchange(dm_trainer *t, const dm_moe_exchange *x);
+
+/* AdamW's step constants. */
+typedef struct adam_arg { dm_trainer *t; float gscale, lr, bc1, bc2; } adam_arg;
+/* train.c: AdamW on params [lo, hi) of tensor i (frozen: nothing; masked: zeros kept). */
+void dm_tr_adamw_range(const adam_arg *a, int i, int64_t lo, int64_t hi);
+/* train.c: the re-pack of group g (an expert, a router, the embedding, the head) and the groups' count. */
+void dm_tr_sync_group(dm_trainer *t, int64_t g, int tid);
+int64_t dm_tr_n_groups(const dm_config *c);
+/* train.c: per-tensor squared gradient sums over [lo, hi) of the layout into t->tensor_sq. */
+void dm_tr_tensor_sq(dm_trainer *t, int64_t lo, int64_t hi);
+
+/* train_dist.c: the distributed step's parts (each a no-op without t->dist).
+ * Units are the layout's pieces that are reduced, gathered and released
+ * together: 0 the embedding, 1..L the MoE layers, L + 1 the final norm and head. */
+int dm_trd_ranks(const dm_trainer *t);         /* data-parallel ranks (1 without) */
+int dm_trd_rank(const dm_trainer *t);
+dm_status dm_trd_begin_step(dm_trainer *t, dm_error *err);        /* gradients to zero */
+dm_status dm_trd_unit_use(dm_trainer *t, int u, dm_error *err);   /* zero3: gather + pack unit u */
+void dm_trd_unit_done(dm_trainer *t, int u);                      /* zero3: release unit u's copies */
+dm_status dm_trd_grads_ready(dm_trainer *t, int u, int last_micro, dm_error *err); /* start reducing unit u */
+/* Every reduction finished, the aux-free counts summed; stats [n] summed over the ranks. */
+dm_status dm_trd_end_backward(dm_trainer *t, double *stats, int n, dm_error *err);
+/* The global gradient norm (sharded gradients: the shards' sums, all-reduced). */
+dm_status dm_trd_grad_norm(dm_trainer *t, double *norm, dm_error *err);
+/* AdamW (on this rank's shard under ZeRO) and the re-pack; 1 if it did the update. */
+int dm_trd_update(dm_trainer *t, const adam_arg *a, dm_status *st, dm_error *err);
+void dm_trd_free(dm_tr_dist *d);
 
 /* train.c: activation buffers for micro-batches of up to n rows. */
 dm_status dm_tr_reserve(dm_trainer *t, int64_t n, dm_error *err);

@@ -1,0 +1,511 @@
+/* train_dist.c - the trainer over several ranks: data parallel, ZeRO 1/2/3,
+ * expert parallel (docs/distributed.md).
+ *
+ * The flat layout is cut into units (0 the embedding, 1..L the MoE layers,
+ * L + 1 the final norm and head) and, under ZeRO, into one contiguous shard
+ * per rank (by element count, 1024-float aligned). Per step:
+ *
+ *   dp      each unit's gradients are all-reduced (non-blocking, in buckets)
+ *           as soon as the last micro-batch's backward has finished it; every
+ *           rank then runs the same AdamW on the same sums.
+ *   zero1   the same all-reduce; AdamW on the rank's shard only (moments exist
+ *           for it alone); the updated shards are all-gathered and re-packed.
+ *   zero2   gradients reduce-scattered per unit: each rank keeps its shard's
+ *           sums, the rest of the unit's gradient pages are released.
+ *   zero3   also the parameters: a unit is all-gathered (and packed) before
+ *           its forward and again before its backward, and released after.
+ *   ep      (with dp) experts split over P ranks: rows travel through the
+ *           layer's exchange (MPI_Alltoall + MPI_Alltoallv); an expert's
+ *           gradients are all-reduced only among the ranks that own it.
+ *
+ * "Released" memory: buffers keep their full-size virtual layout (views and
+ * offsets never change) and the pages outside what a rank holds go back to
+ * the kernel (madvise MADV_DONTNEED, reading zero afterwards), so the
+ * resident set is what ZeRO's formulas count. Units are reduced in the same
+ * order on every rank; float sums follow MPI's order (the same on every rank). */
+#define _DEFAULT_SOURCE 1   /* madvise */
+#include "train/trainer.h"
+#include "dist/comm.h"
+#include "dist/exchange.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define SHARD_ALIGN 1024                      /* floats: shards start on pages */
+#define DEFAULT_BUCKET ((int64_t)1 << 20)     /* floats per all-reduce (4 MiB) */
+
+struct dm_tr_dist {
+    dm_comm *world;          /* every rank (the caller's) */
+    dm_comm *edp;            /* expert parallel: the ranks owning the same experts (owned), else NULL */
+    dm_comm *ep;             /* expert parallel: the ranks that exchange rows (owned), else NULL */
+    dm_dist_xchg *x;         /* the exchange over ep */
+    int mode, R, rank, P, ep_rank;
+    int n_units;
+    int64_t *u_lo, *u_hi;    /* [n_units] float ranges of the layout */
+    int64_t *sh;             /* [R + 1] shard boundaries */
+    int *cnt;                /* [R] scratch counts */
+    unsigned char **pk;      /* [n_units * 4] byte ranges of the unit's packed and transposed operands */
+    int64_t *own_lo, *own_hi;/* [L] expert parallel: this rank's experts' float range per layer */
+    int64_t *ex_lo, *ex_hi;  /* [L] every routed expert's float range per layer */
+    dm_creq *rq;             /* pending all-reduces */
+    int n_rq, cap_rq;
+    int64_t bucket;
+};
+
+int dm_trd_ranks(const dm_trainer *t) { return t->dist ? t->dist->R : 1; }
+
+void dm_trainer_comm_stats(const dm_trainer *t, dm_comm_stats *s)
+{
+    *s = (dm_comm_stats){0};
+    if (!t->dist) return;
+    dm_comm *cs[3] = {t->dist->world, t->dist->edp, t->dist->ep};
+    for (int i = 0; i < 3; i++) {
+        if (!cs[i]) continue;
+        s->seconds += cs[i]->st.seconds;
+        s->bytes_sent += cs[i]->st.bytes_sent;
+        s->calls += cs[i]->st.calls;
+    }
+}
+int dm_trd_rank(const dm_trainer *t) { return t->dist ? t->dist->rank : 0; }
+
+/* ---------------------------------------------------------------- memory */
+
+/* [lo, hi) floats of base read zero afterwards; whole pages go back to the kernel. */
+static void release(float *base, int64_t lo, int64_t hi)
+{
+    if (!base || hi <= lo) return;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)(base + lo), b = (uintptr_t)(base + hi);
+    uintptr_t a2 = (a + page - 1) / page * page, b2 = b / page * page;
+    if (b2 <= a2) {
+        memset((void *)a, 0, b - a);
+        return;
+    }
+    memset((void *)a, 0, a2 - a);
+    memset((void *)b2, 0, b - b2);
+    madvise((void *)a2, b2 - a2, MADV_DONTNEED);
+}
+
+static void release_bytes(unsigned char *a, unsigned char *b)
+{
+    if (a && b > a) release((float *)(void *)a, 0, (int64_t)((size_t)(b - a) / sizeof(float)));
+}
+
+/* Releases [lo, hi) but for the rank's shard. */
+static void release_but_shard(const dm_tr_dist *d, float *base, int64_t lo, int64_t hi)
+{
+    int64_t s0 = d->sh[d->rank], s1 = d->sh[d->rank + 1];
+    release(base, lo, DM_MIN(hi, s0));
+    release(base, DM_MAX(lo, s1), hi);
+}
+
+/* counts[r] = |[lo, hi) ∩ shard r|; returns this rank's first element in the range. */
+static int64_t shard_counts(dm_tr_dist *d, int64_t lo, int64_t hi)
+{
+    for (int r = 0; r < d->R; r++) {
+        int64_t a = DM_MAX(lo, d->sh[r]), b = DM_MIN(hi, d->sh[r + 1]);
+        d->cnt[r] = (int)(b > a ? b - a : 0);
+    }
+    return DM_MAX(lo, d->sh[d->rank]);
+}
+
+/* ---------------------------------------------------------------- units */
+
+static int64_t off_of(const dm_model *m, const float *p) { return (int64_t)(p - m->params); }
+
+static void unit_ranges(dm_trainer *t, dm_tr_dist *d)
+{
+    const dm_model *m = t->m;
+    const dm_config *c = &m->cfg;
+    int L = c->n_layers;
+    for (int u = 0; u < d->n_units; u++) d->u_lo[u] = d->u_hi[u] = -1;
+    d->u_lo[0] = c->in_dim ? off_of(m, m->embed.w) : 0;
+    for (int l = 0; l < L; l++) d->u_lo[l + 1] = off_of(m, m->layers[l].gate_w);
+    d->u_lo[L + 1] = c->n_classes ? off_of(m, m->norm_w) : m->n_params;
+    for (int u = 0; u <= L; u++) d->u_hi[u] = d->u_lo[u + 1];
+    d->u_hi[L + 1] = m->n_params;
+    if (!c->in_dim) d->u_hi[0] = d->u_lo[0];   /* no embedding: an empty unit */
+    for (int l = 0; l < L; l++) {
+        const dm_layer *ly = &m->layers[l];
+        int E = c->n_experts, S = c->n_shared;
+        d->ex_lo[l] = off_of(m, ly->experts[0].w1);
+        d->ex_hi[l] = S ? off_of(m, ly->experts[E].w1) : d->u_hi[l + 1];
+    }
+}
+
+/* The byte range [lo, hi) covering a set of packed operands. */
+static void cover(unsigned char **lo, unsigned char **hi, const dm_wmat *w, dm_isa isa)
+{
+    if (!w->data) return;
+    unsigned char *a = (unsigned char *)w->data, *b = a + dm_wmat_data_size(w->type, isa, w->N, w->K, w->group);
+    if (!*lo || a < *lo) *lo = a;
+    if (!*hi || b > *hi) *hi = b;
+}
+
+static void unit_packs(dm_trainer *t, dm_tr_dist *d)
+{
+    const dm_model *m = t->m;
+    const dm_config *c = &m->cfg;
+    int L = c->n_layers, S = c->n_experts + c->n_shared;
+    for (int u = 0; u < d->n_units; u++) {
+        unsigned char **p = d->pk + 4 * u;
+        if (u == 0 && c->in_dim) cover(&p[0], &p[1], &m->embed.p, m->isa);
+        if (u == L + 1 && c->n_classes) {
+            cover(&p[0], &p[1], &m->head.p, m->isa);
+            cover(&p[2], &p[3], &t->head_pt, m->isa);
+        }
+        if (u >= 1 && u <= L) {
+            const dm_layer *ly = &m->layers[u - 1];
+            cover(&p[0], &p[1], &ly->gate_p, m->isa);
+            cover(&p[2], &p[3], &t->gate_pt[u - 1], m->isa);
+            for (int j = 0; j < S; j++) {
+                cover(&p[0], &p[1], &ly->experts[j].p1, m->isa);
+                cover(&p[0], &p[1], &ly->experts[j].p2, m->isa);
+                cover(&p[2], &p[3], &t->ext[(u - 1) * S + j].p1t, m->isa);
+                cover(&p[2], &p[3], &t->ext[(u - 1) * S + j].p2t, m->isa);
+            }
+        }
+    }
+}
+
+typedef struct sync_arg { dm_trainer *t; int64_t g0; } sync_arg;
+
+static void sync_range_task(void *arg, int64_t i, int tid)
+{
+    sync_arg *a = arg;
+    dm_tr_sync_group(a->t, a->g0 + i, tid);
+}
+
+/* Re-packs unit u's operands from its (gathered) parameters. */
+static void pack_unit(dm_trainer *t, int u)
+{
+    const dm_config *c = &t->m->cfg;
+    int L = c->n_layers, per = c->n_experts + c->n_shared + 1;
+    sync_arg a = {t, 0};
+    int64_t n = 1;
+    if (u == 0) a.g0 = (int64_t)L * per;
+    else if (u == L + 1) a.g0 = (int64_t)L * per + 1;
+    else a.g0 = (int64_t)(u - 1) * per, n = per;
+    dm_pool_run(t->pool, n, sync_range_task, &a);
+}
+
+/* ---------------------------------------------------------------- setup */
+
+void dm_trd_free(dm_tr_dist *d)
+{
+    if (!d) return;
+    dm_dist_xchg_free(d->x);
+    dm_comm_free(d->edp);
+    dm_comm_free(d->ep);
+    for (int i = 0; i < d->n_rq; i++) free(d->rq[i].h);
+    free(d->rq);
+    free(d->u_lo); free(d->u_hi); free(d->sh); free(d->cnt); free(d->pk);
+    free(d->own_lo); free(d->own_hi); free(d->ex_lo); free(d->ex_hi);
+    free(d);
+}
+
+/* Drops what this rank does not hold between steps (after a load or a gather). */
+static void release_all(dm_trainer *t)
+{
+    dm_tr_dist *d = t->dist;
+    int64_t n = t->m->n_params;
+    if (d->mode >= DM_DIST_ZERO1) {
+        release_but_shard(d, t->adam_m, 0, n);
+        release_but_shard(d, t->adam_v, 0, n);
+    }
+    if (d->mode >= DM_DIST_ZERO2) release_but_shard(d, t->grad, 0, n);
+    if (d->mode == DM_DIST_ZERO3) {
+        release_but_shard(d, t->m->params, 0, n);
+        for (int u = 0; u < d->n_units; u++) {
+            release_bytes(d->pk[4 * u], d->pk[4 * u + 1]);
+            release_bytes(d->pk[4 * u + 2], d->pk[4 * u + 3]);
+        }
+    }
+}
+
+dm_status dm_trainer_distribute(dm_trainer *t, dm_comm *world, int mode, int expert_parallel, dm_error *err)
+{
+    const dm_config *c = &t->m->cfg;
+    int L = c->n_layers, E = c->n_experts;
+    if (t->dist) return dm_fail(err, DM_ERR_ARG, "trainer: already distributed");
+    if (t->step) return dm_fail(err, DM_ERR_ARG, "trainer: distribute it before its first step");
+    if (mode < DM_DIST_DP || mode > DM_DIST_ZERO3) return dm_fail(err, DM_ERR_ARG, "unknown distributed mode %d", mode);
+    int R = dm_comm_size(world), P = expert_parallel ? expert_parallel : 1;
+    if (P < 1 || R % P)
+        return dm_fail(err, DM_ERR_ARG, "--expert-parallel %d must divide the %d ranks (ranks = data parallel x "
+                       "expert parallel)", P, R);
+    if (P > 1 && mode != DM_DIST_DP)
+        return dm_fail(err, DM_ERR_UNSUPPORTED, "expert parallelism combines with --dist dp only, not %s",
+                       dm_dist_mode_name(mode));
+    if (P > E) return dm_fail(err, DM_ERR_ARG, "--expert-parallel %d is more than the model's %d experts", P, E);
+    if (t->mask && mode >= DM_DIST_ZERO1)
+        return dm_fail(err, DM_ERR_UNSUPPORTED, "2:4 fine-tuning (keep sparsity) runs with --dist dp only");
+    dm_tr_dist *d = calloc(1, sizeof *d);
+    if (!d) return dm_fail(err, DM_ERR_NOMEM, "trainer: out of memory");
+    d->world = world;
+    d->mode = mode;
+    d->R = R;
+    d->rank = dm_comm_rank(world);
+    d->P = P;
+    d->ep_rank = d->rank % P;
+    d->n_units = L + 2;
+    d->bucket = DEFAULT_BUCKET;
+    d->u_lo = calloc((size_t)d->n_units, sizeof *d->u_lo);
+    d->u_hi = calloc((size_t)d->n_units, sizeof *d->u_hi);
+    d->sh = calloc((size_t)R + 1, sizeof *d->sh);
+    d->cnt = calloc((size_t)R, sizeof *d->cnt);
+    d->pk = calloc((size_t)d->n_units * 4, sizeof *d->pk);
+    d->own_lo = calloc((size_t)L, sizeof *d->own_lo);
+    d->own_hi = calloc((size_t)L, sizeof *d->own_hi);
+    d->ex_lo = calloc((size_t)L, sizeof *d->ex_lo);
+    d->ex_hi = calloc((size_t)L, sizeof *d->ex_hi);
+    if (!d->u_lo || !d->u_hi || !d->sh || !d->cnt || !d->pk || !d->own_lo || !d->own_hi || !d->ex_lo || !d->ex_hi) {
+        dm_trd_free(d);
+        return dm_fail(err, DM_ERR_NOMEM, "trainer: out of memory");
+    }
+    unit_ranges(t, d);
+    unit_packs(t, d);
+    int64_t n = t->m->n_params;
+    for (int r = 0; r <= R; r++) d->sh[r] = DM_MIN(n, (n * r / R + SHARD_ALIGN - 1) / SHARD_ALIGN * SHARD_ALIGN);
+    d->sh[R] = n;
+    dm_status st = DM_OK;
+    if (P > 1) {
+        /* ranks r = dp * P + ep: the P consecutive ranks exchange rows, ranks with the same ep own the same experts */
+        if (!(st = dm_comm_split(world, d->rank / P, d->ep_rank, &d->ep, err)) &&
+            !(st = dm_comm_split(world, d->ep_rank, d->rank / P, &d->edp, err)))
+            st = dm_dist_xchg_create(d->ep, E, &d->x, err);
+        if (!st && !(t->skip_group = calloc((size_t)dm_tr_n_groups(c), 1))) st = dm_fail(err, DM_ERR_NOMEM, "out of memory");
+        int per = E + c->n_shared + 1;
+        for (int l = 0; !st && l < L; l++) {
+            const dm_layer *ly = &t->m->layers[l];
+            int e0 = -1, e1 = -1;
+            for (int e = 0; e < E; e++) {
+                int mine = d->x->owner[e] == d->ep_rank;
+                if (mine && e0 < 0) e0 = e;
+                if (mine) e1 = e + 1;
+                t->skip_group[(int64_t)l * per + e] = !mine;
+            }
+            d->own_lo[l] = off_of(t->m, ly->experts[e0].w1);
+            d->own_hi[l] = e1 < E ? off_of(t->m, ly->experts[e1].w1) : d->ex_hi[l];
+        }
+        if (!st) dm_tr_set_exchange(t, &d->x->x);
+    }
+    /* every rank starts from rank 0's parameters */
+    if (!st) st = dm_comm_bcast(world, t->m->params, n * (int64_t)sizeof(float), 0, err);
+    if (st) {
+        dm_trd_free(d);
+        return st;
+    }
+    dm_tr_sync(t);
+    t->dist = d;
+    release_all(t);
+    return DM_OK;
+}
+
+/* ---------------------------------------------------------------- the step */
+
+dm_status dm_trd_begin_step(dm_trainer *t, dm_error *err)
+{
+    DM_UNUSED(err);
+    dm_tr_dist *d = t->dist;
+    if (!d || d->mode < DM_DIST_ZERO2) {
+        memset(t->grad, 0, (size_t)t->m->n_params * sizeof *t->grad);
+        return DM_OK;
+    }
+    /* the rest was released (reads zero) when its unit was reduced */
+    int64_t s0 = d->sh[d->rank], s1 = d->sh[d->rank + 1];
+    memset(t->grad + s0, 0, (size_t)(s1 - s0) * sizeof *t->grad);
+    return DM_OK;
+}
+
+dm_status dm_trd_unit_use(dm_trainer *t, int u, dm_error *err)
+{
+    dm_tr_dist *d = t->dist;
+    if (!d || d->mode != DM_DIST_ZERO3 || d->u_hi[u] <= d->u_lo[u]) return DM_OK;
+    shard_counts(d, d->u_lo[u], d->u_hi[u]);
+    dm_status st = dm_comm_allgatherv(d->world, t->m->params + d->u_lo[u], d->cnt, err);
+    if (!st) pack_unit(t, u);
+    return st;
+}
+
+void dm_trd_unit_done(dm_trainer *t, int u)
+{
+    dm_tr_dist *d = t->dist;
+    if (!d || d->mode != DM_DIST_ZERO3) return;
+    release_but_shard(d, t->m->params, d->u_lo[u], d->u_hi[u]);
+    release_bytes(d->pk[4 * u], d->pk[4 * u + 1]);
+    release_bytes(d->pk[4 * u + 2], d->pk[4 * u + 3]);
+}
+
+static dm_status start_allreduce(dm_tr_dist *d, dm_comm *c, float *g, int64_t lo, int64_t hi, dm_error *err)
+{
+    for (int64_t a = lo; a < hi; a += d->bucket) {
+        if (d->n_rq == d->cap_rq) {
+            int cap = d->cap_rq ? 2 * d->cap_rq : 16;
+            dm_creq *n = realloc(d->rq, (size_t)cap * sizeof *n);
+            if (!n) return dm_fail(err, DM_ERR_NOMEM, "out of memory");
+            d->rq = n;
+            d->cap_rq = cap;
+        }
+        dm_creq *rq = &d->rq[d->n_rq];
+        dm_status st = dm_comm_iallreduce(c, g + a, DM_MIN(d->bucket, hi - a), rq, err);
+        if (st) return st;
+        if (rq->h) {
+            rq->what = c == d->world ? "MPI_Iallreduce (gradients)" : "MPI_Iallreduce (expert gradients)";
+            d->n_rq++;
+        }
+    }
+    return DM_OK;
+}
+
+dm_status dm_trd_grads_ready(dm_trainer *t, int u, int last_micro, dm_error *err)
+{
+    dm_tr_dist *d = t->dist;
+    if (!d || !last_micro || d->u_hi[u] <= d->u_lo[u]) return DM_OK;
+    int64_t lo = d->u_lo[u], hi = d->u_hi[u];
+    dm_status st = DM_OK;
+    if (d->mode >= DM_DIST_ZERO2) {
+        int64_t mine = shard_counts(d, lo, hi);
+        if ((st = dm_comm_reduce_scatter(d->world, t->grad + lo, t->grad + lo, d->cnt, err))) return st;
+        memmove(t->grad + mine, t->grad + lo, (size_t)d->cnt[d->rank] * sizeof *t->grad);
+        release_but_shard(d, t->grad, lo, hi);
+        return DM_OK;
+    }
+    int l = u - 1;
+    if (d->P > 1 && u >= 1 && u <= t->m->cfg.n_layers) {
+        /* router and shared experts: every rank; the rank's own experts: their owners */
+        if (!(st = start_allreduce(d, d->world, t->grad, lo, d->ex_lo[l], err)) &&
+            !(st = start_allreduce(d, d->edp, t->grad, d->own_lo[l], d->own_hi[l], err)))
+            st = start_allreduce(d, d->world, t->grad, d->ex_hi[l], hi, err);
+    } else {
+        st = start_allreduce(d, d->world, t->grad, lo, hi, err);
+    }
+    for (int i = 0; i < d->n_rq && !st; i++) dm_comm_test(d->world, &d->rq[i]);   /* progress */
+    return st;
+}
+
+dm_status dm_trd_end_backward(dm_trainer *t, double *stats, int n, dm_error *err)
+{
+    dm_tr_dist *d = t->dist;
+    if (!d) return DM_OK;
+    dm_status st = DM_OK;
+    for (int i = 0; i < d->n_rq; i++) {
+        dm_error e2;
+        dm_status s = dm_comm_wait(d->world, &d->rq[i], &e2);
+        if (s && !st) st = s, *err = e2;
+    }
+    d->n_rq = 0;
+    if (st) return st;
+    const dm_config *c = &t->m->cfg;
+    int64_t LE = (int64_t)c->n_layers * c->n_experts;
+    if ((st = dm_comm_allreduce(d->world, t->counts, LE, DM_T_I64, err))) return st;
+    return dm_comm_allreduce(d->world, stats, n, DM_T_F64, err);
+}
+
+dm_status dm_trd_grad_norm(dm_trainer *t, double *norm, dm_error *err)
+{
+    dm_tr_dist *d = t->dist;
+    int sharded = d->mode >= DM_DIST_ZERO2;
+    int64_t lo = sharded ? d->sh[d->rank] : 0, hi = sharded ? d->sh[d->rank + 1] : t->m->n_params;
+    dm_tr_tensor_sq(t, lo, hi);
+    double s = 0;
+    for (int i = 0; i < t->m->n_tensors; i++) s += t->tensor_sq[i];
+    if (sharded) {
+        dm_status st = dm_comm_allreduce(d->world, &s, 1, DM_T_F64, err);
+        if (st) return st;
+    }
+    *norm = sqrt(s);
+    return DM_OK;
+}
+
+typedef struct zadam_arg { const adam_arg *a; int64_t lo, hi; } zadam_arg;
+
+static void zadam_task(void *arg, int64_t i, int tid)
+{
+    DM_UNUSED(tid);
+    zadam_arg *z = arg;
+    const dm_tensor_desc *d = &z->a->t->m->tensors[i];
+    dm_tr_adamw_range(z->a, (int)i, DM_MAX(d->offset, z->lo), DM_MIN(d->offset + d->numel, z->hi));
+}
+
+int dm_trd_update(dm_trainer *t, const adam_arg *a, dm_status *st, dm_error *err)
+{
+    dm_tr_dist *d = t->dist;
+    *st = DM_OK;
+    if (!d || d->mode == DM_DIST_DP) return 0;
+    zadam_arg z = {a, d->sh[d->rank], d->sh[d->rank + 1]};
+    dm_pool_run(t->pool, t->m->n_tensors, zadam_task, &z);
+    if (d->mode == DM_DIST_ZERO3) return 1;   /* the next forward gathers each unit */
+    shard_counts(d, 0, t->m->n_params);
+    if (!(*st = dm_comm_allgatherv(d->world, t->m->params, d->cnt, err))) dm_tr_sync(t);
+    return 1;
+}
+
+/* ---------------------------------------------------------------- whole state */
+
+dm_status dm_trainer_gather(dm_trainer *t, dm_error *err)
+{
+    dm_tr_dist *d = t->dist;
+    if (!d) return DM_OK;
+    dm_status st = DM_OK;
+    int64_t n = t->m->n_params;
+    if (d->mode >= DM_DIST_ZERO1) {
+        shard_counts(d, 0, n);
+        if (!(st = dm_comm_allgatherv(d->world, t->adam_m, d->cnt, err)))
+            st = dm_comm_allgatherv(d->world, t->adam_v, d->cnt, err);
+        if (!st && d->mode == DM_DIST_ZERO3 && !(st = dm_comm_allgatherv(d->world, t->m->params, d->cnt, err)))
+            dm_tr_sync(t);
+        return st;
+    }
+    if (d->P > 1) {   /* each rank's experts from their owner in data-parallel group 0 */
+        for (int l = 0; l < t->m->cfg.n_layers && !st; l++)
+            for (int p = 0; p < d->P && !st; p++) {
+                /* rank p owns the experts of ep rank p; their range on every rank is the same */
+                int64_t lo = 0, hi = 0;
+                int E = t->m->cfg.n_experts;
+                for (int e = 0; e < E; e++)
+                    if (d->x->owner[e] == p) {
+                        const dm_expert_w *x = &t->m->layers[l].experts[e];
+                        if (!hi) lo = off_of(t->m, x->w1);
+                        hi = e + 1 < E ? off_of(t->m, t->m->layers[l].experts[e + 1].w1) : d->ex_hi[l];
+                    }
+                float *bufs[3] = {t->m->params, t->adam_m, t->adam_v};
+                for (int b = 0; b < 3 && !st; b++)
+                    st = dm_comm_bcast(d->world, bufs[b] + lo, (hi - lo) * (int64_t)sizeof(float), p, err);
+            }
+        if (!st) dm_tr_sync(t);
+    }
+    return st;
+}
+
+void dm_trainer_release(dm_trainer *t)
+{
+    if (t->dist) release_all(t);
+}
+
+void dm_trainer_memory(const dm_trainer *t, dm_train_memory *mem)
+{
+    const dm_tr_dist *d = t->dist;
+    int64_t n = t->m->n_params, sh = d ? d->sh[d->rank + 1] - d->sh[d->rank] : n;
+    int mode = d ? d->mode : DM_DIST_NONE;
+    size_t unit_max = 0;
+    for (int i = 0; d && i < d->n_units; i++) {
+        size_t u = (size_t)(d->pk[4 * i + 1] - d->pk[4 * i]) + (size_t)(d->pk[4 * i + 3] - d->pk[4 * i + 2]);
+        unit_max = DM_MAX(unit_max, u);
+    }
+    size_t packed = t->packed_bytes;
+    int64_t unit_floats = 0;
+    for (int i = 0; d && i < d->n_units; i++) unit_floats = DM_MAX(unit_floats, d->u_hi[i] - d->u_lo[i]);
+    *mem = (dm_train_memory){
+        .n_params = n,
+        .params = (mode == DM_DIST_ZERO3 ? sh : n) * 4,
+        .grads = (mode >= DM_DIST_ZERO2 ? sh : n) * 4,
+        .moments = (mode >= DM_DIST_ZERO1 ? sh : n) * 8,
+        .packed = (int64_t)(mode == DM_DIST_ZERO3 ? unit_max : packed),
+        .gathered = mode == DM_DIST_ZERO3 ? unit_floats * 4 : mode >= DM_DIST_ZERO2 ? unit_floats * 4 : 0,
+    };
+    dm_mem_rss(&mem->rss, &mem->rss_peak);
+}
