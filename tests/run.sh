@@ -54,6 +54,10 @@ echo "== server tests ($B/deepmoe serve, over HTTP)"
 /usr/bin/python3 tests/test_serve.py "$B/deepmoe" 2>&1 | tee "$log"
 add_counts "$log" test_serve.py
 
+echo "== distributed training and inference (mpirun -np 2 and 4; SKIP without MPI)"
+bash tests/test_dist.sh "$B/deepmoe" 2>&1 | tee "$log"
+add_counts "$log" test_dist.sh
+
 echo "== CLI tests ($B/deepmoe)"
 bash tests/test_cli.sh "$B/deepmoe" 2>&1 | tee "$log"
 add_counts "$log" test_cli.sh

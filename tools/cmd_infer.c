@@ -22,7 +22,11 @@ static const char help[] =
     "  --routing PATH    also write the routing decision [N, 2k] per MoE layer (layers side by\n"
     "                    side): k expert ids in selection order, then their k weights\n"
     "  --repeat N        run the forward N times and report the median time (1)\n"
-    "  --quiet           print nothing on success\n";
+    "  --quiet           print nothing on success\n"
+    "  --expert-parallel P  under mpirun -np P: rank r owns experts [r*E/P, (r+1)*E/P) and\n"
+    "                    runs the rows the others route to them (MPI all-to-all); each rank\n"
+    "                    feeds its share of the rows, rank 0 writes all the outputs\n"
+    "  --dist-timeout S  a collective not done in S seconds is an error (120)\n";
 
 int cmd_infer(int argc, char **argv)
 {
@@ -31,8 +35,11 @@ int cmd_infer(int argc, char **argv)
         {"output", required_argument, 0, 'o'}, {"top-k", required_argument, 0, 'k'},
         {"threads", required_argument, 0, 't'}, {"routing", required_argument, 0, 'r'},
         {"repeat", required_argument, 0, 'n'}, {"quiet", no_argument, 0, 'q'},
+        {"expert-parallel", required_argument, 0, 'P'}, {"dist-timeout", required_argument, 0, 'T'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
+    int ep = 0;
+    double dist_timeout = 120;
     const char *model = NULL, *input = NULL, *output = NULL, *routing = NULL;
     int top_k = 0, threads = 0, repeat = 1, quiet = 0, o;
     optind = 1;
@@ -53,12 +60,31 @@ int cmd_infer(int argc, char **argv)
         case 'n':
             if (cli_int(optarg, 1, 1000000, &repeat)) return cli_usage("infer", "--repeat '%s' must be >= 1", optarg);
             break;
+        case 'P':
+            if (cli_int(optarg, 1, 1 << 20, &ep)) return cli_usage("infer", "--expert-parallel '%s' must be >= 1", optarg);
+            break;
+        case 'T':
+            if (cli_dist_timeout(optarg, &dist_timeout))
+                return cli_usage("infer", "--dist-timeout '%s' must be seconds > 0", optarg);
+            break;
         case 'h': fputs(help, stdout); return 0;
         default: return cli_usage("infer", "unknown option or missing value: '%s'", argv[optind - 1]);
         }
     }
     if (optind < argc) return cli_usage("infer", "unexpected argument '%s'", argv[optind]);
     if (!model || !input || !output) return cli_usage("infer", "--model, --input and --output are required");
+    if (ep > 1 && routing) return cli_usage("infer", "--routing is not written with --expert-parallel");
+    dm_comm *comm = NULL;
+    if (ep > 1) {
+        int r = cli_dist_start("infer", dist_timeout, &comm);
+        if (r) return r;
+        if (dm_comm_size(comm) != ep) {
+            fprintf(stderr, "deepmoe infer: --expert-parallel %d but mpirun started %d ranks (use mpirun -np %d)\n", ep,
+                    dm_comm_size(comm), ep);
+            return cli_dist_end(comm, EXIT_USAGE);
+        }
+    }
+    int64_t *share = NULL;
 
     dm_error err;
     dm_model *m = NULL;
@@ -95,16 +121,26 @@ int cmd_infer(int argc, char **argv)
         goto done;
     }
     if (dm_pool_create(threads, &pool, &err) || dm_ctx_create(m, pool, &ctx, &err)) goto fail;
+    /* expert parallel: rank r feeds rows [r0, r0 + nr) and receives the others' rows for its experts */
+    int64_t r0 = 0, nr = n;
+    if (comm) {
+        int R = dm_comm_size(comm), me = dm_comm_rank(comm);
+        if (!(share = calloc((size_t)R, sizeof *share))) { fprintf(stderr, "deepmoe infer: out of memory\n"); goto done; }
+        for (int r = 0; r < R; r++) share[r] = n * (r + 1) / R - n * r / R;
+        r0 = n * me / R, nr = share[me];
+        if (dm_ctx_expert_parallel(ctx, comm, &err)) goto fail;
+    }
     dm_routing route = {re, rw};
     for (int i = 0; i < repeat; i++) {
         double s = cli_now();
-        if (dm_forward(ctx, x.data, n, y, &route, &err)) {
+        if (dm_forward(ctx, x.data + r0 * in, nr, y + r0 * out, comm ? NULL : &route, &err)) {
             fprintf(stderr, "deepmoe infer: %s: %s\n", input, err.msg);
             goto done;
         }
         times[i] = cli_now() - s;
     }
-    if (dm_npy_write(output, y, n, out, &err)) goto fail;
+    if (comm && dm_comm_allgather_rows(comm, y, share, out, &err)) goto fail;
+    if ((!comm || dm_comm_rank(comm) == 0) && dm_npy_write(output, y, n, out, &err)) goto fail;
     if (routing) {  /* [n, L * 2k]: per layer, k expert ids then k weights */
         int64_t w = 2 * k * L;
         float *r = cli_calloc3(n1, (size_t)w, sizeof *r);
@@ -128,7 +164,8 @@ int cmd_infer(int argc, char **argv)
         if (dm_model_preprocess(m, &pre, NULL, NULL)) printf("preprocessing: %s (the model's, on the raw rows)\n", pre);
         printf("load %.1f ms, forward %.3f ms (median of %d), %.0f rows/s\n", 1e3 * t_load, 1e3 * med, repeat,
                med > 0 ? n / med : 0.0);
-        for (int64_t l = 0; l < L && n > 0; l++) {
+        if (comm) printf("expert parallel over %d ranks: this rank fed %lld rows\n", dm_comm_size(comm), (long long)nr);
+        for (int64_t l = 0; l < L && n > 0 && !comm; l++) {
             if (L > 1) printf("layer %lld:\n", (long long)l);
             cli_print_load(re + l * n * k, n, (int)k, c->n_experts);
         }
@@ -143,6 +180,6 @@ done:
     dm_pool_free(pool);
     dm_model_free(m);
     dm_array_free(&x);
-    free(y); free(re); free(rw); free(times);
-    return rc;
+    free(y); free(re); free(rw); free(times); free(share);
+    return cli_dist_end(comm, rc);
 }

@@ -464,7 +464,6 @@ int cmd_train(int argc, char **argv)
     end_live(&v);
     fflush(stdout);
     if (st) {
-        if (o.comm) fprintf(stderr, "deepmoe train: rank %d: ", dm_comm_rank(o.comm));
         return cli_dist_end(o.comm, cli_error("train", &err));
     }
     if (!o.comm || dm_comm_rank(o.comm) == 0) print_result(&v, &res, t_start);

@@ -86,6 +86,11 @@ DM_API void dm_trainer_memory(const dm_trainer *t, dm_train_memory *m);
 /* The trainer's communication so far (every communicator it uses, summed). */
 DM_API void dm_trainer_comm_stats(const dm_trainer *t, dm_comm_stats *s);
 
+/* rows_per_rank[r] rows of width floats from each rank r, in rank order in
+ * buf (each rank's own already in place): every rank gets them all. */
+DM_API dm_status dm_comm_allgather_rows(dm_comm *c, float *buf, const int64_t *rows_per_rank, int width,
+                                        dm_error *err);
+
 /* Expert-parallel inference: ctx's MoE layers send the rows of experts that
  * other ranks of c own to them (expert e lives on rank e * size / E) and run
  * their own. Every rank of c calls dm_forward the same number of times (0

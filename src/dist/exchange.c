@@ -1,6 +1,7 @@
 /* exchange.c - dm_moe_exchange over a dm_comm, and expert-parallel inference. */
 #include "dist/exchange.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 
 static dm_status x_counts(void *ctx, const int64_t *send, int64_t *recv, int per, dm_error *err)
@@ -46,4 +47,20 @@ dm_status dm_ctx_expert_parallel(dm_ctx *ctx, dm_comm *c, dm_error *err)
     dm_ctx_set_exchange(ctx, &x->x);
     dm_ctx_own(ctx, x);
     return DM_OK;
+}
+
+dm_status dm_comm_allgather_rows(dm_comm *c, float *buf, const int64_t *rows_per_rank, int width, dm_error *err)
+{
+    int R = dm_comm_size(c);
+    int *cnt = malloc((size_t)R * sizeof *cnt);
+    if (!cnt) return dm_fail(err, DM_ERR_NOMEM, "out of memory");
+    dm_status st = DM_OK;
+    for (int r = 0; r < R && !st; r++) {
+        int64_t v = rows_per_rank[r] * width;
+        if (v < 0 || v > INT32_MAX) st = dm_fail(err, DM_ERR_ARG, "gather of %lld floats from rank %d", (long long)v, r);
+        cnt[r] = (int)v;
+    }
+    if (!st) st = dm_comm_allgatherv(c, buf, cnt, err);
+    free(cnt);
+    return st;
 }

@@ -383,8 +383,8 @@ static void write_log(FILE *fp, const dm_run_progress *p)
         json_num(fp, "comm_share", p->comm_share);
         json_num(fp, "bytes_sent", p->bytes_sent);
         const dm_train_memory *m = &p->memory;
-        fprintf(fp, ",\"memory\":{\"params\":%lld,\"grads\":%lld,\"moments\":%lld,\"packed\":%lld,\"rss\":%lld,"
-                "\"rss_peak\":%lld}", (long long)m->params, (long long)m->grads, (long long)m->moments,
+        fprintf(fp, ",\"memory\":{\"n_params\":%lld,\"params\":%lld,\"grads\":%lld,\"moments\":%lld,\"packed\":%lld,\"rss\":%lld,"
+                "\"rss_peak\":%lld}", (long long)m->n_params, (long long)m->params, (long long)m->grads, (long long)m->moments,
                 (long long)m->packed, (long long)m->rss, (long long)m->rss_peak);
         if (p->rank_load) {
             fprintf(fp, ",\"rank_expert_load\":[");

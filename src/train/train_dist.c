@@ -446,10 +446,42 @@ int dm_trd_update(dm_trainer *t, const adam_arg *a, dm_status *st, dm_error *err
 
 /* ---------------------------------------------------------------- whole state */
 
-dm_status dm_trainer_gather(dm_trainer *t, dm_error *err)
+static uint64_t fnv(uint64_t h, const float *x, int64_t n)
+{
+    const unsigned char *p = (const unsigned char *)x;
+    for (int64_t i = 0; i < n * (int64_t)sizeof *x; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
+}
+
+/* Every rank holds the same whole state after a gather: a rank whose
+ * replicated parameters, selection biases or moments drifted is an error. */
+static dm_status check_replicas(dm_trainer *t, dm_error *err)
 {
     dm_tr_dist *d = t->dist;
-    if (!d) return DM_OK;
+    int64_t n = t->m->n_params;
+    uint64_t h = fnv(fnv(fnv(0xcbf29ce484222325ull, t->m->params, n), t->adam_m, n), t->adam_v, n), h0 = h;
+    dm_status st = dm_comm_bcast(d->world, &h0, sizeof h0, 0, err);
+    int64_t bad = h != h0;
+    if (!st) st = dm_comm_allreduce(d->world, &bad, 1, DM_T_I64, err);
+    if (!st && bad)
+        st = dm_fail(err, DM_ERR_COMM, "rank %d: after step %lld the state of %lld rank(s) differs from rank 0's "
+                     "(parameters, selection biases or moments): the replicas diverged", d->rank, (long long)t->step,
+                     (long long)bad);
+    return st;
+}
+
+static dm_status gather_state(dm_trainer *t, dm_error *err);
+
+dm_status dm_trainer_gather(dm_trainer *t, dm_error *err)
+{
+    if (!t->dist) return DM_OK;
+    dm_status st = gather_state(t, err);
+    return st ? st : check_replicas(t, err);
+}
+
+static dm_status gather_state(dm_trainer *t, dm_error *err)
+{
+    dm_tr_dist *d = t->dist;
     dm_status st = DM_OK;
     int64_t n = t->m->n_params;
     if (d->mode >= DM_DIST_ZERO1) {
