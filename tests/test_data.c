@@ -1094,8 +1094,50 @@ static void test_data_batcher_synthetic(dm_t *t)
     dm_data_free(&d);
 }
 
+/* A data-parallel rank's share of a step: its rows of the whole step's order,
+ * shifted, flipped and dropped out as the whole batch's call does them. */
+static void test_data_rank_slices(dm_t *t)
+{
+    dm_data d;
+    dm_error err;
+    CHECK(t, !dm_data_load_norm("synthetic:dim=16,rows=400,regimes=4", DM_TASK_REGRESS, 5, 0.1, DM_NORM_NONE, &d, &err),
+          "%s", err.msg);
+    enum { STEP = 48, W = 16 };
+    float whole[STEP * W], part[STEP * W], y[STEP * W], yp[STEP * W];
+    dm_batcher a, b;
+    CHECK(t, !dm_batcher_init(&a, &d.train, 9, 1, &err) && !dm_batcher_init(&b, &d.train, 9, 1, &err), "%s", err.msg);
+    for (int step = 0; step < 12; step++) {   /* crosses epochs (360 train rows) */
+        dm_batcher_next(&a, STEP, whole, y, NULL, NULL);
+        dm_augment_images(whole, STEP, 4, 1, 1, 0.0f, 3, step);
+        dm_augment_dropout(whole, STEP * W, 0.2f, 3, step);
+        int64_t cuts[] = {0, 7, 24, 25, 48};   /* uneven shares, an odd value offset */
+        for (int q = 0; q + 1 < 5; q++) {
+            int64_t r0 = cuts[q], n = cuts[q + 1] - cuts[q];
+            dm_batcher c = b;   /* the same position for every share of this step */
+            int32_t *perm = malloc((size_t)d.train.n * sizeof *perm);
+            memcpy(perm, b.perm, (size_t)d.train.n * sizeof *perm);
+            c.perm = perm;
+            CHECK(t, dm_batcher_next_slice(&c, STEP, r0, n, part, yp, NULL, NULL) == n, "slice rows");
+            dm_augment_images_at(part, r0, n, 4, 1, 1, 0.0f, 3, step);
+            dm_augment_dropout_at(part, r0 * W, n * W, 0.2f, 3, step);
+            CHECK(t, !memcmp(part, whole + r0 * W, (size_t)(n * W) * sizeof *part), "step %d rows %lld+%lld differ", step,
+                  (long long)r0, (long long)n);
+            CHECK(t, !memcmp(yp, y + r0 * W, (size_t)(n * W) * sizeof *yp), "targets of step %d differ", step);
+            free(perm);
+        }
+        dm_batcher_next_slice(&b, STEP, 0, 0, NULL, NULL, NULL, NULL);   /* advances like the whole step */
+        CHECK(t, a.epoch == b.epoch && a.pos == b.pos, "position %lld/%lld vs %lld/%lld", (long long)a.epoch,
+              (long long)a.pos, (long long)b.epoch, (long long)b.pos);
+    }
+    CHECK(t, dm_batcher_next_slice(&b, STEP, 40, 9, part, NULL, NULL, NULL) == 0, "a share past the step is refused");
+    dm_batcher_free(&a);
+    dm_batcher_free(&b);
+    dm_data_free(&d);
+}
+
 void suite_data(dm_t *t)
 {
+    DM_RUN(t, test_data_rank_slices);
     DM_RUN(t, test_data_idx_raw);
     DM_RUN(t, test_data_idx_gzip);
     DM_RUN(t, test_data_idx_errors);
