@@ -57,6 +57,9 @@ add_counts "$log" test_serve.py
 echo "== distributed training and inference (mpirun -np 2 and 4; SKIP without MPI)"
 bash tests/test_dist.sh "$B/deepmoe" 2>&1 | tee "$log"
 add_counts "$log" test_dist.sh
+echo "== two hosts: 2 ranks in 2 network namespaces over TCP (SKIP where namespaces cannot be made)"
+bash tests/test_netns.sh "$B/deepmoe" 2>&1 | tee "$log"
+add_counts "$log" test_netns.sh
 
 echo "== CLI tests ($B/deepmoe)"
 bash tests/test_cli.sh "$B/deepmoe" 2>&1 | tee "$log"
