@@ -4,7 +4,8 @@
 # H=384, LayerNorm, head 10; ~5.06 M parameters), global batch 256, deepmoe and
 # Debian's PyTorch one after the other in one run on the same machine:
 #   PyTorch  bench/torch_ddp.py: ddp and zero (ZeroRedundancyOptimizer) on 2
-#            ranks x 1 thread (gloo), single: 1 process x 2 threads
+#            ranks x 1 thread (gloo), single: 1 process x 2 threads; and gloo's
+#            all-reduce of the gradient size (20 MB) alone
 #   MPI      bench/mpi_coll.sh: the collectives' alpha / beta on 2 ranks
 #   deepmoe  single process, 2 threads, batch 256 (always); and, if
 #            `build/deepmoe train --help` mentions --dist, mpirun -np 2
@@ -42,6 +43,7 @@ echo "# dist_peers.sh: $(date -u +%F), $(lscpu | sed -n 's/^Model name: *//p'), 
 kv() { sed -nE "s/.* $1=([^ ]+).*/\1/p" | tail -1; }
 declare -A TR TC
 if "$PY" -c 'import torch' 2>/dev/null; then
+    "$PY" bench/torch_ddp.py gloo 2 1 2>/dev/null | tail -1 || true   # gloo's all-reduce of the gradient size alone
     for m in ddp zero single; do
         "$PY" bench/torch_ddp.py "$m" 2 "$STEPS" >"$T/torch.$m.txt" 2>"$T/torch.$m.err" ||
             { echo "torch_ddp.py $m failed:"; tail -5 "$T/torch.$m.err"; continue; }

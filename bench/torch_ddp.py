@@ -11,11 +11,14 @@ routed to it are gathered, run and index_add'ed back, weighted. Random rows in
 [0,1] x 784, labels 0..9; global batch 256 (256/RANKS rows per rank).
 
 Usage: /usr/bin/python3 bench/torch_ddp.py MODE RANKS STEPS
-  MODE ddp     torch.nn.parallel.DistributedDataParallel, gloo, 1 thread per rank
+  MODE gloo    no model: torch.distributed.all_reduce (gloo) of one fp32 tensor of
+               the model's gradient size on RANKS ranks, median of 11 after 3
+               warm-ups (what DDP's gradient sync costs without the model)
+       ddp     torch.nn.parallel.DistributedDataParallel, gloo, 1 thread per rank
                (find_unused_parameters=True: experts no local row chose get no grad)
        zero    DDP + torch.distributed.optim.ZeroRedundancyOptimizer(AdamW)
        single  one process, RANKS threads, no DDP (RANKS is then the thread count)
-  RANKS        processes (ddp, zero) or threads (single); default 2
+  RANKS        processes (gloo, ddp, zero) or threads (single); default 2
   STEPS        timed steps per measurement; default 30 (after 5 warm-ups)
 
 Ranks are started with torch.multiprocessing.spawn, rendezvous env:// on
@@ -48,7 +51,7 @@ import time
 MODE = sys.argv[1] if len(sys.argv) > 1 else "ddp"
 RANKS = int(sys.argv[2]) if len(sys.argv) > 2 else 2
 STEPS = int(sys.argv[3]) if len(sys.argv) > 3 else 30
-if MODE not in ("ddp", "zero", "single") or RANKS < 1 or STEPS < 1:
+if MODE not in ("ddp", "zero", "single", "gloo") or RANKS < 1 or STEPS < 1:
     sys.exit(__doc__)
 THREADS = RANKS if MODE == "single" else 1
 for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -189,9 +192,29 @@ def run(rank, world, port, out):
         dist.destroy_process_group()
 
 
+def run_gloo(rank, world, port, out):
+    torch.set_num_threads(THREADS)
+    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    n = sum(p.numel() for p in Classifier().parameters())
+    t = torch.rand(n)
+    for _ in range(3):
+        dist.all_reduce(t)
+    ts = []
+    for _ in range(11):
+        dist.barrier()
+        t0 = time.perf_counter()
+        dist.all_reduce(t)
+        ts.append(time.perf_counter() - t0)
+    if rank == 0:
+        out.update(n=n, us=sorted(ts)[5] * 1e6)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 def worker(rank, world, port, q):
     out = {}
-    run(rank, world, port, out)
+    (run_gloo if MODE == "gloo" else run)(rank, world, port, out)
     if rank == 0:
         q.put(out)
 
@@ -207,6 +230,13 @@ def main():
         q = ctx.Queue()
         mp.spawn(worker, args=(world, free_port(), q), nprocs=world, join=True)
         out = q.get()
+    if MODE == "gloo":
+        nbytes = out["n"] * 4
+        bus = 2 * (world - 1) / world * nbytes / (out["us"] * 1e-6) / 1e9
+        print(f"# torch {torch.__version__}, gloo all_reduce of {out['n']} fp32 ({nbytes} bytes), {world} ranks, "
+              f"median of 11; busbw = 2(p-1)/p n / t")
+        print(f"gloo ranks={world} bytes={nbytes} us={out['us']:.1f} busbw_GBps={bus:.3f}")
+        return
     t_sync, t_nosync = out["t_sync"], out["t_nosync"]
     share = max(0.0, (t_sync - t_nosync) / t_sync)
     print(f"# torch {torch.__version__}, {MODE}, {world} rank(s) x {THREADS} thread(s), BLAS {out['blas']}, "
