@@ -86,6 +86,13 @@ def ring_ar(n, p, a, b):
     return 0.0 if p <= 1 or n <= 0 else 2 * (p - 1) * a + 2 * (p - 1) / p * n / b
 
 
+def rhd_ar(n, p, a, b):           # Rabenseifner: recursive halving reduce-scatter + doubling allgather
+    return 0.0 if p <= 1 or n <= 0 else 2 * math.log2(p) * a + 2 * (p - 1) / p * n / b
+
+
+ALLREDUCE = {"ring": ring_ar, "rhd": rhd_ar}
+
+
 def ring_rs(n, p, a, b):          # also AG and A2A: (p-1) alpha + (p-1)/p n / B
     return 0.0 if p <= 1 or n <= 0 else (p - 1) * a + (p - 1) / p * n / b
 
@@ -134,15 +141,16 @@ def strategies(layer, P, net, nl_cache):
     pb, gb, ab = layer["param_bytes"], layer["grad_bytes"], layer["act_bytes"]
     D, E, k = layer["D"], layer["E"], layer["k"]
     res = {}
-    ar = ring_ar(N * gb, P, a, B)
+    AR = ALLREDUCE[layer["allreduce"]]
+    ar = AR(N * gb, P, a, B)
     res["dp"] = Tc + ar
     res["dp-ovl"] = Tf + max(Tb, ar)
     res["zero3"] = Tc + 2 * ring_rs(N * pb, P, a, B) + ring_rs(N * gb, P, a, B)
     q = min(P, E)
     R = P // q
     a2a = ring_rs(rows * k * D * ab, q, a, B)
-    res["ep"] = (Tc + 4 * a2a + ring_ar(layer["params"]["replicated"] * gb, P, a, B)
-                 + ring_ar(layer["params"]["experts"] / q * gb, R, a, B))
+    res["ep"] = (Tc + 4 * a2a + AR(layer["params"]["replicated"] * gb, P, a, B)
+                 + AR(layer["params"]["experts"] / q * gb, R, a, B))
     if layer.get("node_limited"):
         g = GPUS_PER_NODE
         nodes = max(1, q // g)
@@ -154,8 +162,8 @@ def strategies(layer, P, net, nl_cache):
         for tb in (tok_fp8, tok_bf16, tok_bf16, tok_bf16):  # dispatch (FP8), combine, and the two backward
             x_ib, x_nvl = rows * off * tb, rows * k * (g - 1) / g * tb
             t_nl += (nodes - 1) * a + max(x_ib / B, x_nvl / (NVLINK_GBPS * 1e9))
-        res["ep-nl"] = (Tc + t_nl + ring_ar(layer["params"]["replicated"] * gb, P, a, B)
-                        + ring_ar(layer["params"]["experts"] / q * gb, R, a, B))
+        res["ep-nl"] = (Tc + t_nl + AR(layer["params"]["replicated"] * gb, P, a, B)
+                        + AR(layer["params"]["experts"] / q * gb, R, a, B))
     return Tc, {s: (t, (t - Tc) / t) for s, t in res.items()}
 
 
@@ -177,6 +185,8 @@ def main():
     ap.add_argument("--alpha400", type=float, default=3.0, help="alpha of the 400 Gb/s network, us")
     ap.add_argument("--gpu-tflops", type=float, default=H100_BF16_DENSE_TFLOPS * ASSUMED_MFU,
                     help="sustained TFLOP/s per rank for the DeepSeek-V3-sized layer")
+    ap.add_argument("--allreduce", choices=sorted(ALLREDUCE), default="ring",
+                    help="all-reduce cost: ring (default) or rhd (Rabenseifner, 2 log2(p) alpha latency terms)")
     ap.add_argument("--json", action="store_true", help="also print the table rows as JSON lines")
     o = ap.parse_args()
     ranks = [int(x) for x in o.ranks.split(",")]
@@ -233,8 +243,10 @@ def main():
                    "s_per_row": fl / (o.gpu_tflops * 1e12), "node_limited": True, "max_nodes": 4})
     nl_cache = {}
     for L in layers:
+        L["allreduce"] = o.allreduce
         N = L["params"]["experts"] + L["params"]["replicated"]
         print("\n## %s\n" % L["name"])
+        print("All-reduce: %s." % ("ring, 2(p-1) alpha" if o.allreduce == "ring" else "Rabenseifner, 2 log2(p) alpha"))
         print("Parameters %d (experts %d, replicated %d).\n" % (N, L["params"]["experts"], L["params"]["replicated"]))
         strat = ["dp", "dp-ovl", "zero3", "ep"] + (["ep-nl"] if L.get("node_limited") else [])
         print("| network | ranks | compute ms | " + " | ".join("%s ms | %s share" % (s, s) for s in strat) + " |")
@@ -247,8 +259,10 @@ def main():
                 if o.json:
                     print("JSON " + json.dumps({"layer": L["key"], "network": nname, "ranks": P, "compute_ms": Tc * 1e3,
                                                 **{s: {"step_ms": r[s][0] * 1e3, "comm_share": r[s][1]} for s in strat}}))
-        print("\nMemory per rank, GB (params + grads + AdamW state):", ", ".join(
-            "%d ranks: dp %.1f, zero3 %.2f, ep %.2f" % ((P,) + tuple(memory_gb(L, P)[s] for s in ("dp", "zero3", "ep")))
+        def mem(gb):
+            return "%.1f GB" % gb if gb >= 1 else "%.1f MB" % (gb * 1e3)
+        print("\nMemory per rank (params + grads + AdamW state):", "; ".join(
+            "%d ranks: dp %s, zero3 %s, ep %s" % ((P,) + tuple(mem(memory_gb(L, P)[s]) for s in ("dp", "zero3", "ep")))
             for P in ranks))
 
     # ------------------------------------------------ DeepEP comparison
@@ -256,10 +270,13 @@ def main():
     print("DeepEP V1 (docs/legacy.md): H800, CX7 400 Gb/s (~50 GB/s), 4096 tokens, hidden 7168, top-4 groups, top-8 of 256 "
           "experts, FP8 dispatch, BF16 combine; its 'RDMA bottleneck bandwidth' counts every (token, destination node) "
           "copy including the token's own node (tests/test_internode.py: num_rdma_token_sent * hidden * bytes / t).\n")
-    print("| EP | nodes | E[nodes per token] | E[off-node] | model dispatch ms (FP8) | model 'RDMA bandwidth' GB/s | "
-          "DeepEP V1 dispatch / combine GB/s | V1 / model |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("DeepEP V2 (README.md): SM90, CX7, 8K tokens per batch, top-8, FP8 dispatch, BF16 combine, "
+          "'logical bandwidth' (contains local rank traffic).\n")
+    print("| EP | nodes | E[nodes per token] | E[off-node] | model dispatch ms (FP8, 4096 tokens) | model 'RDMA bandwidth' GB/s | "
+          "DeepEP V1 dispatch / combine GB/s | V1 / model | DeepEP V2 dispatch / combine GB/s | V2 / model |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     published = {16: (43, 43), 32: (58, 57), 64: (51, 50)}
+    published_v2 = {16: (90, 81), 32: (61, 61)}
     a, B = o.alpha400 * 1e-6, 50e9
     for ep, (pd, pc) in published.items():
         nodes = ep // GPUS_PER_NODE
@@ -268,7 +285,10 @@ def main():
         tok = 7168 * (1 + 4 / 128)
         t = (nodes - 1) * a + 4096 * off * tok / B
         bw = 4096 * dn * tok / t / 1e9
-        print("| %d | %d | %.2f | %.2f | %.2f | %.1f | %d / %d | %.2f / %.2f |" % (ep, nodes, dn, off, t * 1e3, bw, pd, pc, pd / bw, pc / bw))
+        v2 = published_v2.get(ep)
+        v2s = "%d / %d | %.2f / %.2f" % (v2[0], v2[1], v2[0] / bw, v2[1] / bw) if v2 else "- | -"
+        print("| %d | %d | %.2f | %.2f | %.2f | %.1f | %d / %d | %.2f / %.2f | %s |" % (
+            ep, nodes, dn, off, t * 1e3, bw, pd, pc, pd / bw, pc / bw, v2s))
 
 
 if __name__ == "__main__":
