@@ -94,7 +94,7 @@ declare -A DR DC
 run_deepmoe() {   # $1 = label, rest = the command
     local label=$1; shift
     if "$@" >"$T/deepmoe.$label.txt" 2>&1; then
-        read -r DR[$label] DC[$label] < <(deepmoe_metrics "$T/run.$label" "$T/deepmoe.$label.txt")
+        read -r "DR[$label]" "DC[$label]" < <(deepmoe_metrics "$T/run.$label" "$T/deepmoe.$label.txt")
         echo "deepmoe $label rows_per_s=${DR[$label]} comm_share=${DC[$label]}"
     else
         echo "deepmoe $label failed:"; tail -5 "$T/deepmoe.$label.txt"

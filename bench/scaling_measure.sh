@@ -33,7 +33,7 @@ bench_case() {   # $1 = case name, rest = deepmoe bench flags
     local name=$1; shift
     "$B" bench --mode train --iters 20 --json "$@" | tail -1 | sed "s/^{/{\"case\":\"$name\",/" >>"$OUT/compute.jsonl"
 }
-for r in $(seq "$ROUNDS"); do
+for _ in $(seq "$ROUNDS"); do
     bench_case seed_b1024_t2 --batch 1024 --threads 2
     bench_case seed_b1024_t1 --batch 1024 --threads 1
     bench_case classifier_b128_t1 --model "$T/fm/model.safetensors" --batch 128 --threads 1
