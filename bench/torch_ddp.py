@@ -34,7 +34,8 @@ shared machine hits both:
                 (ddp: AdamW on all parameters; zero: ZeroRedundancyOptimizer's
                 _local_step, the shard's AdamW without the broadcast)
 comm_share = (t_sync - t_nosync) / t_sync: the communication left exposed (not
-hidden behind backward) plus the waits it causes. rows_per_s = 256 / t_sync.
+hidden behind backward) plus the waits it causes, and DDP's per-step search for
+unused parameters (skipped under no_sync). rows_per_s = 256 / t_sync.
 
 Last line, machine-readable:
   MODE ranks=R threads=T rows_per_s=X comm_share=Y step_ms=A nosync_ms=B params=N
