@@ -103,8 +103,9 @@ run_deepmoe() {   # $1 = label, rest = the command
 COMMON=("${DATA[@]}" --steps "$STEPS" --log-every "$LOG_EVERY" --eval-every 0 --checkpoint-every 1000000)
 run_deepmoe single "$B" train "${COMMON[@]}" --batch 256 --threads 2 --out "$T/run.single"
 if "$B" train --help 2>&1 | grep -q -- '--dist'; then
-    for d in dp zero1; do
-        run_deepmoe "$d" mpirun -np 2 --oversubscribe --bind-to none "$B" train --dist "$d" --threads 1 \
+    for d in dp zero1 zero2 zero3; do
+        # mpirun binds each rank to a core (its default for -np <= 2): what a user gets
+        run_deepmoe "$d" mpirun -np 2 "$B" train --dist "$d" --threads 1 \
             "${COMMON[@]}" --batch 128 --out "$T/run.$d"
     done
 else
@@ -122,4 +123,6 @@ row() {   # $1 = label, $2 = torch mode, $3 = deepmoe label
 }
 row "data parallel, 2 ranks x 1 thread (torch ddp / deepmoe --dist dp)" ddp dp
 row "ZeRO-1, 2 ranks x 1 thread (torch zero / deepmoe --dist zero1)" zero zero1
+row "deepmoe --dist zero2, 2 ranks x 1 thread (vs torch ddp)" ddp zero2
+row "deepmoe --dist zero3, 2 ranks x 1 thread (vs torch ddp)" ddp zero3
 row "single process, 2 threads" single single

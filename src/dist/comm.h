@@ -27,6 +27,7 @@ struct dm_comm {
 /* A non-blocking all-reduce in progress. */
 typedef struct dm_creq {
     void *h;                 /* MPI_Request, or NULL when none is pending */
+    int *arr;                /* counts (and displacements) MPI reads until completion, freed with h */
     double t0;
     const char *what;
 } dm_creq;
@@ -37,6 +38,10 @@ dm_status dm_comm_allreduce(dm_comm *c, void *buf, int64_t n, dm_ctype t, dm_err
  * dm_comm_wait finishes it. */
 dm_status dm_comm_iallreduce(dm_comm *c, float *buf, int64_t n, dm_creq *rq, dm_error *err);
 int dm_comm_test(dm_comm *c, dm_creq *rq);
+/* Non-blocking dm_comm_reduce_scatter in place (the rank's sums land at the
+ * start of buf) and dm_comm_allgatherv; finished by dm_comm_wait. */
+dm_status dm_comm_ireduce_scatter(dm_comm *c, float *buf, const int *counts, dm_creq *rq, dm_error *err);
+dm_status dm_comm_iallgatherv(dm_comm *c, float *buf, const int *counts, dm_creq *rq, dm_error *err);
 dm_status dm_comm_wait(dm_comm *c, dm_creq *rq, dm_error *err);
 /* buf holds counts[0] + ... + counts[size-1] floats; rank r gets the sum of its
  * block (displaced by the earlier counts) into recv[counts[r]]. recv == buf:

@@ -216,6 +216,7 @@ dm_status dm_comm_allreduce(dm_comm *c, void *buf, int64_t n, dm_ctype t, dm_err
 dm_status dm_comm_iallreduce(dm_comm *c, float *buf, int64_t n, dm_creq *rq, dm_error *err)
 {
     rq->h = NULL;
+    rq->arr = NULL;
     dm_status st = check_count(c, n, "MPI_Iallreduce", err);
     if (st || c->size == 1 || n == 0) return st;
     MPI_Request *r = malloc(sizeof *r);
@@ -235,6 +236,7 @@ dm_status dm_comm_iallreduce(dm_comm *c, float *buf, int64_t n, dm_creq *rq, dm_
 int dm_comm_test(dm_comm *c, dm_creq *rq)
 {
     if (!rq->h || c->dead) return 1;
+    if (*(MPI_Request *)rq->h == MPI_REQUEST_NULL) return 1;
     int done = 0;
     MPI_Test(rq->h, &done, MPI_STATUS_IGNORE);
     return done && (MPI_Wait(rq->h, MPI_STATUS_IGNORE), 1);
@@ -246,8 +248,80 @@ dm_status dm_comm_wait(dm_comm *c, dm_creq *rq, dm_error *err)
     /* the time counted is the wait: what overlapping it with the caller's work did not hide */
     dm_status st = wait_req(c, rq->h, rq->what, now_s(), err);
     free(rq->h);
+    free(rq->arr);
     rq->h = NULL;
+    rq->arr = NULL;
     return st;
+}
+
+/* A request and the int arrays MPI reads until it completes. */
+static dm_status start_req(dm_comm *c, dm_creq *rq, const int *counts, int with_displs, int64_t *total, dm_error *err)
+{
+    int R = c->size;
+    rq->h = malloc(sizeof(MPI_Request));
+    rq->arr = malloc((size_t)2 * R * sizeof *rq->arr);
+    if (!rq->h || !rq->arr) {
+        free(rq->h), free(rq->arr);
+        rq->h = NULL, rq->arr = NULL;
+        return dm_fail(err, DM_ERR_NOMEM, "out of memory");
+    }
+    *total = 0;
+    for (int i = 0; i < R; i++) {
+        rq->arr[i] = counts[i];
+        if (with_displs) rq->arr[R + i] = (int)DM_MIN(*total, (int64_t)INT_MAX);
+        *total += counts[i];
+    }
+    rq->t0 = now_s();
+    return DM_OK;
+}
+
+static void drop_req(dm_creq *rq)
+{
+    free(rq->h), free(rq->arr);
+    rq->h = NULL, rq->arr = NULL;
+}
+
+dm_status dm_comm_ireduce_scatter(dm_comm *c, float *buf, const int *counts, dm_creq *rq, dm_error *err)
+{
+    rq->h = rq->arr = NULL;
+    dm_status st = check_live(c, "MPI_Ireduce_scatter", err);
+    if (st || c->size == 1) return st;
+    int64_t total;
+    if ((st = start_req(c, rq, counts, 0, &total, err))) return st;
+    if (total > INT_MAX) {
+        drop_req(rq);
+        return dm_fail(err, DM_ERR_ARG, "rank %d: a reduce-scatter of %lld floats", c->rank, (long long)total);
+    }
+    rq->what = "MPI_Ireduce_scatter (gradients)";
+    int rc = MPI_Ireduce_scatter(MPI_IN_PLACE, buf, rq->arr, MPI_FLOAT, MPI_SUM, COMM(c), rq->h);
+    if (rc != MPI_SUCCESS) {
+        drop_req(rq);
+        return mpi_fail(c, rc, "MPI_Ireduce_scatter", err);
+    }
+    c->st.bytes_sent += (double)(total - counts[c->rank]) * 4;
+    return DM_OK;
+}
+
+dm_status dm_comm_iallgatherv(dm_comm *c, float *buf, const int *counts, dm_creq *rq, dm_error *err)
+{
+    rq->h = rq->arr = NULL;
+    dm_status st = check_live(c, "MPI_Iallgatherv", err);
+    if (st || c->size == 1) return st;
+    int64_t total;
+    if ((st = start_req(c, rq, counts, 1, &total, err))) return st;
+    if (total > INT_MAX) {
+        drop_req(rq);
+        return dm_fail(err, DM_ERR_ARG, "rank %d: an all-gather of %lld floats", c->rank, (long long)total);
+    }
+    rq->what = "MPI_Iallgatherv (parameters)";
+    int rc = MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, rq->arr, rq->arr + c->size, MPI_FLOAT,
+                             COMM(c), rq->h);
+    if (rc != MPI_SUCCESS) {
+        drop_req(rq);
+        return mpi_fail(c, rc, "MPI_Iallgatherv", err);
+    }
+    c->st.bytes_sent += (double)counts[c->rank] * 4 * (c->size - 1);
+    return DM_OK;
 }
 
 dm_status dm_comm_reduce_scatter(dm_comm *c, const float *buf, float *recv, const int *counts, dm_error *err)
@@ -395,9 +469,22 @@ dm_status dm_comm_iallreduce(dm_comm *c, float *buf, int64_t n, dm_creq *rq, dm_
 {
     DM_UNUSED(c), DM_UNUSED(buf), DM_UNUSED(n);
     rq->h = NULL;
+    rq->arr = NULL;
     return NO_MPI(err);
 }
 int dm_comm_test(dm_comm *c, dm_creq *rq) { DM_UNUSED(c), DM_UNUSED(rq); return 1; }
+dm_status dm_comm_ireduce_scatter(dm_comm *c, float *buf, const int *counts, dm_creq *rq, dm_error *err)
+{
+    DM_UNUSED(c), DM_UNUSED(buf), DM_UNUSED(counts);
+    rq->h = rq->arr = NULL;
+    return NO_MPI(err);
+}
+dm_status dm_comm_iallgatherv(dm_comm *c, float *buf, const int *counts, dm_creq *rq, dm_error *err)
+{
+    DM_UNUSED(c), DM_UNUSED(buf), DM_UNUSED(counts);
+    rq->h = rq->arr = NULL;
+    return NO_MPI(err);
+}
 dm_status dm_comm_wait(dm_comm *c, dm_creq *rq, dm_error *err) { DM_UNUSED(c), DM_UNUSED(rq), DM_UNUSED(err); return DM_OK; }
 dm_status dm_comm_reduce_scatter(dm_comm *c, const float *buf, float *recv, const int *counts, dm_error *err)
 {

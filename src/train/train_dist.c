@@ -50,9 +50,18 @@ struct dm_tr_dist {
     unsigned char **pk;      /* [n_units * 4] byte ranges of the unit's packed and transposed operands */
     int64_t *own_lo, *own_hi;/* [L] expert parallel: this rank's experts' float range per layer */
     int64_t *ex_lo, *ex_hi;  /* [L] every routed expert's float range per layer */
-    dm_creq *rq;             /* pending all-reduces */
-    int n_rq, cap_rq;
+    struct pend {            /* a reduction in flight */
+        dm_creq rq;
+        dm_comm *c;
+        int scatter;         /* 1: a reduce-scatter of grad [lo, hi), finished by moving the rank's piece */
+        int64_t lo, hi;
+    } *rq;
+    int n_rq, cap_rq, done_rq;  /* [done_rq, n_rq) may still be in flight */
     int64_t bucket;
+    /* zero3: the units in the order a micro-batch uses them, and the gather in flight */
+    int *seq, n_seq, at_seq;
+    dm_creq pre;
+    int pre_unit;            /* the unit being prefetched, or -1 */
 };
 
 int dm_trd_ranks(const dm_trainer *t) { return t->dist ? t->dist->R : 1; }
@@ -200,8 +209,10 @@ void dm_trd_free(dm_tr_dist *d)
     dm_dist_xchg_free(d->x);
     dm_comm_free(d->edp);
     dm_comm_free(d->ep);
-    for (int i = 0; i < d->n_rq; i++) free(d->rq[i].h);
+    for (int i = 0; i < d->n_rq; i++) free(d->rq[i].rq.h), free(d->rq[i].rq.arr);
     free(d->rq);
+    free(d->pre.h), free(d->pre.arr);
+    free(d->seq);
     free(d->u_lo); free(d->u_hi); free(d->sh); free(d->cnt); free(d->pk);
     free(d->own_lo); free(d->own_hi); free(d->ex_lo); free(d->ex_hi);
     free(d);
@@ -262,7 +273,13 @@ dm_status dm_trainer_distribute(dm_trainer *t, dm_comm *world, int mode, int exp
     d->own_hi = calloc((size_t)L, sizeof *d->own_hi);
     d->ex_lo = calloc((size_t)L, sizeof *d->ex_lo);
     d->ex_hi = calloc((size_t)L, sizeof *d->ex_hi);
-    if (!d->u_lo || !d->u_hi || !d->sh || !d->cnt || !d->pk || !d->own_lo || !d->own_hi || !d->ex_lo || !d->ex_hi) {
+    d->seq = calloc((size_t)2 * (L + 2), sizeof *d->seq);
+    d->pre_unit = -1;
+    if (d->seq) {   /* forward 0, 1..L, L+1 (forward and backward), backward L..1, 0 */
+        for (int u = 0; u <= L + 1; u++) d->seq[d->n_seq++] = u;
+        for (int u = L; u >= 0; u--) d->seq[d->n_seq++] = u;
+    }
+    if (!d->seq || !d->u_lo || !d->u_hi || !d->sh || !d->cnt || !d->pk || !d->own_lo || !d->own_hi || !d->ex_lo || !d->ex_hi) {
         dm_trd_free(d);
         return dm_fail(err, DM_ERR_NOMEM, "trainer: out of memory");
     }
@@ -321,13 +338,43 @@ dm_status dm_trd_begin_step(dm_trainer *t, dm_error *err)
     return DM_OK;
 }
 
+static dm_status start_gather(dm_trainer *t, int u, dm_creq *rq, dm_error *err)
+{
+    dm_tr_dist *d = t->dist;
+    shard_counts(d, d->u_lo[u], d->u_hi[u]);
+    return dm_comm_iallgatherv(d->world, t->m->params + d->u_lo[u], d->cnt, rq, err);
+}
+
+/* zero3: unit u gathered (the prefetch started at the previous use, else now)
+ * and packed; then the next unit of the micro-batch's order starts gathering
+ * while this one computes (two units are resident at a time). */
 dm_status dm_trd_unit_use(dm_trainer *t, int u, dm_error *err)
 {
     dm_tr_dist *d = t->dist;
-    if (!d || d->mode != DM_DIST_ZERO3 || d->u_hi[u] <= d->u_lo[u]) return DM_OK;
-    shard_counts(d, d->u_lo[u], d->u_hi[u]);
-    dm_status st = dm_comm_allgatherv(d->world, t->m->params + d->u_lo[u], d->cnt, err);
-    if (!st) pack_unit(t, u);
+    if (!d || d->mode != DM_DIST_ZERO3) return DM_OK;
+    while (d->at_seq < d->n_seq && d->seq[d->at_seq] != u) d->at_seq++;   /* the use sequence (u = 0 restarts it) */
+    if (u == 0 && d->at_seq == d->n_seq) d->at_seq = 0;
+    dm_status st = DM_OK;
+    if (d->u_hi[u] > d->u_lo[u]) {
+        dm_creq now = {0};
+        dm_creq *rq = d->pre_unit == u ? &d->pre : &now;
+        if (d->pre_unit != u) {
+            if (d->pre_unit >= 0 && (st = dm_comm_wait(d->world, &d->pre, err))) return st;   /* an unused prefetch */
+            if ((st = start_gather(t, u, &now, err))) return st;
+        }
+        d->pre_unit = -1;
+        if ((st = dm_comm_wait(d->world, rq, err))) return st;
+        pack_unit(t, u);
+    }
+    /* the next unit of the order (not past the backward's end: the update changes the parameters) */
+    for (int i = d->at_seq + 1; i < d->n_seq; i++) {
+        int v = d->seq[i];
+        if (v == u || d->u_hi[v] <= d->u_lo[v]) continue;
+        if ((st = start_gather(t, v, &d->pre, err))) return st;
+        d->pre_unit = v;
+        break;
+    }
+    d->at_seq++;
     return st;
 }
 
@@ -340,25 +387,78 @@ void dm_trd_unit_done(dm_trainer *t, int u)
     release_bytes(d->pk[4 * u + 2], d->pk[4 * u + 3]);
 }
 
+static struct pend *new_pend(dm_tr_dist *d, dm_error *err)
+{
+    if (d->n_rq == d->cap_rq) {
+        int cap = d->cap_rq ? 2 * d->cap_rq : 16;
+        struct pend *n = realloc(d->rq, (size_t)cap * sizeof *n);
+        if (!n) {
+            dm_fail(err, DM_ERR_NOMEM, "out of memory");
+            return NULL;
+        }
+        d->rq = n;
+        d->cap_rq = cap;
+    }
+    struct pend *p = &d->rq[d->n_rq];
+    *p = (struct pend){.c = d->world};
+    return p;
+}
+
 static dm_status start_allreduce(dm_tr_dist *d, dm_comm *c, float *g, int64_t lo, int64_t hi, dm_error *err)
 {
     for (int64_t a = lo; a < hi; a += d->bucket) {
-        if (d->n_rq == d->cap_rq) {
-            int cap = d->cap_rq ? 2 * d->cap_rq : 16;
-            dm_creq *n = realloc(d->rq, (size_t)cap * sizeof *n);
-            if (!n) return dm_fail(err, DM_ERR_NOMEM, "out of memory");
-            d->rq = n;
-            d->cap_rq = cap;
-        }
-        dm_creq *rq = &d->rq[d->n_rq];
-        dm_status st = dm_comm_iallreduce(c, g + a, DM_MIN(d->bucket, hi - a), rq, err);
+        struct pend *p = new_pend(d, err);
+        if (!p) return DM_ERR_NOMEM;
+        p->c = c;
+        dm_status st = dm_comm_iallreduce(c, g + a, DM_MIN(d->bucket, hi - a), &p->rq, err);
         if (st) return st;
-        if (rq->h) {
-            rq->what = c == d->world ? "MPI_Iallreduce (gradients)" : "MPI_Iallreduce (expert gradients)";
+        if (p->rq.h) {
+            p->rq.what = c == d->world ? "MPI_Iallreduce (gradients)" : "MPI_Iallreduce (expert gradients)";
             d->n_rq++;
         }
     }
     return DM_OK;
+}
+
+/* zero2/3: [lo, hi) reduce-scattered in buckets; each finishes by moving the
+ * rank's sums (landed at the bucket's start) to their place and releasing the rest. */
+static dm_status start_scatter(dm_tr_dist *d, float *g, int64_t lo, int64_t hi, dm_error *err)
+{
+    for (int64_t a = lo; a < hi; a += d->bucket) {
+        int64_t b = DM_MIN(hi, a + d->bucket);
+        struct pend *p = new_pend(d, err);
+        if (!p) return DM_ERR_NOMEM;
+        *p = (struct pend){.c = d->world, .scatter = 1, .lo = a, .hi = b};
+        shard_counts(d, a, b);
+        dm_status st = dm_comm_ireduce_scatter(d->world, g + a, d->cnt, &p->rq, err);
+        if (st) return st;
+        d->n_rq++;
+    }
+    return DM_OK;
+}
+
+static void finish_scatter(dm_trainer *t, const struct pend *p)
+{
+    dm_tr_dist *d = t->dist;
+    int64_t mine = shard_counts(d, p->lo, p->hi);
+    memmove(t->grad + mine, t->grad + p->lo, (size_t)d->cnt[d->rank] * sizeof *t->grad);
+    release_but_shard(d, t->grad, p->lo, p->hi);
+}
+
+/* Finishes the reductions in order: all of them (wait), or those already done. */
+static dm_status drain(dm_trainer *t, int wait, dm_error *err)
+{
+    dm_tr_dist *d = t->dist;
+    dm_status st = DM_OK;
+    while (d->done_rq < d->n_rq) {
+        struct pend *p = &d->rq[d->done_rq];
+        if (!wait && !dm_comm_test(p->c, &p->rq)) break;
+        if ((st = dm_comm_wait(p->c, &p->rq, err))) return st;
+        if (p->scatter) finish_scatter(t, p);
+        d->done_rq++;
+    }
+    if (d->done_rq == d->n_rq) d->n_rq = d->done_rq = 0;
+    return st;
 }
 
 dm_status dm_trd_grads_ready(dm_trainer *t, int u, int last_micro, dm_error *err)
@@ -368,11 +468,8 @@ dm_status dm_trd_grads_ready(dm_trainer *t, int u, int last_micro, dm_error *err
     int64_t lo = d->u_lo[u], hi = d->u_hi[u];
     dm_status st = DM_OK;
     if (d->mode >= DM_DIST_ZERO2) {
-        int64_t mine = shard_counts(d, lo, hi);
-        if ((st = dm_comm_reduce_scatter(d->world, t->grad + lo, t->grad + lo, d->cnt, err))) return st;
-        memmove(t->grad + mine, t->grad + lo, (size_t)d->cnt[d->rank] * sizeof *t->grad);
-        release_but_shard(d, t->grad, lo, hi);
-        return DM_OK;
+        if ((st = start_scatter(d, t->grad, lo, hi, err))) return st;
+        return drain(t, 0, err);
     }
     int l = u - 1;
     if (d->P > 1 && u >= 1 && u <= t->m->cfg.n_layers) {
@@ -383,7 +480,7 @@ dm_status dm_trd_grads_ready(dm_trainer *t, int u, int last_micro, dm_error *err
     } else {
         st = start_allreduce(d, d->world, t->grad, lo, hi, err);
     }
-    for (int i = 0; i < d->n_rq && !st; i++) dm_comm_test(d->world, &d->rq[i]);   /* progress */
+    for (int i = d->done_rq; i < d->n_rq && !st; i++) dm_comm_test(d->rq[i].c, &d->rq[i].rq);   /* progress */
     return st;
 }
 
@@ -391,14 +488,9 @@ dm_status dm_trd_end_backward(dm_trainer *t, double *stats, int n, dm_error *err
 {
     dm_tr_dist *d = t->dist;
     if (!d) return DM_OK;
-    dm_status st = DM_OK;
-    for (int i = 0; i < d->n_rq; i++) {
-        dm_error e2;
-        dm_status s = dm_comm_wait(d->world, &d->rq[i], &e2);
-        if (s && !st) st = s, *err = e2;
-    }
-    d->n_rq = 0;
+    dm_status st = drain(t, 1, err);
     if (st) return st;
+    d->at_seq = 0;
     const dm_config *c = &t->m->cfg;
     int64_t LE = (int64_t)c->n_layers * c->n_experts;
     if ((st = dm_comm_allreduce(d->world, t->counts, LE, DM_T_I64, err))) return st;
