@@ -27,7 +27,9 @@ static const char help[] =
     "  --dist MODE     train mode under mpirun -np N: dp | zero1 | zero2 | zero3, each rank a\n"
     "                  batch of B rows (rows/s counts every rank's)\n"
     CLI_DIST_HELP
-    "                  (forward: each rank feeds B rows and runs its experts; train: with --dist dp)\n";
+    "                  (forward: each rank feeds B rows and runs its experts; train: with --dist dp)\n"
+    "  --no-sync       with --dist: skip the gradient reductions (the ranks drift apart): the step\n"
+    "                  without communication, for the share (sync - no-sync) / sync\n";
 
 int cmd_bench(int argc, char **argv)
 {
@@ -36,8 +38,9 @@ int cmd_bench(int argc, char **argv)
         {"iters", required_argument, 0, 'n'}, {"threads", required_argument, 0, 't'},
         {"mode", required_argument, 0, 'M'}, {"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'},
         {"dist", required_argument, 0, 'D'}, {"expert-parallel", required_argument, 0, 'P'},
-        {"dist-timeout", required_argument, 0, 'T'}, {0, 0, 0, 0},
+        {"dist-timeout", required_argument, 0, 'T'}, {"no-sync", no_argument, 0, 'S'}, {0, 0, 0, 0},
     };
+    int nosync = 0;
     int dist = DM_DIST_NONE, ep = 0;
     double dist_timeout = 120;
     const char *model = NULL;
@@ -65,11 +68,13 @@ int cmd_bench(int argc, char **argv)
             if (cli_dist_timeout(optarg, &dist_timeout))
                 return cli_usage("bench", "--dist-timeout '%s' must be seconds > 0", optarg);
             break;
+        case 'S': nosync = 1; break;
         case 'h': fputs(help, stdout); return 0;
         default: return cli_usage("bench", "unknown option or missing value: '%s'", argv[optind - 1]);
         }
     }
     if (optind < argc) return cli_usage("bench", "unexpected argument '%s'", argv[optind]);
+    if (nosync && dist == DM_DIST_NONE) return cli_usage("bench", "--no-sync needs --dist");
     if (dist != DM_DIST_NONE && !train) return cli_usage("bench", "--dist needs --mode train (forward: --expert-parallel)");
     if (ep > 1 && train && dist == DM_DIST_NONE) return cli_usage("bench", "--expert-parallel with --mode train needs --dist dp");
     dm_comm *comm = NULL;
@@ -123,6 +128,7 @@ int cmd_bench(int argc, char **argv)
         tc.loss = c->n_classes ? DM_LOSS_CE : DM_LOSS_MSE;
         if (dm_trainer_create(m, &tc, pool, &tr, &err)) goto fail;
         if (comm && dm_trainer_distribute(tr, comm, dist, ep, &err)) goto fail;
+        if (nosync) dm_trainer_set_sync(tr, 0);
     } else if (dm_ctx_create(m, pool, &ctx, &err) || (comm && dm_ctx_expert_parallel(ctx, comm, &err))) {
         goto fail;
     }

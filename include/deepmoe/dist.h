@@ -83,6 +83,11 @@ typedef struct dm_train_memory {
     int64_t rss, rss_peak;   /* the process's resident set and its high-water mark */
 } dm_train_memory;
 DM_API void dm_trainer_memory(const dm_trainer *t, dm_train_memory *m);
+/* Measurement only (deepmoe bench --no-sync): sync 0 skips the gradient
+ * reductions, so each rank trains on its own rows and the ranks drift apart;
+ * the step time without them gives the communication share as PyTorch's
+ * no_sync() comparison measures it. */
+DM_API void dm_trainer_set_sync(dm_trainer *t, int sync);
 /* The trainer's communication so far (every communicator it uses, summed). */
 DM_API void dm_trainer_comm_stats(const dm_trainer *t, dm_comm_stats *s);
 

@@ -58,6 +58,7 @@ struct dm_tr_dist {
     } *rq;
     int n_rq, cap_rq, done_rq;  /* [done_rq, n_rq) may still be in flight */
     int64_t bucket;
+    int nosync;              /* dm_trainer_set_sync(t, 0): no gradient reductions (measurement) */
     /* zero3: the units in the order a micro-batch uses them, and the gather in flight */
     int *seq, n_seq, at_seq;
     dm_creq pre;
@@ -461,10 +462,15 @@ static dm_status drain(dm_trainer *t, int wait, dm_error *err)
     return st;
 }
 
+void dm_trainer_set_sync(dm_trainer *t, int sync)
+{
+    if (t->dist) t->dist->nosync = !sync;
+}
+
 dm_status dm_trd_grads_ready(dm_trainer *t, int u, int last_micro, dm_error *err)
 {
     dm_tr_dist *d = t->dist;
-    if (!d || !last_micro || d->u_hi[u] <= d->u_lo[u]) return DM_OK;
+    if (!d || !last_micro || d->nosync || d->u_hi[u] <= d->u_lo[u]) return DM_OK;
     int64_t lo = d->u_lo[u], hi = d->u_hi[u];
     dm_status st = DM_OK;
     if (d->mode >= DM_DIST_ZERO2) {
