@@ -19,36 +19,10 @@ bad() { echo "FAIL $1"; fail=$((fail + 1)); }
 summary() { echo "$pass passed, $fail failed"; exit $((fail > 0)); }
 
 if ! command -v mpirun >/dev/null; then
-    echo "SKIP test_dist: no mpirun (install openmpi-bin libopenmpi-dev: scripts/deps.sh does)"; # deepmoe bench under mpirun: a distributed training step and an expert-parallel forward
-for args in "--mode train --dist zero2" "--mode train --dist dp --expert-parallel 2" "--expert-parallel 2"; do
-    # shellcheck disable=SC2086
-    if "${MPI[@]}" -np 2 "$D" bench --model "$T/inf/model.safetensors" --batch 64 --iters 3 --threads 1 $args --json \
-            >"$T/bench.json" 2>"$T/log" && python3 -c '
-import json, sys
-r = json.loads(open(sys.argv[1]).read())
-assert r["ranks"] == 2 and r["rows_per_s"] > 0 and 0 <= r["comm_share"] < 1, r' "$T/bench.json"; then
-        ok "bench $args under mpirun -np 2: $(cut -c1-80 "$T/bench.json")"
-    else
-        bad "bench $args under mpirun"; cat "$T/bench.json" "$T/log" | tail -3
-    fi
-done
-summary
+    echo "SKIP test_dist: no mpirun (install openmpi-bin libopenmpi-dev: scripts/deps.sh does)"; summary
 fi
 if ! grep -q '^mpi: 1' "$B/flags" 2>/dev/null; then
-    echo "SKIP test_dist: $D was built without MPI (make MPI=1 with libopenmpi-dev installed)"; # deepmoe bench under mpirun: a distributed training step and an expert-parallel forward
-for args in "--mode train --dist zero2" "--mode train --dist dp --expert-parallel 2" "--expert-parallel 2"; do
-    # shellcheck disable=SC2086
-    if "${MPI[@]}" -np 2 "$D" bench --model "$T/inf/model.safetensors" --batch 64 --iters 3 --threads 1 $args --json \
-            >"$T/bench.json" 2>"$T/log" && python3 -c '
-import json, sys
-r = json.loads(open(sys.argv[1]).read())
-assert r["ranks"] == 2 and r["rows_per_s"] > 0 and 0 <= r["comm_share"] < 1, r' "$T/bench.json"; then
-        ok "bench $args under mpirun -np 2: $(cut -c1-80 "$T/bench.json")"
-    else
-        bad "bench $args under mpirun"; cat "$T/bench.json" "$T/log" | tail -3
-    fi
-done
-summary
+    echo "SKIP test_dist: $D was built without MPI (make MPI=1 with libopenmpi-dev installed)"; summary
 fi
 # OpenMPI's own allocations outlive MPI_Finalize: under make asan, LeakSanitizer would report them
 export ASAN_OPTIONS="detect_leaks=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"

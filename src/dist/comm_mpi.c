@@ -288,7 +288,7 @@ dm_status dm_comm_ireduce_scatter(dm_comm *c, float *buf, const int *counts, dm_
     rq->h = rq->arr = NULL;
     dm_status st = check_live(c, "MPI_Ireduce_scatter", err);
     if (st || c->size == 1) return st;
-    int64_t total;
+    int64_t total = 0;
     if ((st = start_req(c, rq, counts, 0, &total, err))) return st;
     if (total > INT_MAX) {
         drop_req(rq);
@@ -309,7 +309,7 @@ dm_status dm_comm_iallgatherv(dm_comm *c, float *buf, const int *counts, dm_creq
     rq->h = rq->arr = NULL;
     dm_status st = check_live(c, "MPI_Iallgatherv", err);
     if (st || c->size == 1) return st;
-    int64_t total;
+    int64_t total = 0;
     if ((st = start_req(c, rq, counts, 1, &total, err))) return st;
     if (total > INT_MAX) {
         drop_req(rq);
