@@ -17,12 +17,6 @@
 #define DM_HAVE_MPI 0
 #endif
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 int dm_dist_launched(void)
 {
@@ -67,6 +61,13 @@ void dm_mem_rss(int64_t *rss, int64_t *hwm)
 
 #if DM_HAVE_MPI
 #include <mpi.h>
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 int dm_dist_built(void) { return 1; }
 
