@@ -227,6 +227,7 @@ static dm_trainer *trainer_for(dm_t *t, const dm_config *c, uint64_t seed, dm_mo
     dm_train_config tc;
     dm_train_config_default(&tc);
     tc.total_steps = 10;
+    tc.dropout = 0.25f;   /* keyed by (global row, slot): the same mask wherever the expert runs */
     dm_trainer *tr = NULL;
     CHECK_OK(t, dm_trainer_create(m, &tc, NULL, &tr, &err), &err);
     *mout = m;
@@ -271,6 +272,8 @@ static void test_exchange_training_bitwise(dm_t *t)
         for (int r = 0; r < R; r++) {
             rt[r] = trainer_for(t, &v.c, 21 + vi, &rm[r]);
             solo[r] = trainer_for(t, &v.c, 21 + vi, &sm[r]);
+            if (rt[r]) rt[r]->drop_row0 = off[r];    /* rank r's rows are rows off[r].. of the plain batch */
+            if (solo[r]) solo[r]->drop_row0 = off[r];
             rc[r] = (rank_ctx){&lp, r};
             xs[r] = (dm_moe_exchange){R, r, owner, lb_counts, lb_rows, &rc[r]};
             jobs[r] = (layer_job){rt[r], &xs[r], xall + off[r] * D, dall + off[r] * D, v.rows[r],

@@ -154,10 +154,11 @@ dm_moe_span dm_moe_span_of(const dm_config *c, const dm_moe_state *st, int64_t n
 
 /* ---------------------------------------------------------------- dropout */
 
-/* Counter-based dropout: element (cache row, j) of layer l is dropped when a
- * hash of (micro-batch base, l, row, j) falls below p. The backward pass
- * recomputes the same mask, nothing is stored, and the mask does not depend on
- * which thread handles which rows. */
+/* Counter-based dropout: element j of a row's hidden activations in layer l
+ * is dropped when a hash of (the step's base, l, the row's key, j) falls below
+ * p; the key is global row * J + slot. The backward pass recomputes the same
+ * mask, nothing is stored, and the mask does not depend on threads, on the
+ * split into micro-batches or ranks, or on where the expert runs. */
 static uint64_t mix64(uint64_t z)
 {
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -165,17 +166,46 @@ static uint64_t mix64(uint64_t z)
     return z ^ (z >> 31);
 }
 
-void dm_moe_dropout(float p, uint64_t base0, int l, int64_t row0, int64_t len, int h, float *x, int64_t ld)
+/* The key of the span's row i: its global row * J + slot (exchanged rows: the key their rank sent). */
+static uint64_t drop_key(const dm_config *c, const dm_moe_state *st, const dm_moe_span *sp, int64_t i)
+{
+    uint64_t J = (uint64_t)(c->top_k + c->n_shared), r0 = (uint64_t)st->drop_row0;
+    if (!sp->idx) return (r0 + (uint64_t)(sp->row0 + i)) * J + (uint64_t)(c->top_k + sp->expert - c->n_experts);
+    if (st->c_key) return st->c_key[sp->idx[i]];
+    return r0 * J + (uint64_t)sp->oidx[i];   /* the row's slot r * J + j in ybuf */
+}
+
+void dm_moe_dropout(float p, uint64_t base0, int l, const dm_config *c, const dm_moe_state *st,
+                    const dm_moe_span *sp, int64_t len, int h, float *x, int64_t ld)
 {
     if (!(p > 0)) return;
     uint64_t cut = (uint64_t)((double)p * 18446744073709551616.0);
     uint64_t base = mix64(base0 + (uint64_t)l * 0x9e3779b97f4a7c15ull);
     float keep = 1.0f / (1.0f - p);
     for (int64_t i = 0; i < len; i++) {
-        uint64_t rb = mix64(base ^ (uint64_t)(row0 + i) * 0xd6e8feb86659fd93ull);
+        uint64_t rb = mix64(base ^ (drop_key(c, st, sp, i) + 77) * 0xd6e8feb86659fd93ull);
         float *r = x + i * ld;
         for (int j = 0; j < h; j++) r[j] = mix64(rb + (uint64_t)j) < cut ? 0.0f : r[j] * keep;
     }
+}
+
+/* The dropout keys of the sent assignments (global row * J + slot, 8 bytes as
+ * two floats' bits: the exchange copies bytes) go with the rows to their experts. */
+static dm_status xchg_keys(const dm_moe_exchange *x, const dm_config *c, dm_moe_state *st, dm_error *err)
+{
+    dm_moe_xbuf *xb = st->xb;
+    const int32_t *pos = xb->send_pos.p;
+    uint64_t J = (uint64_t)(c->top_k + c->n_shared);
+    float *send = dm_moe_grow(&xb->send, (size_t)xb->n_sent * 2 * sizeof(float));
+    uint64_t *recv = dm_moe_grow(&xb->recv_key, (size_t)xb->n_recv * sizeof(uint64_t));
+    if (!send || !recv) return dm_fail(err, DM_ERR_NOMEM, "exchange: out of memory");
+    for (int64_t q = 0; q < xb->n_sent; q++) {
+        uint64_t k = (uint64_t)st->drop_row0 * J + (uint64_t)st->rb.a_slot[pos[q]];
+        memcpy(send + 2 * q, &k, sizeof k);
+    }
+    dm_status s = x->rows(x->ctx, send, xb->send_n, (float *)(void *)recv, xb->recv_n, 2, err);
+    st->c_key = s ? NULL : recv;
+    return s;
 }
 
 /* ---------------------------------------------------------------- exchange */
@@ -190,7 +220,7 @@ void dm_moe_xbuf_free(dm_moe_xbuf *xb)
 {
     if (!xb) return;
     dm_growbuf *all[] = {&xb->send_pos, &xb->cnt, &xb->send, &xb->recv_x, &xb->recv_d, &xb->recv_w,
-                         &xb->out, &xb->back, &xb->c_idx, &xb->c_w, &xb->c_off, &xb->tasks, &xb->cache};
+                         &xb->out, &xb->back, &xb->c_idx, &xb->c_w, &xb->c_off, &xb->tasks, &xb->cache, &xb->recv_key};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         dm_free(all[i]->p);
         *all[i] = (dm_growbuf){0};
@@ -337,7 +367,7 @@ static void fwd_task(void *arg, int64_t t, int tid)
     };
     dm_wmat_gemm(&up);
     ops->mid(m->kern, x, c->ln_eps, sp.len, H, h1, ldh, hn, ldn, mean, rstd);
-    if (p->train) dm_moe_dropout(p->dropout, p->drop_base, p->l, sp.cache0, sp.len, H, hn, hm);
+    if (p->train) dm_moe_dropout(p->dropout, p->drop_base, p->l, c, st, &sp, sp.len, H, hn, hm);
     dm_gemm down = {
         .M = sp.len, .N = D, .K = H, .A = hn, .lda = ldn, .B = &x->p2, .bias = x->b2,
         .R = ops->residual ? sp.in : NULL, .ldr = D, .r_idx = sp.idx,
@@ -369,6 +399,8 @@ dm_status dm_moe_layer_forward(dm_moe_pass *p, dm_error *err)
     dm_moe_state *st = p->st;
     dm_route_buf *rb = &st->rb;
     int k = c->top_k, E = c->n_experts;
+    st->drop_row0 = p->drop_row0;
+    st->c_key = NULL;
     const dm_wkern *qk = p->qx && !p->xchg && !p->train ? layer_quant(c, ly) : NULL;
     dm_qrows qr = {0};
     if (qk) {
@@ -399,6 +431,7 @@ dm_status dm_moe_layer_forward(dm_moe_pass *p, dm_error *err)
     } else {
         dm_status s = xchg_plan(x, c, st, err);
         if (!s) s = dm_moe_xchg_send(x, st, p->x, c->dim, &st->xb->recv_x, err);
+        if (!s && p->train && p->dropout > 0) s = xchg_keys(x, c, st, err);   /* every rank has the same p */
         if (!s && !dm_moe_grow(&st->xb->out, (size_t)st->xb->n_recv * c->dim * sizeof(float)))
             s = dm_fail(err, DM_ERR_NOMEM, "exchange: out of memory");
         if (s) return s;

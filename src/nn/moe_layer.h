@@ -94,6 +94,7 @@ typedef struct dm_moe_xbuf {
     dm_growbuf c_off;       /* int32 [E + 1] */
     dm_growbuf tasks;       /* dm_moe_task [dm_moe_max_tasks] for the received rows */
     dm_growbuf cache;       /* training: h1, hn, mean, rstd of the compute rows (sized once the counts are in) */
+    dm_growbuf recv_key;    /* uint64 [n_recv] dropout keys of the received rows (training with dropout) */
     int64_t n_sent, n_recv;
     int64_t *send_n, *recv_n;  /* [R] rows per rank, into cnt */
 } dm_moe_xbuf;
@@ -123,6 +124,8 @@ typedef struct dm_moe_state {
     const int32_t *c_oidx;  /* [n_comp] row of c_out */
     dm_moe_xbuf *xb;        /* exchange buffers (owned by the caller), or NULL */
     dm_moe_task *tasks;     /* the task list the forward used (the backward reuses its storage) */
+    int64_t drop_row0;      /* dropout: the global index of row 0 in its step (dm_moe_pass.drop_row0) */
+    const uint64_t *c_key;  /* dropout keys of the received rows (exchange), or NULL: computed */
 } dm_moe_state;
 
 /* One call of the layer. */
@@ -146,7 +149,9 @@ typedef struct dm_moe_pass {
     int train;              /* keep the cache (st->h1 ...: the caller's for n*k + S*n rows, or
                              * grown in st->xb when rows are exchanged) */
     float dropout;          /* on the experts' hidden activations (0 = off) */
-    uint64_t drop_base;
+    uint64_t drop_base;     /* the step's dropout base */
+    int64_t drop_row0;      /* global index of row 0 in the step (over every rank's micro-batches): a
+                             * row's mask is keyed by (global row, slot), wherever its expert runs */
     /* routing-accuracy probe: >= 0 sends every row to this expert alone */
     int force_expert;
 } dm_moe_pass;
@@ -178,8 +183,12 @@ typedef struct dm_moe_span {
 int64_t dm_moe_make_tasks(const dm_config *c, const dm_moe_state *st, int64_t n, int block, dm_moe_task *tasks);
 dm_moe_span dm_moe_span_of(const dm_config *c, const dm_moe_state *st, int64_t n, const float *x, dm_moe_task tk);
 
-/* Dropout mask of layer l applied to len rows starting at cache row row0. */
-void dm_moe_dropout(float p, uint64_t base, int l, int64_t row0, int64_t len, int h, float *x, int64_t ld);
+/* Dropout mask of layer l applied to the span's first len rows (x [len, ld]):
+ * each row's mask is keyed by (step base, layer, its global row * J + slot),
+ * so it does not depend on the batch's split into micro-batches or ranks, nor
+ * on where the expert runs. */
+void dm_moe_dropout(float p, uint64_t base, int l, const dm_config *c, const dm_moe_state *st,
+                    const dm_moe_span *sp, int64_t len, int h, float *x, int64_t ld);
 
 /* Exchange steps shared with the backward. send: row a_rows[pos] of src
  * (width floats), or the weight a_w[pos] when src is NULL, for every sent

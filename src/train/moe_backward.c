@@ -29,7 +29,7 @@ dm_status dm_tr_layer_forward(dm_trainer *t, int l, dm_error *err)
         .m = m, .l = l, .pool = t->pool, .n = t->n, .x = t->act + (int64_t)l * t->n * c->dim,
         .y = t->act + (int64_t)(l + 1) * t->n * c->dim, .st = st, .xchg = t->xchg,
         .route_tmp = t->route_tmp, .tasks = t->tasks, .train = 1, .dropout = t->tc.dropout,
-        .drop_base = t->drop_base,
+        .drop_base = t->drop_base, .drop_row0 = t->drop_row0,
         .force_expert = -1,
     };
     dm_status s = dm_moe_layer_forward(&p, err);
@@ -161,7 +161,7 @@ static void expert_bwd_task(void *arg, int64_t ti, int tid)
     dm_gemm dhn = {.M = M, .N = H, .K = D, .A = dY, .lda = D, .a_idx = sp.idx, .B = &xt->p2t,
                    .scale = sp.w, .C = dh, .ldc = ldh};
     dm_wmat_gemm(&dhn);
-    dm_moe_dropout(t->tc.dropout, t->drop_base, a->l, sp.cache0, M, H, dh, ldh);  /* the forward's mask */
+    dm_moe_dropout(t->tc.dropout, t->drop_base, a->l, c, lc, &sp, M, H, dh, ldh);  /* the forward's mask */
     float *du = ops->mid_bwd(K, x, M, H, h1, ldh, lc->mean + sp.cache0, lc->rstd + sp.cache0, dh,
                              dh + t->ecap * ldh, g->gamma, g->beta);
 

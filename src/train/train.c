@@ -411,7 +411,9 @@ static dm_status micro_batch(dm_trainer *t, const float *x, const float *target,
     int L = c->n_layers;
     t->x = x;
     t->n = n;
-    t->drop_base = (uint64_t)t->step * 0x9e3779b97f4a7c15ull + (uint64_t)t->micro * 0xc2b2ae3d27d4eb4full + 1;
+    /* dropout: the step's base; each row's mask is keyed by its global row in the step and its slot */
+    t->drop_base = (uint64_t)t->step * 0x9e3779b97f4a7c15ull + 1;
+    t->drop_row0 = (int64_t)t->micro * n;
     /* units (train_dist.c): 0 the embedding, 1..L the layers, L + 1 the head; under
      * ZeRO-3 each is gathered before it runs and released after */
 #define USE(u) do { if ((s = dm_trd_unit_use(t, (u), err))) return s; } while (0)

@@ -28,7 +28,8 @@ struct dm_trainer {
     dm_pool *pool;
     int n_threads;
     int64_t step;
-    uint64_t drop_base;  /* dropout hash base of the running micro-batch */
+    uint64_t drop_base;  /* dropout hash base of the running step */
+    int64_t drop_row0;   /* global index (over every rank's micro-batches) of the running micro-batch's row 0 */
     int micro;           /* index of the running micro-batch in its step (over every data-parallel rank) */
     dm_tr_dist *dist;    /* distributed training (NULL: one process) */
     unsigned char *skip_group; /* [groups] or NULL: 1 = another rank owns it (expert parallel): no update */
