@@ -62,6 +62,17 @@ for np in 2 4; do
     done
 done
 
+# clipping on every step (--clip 0.01): the global norm must be the same on every rank (under
+# expert parallelism each expert's gradients are whole only on its owners)
+"$D" train "${ARGS[@]}" --batch 32 --grad-accum 4 --clip 0.01 --out "$T/clip1" >/dev/null
+for mode in "dp" "zero2" "dp --expert-parallel 2" "dp --expert-parallel 4"; do
+    rm -rf "$T/d"
+    # shellcheck disable=SC2086
+    "${MPI[@]}" -np 4 "$D" train "${ARGS[@]}" --batch 32 --clip 0.01 --dist $mode --out "$T/d" >"$T/log" 2>&1 ||
+        { bad "np 4 --dist $mode --clip 0.01: the run failed"; tail -3 "$T/log"; continue; }
+    cmp_models "$T/clip1/model.safetensors" "$T/d/model.safetensors" 1e-5 "np 4 --dist $mode, clipped every step"
+done
+
 # grad-accum on every rank too: 2 ranks x 2 micro-batches = one process's 4
 "$D" train "${ARGS[@]}" --batch 16 --grad-accum 4 --out "$T/acc1" >/dev/null
 rm -rf "$T/d"

@@ -506,15 +506,28 @@ dm_status dm_trd_end_backward(dm_trainer *t, double *stats, int n, dm_error *err
 dm_status dm_trd_grad_norm(dm_trainer *t, double *norm, dm_error *err)
 {
     dm_tr_dist *d = t->dist;
-    int sharded = d->mode >= DM_DIST_ZERO2;
-    int64_t lo = sharded ? d->sh[d->rank] : 0, hi = sharded ? d->sh[d->rank + 1] : t->m->n_params;
-    dm_tr_tensor_sq(t, lo, hi);
     double s = 0;
-    for (int i = 0; i < t->m->n_tensors; i++) s += t->tensor_sq[i];
-    if (sharded) {
-        dm_status st = dm_comm_allreduce(d->world, &s, 1, DM_T_F64, err);
-        if (st) return st;
+    if (d->P > 1) {
+        /* expert parallel: an expert's gradients are whole on its owners only (zero elsewhere):
+         * rank 0 counts the replicated tensors, the first data-parallel group the experts it owns */
+        dm_tr_tensor_sq(t, 0, t->m->n_params);
+        for (int i = 0; i < t->m->n_tensors; i++) {
+            int64_t off = t->m->tensors[i].offset;
+            int expert = 0, mine = 0;
+            for (int l = 0; l < t->m->cfg.n_layers && !expert; l++) {
+                expert = off >= d->ex_lo[l] && off < d->ex_hi[l];
+                mine = off >= d->own_lo[l] && off < d->own_hi[l];
+            }
+            if (expert ? mine && d->rank / d->P == 0 : d->rank == 0) s += t->tensor_sq[i];
+        }
+    } else {
+        /* each rank sums its shard's squares (under dp and zero1 every rank holds the same whole
+         * gradient; the shards split the work), then one all-reduce of the sum */
+        dm_tr_tensor_sq(t, d->sh[d->rank], d->sh[d->rank + 1]);
+        for (int i = 0; i < t->m->n_tensors; i++) s += t->tensor_sq[i];
     }
+    dm_status st = dm_comm_allreduce(d->world, &s, 1, DM_T_F64, err);
+    if (st) return st;
     *norm = sqrt(s);
     return DM_OK;
 }
