@@ -75,9 +75,11 @@ done
 
 # grad-accum on every rank too: 2 ranks x 2 micro-batches = one process's 4
 "$D" train "${ARGS[@]}" --batch 16 --grad-accum 4 --out "$T/acc1" >/dev/null
-rm -rf "$T/d"
-"${MPI[@]}" -np 2 "$D" train "${ARGS[@]}" --batch 16 --grad-accum 2 --dist zero2 --out "$T/d" >/dev/null 2>&1
-cmp_models "$T/acc1/model.safetensors" "$T/d/model.safetensors" 1e-5 "np 2 zero2 x grad-accum 2"
+for mode in dp zero3 zero2; do   # zero2/3 reduce-scatter every micro-batch into the shard's sums
+    rm -rf "$T/d"
+    "${MPI[@]}" -np 2 "$D" train "${ARGS[@]}" --batch 16 --grad-accum 2 --dist $mode --out "$T/d" >/dev/null 2>&1
+    cmp_models "$T/acc1/model.safetensors" "$T/d/model.safetensors" 1e-5 "np 2 $mode x grad-accum 2"
+done
 
 # metrics: comm share, bytes, memory and every rank's expert load in the log records
 if python3 - "$T/d/metrics.jsonl" <<'EOF'

@@ -59,6 +59,8 @@ struct dm_tr_dist {
     int n_rq, cap_rq, done_rq;  /* [done_rq, n_rq) may still be in flight */
     int64_t bucket;
     int nosync;              /* dm_trainer_set_sync(t, 0): no gradient reductions (measurement) */
+    float *gacc;             /* zero2/3 with grad_accum > 1: [shard] the step's reduced gradient so far */
+    int first_micro;         /* the reductions in flight belong to the step's first micro-batch */
     /* zero3: the units in the order a micro-batch uses them, and the gather in flight */
     int *seq, n_seq, at_seq;
     dm_creq pre;
@@ -214,6 +216,7 @@ void dm_trd_free(dm_tr_dist *d)
     free(d->rq);
     free(d->pre.h), free(d->pre.arr);
     free(d->seq);
+    dm_free(d->gacc);
     free(d->u_lo); free(d->u_hi); free(d->sh); free(d->cnt); free(d->pk);
     free(d->own_lo); free(d->own_hi); free(d->ex_lo); free(d->ex_hi);
     free(d);
@@ -311,6 +314,9 @@ dm_status dm_trainer_distribute(dm_trainer *t, dm_comm *world, int mode, int exp
         }
         if (!st) dm_tr_set_exchange(t, &d->x->x);
     }
+    if (!st && mode >= DM_DIST_ZERO2 && t->tc.grad_accum > 1 &&
+        !(d->gacc = dm_alloc((size_t)DM_MAX(d->sh[d->rank + 1] - d->sh[d->rank], 1) * sizeof(float))))
+        st = dm_fail(err, DM_ERR_NOMEM, "trainer: out of memory");
     /* every rank starts from rank 0's parameters */
     if (!st) st = dm_comm_bcast(world, t->m->params, n * (int64_t)sizeof(float), 0, err);
     if (st) {
@@ -441,9 +447,16 @@ static dm_status start_scatter(dm_tr_dist *d, float *g, int64_t lo, int64_t hi, 
 static void finish_scatter(dm_trainer *t, const struct pend *p)
 {
     dm_tr_dist *d = t->dist;
-    int64_t mine = shard_counts(d, p->lo, p->hi);
-    memmove(t->grad + mine, t->grad + p->lo, (size_t)d->cnt[d->rank] * sizeof *t->grad);
+    int64_t mine = shard_counts(d, p->lo, p->hi), n = d->cnt[d->rank];
+    float *g = t->grad + mine;
+    memmove(g, t->grad + p->lo, (size_t)n * sizeof *t->grad);
     release_but_shard(d, t->grad, p->lo, p->hi);
+    if (d->gacc) {   /* micro-batches: the shard's sums accumulate here, the gradient starts again at 0 */
+        float *acc = d->gacc + (mine - d->sh[d->rank]);
+        if (d->first_micro) memcpy(acc, g, (size_t)n * sizeof *acc);
+        else for (int64_t i = 0; i < n; i++) acc[i] += g[i];
+        memset(g, 0, (size_t)n * sizeof *g);
+    }
 }
 
 /* Finishes the reductions in order: all of them (wait), or those already done. */
@@ -470,9 +483,18 @@ void dm_trainer_set_sync(dm_trainer *t, int sync)
 dm_status dm_trd_grads_ready(dm_trainer *t, int u, int last_micro, dm_error *err)
 {
     dm_tr_dist *d = t->dist;
-    if (!d || !last_micro || d->nosync || d->u_hi[u] <= d->u_lo[u]) return DM_OK;
+    if (!d || d->nosync) return DM_OK;
     int64_t lo = d->u_lo[u], hi = d->u_hi[u];
     dm_status st = DM_OK;
+    if (d->mode >= DM_DIST_ZERO2 && d->gacc) {
+        /* with micro-batches each one's gradients are reduce-scattered (DeepSpeed's stage 2),
+         * so no rank ever holds more than the units in flight; all done before the next one */
+        int A = t->tc.grad_accum;
+        d->first_micro = t->micro % A == 0;
+        if (hi > lo && (st = start_scatter(d, t->grad, lo, hi, err))) return st;
+        return drain(t, u == 0 && !last_micro, err);
+    }
+    if (!last_micro || hi <= lo) return DM_OK;
     if (d->mode >= DM_DIST_ZERO2) {
         if ((st = start_scatter(d, t->grad, lo, hi, err))) return st;
         return drain(t, 0, err);
@@ -497,6 +519,8 @@ dm_status dm_trd_end_backward(dm_trainer *t, double *stats, int n, dm_error *err
     dm_status st = drain(t, 1, err);
     if (st) return st;
     d->at_seq = 0;
+    if (d->gacc && !d->nosync)
+        memcpy(t->grad + d->sh[d->rank], d->gacc, (size_t)(d->sh[d->rank + 1] - d->sh[d->rank]) * sizeof *t->grad);
     const dm_config *c = &t->m->cfg;
     int64_t LE = (int64_t)c->n_layers * c->n_experts;
     if ((st = dm_comm_allreduce(d->world, t->counts, LE, DM_T_I64, err))) return st;
