@@ -99,6 +99,8 @@ for mode in dp zero1 zero2 zero3; do
     rm -rf "$T/m_$mode"
     "${MPI[@]}" -np 4 "$D" train "${MEM[@]}" --dist "$mode" --out "$T/m_$mode" >/dev/null 2>&1 || bad "memory run $mode"
 done
+rm -rf "$T/m_ep4"
+"${MPI[@]}" -np 4 "$D" train "${MEM[@]}" --dist dp --expert-parallel 4 --out "$T/m_ep4" >/dev/null 2>&1 || bad "memory run ep4"
 if python3 - "$T" <<'EOF'
 import json, sys
 t = sys.argv[1]
@@ -120,8 +122,17 @@ for mode, b in want.items():
           (mode, per, b, [round(x["rss"] / 2**20, 1) for x in r["rank_expert_load"]]))
     rss[mode] = min(x["rss"] for x in r["rank_expert_load"])
 assert rss["zero3"] < rss["zero2"] < rss["dp"], rss
+# expert parallel over 4: each rank holds its 2 of the 8 experts of each layer (and the rest)
+r = last("ep4")
+m = r["memory"]
+n = m["n_params"]
+per = (m["params"] + m["grads"] + m["moments"]) / n
+ep_rss = min(x["rss"] for x in r["rank_expert_load"])
+print("  ep4: %.2f bytes/param held, ranks' RSS %s MiB" % (per, [round(x["rss"] / 2**20, 1) for x in r["rank_expert_load"]]))
+assert per < 16 * 0.4, per   # the experts are ~97% of these parameters: 16 * (0.03 + 0.97 / 4) = 4.4
+assert ep_rss < rss["zero2"], (ep_rss, rss)
 EOF
-then ok "memory per rank within the ZeRO formulas; RSS zero3 < zero2 < dp"; else bad "memory per rank"; fi
+then ok "memory per rank within the ZeRO formulas; RSS zero3 < zero2 < dp; ep4 holds its own experts only"; else bad "memory per rank"; fi
 
 # resume across a distributed checkpoint: bit-exact on the same ranks; one process continues it
 for mode in dp zero3 "dp --expert-parallel 2"; do

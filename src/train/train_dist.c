@@ -223,10 +223,46 @@ void dm_trd_free(dm_tr_dist *d)
 }
 
 /* Drops what this rank does not hold between steps (after a load or a gather). */
+/* Bytes of the packed operands (forward and transposed) of routed expert e of layer l. */
+static size_t expert_packed(const dm_trainer *t, int l, int e, int do_release)
+{
+    const dm_model *m = t->m;
+    int S = m->cfg.n_experts + m->cfg.n_shared;
+    const dm_wmat *w[4] = {&m->layers[l].experts[e].p1, &m->layers[l].experts[e].p2, &t->ext[l * S + e].p1t,
+                           &t->ext[l * S + e].p2t};
+    size_t bytes = 0;
+    for (int i = 0; i < 4; i++) {
+        unsigned char *lo = NULL, *hi = NULL;
+        cover(&lo, &hi, w[i], m->isa);
+        if (do_release) release_bytes(lo, hi);
+        bytes += (size_t)(hi - lo);
+    }
+    return bytes;
+}
+
+/* Expert parallel: the experts other ranks own are never computed here, so
+ * their parameters, gradients, moments and packed operands are released too
+ * (a gather brings them back for a checkpoint or an evaluation). */
+static void release_others_experts(dm_trainer *t)
+{
+    dm_tr_dist *d = t->dist;
+    const dm_config *c = &t->m->cfg;
+    float *bufs[4] = {t->m->params, t->grad, t->adam_m, t->adam_v};
+    for (int l = 0; l < c->n_layers; l++) {
+        for (int b = 0; b < 4; b++) {
+            release(bufs[b], d->ex_lo[l], d->own_lo[l]);
+            release(bufs[b], d->own_hi[l], d->ex_hi[l]);
+        }
+        for (int e = 0; e < c->n_experts; e++)
+            if (d->x->owner[e] != d->ep_rank) expert_packed(t, l, e, 1);
+    }
+}
+
 static void release_all(dm_trainer *t)
 {
     dm_tr_dist *d = t->dist;
     int64_t n = t->m->n_params;
+    if (d->P > 1) release_others_experts(t);
     if (d->mode >= DM_DIST_ZERO1) {
         release_but_shard(d, t->adam_m, 0, n);
         release_but_shard(d, t->adam_v, 0, n);
@@ -335,6 +371,16 @@ dm_status dm_trd_begin_step(dm_trainer *t, dm_error *err)
 {
     DM_UNUSED(err);
     dm_tr_dist *d = t->dist;
+    if (d && d->P > 1) {   /* every gradient but the other ranks' experts' (released: zero) */
+        int64_t at = 0;
+        for (int l = 0; l < t->m->cfg.n_layers; l++) {
+            memset(t->grad + at, 0, (size_t)(d->ex_lo[l] - at) * sizeof *t->grad);
+            memset(t->grad + d->own_lo[l], 0, (size_t)(d->own_hi[l] - d->own_lo[l]) * sizeof *t->grad);
+            at = d->ex_hi[l];
+        }
+        memset(t->grad + at, 0, (size_t)(t->m->n_params - at) * sizeof *t->grad);
+        return DM_OK;
+    }
     if (!d || d->mode < DM_DIST_ZERO2) {
         memset(t->grad, 0, (size_t)t->m->n_params * sizeof *t->grad);
         return DM_OK;
@@ -664,13 +710,19 @@ void dm_trainer_memory(const dm_trainer *t, dm_train_memory *mem)
         unit_max = DM_MAX(unit_max, u);
     }
     size_t packed = t->packed_bytes;
+    int64_t others = 0;   /* expert parallel: the other ranks' experts' floats (released) */
+    for (int l = 0; d && d->P > 1 && l < t->m->cfg.n_layers; l++) {
+        others += (d->ex_hi[l] - d->ex_lo[l]) - (d->own_hi[l] - d->own_lo[l]);
+        for (int e = 0; e < t->m->cfg.n_experts; e++)
+            if (d->x->owner[e] != d->ep_rank) packed -= expert_packed(t, l, e, 0);
+    }
     int64_t unit_floats = 0;
     for (int i = 0; d && i < d->n_units; i++) unit_floats = DM_MAX(unit_floats, d->u_hi[i] - d->u_lo[i]);
     *mem = (dm_train_memory){
         .n_params = n,
-        .params = (mode == DM_DIST_ZERO3 ? sh : n) * 4,
-        .grads = (mode >= DM_DIST_ZERO2 ? sh : n) * 4,
-        .moments = (mode >= DM_DIST_ZERO1 ? sh : n) * 8,
+        .params = (mode == DM_DIST_ZERO3 ? sh : n - others) * 4,
+        .grads = (mode >= DM_DIST_ZERO2 ? sh : n - others) * 4,
+        .moments = (mode >= DM_DIST_ZERO1 ? sh : n - others) * 8,
         .packed = (int64_t)(mode == DM_DIST_ZERO3 ? unit_max : packed),
         .gathered = mode == DM_DIST_ZERO3 ? unit_floats * 4 : mode >= DM_DIST_ZERO2 ? unit_floats * 4 : 0,
     };
