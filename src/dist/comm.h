@@ -38,15 +38,12 @@ dm_status dm_comm_allreduce(dm_comm *c, void *buf, int64_t n, dm_ctype t, dm_err
  * dm_comm_wait finishes it. */
 dm_status dm_comm_iallreduce(dm_comm *c, float *buf, int64_t n, dm_creq *rq, dm_error *err);
 int dm_comm_test(dm_comm *c, dm_creq *rq);
-/* Non-blocking dm_comm_reduce_scatter in place (the rank's sums land at the
- * start of buf) and dm_comm_allgatherv; finished by dm_comm_wait. */
+/* buf holds counts[0] + ... + counts[size-1] floats, rank r's block after the
+ * earlier ones. Reduce-scatter (in place): rank r's block of the sums lands at
+ * the start of buf. Finished by dm_comm_wait. */
 dm_status dm_comm_ireduce_scatter(dm_comm *c, float *buf, const int *counts, dm_creq *rq, dm_error *err);
 dm_status dm_comm_iallgatherv(dm_comm *c, float *buf, const int *counts, dm_creq *rq, dm_error *err);
 dm_status dm_comm_wait(dm_comm *c, dm_creq *rq, dm_error *err);
-/* buf holds counts[0] + ... + counts[size-1] floats; rank r gets the sum of its
- * block (displaced by the earlier counts) into recv[counts[r]]. recv == buf:
- * in place, the rank's sums land at the start of buf. */
-dm_status dm_comm_reduce_scatter(dm_comm *c, const float *buf, float *recv, const int *counts, dm_error *err);
 /* buf holds every rank's block (counts, in rank order); each rank's own block
  * is already in place and every other block is filled from its rank. */
 dm_status dm_comm_allgatherv(dm_comm *c, float *buf, const int *counts, dm_error *err);

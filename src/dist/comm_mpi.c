@@ -284,92 +284,48 @@ static void drop_req(dm_creq *rq)
     rq->h = NULL, rq->arr = NULL;
 }
 
-dm_status dm_comm_ireduce_scatter(dm_comm *c, float *buf, const int *counts, dm_creq *rq, dm_error *err)
+/* The two in-place vector collectives: a float reduce-scatter (gather 0) or
+ * all-gather (gather 1) of the blocks counts[0..size) in rank order. */
+static dm_status start_v(dm_comm *c, float *buf, const int *counts, int gather, dm_creq *rq, dm_error *err)
 {
+    const char *name = gather ? "MPI_Iallgatherv" : "MPI_Ireduce_scatter";
     rq->h = rq->arr = NULL;
-    dm_status st = check_live(c, "MPI_Ireduce_scatter", err);
+    dm_status st = check_live(c, name, err);
     if (st || c->size == 1) return st;
     int64_t total = 0;
-    if ((st = start_req(c, rq, counts, 0, &total, err))) return st;
+    if ((st = start_req(c, rq, counts, gather, &total, err))) return st;
     if (total > INT_MAX) {
         drop_req(rq);
-        return dm_fail(err, DM_ERR_ARG, "rank %d: a reduce-scatter of %lld floats", c->rank, (long long)total);
+        return dm_fail(err, DM_ERR_ARG, "rank %d: %s of %lld floats: more than MPI's int counts hold", c->rank, name,
+                       (long long)total);
     }
-    rq->what = "MPI_Ireduce_scatter (gradients)";
-    int rc = MPI_Ireduce_scatter(MPI_IN_PLACE, buf, rq->arr, MPI_FLOAT, MPI_SUM, COMM(c), rq->h);
+    rq->what = gather ? "MPI_Iallgatherv (parameters)" : "MPI_Ireduce_scatter (gradients)";
+    int rc = gather ? MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, rq->arr, rq->arr + c->size, MPI_FLOAT,
+                                      COMM(c), rq->h)
+                    : MPI_Ireduce_scatter(MPI_IN_PLACE, buf, rq->arr, MPI_FLOAT, MPI_SUM, COMM(c), rq->h);
     if (rc != MPI_SUCCESS) {
         drop_req(rq);
-        return mpi_fail(c, rc, "MPI_Ireduce_scatter", err);
+        return mpi_fail(c, rc, name, err);
     }
-    c->st.bytes_sent += (double)(total - counts[c->rank]) * 4;
+    c->st.bytes_sent += gather ? (double)counts[c->rank] * 4 * (c->size - 1) : (double)(total - counts[c->rank]) * 4;
     return DM_OK;
+}
+
+dm_status dm_comm_ireduce_scatter(dm_comm *c, float *buf, const int *counts, dm_creq *rq, dm_error *err)
+{
+    return start_v(c, buf, counts, 0, rq, err);
 }
 
 dm_status dm_comm_iallgatherv(dm_comm *c, float *buf, const int *counts, dm_creq *rq, dm_error *err)
 {
-    rq->h = rq->arr = NULL;
-    dm_status st = check_live(c, "MPI_Iallgatherv", err);
-    if (st || c->size == 1) return st;
-    int64_t total = 0;
-    if ((st = start_req(c, rq, counts, 1, &total, err))) return st;
-    if (total > INT_MAX) {
-        drop_req(rq);
-        return dm_fail(err, DM_ERR_ARG, "rank %d: an all-gather of %lld floats", c->rank, (long long)total);
-    }
-    rq->what = "MPI_Iallgatherv (parameters)";
-    int rc = MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, rq->arr, rq->arr + c->size, MPI_FLOAT,
-                             COMM(c), rq->h);
-    if (rc != MPI_SUCCESS) {
-        drop_req(rq);
-        return mpi_fail(c, rc, "MPI_Iallgatherv", err);
-    }
-    c->st.bytes_sent += (double)counts[c->rank] * 4 * (c->size - 1);
-    return DM_OK;
-}
-
-dm_status dm_comm_reduce_scatter(dm_comm *c, const float *buf, float *recv, const int *counts, dm_error *err)
-{
-    int64_t total = 0;
-    for (int i = 0; i < c->size; i++) total += counts[i];
-    dm_status st = check_count(c, total, "MPI_Ireduce_scatter", err);
-    if (st) return st;
-    if (c->size == 1) {
-        if (recv != buf) memmove(recv, buf, (size_t)counts[0] * sizeof *recv);
-        return DM_OK;
-    }
-    double t0 = now_s();
-    MPI_Request r;
-    START(MPI_Ireduce_scatter(recv == buf ? MPI_IN_PLACE : buf, recv, counts, MPI_FLOAT, MPI_SUM, COMM(c), &r),
-          "MPI_Ireduce_scatter");
-    c->st.bytes_sent += (double)(total - counts[c->rank]) * 4;
-    return wait_req(c, &r, "MPI_Ireduce_scatter", t0, err);
+    return start_v(c, buf, counts, 1, rq, err);
 }
 
 dm_status dm_comm_allgatherv(dm_comm *c, float *buf, const int *counts, dm_error *err)
 {
-    int *displs = malloc((size_t)c->size * sizeof *displs);
-    if (!displs) return dm_fail(err, DM_ERR_NOMEM, "out of memory");
-    int64_t total = 0;
-    for (int i = 0; i < c->size; i++) {
-        displs[i] = (int)DM_MIN(total, (int64_t)INT_MAX);
-        total += counts[i];
-    }
-    dm_status st = check_count(c, total, "MPI_Iallgatherv", err);
-    if (st || c->size == 1) {
-        free(displs);
-        return st;
-    }
-    double t0 = now_s();
-    MPI_Request r;
-    int rc = MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, counts, displs, MPI_FLOAT, COMM(c), &r);
-    if (rc != MPI_SUCCESS) {
-        free(displs);
-        return mpi_fail(c, rc, "MPI_Iallgatherv", err);
-    }
-    c->st.bytes_sent += (double)counts[c->rank] * 4 * (c->size - 1);
-    st = wait_req(c, &r, "MPI_Iallgatherv", t0, err);
-    free(displs);
-    return st;
+    dm_creq rq;
+    dm_status st = start_v(c, buf, counts, 1, &rq, err);
+    return st ? st : dm_comm_wait(c, &rq, err);
 }
 
 dm_status dm_comm_alltoall_i64(dm_comm *c, const int64_t *send, int64_t *recv, int per, dm_error *err)
@@ -489,11 +445,6 @@ dm_status dm_comm_iallgatherv(dm_comm *c, float *buf, const int *counts, dm_creq
     return NO_MPI(err);
 }
 dm_status dm_comm_wait(dm_comm *c, dm_creq *rq, dm_error *err) { DM_UNUSED(c), DM_UNUSED(rq), DM_UNUSED(err); return DM_OK; }
-dm_status dm_comm_reduce_scatter(dm_comm *c, const float *buf, float *recv, const int *counts, dm_error *err)
-{
-    DM_UNUSED(c), DM_UNUSED(buf), DM_UNUSED(recv), DM_UNUSED(counts);
-    return NO_MPI(err);
-}
 dm_status dm_comm_allgatherv(dm_comm *c, float *buf, const int *counts, dm_error *err)
 {
     DM_UNUSED(c), DM_UNUSED(buf), DM_UNUSED(counts);

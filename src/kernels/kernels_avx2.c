@@ -63,8 +63,6 @@ static void avx2_unpack(const void *src, int N, int K, int group, void *const pa
     dm_unpack_panels(src, N, K, NR, B);
 }
 
-/* ---------------------------------------------------------------- masks */
-
 /* ---------------------------------------------------------------- gemm */
 
 /* The rows of one micro-tile, resolved through the index lists. */

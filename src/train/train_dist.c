@@ -133,7 +133,6 @@ static void unit_ranges(dm_trainer *t, dm_tr_dist *d)
     const dm_model *m = t->m;
     const dm_config *c = &m->cfg;
     int L = c->n_layers;
-    for (int u = 0; u < d->n_units; u++) d->u_lo[u] = d->u_hi[u] = -1;
     d->u_lo[0] = c->in_dim ? off_of(m, m->embed.w) : 0;
     for (int l = 0; l < L; l++) d->u_lo[l + 1] = off_of(m, m->layers[l].gate_w);
     d->u_lo[L + 1] = c->n_classes ? off_of(m, m->norm_w) : m->n_params;
@@ -724,7 +723,7 @@ void dm_trainer_memory(const dm_trainer *t, dm_train_memory *mem)
         .grads = (mode >= DM_DIST_ZERO2 ? sh : n - others) * 4,
         .moments = (mode >= DM_DIST_ZERO1 ? sh : n - others) * 8,
         .packed = (int64_t)(mode == DM_DIST_ZERO3 ? unit_max : packed),
-        .gathered = mode == DM_DIST_ZERO3 ? unit_floats * 4 : mode >= DM_DIST_ZERO2 ? unit_floats * 4 : 0,
+        .gathered = mode >= DM_DIST_ZERO2 ? unit_floats * 4 : 0,
     };
     dm_mem_rss(&mem->rss, &mem->rss_peak);
 }
