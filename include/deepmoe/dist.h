@@ -39,6 +39,9 @@ DM_API const char *dm_dist_mode_name(int mode);
 DM_API int dm_dist_mode_parse(const char *name);
 
 /* MPI_COMM_WORLD (MPI initialised with MPI_THREAD_FUNNELED on the first call).
+ * With more than one rank it also sets glibc malloc to keep freed memory below
+ * 64 MiB (mallopt M_MMAP_THRESHOLD 32 MiB, M_TRIM_THRESHOLD 64 MiB): MPI's
+ * non-blocking collectives allocate their buffers per call.
  * timeout_s: the deadline of every collective (> 0). */
 DM_API dm_status dm_comm_world(double timeout_s, dm_comm **out, dm_error *err);
 DM_API int dm_comm_rank(const dm_comm *c);

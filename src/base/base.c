@@ -1,4 +1,5 @@
 /* base.c - error values, aligned memory, RNG, half-float conversion, atomic files. */
+#define _DEFAULT_SOURCE 1   /* madvise */
 #include "base/base.h"
 
 #include <errno.h>
@@ -10,6 +11,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 /* ---------------------------------------------------------------- errors */
@@ -67,12 +69,26 @@ dm_status dm_check_struct_size(size_t got, size_t want, const char *type, const 
 
 /* ---------------------------------------------------------------- memory */
 
+/* Buffers of 4 MiB and more (weights, gradients, moments, activations) are
+ * 2 MiB aligned and asked to be backed by transparent huge pages: a page
+ * fault then brings in 2 MiB, not 4 KiB. Where faults are dear (measured on
+ * this project's virtual machines: 12 us per 4 KiB page, first touch at
+ * 0.34 GB/s against 11.9 GB/s with huge pages) this is the cost of every
+ * buffer's first use, and of every re-use of memory that ZeRO releases. */
+#define DM_HUGE_MIN ((size_t)4 << 20)
+#define DM_HUGE_PAGE ((size_t)2 << 20)
+
 void *dm_alloc(size_t bytes)
 {
     if (bytes == 0) bytes = DM_ALIGN;
-    size_t rounded = (bytes + DM_ALIGN - 1) / DM_ALIGN * DM_ALIGN;
+    size_t align = bytes >= DM_HUGE_MIN ? DM_HUGE_PAGE : DM_ALIGN;
+    size_t rounded = (bytes + align - 1) / align * align;
     if (rounded < bytes) return NULL;
-    return aligned_alloc(DM_ALIGN, rounded);
+    void *p = aligned_alloc(align, rounded);
+#ifdef MADV_HUGEPAGE
+    if (p && align == DM_HUGE_PAGE) madvise(p, rounded, MADV_HUGEPAGE);
+#endif
+    return p;
 }
 
 void *dm_calloc(size_t bytes)

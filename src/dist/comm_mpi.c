@@ -8,6 +8,9 @@
 #include "dist/comm.h"
 
 #include <limits.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,6 +153,21 @@ static dm_comm *wrap(MPI_Comm mc, int world)
     return c;
 }
 
+/* OpenMPI's non-blocking collectives (libnbc) malloc their temporary buffers
+ * (a bucket's size, MiBs) at every call and free them when done. With glibc's
+ * defaults those come from mmap, or from heap top that free() trims back, so
+ * every call page-faults its buffer in anew: on a virtual machine that was
+ * 60% of a data-parallel step (2.9k vs 8.4k rows/s, the default classifier on
+ * 2 ranks). Kept below 32 MiB in the heap and the heap not trimmed under
+ * 64 MiB, the pages are reused. */
+static void keep_freed_memory(void)
+{
+#if defined(__GLIBC__)
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 64 << 20);
+#endif
+}
+
 dm_status dm_comm_world(double timeout_s, dm_comm **out, dm_error *err)
 {
     *out = NULL;
@@ -165,6 +183,7 @@ dm_status dm_comm_world(double timeout_s, dm_comm **out, dm_error *err)
     dm_comm *c = wrap(dup, 1);
     if (!c) return dm_fail(err, DM_ERR_NOMEM, "communicator: out of memory");
     c->timeout_s = timeout_s;
+    if (c->size > 1) keep_freed_memory();
     *out = c;
     return DM_OK;
 }
