@@ -48,6 +48,8 @@ if "$PY" -c 'import torch' 2>/dev/null; then
         "$PY" bench/torch_ddp.py "$m" 2 "$STEPS" >"$T/torch.$m.txt" 2>"$T/torch.$m.err" ||
             { echo "torch_ddp.py $m failed:"; tail -5 "$T/torch.$m.err"; continue; }
         grep '^#' "$T/torch.$m.txt" | head -1 | sed 's/^# /# PyTorch: /'
+        grep -q 'BLAS [^ ]*/blas/libblas' "$T/torch.$m.txt" &&
+            echo "# WARNING: PyTorch runs on the reference BLAS (10x slower): apt-get install libopenblas0-pthread"
         TR[$m]=$(tail -1 "$T/torch.$m.txt" | kv rows_per_s)
         TC[$m]=$(tail -1 "$T/torch.$m.txt" | kv comm_share)
         tail -1 "$T/torch.$m.txt"
