@@ -9,23 +9,68 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 static const char help[] =
     "usage: deepmoe serve --model-repository DIR [--http-port 8000] [--metrics-port 8002]\n"
-    "                     [--host 127.0.0.1] [--threads N] [--max-body BYTES]\n\n"
+    "                     [--host 127.0.0.1] [--threads N] [limits...]\n\n"
     "Serves every model of DIR (DIR/<model>/config.pbtxt and DIR/<model>/<version>/\n"
     "model.safetensors, as `deepmoe export` writes them) over Triton's HTTP/REST\n"
     "protocol (KServe v2 with binary tensors), so tritonclient.http code works as is:\n"
     "  curl localhost:8000/v2/models/moe_model\n"
     "  curl -X POST localhost:8000/v2/models/moe_model/infer \\\n"
     "       -d '{\"inputs\":[{\"name\":\"input\",\"shape\":[1,512],\"datatype\":\"FP32\",\"data\":[...]}]}'\n"
-    "Prometheus metrics on the metrics port at /metrics. Stops on SIGINT/SIGTERM.\n\n"
+    "Prometheus metrics on the metrics port at /metrics. Connections are served by a few\n"
+    "epoll threads; a request waiting for its batch holds no thread. SIGINT/SIGTERM stop it:\n"
+    "complete requests finish (up to --shutdown-timeout), unfinished uploads are dropped.\n\n"
     "  --model-repository DIR  the model repository (required)\n"
     "  --http-port N           HTTP port (8000; 0 = any free port, printed)\n"
     "  --metrics-port N        metrics port (8002; 0 = any free port; -1 = none)\n"
     "  --host ADDR             IPv4 address to listen on (127.0.0.1)\n"
     "  --threads N             threads per model instance (1)\n"
-    "  --max-body BYTES        largest request body; larger ones get 413 (67108864)\n";
+    "  --http-threads N        event-loop threads for the connections (2)\n"
+    "limits (docs/serving.md):\n"
+    "  --max-connections N     connections open at once (20000; the file limit is raised to\n"
+    "                          its hard limit, and N is capped by it)\n"
+    "  --max-connections-per-client N  per client IP address (0 = no limit)\n"
+    "  --max-header BYTES      request line + headers (32768); larger: 431\n"
+    "  --max-body BYTES        one request body (67108864); larger: 413\n"
+    "  --max-buffered BYTES    request bodies buffered over all connections (268435456);\n"
+    "                          an upload that would pass it is closed\n"
+    "  --idle-timeout S        close a connection idle this long (30)\n"
+    "  --request-timeout S     a request's body must arrive within S of its headers (30; 0 = none)\n"
+    "  --min-rate BYTES        drop an upload slower than this many bytes/s after its first\n"
+    "                          second (1024; 0 = none)\n"
+    "  --shutdown-timeout S    on SIGTERM, how long complete requests may still finish (5)\n";
+
+static int number_arg(const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || *end || !(v >= lo) || !(v <= hi)) return -1;
+    *out = v;
+    return 0;
+}
+#define seconds_arg(s, lo, out) number_arg(s, lo, 86400, out)
+
+static int bytes_arg(const char *s, long lo, long hi, size_t *out)
+{
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (end == s || *end || v < lo || v > hi) return -1;
+    *out = (size_t)v;
+    return 0;
+}
+
+/* A server holds a file per connection: the soft limit goes up to the hard one. */
+static void raise_file_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
 
 int cmd_serve(int argc, char **argv)
 {
@@ -33,11 +78,16 @@ int cmd_serve(int argc, char **argv)
         {"model-repository", required_argument, 0, 'r'}, {"http-port", required_argument, 0, 'p'},
         {"metrics-port", required_argument, 0, 'm'}, {"host", required_argument, 0, 'H'},
         {"threads", required_argument, 0, 't'}, {"max-body", required_argument, 0, 'b'},
+        {"http-threads", required_argument, 0, 'T'}, {"max-connections", required_argument, 0, 'C'},
+        {"max-connections-per-client", required_argument, 0, 'P'}, {"max-header", required_argument, 0, 'E'},
+        {"max-buffered", required_argument, 0, 'B'}, {"idle-timeout", required_argument, 0, 'I'},
+        {"request-timeout", required_argument, 0, 'R'}, {"min-rate", required_argument, 0, 'M'},
+        {"shutdown-timeout", required_argument, 0, 'S'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     dm_server_opts c;
     dm_server_opts_default(&c);
-    int oc, v;
+    int oc;
     optind = 1;
     opterr = 0;
     while ((oc = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
@@ -47,16 +97,28 @@ int cmd_serve(int argc, char **argv)
         case 'p': if (cli_int(optarg, 0, 65535, &c.http_port)) return cli_usage("serve", "--http-port '%s' must be in 0..65535", optarg); break;
         case 'm': if (cli_int(optarg, -1, 65535, &c.metrics_port)) return cli_usage("serve", "--metrics-port '%s' must be in -1..65535", optarg); break;
         case 't': if (cli_int(optarg, 1, 1024, &c.threads)) return cli_usage("serve", "--threads '%s' must be in 1..1024", optarg); break;
+        case 'T': if (cli_int(optarg, 1, 256, &c.http_threads)) return cli_usage("serve", "--http-threads '%s' must be in 1..256", optarg); break;
+        case 'C': if (cli_int(optarg, 1, 1 << 24, &c.max_connections)) return cli_usage("serve", "--max-connections '%s' must be in 1..16777216", optarg); break;
+        case 'P': if (cli_int(optarg, 0, 1 << 24, &c.max_connections_per_client)) return cli_usage("serve", "--max-connections-per-client '%s' must be in 0..16777216", optarg); break;
         case 'b':
-            if (cli_int(optarg, 1024, 1 << 30, &v)) return cli_usage("serve", "--max-body '%s' must be in 1024..1073741824", optarg);
-            c.max_body = (size_t)v;
+            if (bytes_arg(optarg, 1024, 1L << 30, &c.max_body)) return cli_usage("serve", "--max-body '%s' must be in 1024..1073741824", optarg);
+            if (c.max_buffered < c.max_body) c.max_buffered = c.max_body;
             break;
+        case 'E': if (bytes_arg(optarg, 1024, 1L << 24, &c.max_header)) return cli_usage("serve", "--max-header '%s' must be in 1024..16777216", optarg); break;
+        case 'B': if (bytes_arg(optarg, 1024, 1L << 40, &c.max_buffered)) return cli_usage("serve", "--max-buffered '%s' must be in 1024..2^40", optarg); break;
+        case 'I': if (seconds_arg(optarg, 1, &c.idle_timeout_s)) return cli_usage("serve", "--idle-timeout '%s' must be a number of seconds in 1..86400", optarg); break;
+        case 'R': if (seconds_arg(optarg, 0, &c.request_timeout_s)) return cli_usage("serve", "--request-timeout '%s' must be a number of seconds in 0..86400", optarg); break;
+        case 'S': if (seconds_arg(optarg, 0, &c.shutdown_timeout_s)) return cli_usage("serve", "--shutdown-timeout '%s' must be a number of seconds in 0..86400", optarg); break;
+        case 'M': if (number_arg(optarg, 0, 1e12, &c.min_rate)) return cli_usage("serve", "--min-rate '%s' must be a number of bytes/s in 0..1e12", optarg); break;
         case 'h': fputs(help, stdout); return 0;
         default: return cli_usage("serve", "unknown option or missing value: '%s'", argv[optind - 1]);
         }
     }
     if (optind < argc) return cli_usage("serve", "unexpected argument '%s'", argv[optind]);
     if (!c.repository) return cli_usage("serve", "--model-repository is required");
+    if (c.max_buffered < c.max_body)
+        return cli_usage("serve", "--max-buffered %zu must be at least --max-body %zu", c.max_buffered, c.max_body);
+    raise_file_limit();
     /* block the stop signals in every thread; the main thread waits for them */
     sigset_t set;
     sigemptyset(&set);

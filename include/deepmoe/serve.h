@@ -33,6 +33,16 @@ typedef struct dm_server_opts {
     int metrics_port;         /* 8002; 0 = any free port; -1 = no metrics endpoint */
     int threads;              /* threads per model instance (1) */
     size_t max_body;          /* largest request body in bytes; larger ones get 413 (64 MiB) */
+    /* connections and limits (docs/serving.md "Limits") */
+    int http_threads;         /* event-loop threads serving the connections (2) */
+    int max_connections;      /* open at once (20000; capped by the process's file limit less 64) */
+    int max_connections_per_client; /* per client IP address (0 = no limit) */
+    size_t max_header;        /* bytes of request line + headers (32 KiB); larger: 431 */
+    size_t max_buffered;      /* request body bytes buffered over all connections (256 MiB); beyond: closed */
+    double idle_timeout_s;    /* an idle connection is closed after this (30) */
+    double request_timeout_s; /* a request's body must arrive within this of its headers (30; 0 = none) */
+    double min_rate;          /* bytes/s floor of an upload after its first second, else dropped (1024; 0 = none) */
+    double shutdown_timeout_s;/* dm_server_stop: how long complete requests may still finish (5) */
 } dm_server_opts;
 
 typedef struct dm_server dm_server;
@@ -46,7 +56,8 @@ DM_API dm_status dm_server_start(const dm_server_opts *o, dm_server **out, dm_er
 /* The ports bound (the ones asked for, or the free ones chosen for 0). */
 DM_API int dm_server_http_port(const dm_server *s);
 DM_API int dm_server_metrics_port(const dm_server *s);
-/* Stops accepting, finishes the requests in flight (up to 60 s), frees everything. */
+/* Stops accepting, lets the requests whose body is complete finish (up to
+ * shutdown_timeout_s; unfinished uploads are dropped), frees everything. */
 DM_API void dm_server_stop(dm_server *s);
 
 /* ---------------------------------------------------------------- export */

@@ -10,11 +10,20 @@
  *   POST /v2/repository/models/{m}/load | unload     explicit load / unload (waits for requests in flight)
  *   GET  :metrics_port/metrics                        Prometheus text (metrics.c)
  * Errors are {"error": "..."} with Triton's status codes; unknown paths 404,
- * wrong methods 405. Requests are handled on libmicrohttpd's thread per
- * connection (keep-alive, 100-continue and chunked bodies come with it) and
- * block in the model's scheduler, which batches them. Bodies are parsed and
- * answers built by infer_codec.c; the models come from repository.c. */
+ * wrong methods 405.
+ *
+ * Connections live on libmicrohttpd's epoll loops (a small pool of threads,
+ * each with its own connections: no FD_SETSIZE bound, no thread per
+ * connection). An inference request, once its body is in and checked, is
+ * handed to the model's scheduler asynchronously and its connection
+ * suspended; the scheduler's worker resumes it when the batch is done and
+ * the loop thread writes the answer. So a loop thread never blocks on a
+ * batch, and every request waiting for one costs a suspended connection, not
+ * a thread. Limits (dm_http_limits): connections (total, per client),
+ * header bytes, body bytes per request and buffered over all connections,
+ * idle time, an upload deadline and rate floor, and the shutdown deadline. */
 #include "serve/http.h"
+#include "serve/http_zip.h"
 #include "serve/infer_codec.h"
 #include "serve/metrics.h"
 #include "serve/sched.h"
@@ -22,23 +31,50 @@
 
 #include <arpa/inet.h>
 #include <jansson.h>
+#include <math.h>
 #include <microhttpd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
-typedef struct body {      /* one request's upload */
-    char *data;
+/* One request on a connection, from its headers to its answer. An inference
+ * request goes R_BODY -> R_QUEUED (suspended, in the scheduler) -> R_DONE
+ * (resumed) -> answered; state is exchanged atomically between the loop
+ * thread and the scheduler's callback so that whichever of "callback" and
+ * "connection gone" (on_done) comes second frees it. */
+enum { R_BODY, R_QUEUED, R_DONE, R_GONE };
+
+#define N_OUT 3
+typedef struct req {
+    dm_http *h;
+    struct MHD_Connection *c;
+    char *data;                 /* the upload so far (counted in h->buffered) */
     size_t len, cap;
-    int too_big;
-} body;
+    int too_big;                /* over max_body: read on, answered 413 */
+    int counted;                /* its body is complete: counted in h->in_flight */
+    double t0;                  /* when its headers arrived */
+    _Atomic int state;
+    /* an inference in the scheduler: what the answer needs, copied from the
+     * model (which an unload may free once the scheduler is done) */
+    dm_served_model *sv;        /* valid until the callback returns */
+    dm_infer_request ir;
+    dm_sched_request sr;
+    int result;                 /* DM_SCHED_* */
+    int want[N_OUT], bin[N_OUT], batched;
+    int64_t rows, out, layers, k;
+    char model[DM_TRITON_NAME], version[32];
+    float *y, *w, *w_rows;
+    int32_t *ex, *ex_rows;
+    double infer_t0;
+} req;
 
 /* ---------------------------------------------------------------- responses */
 
-static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, char *data, size_t len, const char *type,
-                             size_t header_len)
+static enum MHD_Result reply_ex(struct MHD_Connection *c, unsigned code, char *data, size_t len, const char *type,
+                                size_t header_len, int close_after, const char *encoding)
 {
     struct MHD_Response *r = MHD_create_response_from_buffer(len, data ? data : (char *)"",
                                                               data ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
@@ -52,9 +88,17 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, char *data
         snprintf(h, sizeof h, "%zu", header_len);
         MHD_add_response_header(r, "Inference-Header-Content-Length", h);
     }
+    if (close_after) MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+    if (encoding) MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_ENCODING, encoding);
     enum MHD_Result ret = MHD_queue_response(c, code, r);
     MHD_destroy_response(r);
     return ret;
+}
+
+static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, char *data, size_t len, const char *type,
+                             size_t header_len)
+{
+    return reply_ex(c, code, data, len, type, header_len, 0, NULL);
 }
 
 static enum MHD_Result reply_json(struct MHD_Connection *c, unsigned code, json_t *j)
@@ -68,6 +112,13 @@ static enum MHD_Result reply_error(struct MHD_Connection *c, unsigned code, cons
 {
     char *b = dm_infer_error_body(msg);
     return reply(c, code, b, b ? strlen(b) : 0, "application/json", 0);
+}
+
+/* An error after which the connection is closed (the rest of its upload unread, or shutting down). */
+static enum MHD_Result reply_error_close(struct MHD_Connection *c, unsigned code, const char *msg)
+{
+    char *b = dm_infer_error_body(msg);
+    return reply_ex(c, code, b, b ? strlen(b) : 0, "application/json", 0, 1, NULL);
 }
 
 /* ---------------------------------------------------------------- endpoints */
@@ -125,134 +176,222 @@ static json_t *model_stats(dm_served_model *sv)
                      "batch_stats", batches, "memory_usage");
 }
 
-/* Inference: parse, check against the model, run through the scheduler, answer. */
-static enum MHD_Result infer_inner(struct MHD_Connection *c, dm_served_model *sv, const body *b);
+/* ---------------------------------------------------------------- inference */
 
-static enum MHD_Result infer(struct MHD_Connection *c, dm_served_model *sv, const body *b)
+static void body_free(req *r)
 {
-    double t0 = dm_metrics_now();
-    enum MHD_Result r = infer_inner(c, sv, b);
-    dm_metrics_duration(&sv->metrics, dm_metrics_now() - t0);
-    return r;
+    if (r->data) atomic_fetch_sub(&r->h->buffered, (int64_t)r->cap);
+    free(r->data);
+    r->data = NULL;
+    r->len = r->cap = 0;
 }
 
-static enum MHD_Result infer_inner(struct MHD_Connection *c, dm_served_model *sv, const body *b)
+static void infer_free(req *r)
 {
-    dm_infer_request req;
+    free(r->y); free(r->ex); free(r->w); free(r->ex_rows); free(r->w_rows);
+    r->y = r->w = r->w_rows = NULL;
+    r->ex = r->ex_rows = NULL;
+    dm_infer_request_free(&r->ir);
+}
+
+static void req_free(req *r)
+{
+    body_free(r);
+    infer_free(r);
+    free(r);
+}
+
+/* The scheduler's worker, once the request ran (or was refused while queued). */
+static void infer_done(void *arg, int result)
+{
+    req *r = arg;
+    r->result = result;
+    if (result == DM_SCHED_OK) dm_metrics_inferred(&r->sv->metrics);
+    else dm_metrics_failed(&r->sv->metrics);
+    dm_metrics_duration(&r->sv->metrics, dm_metrics_now() - r->infer_t0);
+    r->sv = NULL;   /* an unload may free it from here on */
+    if (atomic_exchange(&r->state, R_DONE) == R_GONE) {
+        req_free(r);   /* the connection went away meanwhile (only at daemon stop) */
+        return;
+    }
+    MHD_resume_connection(r->c);
+}
+
+/* The answer of a finished inference (on the connection's loop thread, after the resume). */
+static enum MHD_Result infer_answer(struct MHD_Connection *c, req *r)
+{
+    dm_sched_request *sr = &r->sr;
+    enum MHD_Result ret;
+    if (r->result != DM_SCHED_OK) {
+        int rc = r->result;
+        unsigned code = rc == DM_SCHED_QUEUE_FULL || rc == DM_SCHED_TIMEOUT || rc == DM_SCHED_SHUTDOWN ? 503
+                        : rc == DM_SCHED_TOO_BIG ? 400 : 500;
+        ret = reply_error(c, code, sr->error[0] ? sr->error : "inference failed");
+        infer_free(r);
+        return ret;
+    }
+    static const char *const names[N_OUT] = {"output", "routing_experts", "routing_weights"};
+    int64_t rows = r->rows, lk = r->layers * r->k;
+    /* routing arrays come layer-major [L, rows, k]; the outputs are per row [rows, L * k] */
+    for (int64_t l = 0; r->ex && l < r->layers; l++)
+        for (int64_t i = 0; i < rows; i++)
+            for (int64_t j = 0; j < r->k; j++) {
+                r->ex_rows[i * lk + l * r->k + j] = r->ex[(l * rows + i) * r->k + j];
+                r->w_rows[i * lk + l * r->k + j] = r->w[(l * rows + i) * r->k + j];
+            }
+    dm_infer_output outs[N_OUT];
+    int n = 0;
+    const void *data[N_OUT] = {r->y, r->ex_rows, r->w_rows};
+    static const char *const types[N_OUT] = {"FP32", "INT32", "FP32"};
+    for (int o = 0; o < N_OUT; o++) {
+        if (!r->want[o]) continue;
+        outs[n] = (dm_infer_output){.name = names[o], .datatype = types[o], .ndims = r->batched ? 2 : 1,
+                                    .data = data[o], .binary = r->bin[o]};
+        int64_t width = o == 0 ? r->out : lk;
+        if (r->batched) { outs[n].shape[0] = rows; outs[n].shape[1] = width; }
+        else outs[n].shape[0] = width;
+        n++;
+    }
+    size_t len = 0, hlen = 0;
+    char *resp = dm_infer_response(r->model, r->version, r->ir.id, outs, n, &len, &hlen);
+    if (!resp) {
+        infer_free(r);
+        return reply_error(c, 500, "out of memory");
+    }
+    /* Accept-Encoding: the body compressed; Inference-Header-Content-Length stays the JSON's own length */
+    int zip = dm_zip_accept(MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT_ENCODING));
+    const char *enc = NULL;
+    if (zip != DM_ZIP_NONE) {
+        size_t zlen = 0;
+        char *z = dm_zip_deflate(resp, len, zip, &zlen);
+        if (z) {
+            free(resp);
+            resp = z;
+            len = zlen;
+            enc = zip == DM_ZIP_GZIP ? "gzip" : "deflate";
+        }
+    }
+    ret = reply_ex(c, 200, resp, len, hlen ? "application/octet-stream" : "application/json", hlen, 0, enc);
+    infer_free(r);
+    return ret;
+}
+
+static int64_t first_nonfinite(const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return i;
+    return -1;
+}
+
+/* A refusal before the scheduler: counted as a failed request of the model. */
+static enum MHD_Result infer_refuse(struct MHD_Connection *c, req *r, dm_served_model *sv, unsigned code,
+                                    const char *msg)
+{
+    infer_free(r);
+    dm_metrics_failed(&sv->metrics);
+    dm_metrics_duration(&sv->metrics, dm_metrics_now() - r->infer_t0);
+    return reply_error(c, code, msg);
+}
+
+/* Parses and checks the request against the model, then suspends the
+ * connection and hands the request to the scheduler (infer_done resumes it). */
+static enum MHD_Result infer_start(struct MHD_Connection *c, dm_served_model *sv, req *r)
+{
+    r->infer_t0 = dm_metrics_now();
+    dm_infer_request *ir = &r->ir;
     dm_error err;
     const char *hl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Inference-Header-Content-Length");
     int64_t header_len = -1;
     if (hl) {
         char *end;
         header_len = strtoll(hl, &end, 10);
-        if (*end || end == hl || header_len < 0) {
-            dm_metrics_failed(&sv->metrics);
-            return reply_error(c, 400, "bad Inference-Header-Content-Length");
-        }
+        if (*end || end == hl || header_len < 0) return infer_refuse(c, r, sv, 400, "bad Inference-Header-Content-Length");
     }
     const dm_triton_tensor *in = &sv->cfg.inputs[0];
     dm_status st = header_len == 0
-        ? dm_infer_parse_raw(b->data, b->len, in->name, "FP32", in->dims, in->n_dims, &req, &err)
-        : dm_infer_parse(b->data ? b->data : "", b->len, header_len, &req, &err);
-    if (st) {
-        dm_metrics_failed(&sv->metrics);
-        return reply_error(c, 400, err.msg);
-    }
+        ? dm_infer_parse_raw(r->data, r->len, in->name, "FP32", in->dims, in->n_dims, ir, &err)
+        : dm_infer_parse(r->data ? r->data : "", r->len, header_len, ir, &err);
+    body_free(r);   /* parsed (or not): the upload's bytes are no longer needed */
+    if (st) return infer_refuse(c, r, sv, 400, err.msg);
     char msg[512] = "";
-    const dm_infer_tensor *t = req.n_inputs == 1 ? &req.inputs[0] : NULL;
+    const dm_infer_tensor *t = ir->n_inputs == 1 ? &ir->inputs[0] : NULL;
     int batched = sv->cfg.max_batch_size > 0;
     int64_t rows = t && batched && t->ndims == 2 ? t->shape[0] : 1;
+    const char *want_type = in->data_type + 5;   /* "TYPE_FP32" -> "FP32" */
     if (!t || strcmp(t->name, in->name))
         snprintf(msg, sizeof msg, "expected one input '%s' for model '%s'", in->name, sv->name);
-    else if (!t->f32)
-        snprintf(msg, sizeof msg, "input '%s' for model '%s': datatype %s is not supported", t->name, sv->name, t->datatype);
+    else if (strcmp(t->datatype, want_type))   /* Triton's message and status (no conversion) */
+        snprintf(msg, sizeof msg, "inference input '%s' data-type is '%s', but model '%s' expects '%s'", t->name,
+                 t->datatype, sv->name, want_type);
     else if ((batched ? t->ndims != 2 : t->ndims != 1) || t->shape[t->ndims - 1] != sv->in || rows < 1)
         snprintf(msg, sizeof msg, "unexpected shape for input '%s' for model '%s'. Expected [%s%d]", t->name, sv->name,
                  batched ? "-1," : "", sv->in);
     else if (batched && rows > sv->cfg.max_batch_size)
         snprintf(msg, sizeof msg, "inference request batch-size must be <= %d for '%s'", sv->cfg.max_batch_size, sv->name);
-    if (msg[0]) {
-        dm_infer_request_free(&req);
-        dm_metrics_failed(&sv->metrics);
-        return reply_error(c, 400, msg);
+    else {
+        int64_t bad = first_nonfinite(t->f32, t->numel);
+        if (bad >= 0)   /* a client error (400), not the model's failure */
+            snprintf(msg, sizeof msg, "input '%s' for model '%s' holds a NaN or Inf value (element %lld): inputs must "
+                     "be finite", t->name, sv->name, (long long)bad);
     }
+    if (msg[0]) return infer_refuse(c, r, sv, 400, msg);
     /* which outputs: the requested ones, else all */
-    int want[3] = {0, 0, 0}, bin[3] = {0, 0, 0};
-    static const char *const names[3] = {"output", "routing_experts", "routing_weights"};
-    for (int o = 0; o < 3; o++) {
-        int idx = -1;
-        for (int r = 0; r < req.n_outputs; r++)
-            if (!strcmp(req.output_names[r], names[o])) idx = r;
-        want[o] = req.n_outputs == 0 || idx >= 0;
-        int flag = idx >= 0 ? req.output_binary[idx] : -1;
-        bin[o] = req.raw_binary || (flag >= 0 ? flag : req.binary_data_output);
-    }
-    for (int r = 0; r < req.n_outputs; r++) {
+    static const char *const names[N_OUT] = {"output", "routing_experts", "routing_weights"};
+    for (int i = 0; i < ir->n_outputs; i++) {
         int known = 0;
-        for (int o = 0; o < 3; o++) known |= !strcmp(req.output_names[r], names[o]);
+        for (int o = 0; o < N_OUT; o++) known |= !strcmp(ir->output_names[i], names[o]);
         if (!known) {
-            snprintf(msg, sizeof msg, "unexpected inference output '%s' for model '%s'", req.output_names[r], sv->name);
-            dm_infer_request_free(&req);
-            dm_metrics_failed(&sv->metrics);
-            return reply_error(c, 400, msg);
+            snprintf(msg, sizeof msg, "unexpected inference output '%s' for model '%s'", ir->output_names[i], sv->name);
+            return infer_refuse(c, r, sv, 400, msg);
         }
     }
-    int64_t lk = (int64_t)sv->layers * sv->k;
+    for (int o = 0; o < N_OUT; o++) {
+        int idx = -1;
+        for (int i = 0; i < ir->n_outputs; i++)
+            if (!strcmp(ir->output_names[i], names[o])) idx = i;
+        r->want[o] = ir->n_outputs == 0 || idx >= 0;
+        int flag = idx >= 0 ? ir->output_binary[idx] : -1;
+        r->bin[o] = ir->raw_binary || (flag >= 0 ? flag : ir->binary_data_output);
+    }
+    r->rows = rows;
+    r->batched = batched;
+    r->out = sv->out;
+    r->layers = sv->layers;
+    r->k = sv->k;
+    snprintf(r->model, sizeof r->model, "%s", sv->name);
+    snprintf(r->version, sizeof r->version, "%lld", (long long)sv->version);
+    int64_t lk = r->layers * r->k;
+    int route = r->want[1] || r->want[2];
     /* rows come from the request (bounded by its body): sizes checked for overflow anyway */
-    float *y = dm_alloc_array2((size_t)rows, (size_t)sv->out, sizeof *y);
-    int32_t *ex = want[1] || want[2] ? dm_alloc_array2((size_t)rows, (size_t)lk, sizeof *ex) : NULL;
-    float *w = want[1] || want[2] ? dm_alloc_array2((size_t)rows, (size_t)lk, sizeof *w) : NULL;
-    int32_t *ex_rows = ex ? dm_alloc_array2((size_t)rows, (size_t)lk, sizeof *ex_rows) : NULL;
-    float *w_rows = w ? dm_alloc_array2((size_t)rows, (size_t)lk, sizeof *w_rows) : NULL;
-    if (!y || ((want[1] || want[2]) && (!ex || !w || !ex_rows || !w_rows))) {
-        free(y); free(ex); free(w); free(ex_rows); free(w_rows);
-        dm_infer_request_free(&req);
-        return reply_error(c, 500, "out of memory");
+    r->y = dm_alloc_array2((size_t)rows, (size_t)sv->out, sizeof *r->y);
+    if (route) {
+        r->ex = dm_alloc_array2((size_t)rows, (size_t)lk, sizeof *r->ex);
+        r->w = dm_alloc_array2((size_t)rows, (size_t)lk, sizeof *r->w);
+        r->ex_rows = dm_alloc_array2((size_t)rows, (size_t)lk, sizeof *r->ex_rows);
+        r->w_rows = dm_alloc_array2((size_t)rows, (size_t)lk, sizeof *r->w_rows);
     }
-    dm_sched_request sr = {.x = t->f32, .rows = rows, .y = y, .experts = ex, .weights = w, .timeout_us = req.timeout_us};
-    int rc = dm_sched_submit(sv->sched, &sr);
-    enum MHD_Result ret;
-    if (rc != DM_SCHED_OK) {
-        unsigned code = rc == DM_SCHED_QUEUE_FULL || rc == DM_SCHED_TIMEOUT || rc == DM_SCHED_SHUTDOWN ? 503
-                        : rc == DM_SCHED_TOO_BIG ? 400 : 500;
-        ret = reply_error(c, code, sr.error[0] ? sr.error : "inference failed");
-    } else {
-        dm_metrics_inferred(&sv->metrics);
-        /* routing arrays come layer-major [L, rows, k]; the outputs are per row [rows, L * k] */
-        for (int64_t l = 0; ex && l < sv->layers; l++)
-            for (int64_t r = 0; r < rows; r++)
-                for (int64_t j = 0; j < sv->k; j++) {
-                    ex_rows[r * lk + l * sv->k + j] = ex[(l * rows + r) * sv->k + j];
-                    w_rows[r * lk + l * sv->k + j] = w[(l * rows + r) * sv->k + j];
-                }
-        dm_infer_output outs[3];
-        int n = 0;
-        const void *data[3] = {y, ex_rows, w_rows};
-        static const char *const types[3] = {"FP32", "INT32", "FP32"};
-        for (int o = 0; o < 3; o++) {
-            if (!want[o]) continue;
-            outs[n] = (dm_infer_output){.name = names[o], .datatype = types[o], .ndims = batched ? 2 : 1,
-                                        .data = data[o], .binary = bin[o]};
-            int64_t width = o == 0 ? sv->out : lk;
-            if (batched) { outs[n].shape[0] = rows; outs[n].shape[1] = width; }
-            else outs[n].shape[0] = width;
-            n++;
-        }
-        char ver[32];
-        snprintf(ver, sizeof ver, "%lld", (long long)sv->version);
-        size_t len = 0, hlen = 0;
-        char *resp = dm_infer_response(sv->name, ver, req.id, outs, n, &len, &hlen);
-        ret = resp ? reply(c, 200, resp, len, hlen ? "application/octet-stream" : "application/json", hlen)
-                   : reply_error(c, 500, "out of memory");
+    if (!r->y || (route && (!r->ex || !r->w || !r->ex_rows || !r->w_rows)))
+        return infer_refuse(c, r, sv, 500, "out of memory");
+    r->sr = (dm_sched_request){.x = t->f32, .rows = rows, .y = r->y, .experts = r->ex, .weights = r->w,
+                               .timeout_us = ir->timeout_us};
+    r->sv = sv;
+    atomic_store(&r->state, R_QUEUED);
+    MHD_suspend_connection(c);   /* before the submit: the callback may resume it at once */
+    int rc = dm_sched_submit_async(sv->sched, &r->sr, infer_done, r);
+    if (rc != DM_SCHED_OK) {     /* refused at once: no callback comes */
+        r->result = rc;
+        dm_metrics_failed(&sv->metrics);
+        dm_metrics_duration(&sv->metrics, dm_metrics_now() - r->infer_t0);
+        r->sv = NULL;
+        atomic_store(&r->state, R_DONE);
+        MHD_resume_connection(c);
     }
-    free(y); free(ex); free(w); free(ex_rows); free(w_rows);
-    dm_infer_request_free(&req);
-    return ret;
+    return MHD_YES;
 }
 
 /* /v2/models/{m}[/versions/{v}][/{action}] */
 static enum MHD_Result models_route(dm_http *h, struct MHD_Connection *c, const char *rest, int is_get, int is_post,
-                                    const body *b)
+                                    req *b)
 {
     if (!strcmp(rest, "stats")) {
         if (!is_get) return reply_error(c, 405, "Method Not Allowed");
@@ -281,7 +420,7 @@ static enum MHD_Result models_route(dm_http *h, struct MHD_Connection *c, const 
             snprintf(msg, sizeof msg, "Request for unknown model: '%.*s' is not found", (int)DM_MIN(nlen, 128), rest);
         return reply_error(c, 404, msg);
     }
-    if (!strcmp(action, "infer")) return is_post ? infer(c, sv, b) : reply_error(c, 405, "Method Not Allowed");
+    if (!strcmp(action, "infer")) return is_post ? infer_start(c, sv, b) : reply_error(c, 405, "Method Not Allowed");
     if (!is_get) return reply_error(c, 405, "Method Not Allowed");
     if (!*action) return model_metadata(h, c, sv);
     if (!strcmp(action, "ready")) return reply(c, 200, NULL, 0, NULL, 0);
@@ -326,9 +465,9 @@ static enum MHD_Result repository_action(dm_http *h, struct MHD_Connection *c, c
 }
 
 static enum MHD_Result route_locked(dm_http *h, struct MHD_Connection *c, const char *url, const char *method,
-                                    const body *b);
+                                    req *b);
 
-static enum MHD_Result route(dm_http *h, struct MHD_Connection *c, const char *url, const char *method, const body *b)
+static enum MHD_Result route(dm_http *h, struct MHD_Connection *c, const char *url, const char *method, req *b)
 {
     if (!strncmp(url, "/v2/repository/models/", 22)) {
         if (strcmp(method, "POST")) return reply_error(c, 405, "Method Not Allowed");
@@ -354,12 +493,13 @@ static int index_unloaded(const char *name, void *vctx)
 }
 
 static enum MHD_Result route_locked(dm_http *h, struct MHD_Connection *c, const char *url, const char *method,
-                                    const body *b)
+                                    req *b)
 {
     int is_get = !strcmp(method, "GET") || !strcmp(method, "HEAD"), is_post = !strcmp(method, "POST");
     if (b->too_big) {
         char msg[128];
-        snprintf(msg, sizeof msg, "request body larger than the server's limit of %zu bytes", h->max_body);
+        snprintf(msg, sizeof msg, "request body larger than the server's limit of %zu bytes (--max-body)",
+                 h->lim.max_body);
         return reply_error(c, 413, msg);
     }
     if (!strcmp(url, "/v2/health/live") || !strcmp(url, "/v2/health/ready"))
@@ -386,73 +526,210 @@ static enum MHD_Result route_locked(dm_http *h, struct MHD_Connection *c, const 
     return reply_error(c, 404, "Not Found");
 }
 
+static int is_infer_url(const char *url)
+{
+    size_t n = strlen(url);
+    return n > 6 && !strcmp(url + n - 6, "/infer");
+}
+
+/* The first call, headers only: the request's state, the early refusals. */
+static enum MHD_Result on_headers(dm_http *h, struct MHD_Connection *c, void **con_cls)
+{
+    req *r = calloc(1, sizeof *r);
+    if (!r) return MHD_NO;
+    r->h = h;
+    r->c = c;
+    r->t0 = dm_metrics_now();
+    *con_cls = r;
+    if (atomic_load(&h->stopping)) return reply_error_close(c, 503, "Server is stopping");
+    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl) {   /* refuse a body that is too big before reading it */
+        char *end;
+        unsigned long long n = strtoull(cl, &end, 10);
+        if (end != cl && !*end && n > h->lim.max_body) {
+            char msg[128];
+            snprintf(msg, sizeof msg, "request body of %llu bytes is larger than the server's limit of %zu bytes "
+                     "(--max-body)", n, h->lim.max_body);
+            return reply_error_close(c, 413, msg);
+        }
+    }
+    /* the upload must end by the request deadline: MHD's inactivity timeout meanwhile */
+    if (h->lim.request_timeout_s > 0 && h->lim.request_timeout_s < h->lim.idle_timeout_s)
+        MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)ceil(h->lim.request_timeout_s));
+    return MHD_YES;
+}
+
+/* A piece of the upload: the body limits, the deadline and the rate floor. */
+static enum MHD_Result on_upload(dm_http *h, req *r, const char *upload, size_t n)
+{
+    double dt = dm_metrics_now() - r->t0;
+    if (h->lim.request_timeout_s > 0 && dt > h->lim.request_timeout_s) {
+        atomic_fetch_add(&h->dropped, 1);
+        return MHD_NO;   /* past the deadline: closed */
+    }
+    if (h->lim.min_rate > 0 && dt > 1.0 && (double)(r->len + n) / dt < h->lim.min_rate) {
+        atomic_fetch_add(&h->dropped, 1);
+        return MHD_NO;   /* a slow sender: closed */
+    }
+    if (r->too_big || r->len + n > h->lim.max_body) {
+        r->too_big = 1;  /* a chunked body over the limit: read on, answer 413 at the end */
+        body_free(r);
+        return MHD_YES;
+    }
+    if (r->len + n + 1 > r->cap) {
+        size_t cap = DM_MAX(r->cap * 2, r->len + n + 1);
+        cap = DM_MIN(cap, h->lim.max_body + 1);
+        if (atomic_fetch_add(&h->buffered, (int64_t)(cap - r->cap)) + (int64_t)(cap - r->cap) > (int64_t)h->lim.max_buffered) {
+            atomic_fetch_sub(&h->buffered, (int64_t)(cap - r->cap));
+            atomic_fetch_add(&h->dropped, 1);
+            return MHD_NO;   /* every connection's uploads together are over --max-buffered: closed */
+        }
+        char *d = realloc(r->data, cap);
+        if (!d) {
+            atomic_fetch_sub(&h->buffered, (int64_t)(cap - r->cap));
+            return MHD_NO;
+        }
+        r->data = d;
+        r->cap = cap;
+    }
+    memcpy(r->data + r->len, upload, n);
+    r->len += n;
+    return MHD_YES;
+}
+
+/* Content-Encoding gzip | deflate: the body is replaced by its inflated bytes
+ * (at most --max-body). 0, or 1 with *e the error answer queued. */
+static int decode_body(dm_http *h, struct MHD_Connection *c, req *r, const char *ce, enum MHD_Result *e)
+{
+    int coding = dm_zip_content_encoding(ce);
+    if (coding == DM_ZIP_NONE) return 0;
+    char msg[256];
+    if (coding == DM_ZIP_UNKNOWN) {
+        snprintf(msg, sizeof msg, "unsupported Content-Encoding '%.64s' (gzip and deflate are)", ce);
+        *e = reply_error(c, 415, msg);
+        return 1;
+    }
+    char *out = NULL;
+    size_t n = 0;
+    int rc = dm_zip_inflate(r->data ? r->data : "", r->len, h->lim.max_body, &out, &n);
+    if (rc == -1) {
+        snprintf(msg, sizeof msg, "the request body is not valid %s data", coding == DM_ZIP_GZIP ? "gzip" : "deflate");
+        *e = reply_error(c, 400, msg);
+        return 1;
+    }
+    if (rc == -2) {
+        snprintf(msg, sizeof msg, "request body inflates to more than the server's limit of %zu bytes (--max-body)",
+                 h->lim.max_body);
+        *e = reply_error(c, 413, msg);
+        return 1;
+    }
+    if (rc) {
+        *e = reply_error(c, 500, "out of memory");
+        return 1;
+    }
+    int64_t grow = (int64_t)(n + 1) - (int64_t)r->cap;
+    if (grow > 0 && atomic_fetch_add(&h->buffered, grow) + grow > (int64_t)h->lim.max_buffered) {
+        atomic_fetch_sub(&h->buffered, grow);
+        free(out);
+        *e = reply_error_close(c, 503, "the server's request buffers are full (--max-buffered); try again");
+        return 1;
+    }
+    if (grow <= 0) atomic_fetch_add(&h->buffered, grow);
+    free(r->data);
+    r->data = out;
+    r->len = n;
+    r->cap = n + 1;
+    return 0;
+}
+
 static enum MHD_Result on_http(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                const char *version, const char *upload, size_t *upload_size, void **con_cls)
 {
     DM_UNUSED(version);
     dm_http *h = cls;
-    body *b = *con_cls;
-    if (!b) {  /* first call: headers only */
-        b = calloc(1, sizeof *b);
-        if (!b) return MHD_NO;
-        *con_cls = b;
-        atomic_fetch_add(&h->in_flight, 1);
-        return MHD_YES;
-    }
+    req *r = *con_cls;
+    if (!r) return on_headers(h, c, con_cls);
     if (*upload_size) {
-        if (b->len + *upload_size > h->max_body) {
-            b->too_big = 1;  /* keep reading, answer 413 at the end */
-        } else {
-            if (b->len + *upload_size + 1 > b->cap) {
-                size_t cap = DM_MAX(b->cap * 2, b->len + *upload_size + 1);
-                char *d = realloc(b->data, cap);
-                if (!d) return MHD_NO;
-                b->data = d;
-                b->cap = cap;
-            }
-            memcpy(b->data + b->len, upload, *upload_size);
-            b->len += *upload_size;
-        }
+        size_t n = *upload_size;
         *upload_size = 0;
-        return MHD_YES;
+        return on_upload(h, r, upload, n);
     }
-    return route(h, c, url, method, b);
+    int st = atomic_load(&r->state);
+    if (st == R_DONE) return infer_answer(c, r);   /* resumed: the batch ran */
+    if (st != R_BODY) return MHD_YES;
+    if (!r->counted) {   /* complete: shutdown waits for it */
+        r->counted = 1;
+        atomic_fetch_add(&h->in_flight, 1);
+    }
+    if (atomic_load(&h->stopping) && is_infer_url(url)) return reply_error_close(c, 503, "Server is stopping");
+    const char *ce = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_ENCODING);
+    if (ce && !r->too_big) {
+        enum MHD_Result e;
+        if (decode_body(h, c, r, ce, &e)) return e;
+    }
+    return route(h, c, url, method, r);
 }
 
 static void on_done(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode code)
 {
     DM_UNUSED(c); DM_UNUSED(code);
     dm_http *h = cls;
-    body *b = *con_cls;
-    if (b) {
-        free(b->data);
-        free(b);
-        atomic_fetch_sub(&h->in_flight, 1);
-    }
+    req *r = *con_cls;
     *con_cls = NULL;
+    if (!r) return;
+    if (r->counted) atomic_fetch_sub(&h->in_flight, 1);
+    if (atomic_exchange(&r->state, R_GONE) == R_QUEUED) return;   /* the scheduler's callback frees it */
+    req_free(r);
 }
 
 /* ---------------------------------------------------------------- /metrics */
 
+/* Every request gets an answer: a body (ignored) is read first. */
 static enum MHD_Result on_metrics(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                   const char *version, const char *upload, size_t *upload_size, void **con_cls)
 {
     DM_UNUSED(version); DM_UNUSED(upload);
     dm_http *h = cls;
     if (!*con_cls) { *con_cls = (void *)1; return MHD_YES; }
-    *upload_size = 0;
+    if (*upload_size) { *upload_size = 0; return MHD_YES; }
     *con_cls = NULL;
     if (strcmp(url, "/metrics")) return reply_error(c, 404, "Not Found");
-    if (strcmp(method, "GET")) return reply_error(c, 405, "Method Not Allowed");
+    if (strcmp(method, "GET") && strcmp(method, "HEAD")) return reply_error(c, 405, "Method Not Allowed");
     size_t len = 0;
     pthread_rwlock_rdlock(&h->lock);
     char *out = dm_metrics_text(&h->repo, h->ready_s - h->start_s, &len);
     pthread_rwlock_unlock(&h->lock);
-    if (!out) return MHD_NO;
+    if (!out) return reply_error(c, 500, "out of memory");
     return reply(c, 200, out, len, "text/plain; version=0.0.4; charset=utf-8", 0);
 }
 
 /* ---------------------------------------------------------------- daemons */
+
+void dm_http_limits_default(dm_http_limits *l)
+{
+    *l = (dm_http_limits){
+        .threads = 2,
+        .max_connections = 20000,
+        .max_connections_per_client = 0,
+        .max_header = 32u << 10,
+        .max_body = 64u << 20,
+        .max_buffered = 256u << 20,
+        .idle_timeout_s = 30,
+        .request_timeout_s = 30,
+        .min_rate = 1024,
+        .shutdown_timeout_s = 5,
+    };
+}
+
+int dm_http_connection_cap(int want)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_cur == RLIM_INFINITY) return want;
+    /* a file per connection, plus the model files, listen sockets, event fds and stdio */
+    long cap = (long)rl.rlim_cur - 64;
+    if (cap < 16) cap = 16;
+    return want < cap ? want : (int)cap;
+}
 
 dm_status dm_http_listen(dm_http *h, const char *host, int port, int metrics, struct MHD_Daemon **out, int *bound,
                          dm_error *err)
@@ -463,12 +740,29 @@ dm_status dm_http_listen(dm_http *h, const char *host, int port, int metrics, st
     a.sin_family = AF_INET;
     a.sin_port = htons((uint16_t)port);
     if (inet_pton(AF_INET, host, &a.sin_addr) != 1) return dm_fail(err, DM_ERR_ARG, "--host '%s' is not an IPv4 address", host);
-    struct MHD_Daemon *d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                                                MHD_USE_ITC,
-                                            (uint16_t)port, NULL, NULL, metrics ? on_metrics : on_http, h,
-                                            MHD_OPTION_SOCK_ADDR, &a, MHD_OPTION_NOTIFY_COMPLETED,
-                                            metrics ? NULL : on_done, h, MHD_OPTION_CONNECTION_TIMEOUT,
-                                            (unsigned)120, MHD_OPTION_END);
+    const dm_http_limits *l = &h->lim;
+    unsigned threads = metrics ? 1 : (unsigned)DM_MAX(l->threads, 1);
+    unsigned conns = (unsigned)dm_http_connection_cap(metrics ? 1024 : l->max_connections);
+    unsigned idle = (unsigned)DM_MAX(1.0, ceil(l->idle_timeout_s));
+    struct MHD_OptionItem opts[] = {
+        {MHD_OPTION_SOCK_ADDR, 0, &a},
+        {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)(metrics ? NULL : on_done), h},
+        {MHD_OPTION_CONNECTION_TIMEOUT, idle, NULL},
+        {MHD_OPTION_CONNECTION_LIMIT, conns, NULL},
+        {MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)DM_MAX(l->max_header, (size_t)4096), NULL},
+        {MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096, NULL},
+        {threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, threads, NULL},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    /* the per-client limit, when set, goes before the END */
+    struct MHD_OptionItem *end = &opts[threads > 1 ? 7 : 6];
+    if (!metrics && l->max_connections_per_client > 0) {
+        end[0] = (struct MHD_OptionItem){MHD_OPTION_PER_IP_CONNECTION_LIMIT, l->max_connections_per_client, NULL};
+        end[1] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+    }
+    struct MHD_Daemon *d = MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME, (uint16_t)port,
+                                            NULL, NULL, metrics ? on_metrics : on_http, h, MHD_OPTION_ARRAY, opts,
+                                            MHD_OPTION_END);
     if (!d) return dm_fail(err, DM_ERR_IO, "cannot listen on %s:%d (port in use?)", host, port);
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
     *bound = info ? info->port : port;
@@ -476,16 +770,25 @@ dm_status dm_http_listen(dm_http *h, const char *host, int port, int metrics, st
     return DM_OK;
 }
 
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+void dm_http_quiesce(dm_http *h, struct MHD_Daemon *api)
+{
+    if (!api) return;
+    MHD_socket fd = MHD_quiesce_daemon(api);
+    if (fd != MHD_INVALID_SOCKET) close(fd);
+    atomic_store(&h->stopping, 1);
+    double until = dm_metrics_now() + h->lim.shutdown_timeout_s;
+    while (atomic_load(&h->in_flight) > 0 && dm_metrics_now() < until) sleep_ms(1);
+}
+
 void dm_http_stop(dm_http *h, struct MHD_Daemon *api, struct MHD_Daemon *metrics)
 {
-    if (api) {
-        MHD_socket fd = MHD_quiesce_daemon(api);
-        if (fd != MHD_INVALID_SOCKET) close(fd);
-        for (int i = 0; i < 60000 && atomic_load(&h->in_flight) > 0; i++) {
-            struct timespec ts = {0, 1000000};
-            nanosleep(&ts, NULL);
-        }
-        MHD_stop_daemon(api);
-    }
+    DM_UNUSED(h);
+    if (api) MHD_stop_daemon(api);
     if (metrics) MHD_stop_daemon(metrics);
 }

@@ -13,23 +13,47 @@
 
 struct MHD_Daemon;
 
+/* The server's limits (dm_http_limits_default; docs/serving.md "Limits"). */
+typedef struct dm_http_limits {
+    int threads;                 /* event-loop threads sharing the connections (2) */
+    int max_connections;         /* connections open at once (20000; at most the file limit less 64) */
+    int max_connections_per_client; /* per client address (0 = no limit) */
+    size_t max_header;           /* bytes of a request line and headers (32 KiB); beyond, 431 */
+    size_t max_body;             /* bytes of one request body (64 MiB); beyond, 413 */
+    size_t max_buffered;         /* body bytes buffered over all connections (256 MiB); beyond, closed */
+    double idle_timeout_s;       /* a connection with nothing to do this long is closed (30) */
+    double request_timeout_s;    /* a request's upload must end within this of its headers (30; 0 = none) */
+    double min_rate;             /* bytes/s: an upload slower than this after its first second is dropped (1024; 0 = none) */
+    double shutdown_timeout_s;   /* on stop, complete requests may finish this long (5) */
+} dm_http_limits;
+
 typedef struct dm_http {
     dm_repository repo;        /* the loaded models */
     pthread_rwlock_t lock;     /* requests hold it shared; load and unload exclusively, so a model
                                   is never replaced or freed under a request that uses it */
-    size_t max_body;           /* largest request body; 413 beyond */
-    _Atomic int in_flight;     /* requests between their first byte and their completion */
+    dm_http_limits lim;
+    _Atomic int in_flight;     /* requests whose body is complete and that are not answered yet */
+    _Atomic int64_t buffered;  /* body bytes buffered now, over every connection */
+    _Atomic int64_t dropped;   /* connections closed for a limit (deadline, rate floor, buffer budget) */
+    _Atomic int stopping;      /* set by dm_http_quiesce: new inference requests get 503 */
     double start_s, ready_s;   /* dm_metrics_now() at server start and once listening */
 } dm_http;
 
+void dm_http_limits_default(dm_http_limits *l);
+/* want, or less where the process's file limit (RLIMIT_NOFILE) does not allow it. */
+int dm_http_connection_cap(int want);
+
 /* Listens on host:port (0: any free port; *bound = the port bound) with the
- * /v2 endpoints, or with metrics = 1 the /metrics endpoint. Requests run on a
- * thread per connection and read h, which must outlive the daemon. */
+ * /v2 endpoints, or with metrics = 1 the /metrics endpoint, on h->lim.threads
+ * epoll loops (one for metrics). h must outlive the daemon. */
 dm_status dm_http_listen(dm_http *h, const char *host, int port, int metrics, struct MHD_Daemon **out, int *bound,
                          dm_error *err);
-/* Stops the /v2 daemon gracefully (stops accepting, lets the requests in
- * flight finish and be answered, up to 60 s, then closes the connections),
- * then the metrics daemon. Either may be NULL. */
+/* Stops accepting, answers new inference requests 503, and waits up to
+ * h->lim.shutdown_timeout_s for the requests whose body is complete. Uploads
+ * that have not finished are not waited for. */
+void dm_http_quiesce(dm_http *h, struct MHD_Daemon *api);
+/* Closes every connection and stops the daemons (either may be NULL). The
+ * schedulers must have been freed first (no request left suspended). */
 void dm_http_stop(dm_http *h, struct MHD_Daemon *api, struct MHD_Daemon *metrics);
 
 #endif

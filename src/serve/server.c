@@ -28,6 +28,34 @@ void dm_server_opts_default(dm_server_opts *o)
     o->metrics_port = 8002;
     o->threads = 1;
     o->max_body = 64u << 20;
+    dm_http_limits l;
+    dm_http_limits_default(&l);
+    o->http_threads = l.threads;
+    o->max_connections = l.max_connections;
+    o->max_connections_per_client = l.max_connections_per_client;
+    o->max_header = l.max_header;
+    o->max_buffered = l.max_buffered;
+    o->idle_timeout_s = l.idle_timeout_s;
+    o->request_timeout_s = l.request_timeout_s;
+    o->min_rate = l.min_rate;
+    o->shutdown_timeout_s = l.shutdown_timeout_s;
+}
+
+static dm_status check_opts(const dm_server_opts *o, dm_error *err)
+{
+    if (o->http_threads < 1 || o->http_threads > 256)
+        return dm_fail(err, DM_ERR_ARG, "http_threads %d must be in 1..256", o->http_threads);
+    if (o->max_connections < 1) return dm_fail(err, DM_ERR_ARG, "max_connections %d must be >= 1", o->max_connections);
+    if (o->max_connections_per_client < 0)
+        return dm_fail(err, DM_ERR_ARG, "max_connections_per_client %d must be >= 0", o->max_connections_per_client);
+    if (o->max_header < 1024) return dm_fail(err, DM_ERR_ARG, "max_header %zu must be >= 1024 bytes", o->max_header);
+    if (o->max_body < 1024) return dm_fail(err, DM_ERR_ARG, "max_body %zu must be >= 1024 bytes", o->max_body);
+    if (o->max_buffered < o->max_body)
+        return dm_fail(err, DM_ERR_ARG, "max_buffered %zu must be at least max_body %zu", o->max_buffered, o->max_body);
+    if (!(o->idle_timeout_s >= 1)) return dm_fail(err, DM_ERR_ARG, "idle timeout %g s must be >= 1", o->idle_timeout_s);
+    if (!(o->request_timeout_s >= 0) || !(o->min_rate >= 0) || !(o->shutdown_timeout_s >= 0))
+        return dm_fail(err, DM_ERR_ARG, "request timeout, minimum rate and shutdown timeout must be >= 0");
+    return DM_OK;
 }
 
 dm_status dm_server_start(const dm_server_opts *o, dm_server **out, dm_error *err)
@@ -39,6 +67,8 @@ dm_status dm_server_start(const dm_server_opts *o, dm_server **out, dm_error *er
         return dm_fail(err, DM_ERR_ARG, "dm_server_start: options of size %zu, expected %zu (fill them with "
                        "dm_server_opts_default)", o->struct_size, sizeof *o);
     if (!o->repository) return dm_fail(err, DM_ERR_ARG, "dm_server_start: no model repository");
+    dm_status cs = check_opts(o, err);
+    if (cs) return cs;
     dm_server *s = calloc(1, sizeof *s);
     if (!s) return dm_fail(err, DM_ERR_NOMEM, "server: out of memory");
     dm_http *h = &s->http;
@@ -46,8 +76,18 @@ dm_status dm_server_start(const dm_server_opts *o, dm_server **out, dm_error *er
     s->opts = *o;
     pthread_rwlock_init(&h->lock, NULL);
     if (!s->opts.host) s->opts.host = "127.0.0.1";
-    if (!s->opts.max_body) s->opts.max_body = 64u << 20;
-    h->max_body = s->opts.max_body;
+    h->lim = (dm_http_limits){
+        .threads = o->http_threads,
+        .max_connections = o->max_connections,
+        .max_connections_per_client = o->max_connections_per_client,
+        .max_header = o->max_header,
+        .max_body = o->max_body,
+        .max_buffered = o->max_buffered,
+        .idle_timeout_s = o->idle_timeout_s,
+        .request_timeout_s = o->request_timeout_s,
+        .min_rate = o->min_rate,
+        .shutdown_timeout_s = o->shutdown_timeout_s,
+    };
     h->repo.dir = s->opts.repository;
     h->repo.threads = s->opts.threads > 0 ? s->opts.threads : 1;
     dm_status st = dm_repository_open(&h->repo, err);
@@ -69,8 +109,14 @@ int dm_server_metrics_port(const dm_server *s) { return s->metrics_port; }
 void dm_server_stop(dm_server *s)
 {
     if (!s) return;
-    dm_http_stop(&s->http, s->api, s->metrics);
+    /* stop accepting, let complete requests finish (up to the shutdown
+     * timeout), finish what the schedulers still hold (so no connection stays
+     * suspended), then close every connection */
+    dm_http_quiesce(&s->http, s->api);
+    pthread_rwlock_wrlock(&s->http.lock);
     dm_repository_close(&s->http.repo);
+    pthread_rwlock_unlock(&s->http.lock);
+    dm_http_stop(&s->http, s->api, s->metrics);
     pthread_rwlock_destroy(&s->http.lock);
     free(s);
 }
