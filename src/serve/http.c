@@ -760,7 +760,7 @@ dm_status dm_http_listen(dm_http *h, const char *host, int port, int metrics, st
         end[0] = (struct MHD_OptionItem){MHD_OPTION_PER_IP_CONNECTION_LIMIT, l->max_connections_per_client, NULL};
         end[1] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
     }
-    struct MHD_Daemon *d = MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME, (uint16_t)port,
+    struct MHD_Daemon *d = MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO, (uint16_t)port,
                                             NULL, NULL, metrics ? on_metrics : on_http, h, MHD_OPTION_ARRAY, opts,
                                             MHD_OPTION_END);
     if (!d) return dm_fail(err, DM_ERR_IO, "cannot listen on %s:%d (port in use?)", host, port);

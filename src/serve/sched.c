@@ -30,9 +30,8 @@ typedef struct sched_inst {
     uint64_t *routed;            /* [layers * E] this batch's assignments per expert (merged into the stats) */
     sched_node **batch;          /* at most max_batch_size requests */
     sched_node **done_async;     /* scratch: the batch's asynchronous nodes */
-    int n;
-    int busy, quit, started;
-    pthread_cond_t cv;           /* a batch was handed over, or quit */
+    int n;                       /* requests in the batch it runs */
+    int started;
     pthread_t th;
 } sched_inst;
 
@@ -43,16 +42,15 @@ struct dm_sched {
     int64_t in, out, layers, k;
     int largest_pref;
     pthread_mutex_t mu;
-    pthread_cond_t cv;           /* batcher: arrivals, a free instance, stop */
+    pthread_cond_t cv;           /* idle instances: arrivals, stop */
     pthread_cond_t done_cv;      /* submitters: a request finished; free: no submitter left */
     sched_node *head, *tail;
     int64_t pending;
     int stopping;
+    int idle;                    /* instances waiting on cv */
     int64_t in_submit;
     sched_inst *inst;
     int n_inst;
-    int batcher_started;
-    pthread_t batcher;
     dm_sched_stats st;
 };
 
@@ -170,44 +168,6 @@ static int decide(const dm_sched *s, int64_t now, int64_t *wake)
     return 0;
 }
 
-static void *batcher_main(void *arg)
-{
-    dm_sched *s = arg;
-    pthread_mutex_lock(&s->mu);
-    for (;;) {
-        int64_t now = now_ns();
-        expire(s, now);
-        if (s->stopping && !s->head) break;
-        int64_t wake = earliest_deadline(s);
-        sched_inst *free_inst = NULL;
-        for (int i = 0; i < s->n_inst && !free_inst; i++)
-            if (!s->inst[i].busy) free_inst = &s->inst[i];
-        if (free_inst && s->head) {
-            int64_t w = INT64_MAX;
-            int n = decide(s, now, &w);
-            if (n > 0) {
-                for (int i = 0; i < n; i++) {
-                    sched_node *nd = s->head;
-                    s->head = nd->next;
-                    nd->next = NULL;
-                    nd->r->queue_ns = now - nd->enq_ns;
-                    free_inst->batch[i] = nd;
-                }
-                if (!s->head) s->tail = NULL;
-                s->pending -= n;
-                free_inst->n = n;
-                free_inst->busy = 1;
-                pthread_cond_signal(&free_inst->cv);
-                continue;
-            }
-            if (w < wake) wake = w;
-        }
-        cond_wait_until(&s->cv, &s->mu, wake);
-    }
-    pthread_mutex_unlock(&s->mu);
-    return NULL;
-}
-
 /* Outside the lock: runs one batch and fills each request's results. */
 static void run_batch(sched_inst *in)
 {
@@ -270,54 +230,89 @@ static void run_batch(sched_inst *in)
     }
 }
 
+/* Under the lock: the batch instance in ran is done; its requests' results,
+ * callbacks and the stats. Drops and retakes the lock for the callbacks. */
+static void finish_batch(dm_sched *s, sched_inst *in)
+{
+    int64_t total = 0;
+    for (int i = 0; i < in->n; i++) {
+        sched_node *nd = in->batch[i];
+        total += nd->r->rows;
+        if (nd->result == DM_SCHED_OK) {
+            s->st.success++;
+            s->st.inference_count += (uint64_t)nd->r->rows;
+            s->st.queue_ns += (uint64_t)nd->r->queue_ns;
+            s->st.compute_ns += (uint64_t)nd->r->compute_ns;
+        } else {
+            s->st.fail++;
+        }
+        nd->done = 1;
+        if (!nd->cb) pthread_cond_signal(&nd->cv);
+    }
+    s->st.execution_count++;
+    s->st.batch_count[total > 1024 ? 1024 : total]++;
+    int E = dm_model_config(s->m)->n_experts;
+    for (int64_t j = 0; j < (int64_t)s->layers * E && j < DM_SCHED_MAX_ROUTE; j++) s->st.expert_rows[j] += in->routed[j];
+    /* asynchronous requests: call back outside the lock, then free their nodes */
+    int n_async = 0;
+    for (int i = 0; i < in->n; i++)
+        if (in->batch[i]->cb) in->done_async[n_async++] = in->batch[i];
+    in->n = 0;
+    if (n_async) {
+        pthread_mutex_unlock(&s->mu);
+        for (int i = 0; i < n_async; i++) {
+            in->done_async[i]->cb(in->done_async[i]->cb_arg, in->done_async[i]->result);
+            free(in->done_async[i]);
+        }
+        pthread_mutex_lock(&s->mu);
+        s->in_submit -= n_async;
+        if (s->stopping && s->in_submit == 0) pthread_cond_broadcast(&s->done_cv);
+    }
+}
+
+/* An instance's thread forms its own batches (rules 1-4 in decide) and runs
+ * them: a finished batch is followed at once by what queued meanwhile, with
+ * no hand-off to another thread; an idle instance sleeps until a request
+ * arrives (dm_sched_submit* wakes one), a queue delay ends or a queued
+ * request's timeout expires. Stopping: the queue is drained first. */
 static void *worker_main(void *arg)
 {
     sched_inst *in = arg;
     dm_sched *s = in->s;
     pthread_mutex_lock(&s->mu);
     for (;;) {
-        while (!in->busy && !in->quit) pthread_cond_wait(&in->cv, &s->mu);
-        if (!in->busy) break;
-        pthread_mutex_unlock(&s->mu);
-        run_batch(in);
-        pthread_mutex_lock(&s->mu);
-        int64_t total = 0;
-        for (int i = 0; i < in->n; i++) {
-            sched_node *nd = in->batch[i];
-            total += nd->r->rows;
-            if (nd->result == DM_SCHED_OK) {
-                s->st.success++;
-                s->st.inference_count += (uint64_t)nd->r->rows;
-                s->st.queue_ns += (uint64_t)nd->r->queue_ns;
-                s->st.compute_ns += (uint64_t)nd->r->compute_ns;
-            } else {
-                s->st.fail++;
+        int64_t now = now_ns();
+        expire(s, now);
+        int64_t wake = earliest_deadline(s);
+        if (s->head) {
+            int64_t w = INT64_MAX;
+            int n = decide(s, now, &w);
+            if (n > 0) {
+                for (int i = 0; i < n; i++) {
+                    sched_node *nd = s->head;
+                    s->head = nd->next;
+                    nd->next = NULL;
+                    nd->r->queue_ns = now - nd->enq_ns;
+                    in->batch[i] = nd;
+                }
+                if (!s->head) s->tail = NULL;
+                s->pending -= n;
+                in->n = n;
+                if (s->head && s->idle) pthread_cond_signal(&s->cv);   /* more for another instance */
+                pthread_mutex_unlock(&s->mu);
+                run_batch(in);
+                pthread_mutex_lock(&s->mu);
+                finish_batch(s, in);
+                pthread_cond_broadcast(&s->done_cv);
+                continue;
             }
-            nd->done = 1;
-            if (!nd->cb) pthread_cond_signal(&nd->cv);
+            if (w < wake) wake = w;
+        } else if (s->stopping) {
+            break;
         }
-        /* asynchronous requests: call back outside the lock, then free their nodes */
-        int n_async = 0;
-        for (int i = 0; i < in->n; i++)
-            if (in->batch[i]->cb) in->done_async[n_async++] = in->batch[i];
-        if (n_async) {
-            pthread_mutex_unlock(&s->mu);
-            for (int i = 0; i < n_async; i++) {
-                in->done_async[i]->cb(in->done_async[i]->cb_arg, in->done_async[i]->result);
-                free(in->done_async[i]);
-            }
-            pthread_mutex_lock(&s->mu);
-            s->in_submit -= n_async;
-            if (s->stopping && s->in_submit == 0) pthread_cond_broadcast(&s->done_cv);
-        }
-        s->st.execution_count++;
-        s->st.batch_count[total > 1024 ? 1024 : total]++;
-        int E = dm_model_config(s->m)->n_experts;
-        for (int64_t j = 0; j < (int64_t)s->layers * E && j < DM_SCHED_MAX_ROUTE; j++) s->st.expert_rows[j] += in->routed[j];
-        in->n = 0;
-        in->busy = 0;
-        pthread_cond_broadcast(&s->done_cv);
-        pthread_cond_signal(&s->cv);
+        s->idle++;
+        cond_wait_until(&s->cv, &s->mu, wake);
+        s->idle--;
     }
     pthread_mutex_unlock(&s->mu);
     return NULL;
@@ -356,15 +351,8 @@ static void sched_destroy(dm_sched *s)
     s->stopping = 1;
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
-    if (s->batcher_started) pthread_join(s->batcher, NULL);
-    for (int i = 0; i < s->n_inst; i++) {
-        sched_inst *in = &s->inst[i];
-        pthread_mutex_lock(&s->mu);
-        in->quit = 1;
-        pthread_cond_signal(&in->cv);
-        pthread_mutex_unlock(&s->mu);
-        if (in->started) pthread_join(in->th, NULL);
-    }
+    for (int i = 0; i < s->n_inst; i++)
+        if (s->inst[i].started) pthread_join(s->inst[i].th, NULL);
     pthread_mutex_lock(&s->mu);
     while (s->in_submit > 0) pthread_cond_wait(&s->done_cv, &s->mu);
     pthread_mutex_unlock(&s->mu);
@@ -379,7 +367,6 @@ static void sched_destroy(dm_sched *s)
         free(in->done_async);
         dm_free(in->w);
         free(in->batch);
-        pthread_cond_destroy(&in->cv);
     }
     free(s->inst);
     pthread_cond_destroy(&s->done_cv);
@@ -435,10 +422,6 @@ dm_status dm_sched_create(const dm_model *m, const dm_sched_config *c, dm_sched 
     for (int i = 0; i < c->instances; i++) {
         sched_inst *in = &s->inst[i];
         in->s = s;
-        if (cond_init(&in->cv)) {
-            sched_destroy(s);
-            return dm_fail(err, DM_ERR_NOMEM, "sched: pthread_cond_init failed");
-        }
         s->n_inst = i + 1;
         st = dm_pool_create(c->threads_per_instance, &in->pool, err);
         if (!st) st = dm_ctx_create(m, in->pool, &in->ctx, err);
@@ -466,11 +449,6 @@ dm_status dm_sched_create(const dm_model *m, const dm_sched_config *c, dm_sched 
         }
         s->inst[i].started = 1;
     }
-    if (pthread_create(&s->batcher, NULL, batcher_main, s)) {
-        sched_destroy(s);
-        return dm_fail(err, DM_ERR_NOMEM, "sched: pthread_create failed");
-    }
-    s->batcher_started = 1;
     *out = s;
     return DM_OK;
 }
@@ -529,7 +507,7 @@ int dm_sched_submit(dm_sched *s, dm_sched_request *r)
     s->tail = &nd;
     s->pending++;
     s->in_submit++;
-    pthread_cond_signal(&s->cv);
+    if (s->idle) pthread_cond_signal(&s->cv);   /* an instance asleep takes it */
     while (!nd.done) pthread_cond_wait(&nd.cv, &s->mu);
     s->in_submit--;
     if (s->stopping && s->in_submit == 0) pthread_cond_broadcast(&s->done_cv);
@@ -592,7 +570,7 @@ int dm_sched_submit_async(dm_sched *s, dm_sched_request *r, void (*done)(void *a
     s->tail = nd;
     s->pending++;
     s->in_submit++;
-    pthread_cond_signal(&s->cv);
+    if (s->idle) pthread_cond_signal(&s->cv);   /* an instance asleep takes it */
     pthread_mutex_unlock(&s->mu);
     return DM_SCHED_OK;
 }

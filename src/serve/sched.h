@@ -1,7 +1,8 @@
 /* sched.h - the dynamic batcher of the Triton-compatible server: a queue of
- * requests, one batcher thread that forms batches by Triton's rules (see
- * shared/research/serving.md section 4) and model instances (each a dm_ctx +
- * dm_pool + worker thread) that run them in parallel.
+ * requests and model instances (each a dm_ctx + dm_pool + thread) that form
+ * batches from it by Triton's rules (shared/research/serving.md section 4)
+ * and run them in parallel: a free instance takes what is queued, so the
+ * requests that arrive while a batch runs make the next one.
  *
  * Thread safety: dm_sched_submit and dm_sched_stats_get may be called from
  * any number of threads at once. dm_sched_free must not race with new calls
