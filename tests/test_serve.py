@@ -285,6 +285,34 @@ for qt in ("q8", "nm24:bf16"):
     check("%s served over HTTP equals deepmoe infer on it (and differs from fp32 by %.2g)" % (qt, dq),
           st == 200 and len(gq) == 160 and eq < 1e-5 and dq > 0, (st, eq, b[:200]))
     check("%s server stops cleanly" % qt, Q.stop() == 0)
+# ---------------------------------------------------------------- connection limits
+import socket
+L = Server(repo_with("repo_lim"), "--max-connections-per-client", "3", "--max-header", "8192", "--http-threads", "3")
+def raw(payload, wait=0.3):
+    s = socket.create_connection(("127.0.0.1", L.port), timeout=5)
+    s.sendall(payload)
+    time.sleep(wait)
+    try:
+        return s.recv(200)
+    except OSError as e:
+        return repr(e).encode()
+    finally:
+        s.close()
+got = raw(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 7000 + b"\r\n\r\n")
+check("headers under --max-header are served", got.startswith(b"HTTP/1.1 200"), got)
+got = raw(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 12000 + b"\r\n\r\n")
+check("headers over --max-header get 431", got.startswith(b"HTTP/1.1 431"), got)
+held = [socket.create_connection(("127.0.0.1", L.port), timeout=5) for _ in range(3)]
+time.sleep(0.2)
+got = raw(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+check("a 4th connection from one client over --max-connections-per-client 3 is refused", not got.startswith(b"HTTP/1.1 200"), got)
+for h_ in held: h_.close()
+time.sleep(0.2)
+got = raw(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+check("once they close, the client is served again", got.startswith(b"HTTP/1.1 200"), got)
+check("limits server stops cleanly", L.stop() == 0)
+r = run("serve", "--model-repository", "repo_lim", "--max-buffered", "2000", "--max-body", "4096")
+check("serve: --max-buffered below --max-body is a usage error", r.returncode == 2 and "max-buffered" in r.stderr, r.stderr)
 r = run("serve", "--model-repository", "nowhere", "--http-port", "0", "--metrics-port", "-1")
 check("serve: missing repository is an error", r.returncode == 1 and "nowhere" in r.stderr, r.stderr)
 print("%d passed, %d failed" % (passed, failed))

@@ -87,7 +87,7 @@ int cmd_serve(int argc, char **argv)
     };
     dm_server_opts c;
     dm_server_opts_default(&c);
-    int oc;
+    int oc, buffered_set = 0;
     optind = 1;
     opterr = 0;
     while ((oc = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
@@ -102,10 +102,12 @@ int cmd_serve(int argc, char **argv)
         case 'P': if (cli_int(optarg, 0, 1 << 24, &c.max_connections_per_client)) return cli_usage("serve", "--max-connections-per-client '%s' must be in 0..16777216", optarg); break;
         case 'b':
             if (bytes_arg(optarg, 1024, 1L << 30, &c.max_body)) return cli_usage("serve", "--max-body '%s' must be in 1024..1073741824", optarg);
-            if (c.max_buffered < c.max_body) c.max_buffered = c.max_body;
             break;
         case 'E': if (bytes_arg(optarg, 1024, 1L << 24, &c.max_header)) return cli_usage("serve", "--max-header '%s' must be in 1024..16777216", optarg); break;
-        case 'B': if (bytes_arg(optarg, 1024, 1L << 40, &c.max_buffered)) return cli_usage("serve", "--max-buffered '%s' must be in 1024..2^40", optarg); break;
+        case 'B':
+            if (bytes_arg(optarg, 1024, 1L << 40, &c.max_buffered)) return cli_usage("serve", "--max-buffered '%s' must be in 1024..2^40", optarg);
+            buffered_set = 1;
+            break;
         case 'I': if (seconds_arg(optarg, 1, &c.idle_timeout_s)) return cli_usage("serve", "--idle-timeout '%s' must be a number of seconds in 1..86400", optarg); break;
         case 'R': if (seconds_arg(optarg, 0, &c.request_timeout_s)) return cli_usage("serve", "--request-timeout '%s' must be a number of seconds in 0..86400", optarg); break;
         case 'S': if (seconds_arg(optarg, 0, &c.shutdown_timeout_s)) return cli_usage("serve", "--shutdown-timeout '%s' must be a number of seconds in 0..86400", optarg); break;
@@ -116,6 +118,7 @@ int cmd_serve(int argc, char **argv)
     }
     if (optind < argc) return cli_usage("serve", "unexpected argument '%s'", argv[optind]);
     if (!c.repository) return cli_usage("serve", "--model-repository is required");
+    if (!buffered_set && c.max_buffered < c.max_body) c.max_buffered = c.max_body;   /* room for one body at least */
     if (c.max_buffered < c.max_body)
         return cli_usage("serve", "--max-buffered %zu must be at least --max-body %zu", c.max_buffered, c.max_body);
     raise_file_limit();

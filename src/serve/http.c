@@ -744,22 +744,20 @@ dm_status dm_http_listen(dm_http *h, const char *host, int port, int metrics, st
     unsigned threads = metrics ? 1 : (unsigned)DM_MAX(l->threads, 1);
     unsigned conns = (unsigned)dm_http_connection_cap(metrics ? 1024 : l->max_connections);
     unsigned idle = (unsigned)DM_MAX(1.0, ceil(l->idle_timeout_s));
-    struct MHD_OptionItem opts[] = {
-        {MHD_OPTION_SOCK_ADDR, 0, &a},
-        {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)(metrics ? NULL : on_done), h},
-        {MHD_OPTION_CONNECTION_TIMEOUT, idle, NULL},
-        {MHD_OPTION_CONNECTION_LIMIT, conns, NULL},
-        {MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)DM_MAX(l->max_header, (size_t)4096), NULL},
-        {MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096, NULL},
-        {threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, threads, NULL},
-        {MHD_OPTION_END, 0, NULL},
-    };
-    /* the per-client limit, when set, goes before the END */
-    struct MHD_OptionItem *end = &opts[threads > 1 ? 7 : 6];
-    if (!metrics && l->max_connections_per_client > 0) {
-        end[0] = (struct MHD_OptionItem){MHD_OPTION_PER_IP_CONNECTION_LIMIT, l->max_connections_per_client, NULL};
-        end[1] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
-    }
+    struct MHD_OptionItem opts[12];
+    int n = 0;
+#define OPT(o, v, p) (opts[n++] = (struct MHD_OptionItem){(o), (intptr_t)(v), (p)})
+    OPT(MHD_OPTION_SOCK_ADDR, 0, &a);
+    if (!metrics) OPT(MHD_OPTION_NOTIFY_COMPLETED, on_done, h);
+    OPT(MHD_OPTION_CONNECTION_TIMEOUT, idle, NULL);
+    OPT(MHD_OPTION_CONNECTION_LIMIT, conns, NULL);
+    OPT(MHD_OPTION_CONNECTION_MEMORY_LIMIT, DM_MAX(l->max_header, (size_t)4096), NULL);
+    OPT(MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096, NULL);
+    if (threads > 1) OPT(MHD_OPTION_THREAD_POOL_SIZE, threads, NULL);
+    if (!metrics && l->max_connections_per_client > 0)
+        OPT(MHD_OPTION_PER_IP_CONNECTION_LIMIT, l->max_connections_per_client, NULL);
+    OPT(MHD_OPTION_END, 0, NULL);
+#undef OPT
     struct MHD_Daemon *d = MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO, (uint16_t)port,
                                             NULL, NULL, metrics ? on_metrics : on_http, h, MHD_OPTION_ARRAY, opts,
                                             MHD_OPTION_END);
