@@ -374,6 +374,16 @@ static enum MHD_Result infer_start(struct MHD_Connection *c, dm_served_model *sv
         return infer_refuse(c, r, sv, 500, "out of memory");
     r->sr = (dm_sched_request){.x = t->f32, .rows = rows, .y = r->y, .experts = r->ex, .weights = r->w,
                                .timeout_us = ir->timeout_us};
+    /* the only request in flight, an idle instance, an empty queue: run it here,
+     * no suspend, no hand-off (under load, requests go to the queue and batch) */
+    int now = atomic_load(&r->h->in_flight) <= 1 ? dm_sched_run_now(sv->sched, &r->sr) : DM_SCHED_BUSY;
+    if (now != DM_SCHED_BUSY) {
+        r->result = now;
+        if (now == DM_SCHED_OK) dm_metrics_inferred(&sv->metrics);
+        else dm_metrics_failed(&sv->metrics);
+        dm_metrics_duration(&sv->metrics, dm_metrics_now() - r->infer_t0);
+        return infer_answer(c, r);
+    }
     r->sv = sv;
     atomic_store(&r->state, R_QUEUED);
     MHD_suspend_connection(c);   /* before the submit: the callback may resume it at once */
