@@ -36,6 +36,11 @@ typedef struct dm_http {
     _Atomic int64_t buffered;  /* body bytes buffered now, over every connection */
     _Atomic int64_t dropped;   /* connections closed for a limit (deadline, rate floor, buffer budget) */
     _Atomic int stopping;      /* set by dm_http_quiesce: new inference requests get 503 */
+    _Atomic int64_t finished;  /* requests finished (freed), for the housekeeping thread */
+    pthread_t hk;              /* housekeeping: gives freed heap memory back after bursts */
+    pthread_mutex_t hk_mu;
+    pthread_cond_t hk_cv;
+    int hk_stop, hk_started;
     double start_s, ready_s;   /* dm_metrics_now() at server start and once listening */
 } dm_http;
 
@@ -48,6 +53,10 @@ int dm_http_connection_cap(int want);
  * epoll loops (one for metrics). h must outlive the daemon. */
 dm_status dm_http_listen(dm_http *h, const char *host, int port, int metrics, struct MHD_Daemon **out, int *bound,
                          dm_error *err);
+/* The housekeeping thread (every 2 s with finished requests: malloc_trim, so
+ * RSS comes back down after a burst); stop joins it. */
+dm_status dm_http_housekeeping_start(dm_http *h, dm_error *err);
+void dm_http_housekeeping_stop(dm_http *h);
 /* Stops accepting, answers new inference requests 503, and waits up to
  * h->lim.shutdown_timeout_s for the requests whose body is complete. Uploads
  * that have not finished are not waited for. */

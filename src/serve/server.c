@@ -91,6 +91,7 @@ dm_status dm_server_start(const dm_server_opts *o, dm_server **out, dm_error *er
     h->repo.dir = s->opts.repository;
     h->repo.threads = s->opts.threads > 0 ? s->opts.threads : 1;
     dm_status st = dm_repository_open(&h->repo, err);
+    if (!st) st = dm_http_housekeeping_start(h, err);
     if (!st) st = dm_http_listen(h, s->opts.host, o->http_port, 0, &s->api, &s->http_port, err);
     if (!st && o->metrics_port >= 0)
         st = dm_http_listen(h, s->opts.host, o->metrics_port, 1, &s->metrics, &s->metrics_port, err);
@@ -117,6 +118,7 @@ void dm_server_stop(dm_server *s)
     dm_repository_close(&s->http.repo);
     pthread_rwlock_unlock(&s->http.lock);
     dm_http_stop(&s->http, s->api, s->metrics);
+    dm_http_housekeeping_stop(&s->http);
     pthread_rwlock_destroy(&s->http.lock);
     free(s);
 }
