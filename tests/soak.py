@@ -21,7 +21,7 @@ Standard library only. Prints one line per check and "N passed, N failed"."""
 import http.client, json, os, random, re, resource, signal, socket, struct, subprocess, sys, tempfile, threading, time, zlib
 
 BIN = os.path.abspath(sys.argv[1])
-SECONDS = float(os.environ.get("SOAK_S", "20"))
+SECONDS = max(15.0, float(os.environ.get("SOAK_S", "20")))   # the slow, stalled and flood rounds need 10 s each
 T = tempfile.mkdtemp(prefix="deepmoe-soak-")
 D = 32
 passed = failed = 0
@@ -45,20 +45,8 @@ def bump(key, note=None):
 def run(*args):
     return subprocess.run([BIN] + list(args), cwd=T, capture_output=True, text=True)
 
-def write_npy(path, rows):
-    n, d = len(rows), len(rows[0])
-    head = "{'descr': '<f4', 'fortran_order': False, 'shape': (%d, %d), }" % (n, d)
-    head += " " * (63 - (10 + len(head)) % 64) + "\n"
-    with open(path, "wb") as f:
-        f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(head)) + head.encode())
-        for r in rows: f.write(struct.pack("<%df" % d, *r))
-
-def read_npy(path):
-    b = open(path, "rb").read()
-    hl = struct.unpack("<H", b[8:10])[0]
-    shape = tuple(int(v) for v in re.search(r"\((\d+), (\d+)\)", b[10:10 + hl].decode()).groups())
-    vals = struct.unpack("<%df" % (shape[0] * shape[1]), b[10 + hl:])
-    return [list(vals[i * shape[1]:(i + 1) * shape[1]]) for i in range(shape[0])]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from npy2d import read_npy, write_npy
 
 def rss_kib(pid):
     for line in open("/proc/%d/status" % pid):

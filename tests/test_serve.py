@@ -19,20 +19,8 @@ def check(name, cond, detail=""):
 def run(*args):
     return subprocess.run([BIN] + list(args), cwd=T, capture_output=True, text=True)
 
-def write_npy(path, rows):  # float32 [n, d], numpy's v1.0 layout
-    n, d = len(rows), len(rows[0])
-    head = "{'descr': '<f4', 'fortran_order': False, 'shape': (%d, %d), }" % (n, d)
-    head += " " * (63 - (10 + len(head)) % 64) + "\n"
-    with open(path, "wb") as f:
-        f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(head)) + head.encode())
-        for r in rows: f.write(struct.pack("<%df" % d, *r))
-
-def read_npy(path):
-    b = open(path, "rb").read()
-    hl = struct.unpack("<H", b[8:10])[0]
-    shape = tuple(int(v) for v in re.search(r"\((\d+), (\d+)\)", b[10:10 + hl].decode()).groups())
-    vals = struct.unpack("<%df" % (shape[0] * shape[1]), b[10 + hl:])
-    return [list(vals[i * shape[1]:(i + 1) * shape[1]]) for i in range(shape[0])]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from npy2d import read_npy, write_npy
 
 class Server:
     def __init__(self, repo, *extra):
