@@ -15,6 +15,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -169,6 +170,13 @@ def main():
         b'instance_group [ { count: 2 }, { kind: KIND_AUTO count: 3 } ]\n'
         b'version_policy < specific { versions: 1 versions: [3, 5] } >\n')
     put("pbtxt", "all_versions", b'backend: "deepmoe"\nversion_policy { all { } }\n')
+
+    # zip: request bodies in the content codings the server inflates, and a header value line
+    zbody = json.dumps({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [0.1, -2, 3e-3, 4]}]}).encode()
+    put("zip", "gzip", gzip.compress(zbody, mtime=0))
+    put("zip", "deflate", zlib.compress(zbody))
+    put("zip", "accept", b"br;q=1, gzip;q=0.5, deflate\n" + zlib.compress(b"x" * 300))
+    put("zip", "empty_gzip", gzip.compress(b"", mtime=0))
 
     # kserve_json: JSON-only requests
     reqs = {
