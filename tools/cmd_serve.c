@@ -51,7 +51,6 @@ static int number_arg(const char *s, double lo, double hi, double *out)
     *out = v;
     return 0;
 }
-#define seconds_arg(s, lo, out) number_arg(s, lo, 86400, out)
 
 static int bytes_arg(const char *s, long lo, long hi, size_t *out)
 {
@@ -108,9 +107,9 @@ int cmd_serve(int argc, char **argv)
             if (bytes_arg(optarg, 1024, 1L << 40, &c.max_buffered)) return cli_usage("serve", "--max-buffered '%s' must be in 1024..2^40", optarg);
             buffered_set = 1;
             break;
-        case 'I': if (seconds_arg(optarg, 1, &c.idle_timeout_s)) return cli_usage("serve", "--idle-timeout '%s' must be a number of seconds in 1..86400", optarg); break;
-        case 'R': if (seconds_arg(optarg, 0, &c.request_timeout_s)) return cli_usage("serve", "--request-timeout '%s' must be a number of seconds in 0..86400", optarg); break;
-        case 'S': if (seconds_arg(optarg, 0, &c.shutdown_timeout_s)) return cli_usage("serve", "--shutdown-timeout '%s' must be a number of seconds in 0..86400", optarg); break;
+        case 'I': if (number_arg(optarg, 1, 86400, &c.idle_timeout_s)) return cli_usage("serve", "--idle-timeout '%s' must be a number of seconds in 1..86400", optarg); break;
+        case 'R': if (number_arg(optarg, 0, 86400, &c.request_timeout_s)) return cli_usage("serve", "--request-timeout '%s' must be a number of seconds in 0..86400", optarg); break;
+        case 'S': if (number_arg(optarg, 0, 86400, &c.shutdown_timeout_s)) return cli_usage("serve", "--shutdown-timeout '%s' must be a number of seconds in 0..86400", optarg); break;
         case 'M': if (number_arg(optarg, 0, 1e12, &c.min_rate)) return cli_usage("serve", "--min-rate '%s' must be a number of bytes/s in 0..1e12", optarg); break;
         case 'h': fputs(help, stdout); return 0;
         default: return cli_usage("serve", "unknown option or missing value: '%s'", argv[optind - 1]);

@@ -204,14 +204,20 @@ static void req_free(req *r)
     free(r);
 }
 
+/* A finished inference (answered or refused) in the model's counters. */
+static void count_result(dm_served_model *sv, const req *r, int result)
+{
+    if (result == DM_SCHED_OK) dm_metrics_inferred(&sv->metrics);
+    else dm_metrics_failed(&sv->metrics);
+    dm_metrics_duration(&sv->metrics, dm_metrics_now() - r->infer_t0);
+}
+
 /* The scheduler's worker, once the request ran (or was refused while queued). */
 static void infer_done(void *arg, int result)
 {
     req *r = arg;
     r->result = result;
-    if (result == DM_SCHED_OK) dm_metrics_inferred(&r->sv->metrics);
-    else dm_metrics_failed(&r->sv->metrics);
-    dm_metrics_duration(&r->sv->metrics, dm_metrics_now() - r->infer_t0);
+    count_result(r->sv, r, result);
     r->sv = NULL;   /* an unload may free it from here on */
     if (atomic_exchange(&r->state, R_DONE) == R_GONE) {
         req_free(r);   /* the connection went away meanwhile (only at daemon stop) */
@@ -291,8 +297,7 @@ static enum MHD_Result infer_refuse(struct MHD_Connection *c, req *r, dm_served_
                                     const char *msg)
 {
     infer_free(r);
-    dm_metrics_failed(&sv->metrics);
-    dm_metrics_duration(&sv->metrics, dm_metrics_now() - r->infer_t0);
+    count_result(sv, r, DM_SCHED_FAILED);
     return reply_error(c, code, msg);
 }
 
@@ -382,9 +387,7 @@ static enum MHD_Result infer_start(struct MHD_Connection *c, dm_served_model *sv
     int now = atomic_load(&r->h->in_flight) <= 1 ? dm_sched_run_now(sv->sched, &r->sr) : DM_SCHED_BUSY;
     if (now != DM_SCHED_BUSY) {
         r->result = now;
-        if (now == DM_SCHED_OK) dm_metrics_inferred(&sv->metrics);
-        else dm_metrics_failed(&sv->metrics);
-        dm_metrics_duration(&sv->metrics, dm_metrics_now() - r->infer_t0);
+        count_result(sv, r, now);
         return infer_answer(c, r);
     }
     r->sv = sv;
@@ -393,8 +396,7 @@ static enum MHD_Result infer_start(struct MHD_Connection *c, dm_served_model *sv
     int rc = dm_sched_submit_async(sv->sched, &r->sr, infer_done, r);
     if (rc != DM_SCHED_OK) {     /* refused at once: no callback comes */
         r->result = rc;
-        dm_metrics_failed(&sv->metrics);
-        dm_metrics_duration(&sv->metrics, dm_metrics_now() - r->infer_t0);
+        count_result(sv, r, rc);
         r->sv = NULL;
         atomic_store(&r->state, R_DONE);
         MHD_resume_connection(c);
@@ -719,23 +721,8 @@ static enum MHD_Result on_metrics(void *cls, struct MHD_Connection *c, const cha
 
 /* ---------------------------------------------------------------- daemons */
 
-void dm_http_limits_default(dm_http_limits *l)
-{
-    *l = (dm_http_limits){
-        .threads = 2,
-        .max_connections = 20000,
-        .max_connections_per_client = 0,
-        .max_header = 32u << 10,
-        .max_body = 64u << 20,
-        .max_buffered = 256u << 20,
-        .idle_timeout_s = 30,
-        .request_timeout_s = 30,
-        .min_rate = 1024,
-        .shutdown_timeout_s = 5,
-    };
-}
-
-int dm_http_connection_cap(int want)
+/* want, or less where the process's file limit (RLIMIT_NOFILE) does not allow it. */
+static int connection_cap(int want)
 {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_cur == RLIM_INFINITY) return want;
@@ -756,7 +743,7 @@ dm_status dm_http_listen(dm_http *h, const char *host, int port, int metrics, st
     if (inet_pton(AF_INET, host, &a.sin_addr) != 1) return dm_fail(err, DM_ERR_ARG, "--host '%s' is not an IPv4 address", host);
     const dm_http_limits *l = &h->lim;
     unsigned threads = metrics ? 1 : (unsigned)DM_MAX(l->threads, 1);
-    unsigned conns = (unsigned)dm_http_connection_cap(metrics ? 1024 : l->max_connections);
+    unsigned conns = (unsigned)connection_cap(metrics ? 1024 : l->max_connections);
     unsigned idle = (unsigned)DM_MAX(1.0, ceil(l->idle_timeout_s));
     struct MHD_OptionItem opts[12];
     int n = 0;

@@ -13,7 +13,7 @@
 
 struct MHD_Daemon;
 
-/* The server's limits (dm_http_limits_default; docs/serving.md "Limits"). */
+/* The server's limits (dm_server_opts has them and their defaults; docs/serving.md "Limits"). */
 typedef struct dm_http_limits {
     int threads;                 /* event-loop threads sharing the connections (2) */
     int max_connections;         /* connections open at once (20000; at most the file limit less 64) */
@@ -44,9 +44,6 @@ typedef struct dm_http {
     double start_s, ready_s;   /* dm_metrics_now() at server start and once listening */
 } dm_http;
 
-void dm_http_limits_default(dm_http_limits *l);
-/* want, or less where the process's file limit (RLIMIT_NOFILE) does not allow it. */
-int dm_http_connection_cap(int want);
 
 /* Listens on host:port (0: any free port; *bound = the port bound) with the
  * /v2 endpoints, or with metrics = 1 the /metrics endpoint, on h->lim.threads

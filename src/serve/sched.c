@@ -322,6 +322,15 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* A request's result fields before it is queued or run. */
+static void reset_result(dm_sched_request *r)
+{
+    r->status = DM_OK;
+    r->error[0] = 0;
+    r->queue_ns = r->compute_ns = 0;
+    r->batch_rows = 0;
+}
+
 int dm_sched_run_now(dm_sched *s, dm_sched_request *r)
 {
     if (!s || !r || r->rows < 1 || !r->x || !r->y) return DM_SCHED_BUSY;
@@ -338,10 +347,7 @@ int dm_sched_run_now(dm_sched *s, dm_sched_request *r)
     }
     in->busy = 1;   /* its own thread leaves it alone until we are done */
     pthread_mutex_unlock(&s->mu);
-    r->status = DM_OK;
-    r->error[0] = 0;
-    r->queue_ns = r->compute_ns = 0;
-    r->batch_rows = 0;
+    reset_result(r);
     sched_node nd = {.r = r, .direct = 1};
     in->batch[0] = &nd;
     in->n = 1;
@@ -493,10 +499,7 @@ dm_status dm_sched_create(const dm_model *m, const dm_sched_config *c, dm_sched 
 int dm_sched_submit(dm_sched *s, dm_sched_request *r)
 {
     if (!r) return DM_SCHED_FAILED;
-    r->status = DM_OK;
-    r->error[0] = 0;
-    r->queue_ns = r->compute_ns = 0;
-    r->batch_rows = 0;
+    reset_result(r);
     if (!s) {
         r->status = DM_ERR_ARG;
         snprintf(r->error, sizeof r->error, "NULL scheduler");
@@ -557,10 +560,7 @@ int dm_sched_submit(dm_sched *s, dm_sched_request *r)
 int dm_sched_submit_async(dm_sched *s, dm_sched_request *r, void (*done)(void *arg, int result), void *arg)
 {
     if (!r || !done) return DM_SCHED_FAILED;
-    r->status = DM_OK;
-    r->error[0] = 0;
-    r->queue_ns = r->compute_ns = 0;
-    r->batch_rows = 0;
+    reset_result(r);
     if (!s) {
         r->status = DM_ERR_ARG;
         snprintf(r->error, sizeof r->error, "NULL scheduler");

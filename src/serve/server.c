@@ -28,17 +28,15 @@ void dm_server_opts_default(dm_server_opts *o)
     o->metrics_port = 8002;
     o->threads = 1;
     o->max_body = 64u << 20;
-    dm_http_limits l;
-    dm_http_limits_default(&l);
-    o->http_threads = l.threads;
-    o->max_connections = l.max_connections;
-    o->max_connections_per_client = l.max_connections_per_client;
-    o->max_header = l.max_header;
-    o->max_buffered = l.max_buffered;
-    o->idle_timeout_s = l.idle_timeout_s;
-    o->request_timeout_s = l.request_timeout_s;
-    o->min_rate = l.min_rate;
-    o->shutdown_timeout_s = l.shutdown_timeout_s;
+    o->http_threads = 2;
+    o->max_connections = 20000;
+    o->max_connections_per_client = 0;
+    o->max_header = 32u << 10;
+    o->max_buffered = 256u << 20;
+    o->idle_timeout_s = 30;
+    o->request_timeout_s = 30;
+    o->min_rate = 1024;
+    o->shutdown_timeout_s = 5;
 }
 
 static dm_status check_opts(const dm_server_opts *o, dm_error *err)
