@@ -5,6 +5,12 @@
 # them, so `make CFLAGS=-O3` or `make CFLAGS=-march=native` only adds.
 
 CC      ?= cc
+# PROFILE=1: frame pointers everywhere, for perf's call graphs (docs/profiling.md),
+# in build/profile unless BUILD is given
+PROFILE ?=
+ifeq ($(PROFILE)$(origin BUILD),1undefined)
+BUILD   := build/profile
+endif
 BUILD   ?= build
 PREFIX  ?= /usr/local
 BINDIR  ?= $(PREFIX)/bin
@@ -48,6 +54,9 @@ DM_CFLAGS  := -std=c11 $(OPT) -g -Wall -Wextra -Werror -fPIC -pthread \
               -D_POSIX_C_SOURCE=200809L -DDM_HAVE_X86=$(X86) -Iinclude -Isrc $(JANSSON_CFLAGS) $(MHD_CFLAGS)
 DM_LDFLAGS :=
 DM_LDLIBS  := $(JANSSON_LIBS) $(MHD_LIBS) $(MPI_LIBS) -lz -lm -pthread
+ifeq ($(PROFILE),1)
+DM_CFLAGS  += -fno-omit-frame-pointer -mno-omit-leaf-frame-pointer
+endif
 ifneq ($(SAN),)
 DM_CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 DM_LDFLAGS += -fsanitize=address,undefined

@@ -5,7 +5,8 @@
  *  - Functions that can fail return a dm_status and, when the caller passes a
  *    dm_error, fill it with a one-line message that names the file or argument
  *    and the problem. The library never exits, aborts or prints.
- *  - Handles are opaque. There is no global mutable state: a dm_model holds
+ *  - Handles are opaque. There is no global mutable state (but the profiler's,
+ *    deepmoe/trace.h, which is process-wide by nature): a dm_model holds
  *    immutable weights that any number of dm_ctx instances (each with its own
  *    scratch memory and thread pool) can share.
  *  - Matrices are row-major float32; a weight [N, K] maps K inputs to N outputs
@@ -420,6 +421,7 @@ DM_API void dm_array_free(dm_array *a);
 #include "deepmoe/data.h"
 #include "deepmoe/train.h"
 #include "deepmoe/serve.h"   /* the server and export (dm_server_*, dm_export_*) */
+#include "deepmoe/trace.h"   /* the op-level profiler (Chrome trace-event JSON) */
 #include "deepmoe/dist.h"    /* MPI: communicators, distributed modes, expert-parallel inference */
 
 #endif /* DEEPMOE_H */

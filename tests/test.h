@@ -75,5 +75,6 @@ void suite_quantize(dm_t *t);
 void suite_run(dm_t *t);
 void suite_config(dm_t *t);
 void suite_preprocess(dm_t *t);
+void suite_trace(dm_t *t);
 
 #endif

@@ -112,6 +112,7 @@ int main(int argc, char **argv)
     dm_t t = {0};
     t.only = argc > 1 ? argv[1] : NULL;
     suite_base(&t);
+    suite_trace(&t);
     suite_kernels(&t);
     suite_wt_half(&t);
     suite_wt_nm24(&t);

@@ -23,6 +23,7 @@ int cmd_bench(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
+int cmd_profile_summary(int argc, char **argv);
 
 /* "deepmoe CMD: message" on stderr; returns the exit code for the status. */
 int cli_error(const char *cmd, const dm_error *err);
@@ -39,6 +40,17 @@ void *cli_calloc3(size_t a, size_t b, size_t size);
 double cli_now(void);
 /* Per-expert load line: "load  e0 0.125 |####   | ..." to stdout. */
 void cli_print_load(const int32_t *experts, int64_t n, int k, int E);
+
+/* --profile PATH (cli_profile.c): a trace of the command's ops, started before
+ * its work and written at its end; rank r > 0 of a distributed run writes
+ * PATH.rankR. start: 0 or an exit code; stop: returns rc (or 1 if the write
+ * failed on a run that succeeded). */
+#define CLI_PROFILE_OPT 900   /* getopt value of --profile */
+#define CLI_PROFILE_HELP \
+    "  --profile PATH  write a Chrome trace of every op to PATH (Perfetto, chrome://tracing;\n" \
+    "                  docs/profiling.md); off by default, no cost when off\n"
+int cli_profile_start(const char *cmd, const char *path, int rank);
+int cli_profile_stop(const char *cmd, const char *path, int rank, int rc);
 
 /* Distributed commands (cli_dist.c). The flags every such command takes. */
 #define CLI_DIST_HELP \

@@ -10,7 +10,7 @@
 
 static const char help[] =
     "usage: deepmoe bench [--model M.safetensors] [--batch B] [--iters N] [--threads T]\n"
-    "                     [--mode forward|train] [--json]\n\n"
+    "                     [--mode forward|train] [--json] [--profile TRACE.json]\n\n"
     "Times N batches of B random rows (after 3 warm-ups) through the model's forward pass\n"
     "or a training step (forward + backward + AdamW), and measures the machine's fp32 FMA\n"
     "peak for the same threads with a short register-resident loop in the same run.\n"
@@ -26,6 +26,7 @@ static const char help[] =
     "                  us_p99, peak_gflops, fraction_of_peak (and ranks, comm_share distributed)\n"
     "  --dist MODE     train mode under mpirun -np N: dp | zero1 | zero2 | zero3, each rank a\n"
     "                  batch of B rows (rows/s counts every rank's)\n"
+    CLI_PROFILE_HELP
     CLI_DIST_HELP
     "                  (forward: each rank feeds B rows and runs its experts; train: with --dist dp)\n"
     "  --no-sync       with --dist: skip the gradient reductions (the ranks drift apart): the step\n"
@@ -38,12 +39,13 @@ int cmd_bench(int argc, char **argv)
         {"iters", required_argument, 0, 'n'}, {"threads", required_argument, 0, 't'},
         {"mode", required_argument, 0, 'M'}, {"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'},
         {"dist", required_argument, 0, 'D'}, {"expert-parallel", required_argument, 0, 'P'},
-        {"dist-timeout", required_argument, 0, 'T'}, {"no-sync", no_argument, 0, 'S'}, {0, 0, 0, 0},
+        {"dist-timeout", required_argument, 0, 'T'}, {"no-sync", no_argument, 0, 'S'},
+        {"profile", required_argument, 0, CLI_PROFILE_OPT}, {0, 0, 0, 0},
     };
     int nosync = 0;
     int dist = DM_DIST_NONE, ep = 0;
     double dist_timeout = 120;
-    const char *model = NULL;
+    const char *model = NULL, *profile = NULL;
     int batch = 1024, iters = 20, threads = 0, train = 0, json = 0, oc;
     optind = 1;
     opterr = 0;
@@ -69,6 +71,7 @@ int cmd_bench(int argc, char **argv)
                 return cli_usage("bench", "--dist-timeout '%s' must be seconds > 0", optarg);
             break;
         case 'S': nosync = 1; break;
+        case CLI_PROFILE_OPT: profile = optarg; break;
         case 'h': fputs(help, stdout); return 0;
         default: return cli_usage("bench", "unknown option or missing value: '%s'", argv[optind - 1]);
         }
@@ -89,6 +92,8 @@ int cmd_bench(int argc, char **argv)
         }
     }
 
+    int prc = cli_profile_start("bench", profile, rank);
+    if (prc) return cli_dist_end(comm, prc);
     dm_error err;
     dm_model *m = NULL;
     dm_pool *pool = NULL;
@@ -183,5 +188,5 @@ done:
     dm_pool_free(pool);
     dm_model_free(m);
     free(x); free(y); free(labels); free(t);
-    return cli_dist_end(comm, rc);
+    return cli_dist_end(comm, cli_profile_stop("bench", profile, rank, rc));
 }

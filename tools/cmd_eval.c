@@ -29,7 +29,8 @@ static const char help[] =
     "  --oracle-rows N    rows the routing oracle scores (1000, at most 1024; 0 = skip)\n"
     "  --threads N        worker threads (0 = all CPUs)\n"
     "  --top-k K          k for a model file without deepmoe metadata\n"
-    "  --json             print one JSON object on the last line\n";
+    "  --json             print one JSON object on the last line\n"
+    CLI_PROFILE_HELP;
 
 /* ,"key":v, or null when v is not finite (JSON has no NaN or Inf). */
 static void json_num(const char *key, double v)
@@ -46,9 +47,9 @@ int cmd_eval(int argc, char **argv)
         {"holdout", required_argument, 0, 'H'},
         {"oracle-rows", required_argument, 0, 'o'}, {"threads", required_argument, 0, 't'},
         {"top-k", required_argument, 0, 'k'}, {"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0},
+        {"profile", required_argument, 0, CLI_PROFILE_OPT}, {0, 0, 0, 0},
     };
-    const char *model = NULL, *data = NULL;
+    const char *model = NULL, *data = NULL, *profile = NULL;
     int task = -1, oracle = 1000, threads = 0, top_k = 0, json = 0, oc;
     long long seed = -1;
     double holdout = -1;
@@ -80,12 +81,15 @@ int cmd_eval(int argc, char **argv)
         case 'o': if (cli_int(optarg, 0, 1 << 30, &oracle)) return cli_usage("eval", "--oracle-rows '%s' must be >= 0", optarg); break;
         case 't': if (cli_int(optarg, 0, 1024, &threads)) return cli_usage("eval", "--threads '%s' must be in 0..1024", optarg); break;
         case 'k': if (cli_int(optarg, 1, 4096, &top_k)) return cli_usage("eval", "--top-k '%s' must be in 1..4096", optarg); break;
+        case CLI_PROFILE_OPT: profile = optarg; break;
         case 'h': fputs(help, stdout); return 0;
         default: return cli_usage("eval", "unknown option or missing value: '%s'", argv[optind - 1]);
         }
     }
     if (optind < argc) return cli_usage("eval", "unexpected argument '%s'", argv[optind]);
     if (!model || !data) return cli_usage("eval", "--model and --data are required");
+    int prc = cli_profile_start("eval", profile, 0);
+    if (prc) return prc;
 
     dm_error err;
     dm_model *m = NULL;
@@ -193,5 +197,5 @@ done:
     dm_data_free(&d);
     dm_pool_free(pool);
     dm_model_free(m);
-    return rc;
+    return cli_profile_stop("eval", profile, 0, rc);
 }

@@ -26,7 +26,8 @@ static const char help[] =
     "  --expert-parallel P  under mpirun -np P: rank r owns experts [r*E/P, (r+1)*E/P) and\n"
     "                    runs the rows the others route to them (MPI all-to-all); each rank\n"
     "                    feeds its share of the rows, rank 0 writes all the outputs\n"
-    "  --dist-timeout S  a collective not done in S seconds is an error (120)\n";
+    "  --dist-timeout S  a collective not done in S seconds is an error (120)\n"
+    CLI_PROFILE_HELP;
 
 int cmd_infer(int argc, char **argv)
 {
@@ -36,11 +37,11 @@ int cmd_infer(int argc, char **argv)
         {"threads", required_argument, 0, 't'}, {"routing", required_argument, 0, 'r'},
         {"repeat", required_argument, 0, 'n'}, {"quiet", no_argument, 0, 'q'},
         {"expert-parallel", required_argument, 0, 'P'}, {"dist-timeout", required_argument, 0, 'T'},
-        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+        {"profile", required_argument, 0, CLI_PROFILE_OPT}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     int ep = 0;
     double dist_timeout = 120;
-    const char *model = NULL, *input = NULL, *output = NULL, *routing = NULL;
+    const char *model = NULL, *input = NULL, *output = NULL, *routing = NULL, *profile = NULL;
     int top_k = 0, threads = 0, repeat = 1, quiet = 0, o;
     optind = 1;
     opterr = 0;  /* we print our own usage errors */
@@ -67,6 +68,7 @@ int cmd_infer(int argc, char **argv)
             if (cli_dist_timeout(optarg, &dist_timeout))
                 return cli_usage("infer", "--dist-timeout '%s' must be seconds > 0", optarg);
             break;
+        case CLI_PROFILE_OPT: profile = optarg; break;
         case 'h': fputs(help, stdout); return 0;
         default: return cli_usage("infer", "unknown option or missing value: '%s'", argv[optind - 1]);
         }
@@ -85,6 +87,8 @@ int cmd_infer(int argc, char **argv)
         }
     }
     int64_t *share = NULL;
+    int prank = comm ? dm_comm_rank(comm) : 0, prc = cli_profile_start("infer", profile, prank);
+    if (prc) return cli_dist_end(comm, prc);
 
     dm_error err;
     dm_model *m = NULL;
@@ -181,5 +185,5 @@ done:
     dm_model_free(m);
     dm_array_free(&x);
     free(y); free(re); free(rw); free(times); free(share);
-    return cli_dist_end(comm, rc);
+    return cli_dist_end(comm, cli_profile_stop("infer", profile, prank, rc));
 }

@@ -41,7 +41,8 @@ static const char help[] =
     "  --request-timeout S     a request's body must arrive within S of its headers (30; 0 = none)\n"
     "  --min-rate BYTES        drop an upload slower than this many bytes/s after its first\n"
     "                          second (1024; 0 = none)\n"
-    "  --shutdown-timeout S    on SIGTERM, how long complete requests may still finish (5)\n";
+    "  --shutdown-timeout S    on SIGTERM, how long complete requests may still finish (5)\n"
+    CLI_PROFILE_HELP;
 
 static int number_arg(const char *s, double lo, double hi, double *out)
 {
@@ -81,12 +82,13 @@ int cmd_serve(int argc, char **argv)
         {"max-connections-per-client", required_argument, 0, 'P'}, {"max-header", required_argument, 0, 'E'},
         {"max-buffered", required_argument, 0, 'B'}, {"idle-timeout", required_argument, 0, 'I'},
         {"request-timeout", required_argument, 0, 'R'}, {"min-rate", required_argument, 0, 'M'},
-        {"shutdown-timeout", required_argument, 0, 'S'},
+        {"shutdown-timeout", required_argument, 0, 'S'}, {"profile", required_argument, 0, CLI_PROFILE_OPT},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     dm_server_opts c;
     dm_server_opts_default(&c);
     int oc, buffered_set = 0;
+    const char *profile = NULL;
     optind = 1;
     opterr = 0;
     while ((oc = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
@@ -111,6 +113,7 @@ int cmd_serve(int argc, char **argv)
         case 'R': if (number_arg(optarg, 0, 86400, &c.request_timeout_s)) return cli_usage("serve", "--request-timeout '%s' must be a number of seconds in 0..86400", optarg); break;
         case 'S': if (number_arg(optarg, 0, 86400, &c.shutdown_timeout_s)) return cli_usage("serve", "--shutdown-timeout '%s' must be a number of seconds in 0..86400", optarg); break;
         case 'M': if (number_arg(optarg, 0, 1e12, &c.min_rate)) return cli_usage("serve", "--min-rate '%s' must be a number of bytes/s in 0..1e12", optarg); break;
+        case CLI_PROFILE_OPT: profile = optarg; break;
         case 'h': fputs(help, stdout); return 0;
         default: return cli_usage("serve", "unknown option or missing value: '%s'", argv[optind - 1]);
         }
@@ -131,7 +134,9 @@ int cmd_serve(int argc, char **argv)
     dm_error err;
     dm_server *s;
     double t0 = cli_now();
-    if (dm_server_start(&c, &s, &err)) return cli_error("serve", &err);
+    int prc = cli_profile_start("serve", profile, 0);
+    if (prc) return prc;
+    if (dm_server_start(&c, &s, &err)) return cli_profile_stop("serve", profile, 0, cli_error("serve", &err));
     printf("deepmoe serve: ready in %.1f ms; HTTP on %s:%d", 1e3 * (cli_now() - t0), c.host, dm_server_http_port(s));
     if (c.metrics_port >= 0) printf(", metrics on %s:%d/metrics", c.host, dm_server_metrics_port(s));
     printf("\n");
@@ -141,5 +146,5 @@ int cmd_serve(int argc, char **argv)
     printf("deepmoe serve: %s, finishing requests in flight\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
     fflush(stdout);
     dm_server_stop(s);
-    return 0;
+    return cli_profile_stop("serve", profile, 0, 0);
 }

@@ -92,7 +92,8 @@ static const char help_tail[] =   /* after model_flags_help */
     "                       step: a step is one process's --grad-accum (A x ranks) step. Rank 0\n"
     "                       writes DIR (model, checkpoint, metrics.jsonl with comm_share, bytes,\n"
     "                       memory and every rank's expert load); --threads is per rank\n"
-    CLI_DIST_HELP;
+    CLI_DIST_HELP
+    CLI_PROFILE_HELP;
 
 enum { O_DATA = 2000, O_OUT, O_TASK, O_NOSHUF, O_SEED, O_MODEL, O_LAYERS, O_LOSS, O_OPT, O_LR, O_WD, O_BETAS,
        O_EPS, O_BATCH, O_STEPS, O_EPOCHS, O_WARMUP, O_SCHED, O_CLIP, O_ACCUM, O_BAL, O_BALCOEF, O_BIASUPD,
@@ -319,7 +320,7 @@ int cmd_train(int argc, char **argv)
         {"label-smoothing", required_argument, 0, O_LS}, {"dropout", required_argument, 0, O_DROP},
         {"holdout", required_argument, 0, O_HOLDOUT}, {"normalize", required_argument, 0, O_NORM},
         {"dist", required_argument, 0, O_DIST}, {"expert-parallel", required_argument, 0, O_EP},
-        {"dist-timeout", required_argument, 0, O_DTIME},
+        {"dist-timeout", required_argument, 0, O_DTIME}, {"profile", required_argument, 0, CLI_PROFILE_OPT},
         {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0},
     };
     const struct option *lo = model_long_options(own);
@@ -327,7 +328,7 @@ int cmd_train(int argc, char **argv)
     double dist_timeout = 120;
     dm_run_opts o;
     dm_run_opts_init(&o);
-    const char *balance = NULL, *augment = NULL;
+    const char *balance = NULL, *augment = NULL, *profile = NULL;
     float bal_coef = -1;
     int oc;
     optind = 1;
@@ -435,6 +436,7 @@ int cmd_train(int argc, char **argv)
         case O_STOP: INTOPT(o.stop_at, "--stop-at", 1, 2000000000)
         case O_EP: INTOPT(o.expert_parallel, "--expert-parallel", 1, 1 << 20)
 #undef INTOPT
+        case CLI_PROFILE_OPT: profile = optarg; break;
         case O_HELP: case 'h': fputs(help, stdout); model_flags_help(stdout); fputs(help_tail, stdout); return 0;
         default: return cli_usage("train", "unknown option or missing value: '%s'", argv[optind - 1]);
         }
@@ -455,6 +457,8 @@ int cmd_train(int argc, char **argv)
     int rc;
     if (o.dist != DM_DIST_NONE && (rc = cli_dist_start("train", dist_timeout, &o.comm))) return rc;
 
+    int prank = o.comm ? dm_comm_rank(o.comm) : 0;
+    if ((rc = cli_profile_start("train", profile, prank))) return cli_dist_end(o.comm, rc);
     view v = {.tty = isatty(STDOUT_FILENO), .out = o.out, .resume = o.resume, .holdout = -1};
     if (v.tty) o.progress_every = 5;
     double t_start = cli_now();
@@ -464,8 +468,8 @@ int cmd_train(int argc, char **argv)
     end_live(&v);
     fflush(stdout);
     if (st) {
-        return cli_dist_end(o.comm, cli_error("train", &err));
+        return cli_dist_end(o.comm, cli_profile_stop("train", profile, prank, cli_error("train", &err)));
     }
     if (!o.comm || dm_comm_rank(o.comm) == 0) print_result(&v, &res, t_start);
-    return cli_dist_end(o.comm, 0);
+    return cli_dist_end(o.comm, cli_profile_stop("train", profile, prank, 0));
 }

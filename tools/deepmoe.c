@@ -21,6 +21,7 @@ static const cli_cmd commands[] = {
     {"quantize", "convert a model's experts to bf16, f16, int8 (q8) or 2:4 sparse (nm24) weights", cmd_quantize},
     {"export", "write a Triton-style model repository (config.pbtxt + model) for serving", cmd_export},
     {"serve", "serve a model repository over Triton's HTTP/REST protocol", cmd_serve},
+    {"profile-summary", "the op table (calls, self and total time) of a --profile trace", cmd_profile_summary},
 };
 #define N_COMMANDS ((int)(sizeof commands / sizeof commands[0]))
 
@@ -29,7 +30,7 @@ static void usage(FILE *fp)
     fprintf(fp,
             "deepmoe %s - DeepSeek-style Mixture-of-Experts in C\n\n"
             "usage: deepmoe COMMAND [options]\n\ncommands:\n", DM_VERSION);
-    for (int i = 0; i < N_COMMANDS; i++) fprintf(fp, "  %-9s %s\n", commands[i].name, commands[i].summary);
+    for (int i = 0; i < N_COMMANDS; i++) fprintf(fp, "  %-15s %s\n", commands[i].name, commands[i].summary);
     fprintf(fp, "\n'deepmoe COMMAND --help' describes a command's options.\n"
                 "Environment: DEEPMOE_ISA=ref|avx2|avx512 forces a kernel path; DEEPMOE_AMX=0 keeps\n"
                 "bf16 weights off the AMX tiles (AVX512_BF16 instead).\n");

@@ -7,9 +7,11 @@
  * dm_pool_run at a time; instances that run side by side take a pool each. */
 #include "base/base.h"
 #include "base/pool.h"
+#include "obs/trace.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -43,6 +45,9 @@ static void *worker_main(void *v)
     worker_arg wa = *(worker_arg *)v;
     free(v);
     dm_pool *p = wa.pool;
+    char name[32];
+    snprintf(name, sizeof name, "pool worker %d", wa.tid);
+    dm_trace_thread_name(name);
     uint64_t seen = 0;
     pthread_mutex_lock(&p->mu);
     for (;;) {

@@ -5,6 +5,7 @@
 #include "base/base.h"
 #include "nn/moe_layer.h"
 #include "nn/router.h"
+#include "obs/trace.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -187,6 +188,13 @@ typedef struct linear_arg {
     size_t work_stride;
 } linear_arg;
 
+static const dm_span_kind SK_FORWARD = {"forward", "moe", "rows", NULL};
+static const dm_span_kind SK_PRE = {"preprocess", "moe", "rows", NULL};
+static const dm_span_kind SK_EMBED = {"embed", "moe", "rows", NULL};
+static const dm_span_kind SK_HEAD = {"head", "moe", "rows", NULL};
+static const dm_span_kind SK_LN = {"layernorm", "moe", "rows", NULL};
+static const dm_span_kind SK_LIN_GEMM = {"linear gemm", "moe", "rows", NULL};
+
 static void linear_task(void *arg, int64_t t, int tid)
 {
     linear_arg *a = arg;
@@ -195,16 +203,20 @@ static void linear_task(void *arg, int64_t t, int tid)
     const float *x = a->x + r0 * a->lin->in;
     if (a->norm_w) {  /* final LayerNorm, then the head */
         float *xn = a->x_norm + r0 * a->lin->in;
+        uint64_t t0 = dm_span_begin();
         memcpy(xn, x, (size_t)rn * a->lin->in * sizeof *xn);
         K->layernorm(xn, rn, a->lin->in, a->lin->in, a->norm_w, a->norm_b, a->m->cfg.ln_eps);
+        dm_span_end(&SK_LN, t0, rn, 0);
         x = xn;
     }
+    uint64_t t0 = dm_span_begin();
     dm_gemm g = {
         .M = rn, .N = a->lin->out, .K = a->lin->in, .A = x, .lda = a->lin->in, .B = &a->lin->p,
         .bias = a->lin->b, .C = a->y + r0 * a->lin->out, .ldc = a->lin->out,
         .work = a->work ? a->work + (size_t)tid * a->work_stride : NULL,
     };
     dm_wmat_gemm(&g);
+    dm_span_end(&SK_LIN_GEMM, t0, rn, 0);
 }
 
 static void linear_forward(dm_ctx *c, const dm_linear *lin, const float *x, float *y, int norm)
@@ -224,7 +236,17 @@ void dm_ctx_force(dm_ctx *c, int layer, int expert)
     c->force_expert = expert;
 }
 
+static dm_status forward(dm_ctx *c, const float *x, int64_t n, float *y, const dm_routing *route, dm_error *err);
+
 dm_status dm_forward(dm_ctx *c, const float *x, int64_t n, float *y, const dm_routing *route, dm_error *err)
+{
+    uint64_t t0 = dm_span_begin();
+    dm_status s = forward(c, x, n, y, route, err);
+    dm_span_end(&SK_FORWARD, t0, n, 0);
+    return s;
+}
+
+static dm_status forward(dm_ctx *c, const float *x, int64_t n, float *y, const dm_routing *route, dm_error *err)
 {
     const dm_model *m = c->m;
     const dm_config *cf = &m->cfg;
@@ -234,7 +256,9 @@ dm_status dm_forward(dm_ctx *c, const float *x, int64_t n, float *y, const dm_ro
     if (n == 0 && !c->xchg) return DM_OK;
     dm_status st = dm_check_input(m->kern, x, n, dm_model_in_width(cf), err);
     if (st) return st;
+    uint64_t t0 = dm_span_begin();
     if (n && m->pre.scale && (st = preprocess(c, x, n, &x, err))) return st;   /* x: the scaled rows from here on */
+    if (m->pre.scale) dm_span_end(&SK_PRE, t0, n, 0);
     if ((st = reserve(c, n ? n : 1, err))) return st;
     c->n = n;
     /* latency first: below ~6 MFLOP of work a batch runs on the calling thread,
@@ -242,7 +266,9 @@ dm_status dm_forward(dm_ctx *c, const float *x, int64_t n, float *y, const dm_ro
     c->run_pool = (double)n * dm_model_flops_per_row(m) < DM_INLINE_FLOPS ? NULL : c->pool;
     const float *h = x;
     if (cf->in_dim) {
+        t0 = dm_span_begin();
         linear_forward(c, &m->embed, x, c->act[0], 0);
+        dm_span_end(&SK_EMBED, t0, n, 0);
         h = c->act[0];
     }
     int64_t nk = n * cf->top_k;
@@ -261,7 +287,11 @@ dm_status dm_forward(dm_ctx *c, const float *x, int64_t n, float *y, const dm_ro
         if ((st = dm_moe_layer_forward(&p, err))) return st;
         h = out;
     }
-    if (cf->n_classes) linear_forward(c, &m->head, h, y, 1);
+    if (cf->n_classes) {
+        t0 = dm_span_begin();
+        linear_forward(c, &m->head, h, y, 1);
+        dm_span_end(&SK_HEAD, t0, n, 0);
+    }
     if (route) {
         size_t total = (size_t)cf->n_layers * nk;
         if (route->experts) memcpy(route->experts, c->route_e, total * sizeof(int32_t));

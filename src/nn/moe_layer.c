@@ -7,6 +7,7 @@
 #include "base/base.h"
 #include "nn/moe_layer.h"
 #include "nn/router.h"
+#include "obs/trace.h"
 
 #include <stdint.h>
 #include <string.h>
@@ -62,6 +63,21 @@ typedef struct route_arg {
     dm_qrows qr;
 } route_arg;
 
+/* the profiler's ops of the forward pipeline (docs/profiling.md) */
+static const dm_span_kind SK_LAYER = {"moe layer", "moe", "rows", "layer"};
+static const dm_span_kind SK_ROUTER = {"router", "moe", "rows", "layer"};
+static const dm_span_kind SK_ROUTER_GEMM = {"router gemm", "moe", "rows", NULL};
+static const dm_span_kind SK_TOPK = {"top-k", "moe", "rows", NULL};
+static const dm_span_kind SK_QUANT = {"quantize rows", "moe", "rows", NULL};
+static const dm_span_kind SK_DISPATCH = {"dispatch", "moe", "rows", NULL};
+static const dm_span_kind SK_XCHG = {"exchange", "moe", "rows", NULL};
+static const dm_span_kind SK_EXPERTS = {"experts", "moe", "tasks", "layer"};
+static const dm_span_kind SK_EXPERT = {"expert", "moe", "rows", "expert"};
+static const dm_span_kind SK_UP = {"expert up gemm", "moe", "rows", "expert"};
+static const dm_span_kind SK_MID = {"expert mid", "moe", "rows", "expert"};
+static const dm_span_kind SK_DOWN = {"expert down gemm", "moe", "rows", "expert"};
+static const dm_span_kind SK_COMBINE = {"combine", "moe", "rows", NULL};
+
 static void route_task(void *arg, int64_t t, int tid)
 {
     route_arg *a = arg;
@@ -74,13 +90,20 @@ static void route_task(void *arg, int64_t t, int tid)
         .B = &a->ly->gate_p, .bias = a->ly->gate_b, .C = lg, .ldc = E,
         .work = a->work ? a->work + (size_t)tid * a->work_stride : NULL,
     };
+    uint64_t t0 = dm_span_begin();
     dm_wmat_gemm(&g);
+    dm_span_end(&SK_ROUTER_GEMM, t0, rn, 0);
+    t0 = dm_span_begin();
     float *tmp = a->tmp + (int64_t)tid * dm_route_scratch(cf);
     for (int64_t i = 0; i < rn; i++)
         dm_route_row(cf, a->ly->sel_bias, lg + i * E, tmp, a->rb->e + (r0 + i) * k, a->rb->w + (r0 + i) * k);
-    if (a->qk)  /* the rows are in cache now: quantized once for every expert they go to */
+    dm_span_end(&SK_TOPK, t0, rn, 0);
+    if (a->qk) {  /* the rows are in cache now: quantized once for every expert they go to */
+        t0 = dm_span_begin();
         a->qk->quant(cf->dim, a->group, a->x + r0 * cf->dim, cf->dim, rn, (unsigned char *)a->qr.q + r0 * a->qr.ld,
                      a->qr.ld, (float *)a->qr.sa + r0);
+        dm_span_end(&SK_QUANT, t0, rn, 0);
+    }
 }
 
 /* dm_moe_route, and when qk is set the rows quantized into qr (by kernel qk, group). */
@@ -368,15 +391,22 @@ static void fwd_task(void *arg, int64_t t, int tid)
         .work = p->work ? p->work + (size_t)tid * p->work_stride : NULL,
         .aq = sp.expert < c->n_experts ? a->aq : NULL,  /* routed: rows of the layer input */
     };
+    uint64_t t0 = dm_span_begin(), t1 = t0;
     dm_wmat_gemm(&up);
+    dm_span_end(&SK_UP, t1, sp.len, sp.expert);
+    t1 = dm_span_begin();
     ops->mid(m->kern, x, c->ln_eps, sp.len, H, h1, ldh, hn, ldn, mean, rstd);
     if (p->train) dm_moe_dropout(p->dropout, p->drop_base, p->l, c, st, &sp, sp.len, H, hn, hm);
+    dm_span_end(&SK_MID, t1, sp.len, sp.expert);
     dm_gemm down = {
         .M = sp.len, .N = D, .K = H, .A = hn, .lda = ldn, .B = &x->p2, .bias = x->b2,
         .R = ops->residual ? sp.in : NULL, .ldr = D, .r_idx = sp.idx,
         .C = sp.out, .ldc = sp.ldo, .c_idx = sp.oidx, .work = up.work,
     };
+    t1 = dm_span_begin();
     dm_wmat_gemm(&down);
+    dm_span_end(&SK_DOWN, t1, sp.len, sp.expert);
+    dm_span_end(&SK_EXPERT, t0, sp.len, sp.expert);
 }
 
 typedef struct comb_arg { dm_moe_pass *p; } comb_arg;
@@ -394,7 +424,17 @@ static void combine_task(void *arg, int64_t t, int tid)
 
 /* ---------------------------------------------------------------- forward */
 
+static dm_status layer_forward(dm_moe_pass *p, dm_error *err);
+
 dm_status dm_moe_layer_forward(dm_moe_pass *p, dm_error *err)
+{
+    uint64_t t0 = dm_span_begin();
+    dm_status s = layer_forward(p, err);
+    dm_span_end(&SK_LAYER, t0, p->n, p->l);
+    return s;
+}
+
+static dm_status layer_forward(dm_moe_pass *p, dm_error *err)
 {
     const dm_model *m = p->m;
     const dm_config *c = &m->cfg;
@@ -411,6 +451,7 @@ dm_status dm_moe_layer_forward(dm_moe_pass *p, dm_error *err)
         qr.q = p->qx;
         qr.sa = (const float *)(const void *)(p->qx + (size_t)p->n * qr.ld);
     }
+    uint64_t t0 = dm_span_begin();
     route_quant(m, ly, p->pool, p->x, p->n, rb, p->route_tmp, p->work, p->work_stride, qk,
                 qk ? ly->experts[0].p1.group : 0, qr);
     if (p->force_expert >= 0)
@@ -421,7 +462,10 @@ dm_status dm_moe_layer_forward(dm_moe_pass *p, dm_error *err)
                 rb->e[r * k + j] = (p->force_expert + j) % E;
                 rb->w[r * k + j] = j == 0 ? 1.0f : 0.0f;
             }
+    dm_span_end(&SK_ROUTER, t0, p->n, p->l);
+    t0 = dm_span_begin();
     dm_moe_dispatch(c, p->n, rb);
+    dm_span_end(&SK_DISPATCH, t0, p->n, 0);
     const dm_moe_exchange *x = p->xchg;
     if (!x) {  /* every expert here: compute straight from x into the slots */
         st->c_off = rb->offsets;
@@ -432,11 +476,13 @@ dm_status dm_moe_layer_forward(dm_moe_pass *p, dm_error *err)
         st->c_out = st->ybuf;
         st->c_oidx = rb->a_slot;
     } else {
+        t0 = dm_span_begin();
         dm_status s = xchg_plan(x, c, st, err);
         if (!s) s = dm_moe_xchg_send(x, st, p->x, c->dim, &st->xb->recv_x, err);
         if (!s && p->train && p->dropout > 0) s = xchg_keys(x, c, st, err);   /* every rank has the same p */
         if (!s && !dm_moe_grow(&st->xb->out, (size_t)st->xb->n_recv * c->dim * sizeof(float)))
             s = dm_fail(err, DM_ERR_NOMEM, "exchange: out of memory");
+        dm_span_end(&SK_XCHG, t0, p->n, 0);
         if (s) return s;
         st->c_in = st->xb->recv_x.p;
         st->c_w = NULL;
@@ -458,12 +504,18 @@ dm_status dm_moe_layer_forward(dm_moe_pass *p, dm_error *err)
     }
     fwd_arg a = {p, ly, st->tasks, qk ? &qr : NULL};
     int64_t nt = dm_moe_make_tasks(c, st, p->n, DM_MOE_BLOCK, st->tasks);
+    t0 = dm_span_begin();
     dm_pool_run(p->pool, nt, fwd_task, &a);
+    dm_span_end(&SK_EXPERTS, t0, nt, p->l);
     if (x) {
+        t0 = dm_span_begin();
         dm_status s = dm_moe_xchg_back(x, st, st->c_out, c->dim, st->ybuf, err);
+        dm_span_end(&SK_XCHG, t0, p->n, 0);
         if (s) return s;
     }
     comb_arg ca = {p};
+    t0 = dm_span_begin();
     dm_pool_run(p->pool, (p->n + COMBINE_BLOCK - 1) / COMBINE_BLOCK, combine_task, &ca);
+    dm_span_end(&SK_COMBINE, t0, p->n, 0);
     return DM_OK;
 }

@@ -28,6 +28,7 @@
 #include "serve/metrics.h"
 #include "serve/sched.h"
 #include "base/base.h"
+#include "obs/trace.h"
 
 #include <arpa/inet.h>
 #include <jansson.h>
@@ -226,8 +227,22 @@ static void infer_done(void *arg, int result)
     MHD_resume_connection(r->c);
 }
 
+static const dm_span_kind SK_PARSE = {"http parse", "serve", "rows", NULL};
+static const dm_span_kind SK_ENCODE = {"response encode", "serve", "bytes", NULL};
+
+static enum MHD_Result infer_answer_(struct MHD_Connection *c, req *r, size_t *bytes);
+
 /* The answer of a finished inference (on the connection's loop thread, after the resume). */
 static enum MHD_Result infer_answer(struct MHD_Connection *c, req *r)
+{
+    size_t bytes = 0;
+    uint64_t t0 = dm_span_begin();
+    enum MHD_Result ret = infer_answer_(c, r, &bytes);
+    dm_span_end(&SK_ENCODE, t0, (int64_t)bytes, 0);
+    return ret;
+}
+
+static enum MHD_Result infer_answer_(struct MHD_Connection *c, req *r, size_t *bytes)
 {
     dm_sched_request *sr = &r->sr;
     enum MHD_Result ret;
@@ -280,6 +295,7 @@ static enum MHD_Result infer_answer(struct MHD_Connection *c, req *r)
             enc = zip == DM_ZIP_GZIP ? "gzip" : "deflate";
         }
     }
+    *bytes = len;
     ret = reply_ex(c, 200, resp, len, hlen ? "application/octet-stream" : "application/json", hlen, 0, enc);
     infer_free(r);
     return ret;
@@ -305,6 +321,7 @@ static enum MHD_Result infer_refuse(struct MHD_Connection *c, req *r, dm_served_
  * connection and hands the request to the scheduler (infer_done resumes it). */
 static enum MHD_Result infer_start(struct MHD_Connection *c, dm_served_model *sv, req *r)
 {
+    uint64_t t0 = dm_span_begin();
     r->infer_t0 = dm_metrics_now();
     dm_infer_request *ir = &r->ir;
     dm_error err;
@@ -384,6 +401,7 @@ static enum MHD_Result infer_start(struct MHD_Connection *c, dm_served_model *sv
                                .timeout_us = ir->timeout_us};
     /* the only request in flight, an idle instance, an empty queue: run it here,
      * no suspend, no hand-off (under load, requests go to the queue and batch) */
+    dm_span_end(&SK_PARSE, t0, rows, 0);
     int now = atomic_load(&r->h->in_flight) <= 1 ? dm_sched_run_now(sv->sched, &r->sr) : DM_SCHED_BUSY;
     if (now != DM_SCHED_BUSY) {
         r->result = now;
@@ -661,6 +679,14 @@ static enum MHD_Result on_http(void *cls, struct MHD_Connection *c, const char *
                                const char *version, const char *upload, size_t *upload_size, void **con_cls)
 {
     DM_UNUSED(version);
+    static _Thread_local int named;   /* the profiler's lane name, once per loop thread */
+    if (!named) {
+        static _Atomic int loops;
+        char name[32];
+        snprintf(name, sizeof name, "http %d", atomic_fetch_add(&loops, 1));
+        named = 1;
+        dm_trace_thread_name(name);
+    }
     dm_http *h = cls;
     req *r = *con_cls;
     if (!r) return on_headers(h, c, con_cls);

@@ -3,8 +3,10 @@
  * request results and the stats; compute runs outside it. */
 #include "serve/sched.h"
 #include "base/base.h"
+#include "obs/trace.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -170,11 +172,15 @@ static int decide(const dm_sched *s, int64_t now, int64_t *wake)
     return 0;
 }
 
+static const dm_span_kind SK_BATCH = {"batch execute", "serve", "rows", "requests"};
+static const dm_span_kind SK_QUEUE = {"queue wait", "serve", "rows", NULL};
+
 /* Outside the lock: runs one batch and fills each request's results. */
 static void run_batch(sched_inst *in)
 {
     dm_sched *s = in->s;
     int64_t t0 = now_ns();
+    uint64_t ts = dm_span_begin();
     int64_t total = 0;
     int want_route = 0;
     for (int i = 0; i < in->n; i++) {
@@ -230,6 +236,7 @@ static void run_batch(sched_inst *in)
         in->batch[i]->r->compute_ns = dt;
         in->batch[i]->r->batch_rows = (int)total;
     }
+    dm_span_end(&SK_BATCH, ts, total, in->n);
 }
 
 /* Under the lock: the batch instance in ran is done; its requests' results,
@@ -281,6 +288,9 @@ static void *worker_main(void *arg)
 {
     sched_inst *in = arg;
     dm_sched *s = in->s;
+    char name[32];
+    snprintf(name, sizeof name, "instance %d", (int)(in - s->inst));
+    dm_trace_thread_name(name);
     pthread_mutex_lock(&s->mu);
     for (;;) {
         int64_t now = now_ns();
@@ -295,6 +305,7 @@ static void *worker_main(void *arg)
                     s->head = nd->next;
                     nd->next = NULL;
                     nd->r->queue_ns = now - nd->enq_ns;
+                    dm_trace_async(&SK_QUEUE, (uint64_t)(uintptr_t)nd, (uint64_t)nd->enq_ns, (uint64_t)now, nd->r->rows, 0);
                     in->batch[i] = nd;
                 }
                 if (!s->head) s->tail = NULL;

@@ -11,11 +11,27 @@
  * (tests/test_exchange.c). */
 #include "train/trainer.h"
 #include "nn/router.h"
+#include "obs/trace.h"
 
 #include <math.h>
 #include <string.h>
 
 #define ROW_BLOCK 64   /* rows per task of the per-row passes */
+
+/* the profiler's ops of the backward (docs/profiling.md) */
+static const dm_span_kind SK_LAYER_BWD = {"moe layer backward", "train", "rows", "layer"};
+static const dm_span_kind SK_DW = {"routing weight grad", "train", "rows", NULL};
+static const dm_span_kind SK_ROUTER_BWD = {"router backward", "train", "rows", NULL};
+static const dm_span_kind SK_XCHG = {"exchange", "moe", "rows", NULL};
+static const dm_span_kind SK_EXPERTS_BWD = {"experts backward", "train", "tasks", "layer"};
+static const dm_span_kind SK_EXPERT_BWD = {"expert backward", "train", "rows", "expert"};
+static const dm_span_kind SK_DOWN_DW = {"expert down dW gemm", "train", "rows", "expert"};
+static const dm_span_kind SK_DOWN_DX = {"expert down dX gemm", "train", "rows", "expert"};
+static const dm_span_kind SK_MID_BWD = {"expert mid backward", "train", "rows", "expert"};
+static const dm_span_kind SK_UP_DW = {"expert up dW gemm", "train", "rows", "expert"};
+static const dm_span_kind SK_UP_DX = {"expert up dX gemm", "train", "rows", "expert"};
+static const dm_span_kind SK_ROUTER_PARAMS = {"router params grad", "train", "rows", NULL};
+static const dm_span_kind SK_GATHER = {"gather input grad", "train", "rows", NULL};
 
 /* ---------------------------------------------------------------- forward */
 
@@ -154,16 +170,23 @@ static void expert_bwd_task(void *arg, int64_t ti, int tid)
     int64_t M = sp.len;
 
     /* down projection: dW2 += (w d)^T hn, db2 += sum w d, dhn = (w d) W2 */
+    uint64_t t0 = dm_span_begin(), t1 = t0;
     dm_gemm_tn gw2 = {.M = M, .N = D, .K = H, .A = dY, .lda = D, .a_idx = sp.idx, .B = hn, .ldb = hm,
                       .scale = sp.w, .C = g->w2, .ldc = H, .n0 = 0, .n1 = D};
     K->gemm_tn(&gw2);
     if (g->b2) K->colsum(dY, D, sp.idx, sp.w, M, D, g->b2);
+    dm_span_end(&SK_DOWN_DW, t1, M, sp.expert);
+    t1 = dm_span_begin();
     dm_gemm dhn = {.M = M, .N = H, .K = D, .A = dY, .lda = D, .a_idx = sp.idx, .B = &xt->p2t,
                    .scale = sp.w, .C = dh, .ldc = ldh};
     dm_wmat_gemm(&dhn);
+    dm_span_end(&SK_DOWN_DX, t1, M, sp.expert);
+    t1 = dm_span_begin();
     dm_moe_dropout(t->tc.dropout, t->drop_base, a->l, c, lc, &sp, M, H, dh, ldh);  /* the forward's mask */
     float *du = ops->mid_bwd(K, x, M, H, h1, ldh, lc->mean + sp.cache0, lc->rstd + sp.cache0, dh,
                              dh + t->ecap * ldh, g->gamma, g->beta);
+    dm_span_end(&SK_MID_BWD, t1, M, sp.expert);
+    t1 = dm_span_begin();
 
     /* up projection: dW1 (and dW3) += du^T x, db1 += sum du, dx_slot = du W1 */
     dm_gemm_tn gw1 = {.M = M, .N = H, .K = D, .A = du, .lda = ldh, .B = sp.in, .ldb = D, .b_idx = sp.idx,
@@ -175,6 +198,8 @@ static void expert_bwd_task(void *arg, int64_t ti, int tid)
         K->gemm_tn(&gw1);
     }
     if (g->b1) K->colsum(du, ldh, NULL, NULL, M, H, g->b1);
+    dm_span_end(&SK_UP_DW, t1, M, sp.expert);
+    t1 = dm_span_begin();
     dm_gemm dxg = {.M = M, .N = D, .K = H * ops->up_mult, .A = du, .lda = ldh, .B = &xt->p1t};
     if (routed) {
         dxg.C = a->dout;
@@ -185,6 +210,8 @@ static void expert_bwd_task(void *arg, int64_t ti, int tid)
         dxg.ldc = (int64_t)J * D;
     }
     dm_wmat_gemm(&dxg);
+    dm_span_end(&SK_UP_DX, t1, M, sp.expert);
+    dm_span_end(&SK_EXPERT_BWD, t0, M, sp.expert);
 }
 
 /* Router parameter gradients and its input gradient (into dx). */
@@ -228,7 +255,17 @@ static void gather_task(void *arg, int64_t ti, int tid)
     }
 }
 
+static dm_status layer_backward(dm_trainer *t, int l, const float *d, float *dx, dm_error *err);
+
 dm_status dm_tr_layer_backward(dm_trainer *t, int l, const float *d, float *dx, dm_error *err)
+{
+    uint64_t t0 = dm_span_begin();
+    dm_status s = layer_backward(t, l, d, dx, err);
+    dm_span_end(&SK_LAYER_BWD, t0, t->n, l);
+    return s;
+}
+
+static dm_status layer_backward(dm_trainer *t, int l, const float *d, float *dx, dm_error *err)
 {
     const dm_config *c = &t->m->cfg;
     dm_moe_state *lc = &t->lc[l];
@@ -237,9 +274,14 @@ dm_status dm_tr_layer_backward(dm_trainer *t, int l, const float *d, float *dx, 
     int64_t blocks = (n + ROW_BLOCK - 1) / ROW_BLOCK;
     bwd_arg a = {t, l, d, dx, d, t->dxslot, lc->tasks};
     /* dw and dlogits already hold the balance-loss gradients (dm_tr_balance) */
+    uint64_t t0 = dm_span_begin();
     dm_pool_run(t->pool, blocks, dw_task, &a);
+    dm_span_end(&SK_DW, t0, n, 0);
+    t0 = dm_span_begin();
     dm_pool_run(t->pool, blocks, router_task, &a);
+    dm_span_end(&SK_ROUTER_BWD, t0, n, 0);
     if (x) {  /* output gradients and weights to the experts' owners */
+        t0 = dm_span_begin();
         dm_moe_xbuf *xb = lc->xb;
         dm_status s = dm_moe_xchg_send(x, lc, d, c->dim, &xb->recv_d, err);
         if (!s) s = dm_moe_xchg_send(x, lc, NULL, 1, &xb->recv_w, err);
@@ -262,14 +304,23 @@ dm_status dm_tr_layer_backward(dm_trainer *t, int l, const float *d, float *dx, 
             t->dscratch = ds;
             t->ecap = most;
         }
+        dm_span_end(&SK_XCHG, t0, n, 0);
     }
     int64_t nt = dm_moe_make_tasks(c, lc, n, 0, lc->tasks);
+    t0 = dm_span_begin();
     dm_pool_run(t->pool, nt, expert_bwd_task, &a);
+    dm_span_end(&SK_EXPERTS_BWD, t0, nt, l);
     if (x) {  /* input gradients back to their rows' slots */
+        t0 = dm_span_begin();
         dm_status s = dm_moe_xchg_back(x, lc, lc->xb->out.p, c->dim, t->dxslot, err);
+        dm_span_end(&SK_XCHG, t0, n, 0);
         if (s) return s;
     }
+    t0 = dm_span_begin();
     router_params(t, l, dx);  /* writes dx = dlogits Wg */
+    dm_span_end(&SK_ROUTER_PARAMS, t0, n, 0);
+    t0 = dm_span_begin();
     dm_pool_run(t->pool, blocks, gather_task, &a);
+    dm_span_end(&SK_GATHER, t0, n, 0);
     return DM_OK;
 }

@@ -17,6 +17,7 @@
 #include "nn/model.h"
 #include "train/run_state.h"
 #include "dist/comm.h"
+#include "obs/trace.h"
 
 #include <errno.h>
 #include <math.h>
@@ -57,6 +58,12 @@ typedef struct run {
     double *rank_buf;        /* [ranks * (L * E + 1)] each rank's expert load and resident set (log records) */
     const char *packed_type; /* keep_sparsity: the weight type the packed copy is written in */
 } run;
+
+/* the profiler's ops of the run around the step (docs/profiling.md) */
+static const dm_span_kind SK_BATCH = {"batch", "data", "rows", "step"};
+static const dm_span_kind SK_LOG = {"log", "io", "step", NULL};
+static const dm_span_kind SK_EVAL = {"eval", "train", "step", NULL};
+static const dm_span_kind SK_CKPT = {"checkpoint write", "io", "step", NULL};
 
 static double now_s(void)
 {
@@ -448,7 +455,17 @@ static dm_status evaluate(run *r, int64_t oracle_rows, dm_eval *ev, dm_error *er
 }
 
 /* An evaluation: its metrics.jsonl record and its event. */
+static dm_status eval_event_(run *r, int64_t step, int64_t stop, int final, dm_eval *ev, dm_error *err);
+
 static dm_status eval_event(run *r, int64_t step, int64_t stop, int final, dm_eval *ev, dm_error *err)
+{
+    uint64_t t0 = dm_span_begin();
+    dm_status st = eval_event_(r, step, stop, final, ev, err);
+    dm_span_end(&SK_EVAL, t0, step, 0);
+    return st;
+}
+
+static dm_status eval_event_(run *r, int64_t step, int64_t stop, int final, dm_eval *ev, dm_error *err)
 {
     /* distributed: rank 0 evaluates the gathered model, the others go on to the next collective */
     dm_status st = dm_trainer_gather(r->tr, err);
@@ -476,9 +493,11 @@ static dm_status save_files(run *r, int64_t stop, dm_error *err);
 /* A distributed run gathers the whole state first (collective) and rank 0 writes it. */
 static dm_status save_all(run *r, int64_t stop, dm_error *err)
 {
+    uint64_t t0 = dm_span_begin();
     dm_status st = dm_trainer_gather(r->tr, err);
     if (!st && r->rank == 0) st = save_files(r, stop, err);
     dm_trainer_release(r->tr);
+    dm_span_end(&SK_CKPT, t0, dm_trainer_step_count(r->tr), 0);
     return st;
 }
 
@@ -732,6 +751,7 @@ static dm_status train_loop(run *r, dm_run_result *res, dm_error *err)
          * model's preprocessing, then input dropout on what the model sees */
         /* this rank's rows of the step: [rank * local_rows, + local_rows) of its order and augmentation */
         int64_t row0 = (int64_t)r->rank * r->local_rows, n = r->local_rows;
+        uint64_t ts = dm_span_begin();
         dm_batcher_next_slice(&r->b, r->step_rows, row0, n, r->x, r->y, r->labels, NULL);
         if (r->rs.aug_shift || r->rs.aug_flip)
             dm_augment_images_at(r->x, row0, n, r->side, r->rs.aug_shift, r->rs.aug_flip, 0.0f, r->rs.seed, step);
@@ -739,6 +759,7 @@ static dm_status train_loop(run *r, dm_run_result *res, dm_error *err)
             return dm_fail(err, st, "the batch of step %lld: %s", (long long)step + 1, e2.msg);
         if (r->rs.aug_drop > 0)
             dm_augment_dropout_at(r->x, row0 * r->in, n * r->in, r->rs.aug_drop, r->rs.seed, step);
+        dm_span_end(&SK_BATCH, ts, n, step + 1);
         if ((st = dm_train_step(r->tr, r->x, r->y, r->labels, n, &ss, err))) return st;
         if (!isfinite(ss.loss) || !isfinite(ss.grad_norm))
             return dm_fail(err, DM_ERR_DIVERGED, "training diverged at step %lld (loss %g, gradient norm %g); "
@@ -754,6 +775,7 @@ static dm_status train_loop(run *r, dm_run_result *res, dm_error *err)
         rows_log += r->step_rows;
         int log_now = step % o->log_every == 0 || step == stop;
         if (log_now || (o->progress_every && step % o->progress_every == 0)) {
+            ts = dm_span_begin();
             double now = now_s();
             p = progress(r, log_now ? DM_RUN_LOG : DM_RUN_STEP, step, stop);
             p.loss = loss_acc / (double)n_acc;
@@ -786,6 +808,7 @@ static dm_status train_loop(run *r, dm_run_result *res, dm_error *err)
                 t_log = now_s();
                 dm_trainer_comm_stats(r->tr, &comm_log);
             }
+            dm_span_end(&SK_LOG, ts, step, 0);
         }
         if (o->eval_every && step % o->eval_every == 0 && step < stop && r->d.test.n > 0) {
             if ((st = eval_event(r, step, stop, 0, &ev, err))) return st;

@@ -3,6 +3,7 @@
 #include "train/trainer.h"
 #include "train/run_state.h"
 #include "nn/router.h"
+#include "obs/trace.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -334,16 +335,46 @@ void dm_tr_sync_group(dm_trainer *t, int64_t g, int tid) { sync_task(t, g, tid);
 int64_t dm_tr_n_groups(const dm_config *c) { return n_groups(c); }
 
 /* AdamW on one group's tensors, then re-pack them (still in cache). */
+/* the profiler's ops of a step (docs/profiling.md) */
+static const dm_span_kind SK_STEP = {"train step", "train", "rows", "step"};
+static const dm_span_kind SK_ZERO = {"zero grads", "train", NULL, NULL};
+static const dm_span_kind SK_CHECK = {"check input", "train", "rows", NULL};
+static const dm_span_kind SK_RESERVE = {"reserve buffers", "train", "rows", NULL};
+static const dm_span_kind SK_EMBED_F = {"embed forward", "train", "rows", NULL};
+static const dm_span_kind SK_HEAD_F = {"head forward", "train", "rows", NULL};
+static const dm_span_kind SK_LOSS = {"loss", "train", "rows", NULL};
+static const dm_span_kind SK_HEAD_B = {"head backward", "train", "rows", NULL};
+static const dm_span_kind SK_BAL = {"balance loss", "train", "rows", "layer"};
+static const dm_span_kind SK_EMBED_B = {"embed backward", "train", "rows", NULL};
+static const dm_span_kind SK_GATHER_P = {"gather params", "train", "unit", NULL};
+static const dm_span_kind SK_SYNC = {"grad sync", "train", "unit", NULL};
+static const dm_span_kind SK_SYNC_WAIT = {"grad sync wait", "train", NULL, NULL};
+static const dm_span_kind SK_MASK = {"mask grads", "train", NULL, NULL};
+static const dm_span_kind SK_NORM = {"grad norm", "train", NULL, NULL};
+static const dm_span_kind SK_OPT = {"optimizer", "train", "step", NULL};
+static const dm_span_kind SK_ADAMW = {"adamw", "train", "group", NULL};
+static const dm_span_kind SK_REPACK = {"repack", "train", "group", NULL};
+static const dm_span_kind SK_AUXFREE = {"aux-free update", "train", NULL, NULL};
+
+/* A span around one statement, only where cond holds (an op that exists in this run). */
+#define SPAN(cond, kind, a0, a1, ...) do { \
+        uint64_t t0_ = (cond) ? dm_span_begin() : 0; \
+        __VA_ARGS__; \
+        dm_span_end(kind, t0_, a0, a1); \
+    } while (0)
+
 static void update_task(void *arg, int64_t g, int tid)
 {
     adam_arg *a = arg;
     dm_trainer *t = a->t;
     if (t->skip_group && t->skip_group[g]) return;
+    uint64_t t0 = dm_span_begin();
     for (int i = t->grp_t0[g]; i < t->grp_t1[g]; i++) {
         const dm_tensor_desc *d = &t->m->tensors[i];
         dm_tr_adamw_range(a, i, d->offset, d->offset + d->numel);
     }
-    sync_task(t, g, tid);
+    dm_span_end(&SK_ADAMW, t0, g, 0);
+    SPAN(1, &SK_REPACK, g, 0, sync_task(t, g, tid));
 }
 
 typedef struct sq_arg { dm_trainer *t; int64_t lo, hi; } sq_arg;
@@ -416,9 +447,10 @@ static dm_status micro_batch(dm_trainer *t, const float *x, const float *target,
     t->drop_row0 = (int64_t)t->micro * n;
     /* units (train_dist.c): 0 the embedding, 1..L the layers, L + 1 the head; under
      * ZeRO-3 each is gathered before it runs and released after */
-#define USE(u) do { if ((s = dm_trd_unit_use(t, (u), err))) return s; } while (0)
+#define USE(u) do { SPAN(t->dist, &SK_GATHER_P, u, 0, s = dm_trd_unit_use(t, (u), err)); if (s) return s; } while (0)
+#define READY(u) do { SPAN(t->dist, &SK_SYNC, u, 0, s = dm_trd_grads_ready(t, (u), last, err)); if (s) return s; } while (0)
     USE(0);
-    dm_tr_embed_forward(t);
+    SPAN(1, &SK_EMBED_F, n, 0, dm_tr_embed_forward(t));   /* without an embedding: the rows' copy */
     dm_trd_unit_done(t, 0);
     for (int l = 0; l < L; l++) {
         USE(l + 1);
@@ -426,29 +458,32 @@ static dm_status micro_batch(dm_trainer *t, const float *x, const float *target,
         dm_trd_unit_done(t, l + 1);
     }
     USE(L + 1);
-    if (c->n_classes) dm_tr_head_forward(t);
-    *loss += dm_tr_task_loss(t, target, labels, scale, correct);
+    SPAN(c->n_classes, &SK_HEAD_F, n, 0, if (c->n_classes) dm_tr_head_forward(t));
+    SPAN(1, &SK_LOSS, n, 0, *loss += dm_tr_task_loss(t, target, labels, scale, correct));
 
     /* backward: d holds the gradient w.r.t. the current layer's output; each
      * unit's gradients start their reduction as soon as they are complete */
     float *d = t->dact[0], *dx = t->dact[1];
-    if (c->n_classes) dm_tr_head_backward(t, d);
-    else memcpy(d, t->dout, (size_t)n * c->dim * sizeof *d);
+    SPAN(1, &SK_HEAD_B, n, 0,   /* without a head: the loss gradient's copy */
+         if (c->n_classes) dm_tr_head_backward(t, d);
+         else memcpy(d, t->dout, (size_t)n * c->dim * sizeof *d));
     dm_trd_unit_done(t, L + 1);
-    if ((s = dm_trd_grads_ready(t, L + 1, last, err))) return s;
+    READY(L + 1);
     for (int l = L - 1; l >= 0; l--) {
         USE(l + 1);
-        *bal += dm_tr_balance(t, l, scale);
+        SPAN(1, &SK_BAL, n, l, *bal += dm_tr_balance(t, l, scale));
         if ((s = dm_tr_layer_backward(t, l, d, dx, err))) return s;
         dm_trd_unit_done(t, l + 1);
-        if ((s = dm_trd_grads_ready(t, l + 1, last, err))) return s;
+        READY(l + 1);
         float *tmp = d; d = dx; dx = tmp;
     }
     USE(0);
-    if (c->in_dim) dm_tr_embed_backward(t, d);
+    SPAN(c->in_dim, &SK_EMBED_B, n, 0, if (c->in_dim) dm_tr_embed_backward(t, d));
     dm_trd_unit_done(t, 0);
+    READY(0);
 #undef USE
-    return dm_trd_grads_ready(t, 0, last, err);
+#undef READY
+    return DM_OK;
 }
 
 void dm_tr_set_exchange(dm_trainer *t, const dm_moe_exchange *x)
@@ -457,8 +492,29 @@ void dm_tr_set_exchange(dm_trainer *t, const dm_moe_exchange *x)
     t->xchg = x;
 }
 
+static dm_status train_step(dm_trainer *t, const float *x, const float *target, const int32_t *labels, int64_t n_rows,
+                            dm_step_stats *st, dm_error *err);
+
 dm_status dm_train_step(dm_trainer *t, const float *x, const float *target, const int32_t *labels, int64_t n_rows,
                         dm_step_stats *st, dm_error *err)
+{
+    uint64_t t0 = dm_span_begin();
+    int64_t step = t->step;
+    dm_status s = train_step(t, x, target, labels, n_rows, st, err);
+    dm_span_end(&SK_STEP, t0, n_rows, step + 1);
+    if (t0 && !s) {  /* the step's expert load (its last micro-batch), one counter per layer */
+        const dm_config *c = &t->m->cfg;
+        char name[32];
+        for (int l = 0; l < c->n_layers; l++) {
+            snprintf(name, sizeof name, "expert load L%d", l);
+            dm_trace_counter(name, c->n_experts, t->last_load + (int64_t)l * c->n_experts);
+        }
+    }
+    return s;
+}
+
+static dm_status train_step(dm_trainer *t, const float *x, const float *target, const int32_t *labels, int64_t n_rows,
+                            dm_step_stats *st, dm_error *err)
 {
     const dm_config *c = &t->m->cfg;
     const dm_train_config *tc = &t->tc;
@@ -467,7 +523,8 @@ dm_status dm_train_step(dm_trainer *t, const float *x, const float *target, cons
         return dm_fail(err, DM_ERR_ARG, "step of %lld rows does not split into %d micro-batches", (long long)n_rows, A);
     if (tc->loss == DM_LOSS_CE ? !labels : !target)
         return dm_fail(err, DM_ERR_ARG, "step needs %s", tc->loss == DM_LOSS_CE ? "labels" : "targets");
-    dm_status s = dm_check_input(t->m->kern, x, n_rows, in, err);
+    dm_status s;
+    SPAN(1, &SK_CHECK, n_rows, 0, s = dm_check_input(t->m->kern, x, n_rows, in, err));
     if (s) return s;
     if (tc->loss == DM_LOSS_CE) {
         for (int64_t i = 0; i < n_rows; i++)
@@ -478,8 +535,10 @@ dm_status dm_train_step(dm_trainer *t, const float *x, const float *target, cons
         if ((s = dm_check_input(t->m->kern, target, n_rows, outw, &e2))) return dm_fail(err, s, "target %s", e2.msg);
     }
     int64_t mb = n_rows / A;
-    if ((s = dm_tr_reserve(t, mb, err))) return s;
-    if ((s = dm_trd_begin_step(t, err))) return s;
+    SPAN(1, &SK_RESERVE, mb, 0, s = dm_tr_reserve(t, mb, err));
+    if (s) return s;
+    SPAN(1, &SK_ZERO, 0, 0, s = dm_trd_begin_step(t, err));
+    if (s) return s;
     memset(t->counts, 0, (size_t)c->n_layers * c->n_experts * sizeof *t->counts);
     double loss = 0, bal = 0;
     int64_t correct = 0;
@@ -494,8 +553,10 @@ dm_status dm_train_step(dm_trainer *t, const float *x, const float *target, cons
             return s;
     }
     double sums[3] = {loss, bal, (double)correct};
-    if ((s = dm_trd_end_backward(t, sums, 3, err))) return s;
+    SPAN(t->dist, &SK_SYNC_WAIT, 0, 0, s = dm_trd_end_backward(t, sums, 3, err));
+    if (s) return s;
     loss = sums[0] / R, bal = sums[1] / R, correct = (int64_t)sums[2];
+    uint64_t t0 = t->mask ? dm_span_begin() : 0;
     if (t->mask)  /* pruned weights have no gradient (clipping sees only the kept ones) */
         for (int i = 0; i < t->m->n_tensors; i++) {
             if (!t->masked[i]) continue;
@@ -504,21 +565,24 @@ dm_status dm_train_step(dm_trainer *t, const float *x, const float *target, cons
             const unsigned char *k = t->mask + d->offset;
             for (int64_t j = 0; j < d->numel; j++) g[j] = k[j] ? g[j] : 0.0f;
         }
+    dm_span_end(&SK_MASK, t0, 0, 0);
     double norm;
+    t0 = dm_span_begin();
     if (t->dist) {
         if ((s = dm_trd_grad_norm(t, &norm, err))) return s;
     } else {
         norm = grad_norm(t);
     }
+    dm_span_end(&SK_NORM, t0, 0, 0);
     float gscale = 1.0f;
     if (tc->clip > 0 && norm > tc->clip) gscale = (float)(tc->clip / (norm + 1e-6));
     double lr = lr_at(tc, t->step);
     t->step++;
     adam_arg aa = {t, gscale, (float)lr, (float)(1.0 - pow(tc->beta1, (double)t->step)),
                    (float)(1.0 - pow(tc->beta2, (double)t->step))};
-    if (!dm_trd_update(t, &aa, &s, err)) dm_pool_run(t->pool, n_groups(c), update_task, &aa);
+    SPAN(1, &SK_OPT, t->step, 0, if (!dm_trd_update(t, &aa, &s, err)) dm_pool_run(t->pool, n_groups(c), update_task, &aa));
     if (s) return s;
-    if (tc->balance & DM_BAL_AUX_FREE) aux_free_update(t);
+    if (tc->balance & DM_BAL_AUX_FREE) SPAN(1, &SK_AUXFREE, 0, 0, aux_free_update(t));
     if (st) *st = (dm_step_stats){loss / A, bal / A, norm, lr, t->step, correct};
     return DM_OK;
 }
