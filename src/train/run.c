@@ -65,6 +65,8 @@ static const dm_span_kind SK_LOG = {"log", "io", "step", NULL};
 static const dm_span_kind SK_EVAL = {"eval", "train", "step", NULL};
 static const dm_span_kind SK_CKPT = {"checkpoint write", "io", "step", NULL};
 
+#define ORACLE_SAMPLE 256   /* test rows the routing oracle scores at each evaluation during training */
+
 static double now_s(void)
 {
     struct timespec ts;
@@ -369,10 +371,25 @@ static void json_load(FILE *fp, const double *load, int L, int E)
     fputc(']', fp);
 }
 
+/* The aux-free selection biases of every layer ("sel_bias":[[...], ...]), if the model has them. */
+static void json_biases(FILE *fp, const dm_model *m)
+{
+    const dm_config *c = dm_model_config(m);
+    if (!m->layers[0].sel_bias) return;
+    fprintf(fp, ",\"sel_bias\":[");
+    for (int l = 0; l < c->n_layers; l++) {
+        fprintf(fp, "%s[", l ? "," : "");
+        for (int e = 0; e < c->n_experts; e++) fprintf(fp, "%s%.6g", e ? "," : "", m->layers[l].sel_bias[e]);
+        fputc(']', fp);
+    }
+    fputc(']', fp);
+}
+
 /* A training record of metrics.jsonl (docs/formats.md). */
-static void write_log(FILE *fp, const dm_run_progress *p)
+static void write_log(FILE *fp, const dm_run_progress *p, const dm_model *m, double time_s)
 {
     fprintf(fp, "{\"step\":%lld", (long long)p->step);
+    json_num(fp, "time_s", time_s);
     json_num(fp, "epoch", p->epoch);
     json_num(fp, "loss", p->loss);
     json_num(fp, "balance_loss", p->balance_loss);
@@ -383,6 +400,8 @@ static void write_log(FILE *fp, const dm_run_progress *p)
     json_load(fp, p->expert_load, p->n_layers, p->n_experts);
     json_num(fp, "expert_utilization", p->expert_utilization);
     json_num(fp, "max_vio", p->max_vio);
+    json_biases(fp, m);
+    fprintf(fp, ",\"rss\":%lld,\"rss_peak\":%lld", (long long)p->memory.rss, (long long)p->memory.rss_peak);
     if (p->ranks > 1) {   /* distributed: communication, memory, every rank's load */
         fprintf(fp, ",\"ranks\":%d", p->ranks);
         json_num(fp, "comm_s", p->comm_s);
@@ -469,7 +488,10 @@ static dm_status eval_event_(run *r, int64_t step, int64_t stop, int final, dm_e
 {
     /* distributed: rank 0 evaluates the gathered model, the others go on to the next collective */
     dm_status st = dm_trainer_gather(r->tr, err);
-    if (!st && r->rank == 0) st = evaluate(r, final ? r->o.oracle_rows : 0, ev, err);
+    /* routing accuracy: the final evaluation on oracle_rows test rows, the ones during
+     * training on the same first ORACLE_SAMPLE of them (a series to follow, cheaply) */
+    int64_t oracle = final ? r->o.oracle_rows : DM_MIN(r->o.oracle_rows, ORACLE_SAMPLE);
+    if (!st && r->rank == 0) st = evaluate(r, oracle, ev, err);
     dm_trainer_release(r->tr);
     if (st || r->rank) return st;
     write_eval(r->mf, step, ev, r->load, r->L, r->E);
@@ -800,7 +822,7 @@ static dm_status train_loop(run *r, dm_run_result *res, dm_error *err)
                 p.rank_load = r->rank_buf;
                 p.rank_rss = r->rank_buf + (int64_t)r->ranks * r->L * r->E;
             }
-            if (log_now && r->mf) write_log(r->mf, &p);
+            if (log_now && r->mf) write_log(r->mf, &p, r->m, now - t0);
             emit(r, &p);
             if (log_now) {
                 loss_acc = bal_acc = 0;
