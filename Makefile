@@ -162,7 +162,7 @@ test: deps-step
 
 deps-step:
 ifneq ($(DEPS),0)
-	@bash scripts/deps.sh
+	@bash scripts/deps.sh $(if $(filter test asan,$(MAKECMDGOALS)),test)
 endif
 
 # The weight types' kernel micro-benchmarks (bench/*_gemm.c): each type's GEMM

@@ -422,6 +422,7 @@ DM_API void dm_array_free(dm_array *a);
 #include "deepmoe/train.h"
 #include "deepmoe/serve.h"   /* the server and export (dm_server_*, dm_export_*) */
 #include "deepmoe/trace.h"   /* the op-level profiler (Chrome trace-event JSON) */
+#include "deepmoe/report.h"  /* the training report (self-contained HTML) */
 #include "deepmoe/dist.h"    /* MPI: communicators, distributed modes, expert-parallel inference */
 
 #endif /* DEEPMOE_H */

@@ -5,10 +5,14 @@
 #   mpi:     openmpi-bin libopenmpi-dev (distributed training, mpirun; built when mpicc is present)
 #   fuzz:    clang libclang-rt-dev (libFuzzer and the sanitizer runtimes: libclang-rt-14-dev on Debian 12,
 #            the metapackage follows clang's version), for make fuzz
+#   test:    chromium (headless: tests/test_report.py renders the training report), with the argument
+#            `test` (make test, make asan and .ci/run pass it; make run does not need a browser)
 #   extra:   DEEPMOE_DEPS_EXTRA="python3-torch ..." adds packages (fixtures, benchmarks)
+# Usage: scripts/deps.sh [test]
 set -eu
 need=(gcc make pkg-config libjansson-dev zlib1g-dev libmicrohttpd-dev python3 clang libclang-rt-dev openmpi-bin
       libopenmpi-dev)
+[ "${1:-}" = test ] && need+=(chromium)
 # shellcheck disable=SC2206
 need+=(${DEEPMOE_DEPS_EXTRA:-})
 missing=()

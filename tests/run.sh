@@ -56,6 +56,9 @@ add_counts "$log" test_serve.py
 echo "== profiler (--profile traces of bench, train, infer, eval and serve; profile-summary)"
 /usr/bin/python3 tests/test_profile.py "$B/deepmoe" 2>&1 | tee "$log"
 add_counts "$log" test_profile.py
+echo "== training report (deepmoe report; rendered in headless Chromium, SKIP without it)"
+/usr/bin/python3 tests/test_report.py "$B/deepmoe" 2>&1 | tee "$log"
+add_counts "$log" test_report.py
 echo "== server soak (${SOAK_S:-20} s of mixed valid and hostile traffic; SOAK_S=600 for the long run)"
 /usr/bin/python3 tests/soak.py "$B/deepmoe" 2>&1 | tee "$log"
 add_counts "$log" soak.py
