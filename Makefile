@@ -49,9 +49,12 @@ JANSSON_CFLAGS := $(shell pkg-config --cflags jansson 2>/dev/null)
 JANSSON_LIBS   := $(shell pkg-config --libs jansson 2>/dev/null || echo -ljansson)
 MHD_CFLAGS     := $(shell pkg-config --cflags libmicrohttpd 2>/dev/null)
 MHD_LIBS       := $(shell pkg-config --libs libmicrohttpd 2>/dev/null || echo -lmicrohttpd)
+# libcurl: the CLI's `deepmoe top` reads a server's /metrics (the library does not link it)
+CURL_CFLAGS    := $(shell pkg-config --cflags libcurl 2>/dev/null)
+CURL_LIBS      := $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
 
 DM_CFLAGS  := -std=c11 $(OPT) -g -Wall -Wextra -Werror -fPIC -pthread \
-              -D_POSIX_C_SOURCE=200809L -DDM_HAVE_X86=$(X86) -Iinclude -Isrc $(JANSSON_CFLAGS) $(MHD_CFLAGS)
+              -D_POSIX_C_SOURCE=200809L -DDM_HAVE_X86=$(X86) -Iinclude -Isrc $(JANSSON_CFLAGS) $(MHD_CFLAGS) $(CURL_CFLAGS)
 DM_LDFLAGS :=
 DM_LDLIBS  := $(JANSSON_LIBS) $(MHD_LIBS) $(MPI_LIBS) -lz -lm -pthread
 ifeq ($(PROFILE),1)
@@ -144,7 +147,7 @@ $(BUILD)/libdeepmoe.so: $(LIB_OBJ) $(BUILD)/flags
 	$(CC) -shared $(ALL_LDFLAGS) -Wl,-soname,libdeepmoe.so.0 -o $@ $(LIB_OBJ) $(ALL_LDLIBS)
 
 $(BUILD)/deepmoe: $(CLI_OBJ) $(BUILD)/libdeepmoe.a $(BUILD)/flags
-	$(CC) $(ALL_LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libdeepmoe.a $(ALL_LDLIBS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libdeepmoe.a $(CURL_LIBS) $(ALL_LDLIBS)
 
 $(BUILD)/test_deepmoe: $(TEST_OBJ) $(BUILD)/libdeepmoe.a $(BUILD)/flags
 	$(CC) $(ALL_LDFLAGS) -o $@ $(TEST_OBJ) $(BUILD)/libdeepmoe.a $(ALL_LDLIBS)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # deps.sh - make sure the Debian packages deepmoe builds with are installed.
 # As root it installs what is missing (apt-get); otherwise it says what to run.
-#   build:   gcc make pkg-config libjansson-dev zlib1g-dev libmicrohttpd-dev; python3 (standard library only) drives the server tests
+#   build:   gcc make pkg-config libjansson-dev zlib1g-dev libmicrohttpd-dev libcurl4-openssl-dev (deepmoe top);
+#            python3 (standard library only) drives the server tests
 #   mpi:     openmpi-bin libopenmpi-dev (distributed training, mpirun; built when mpicc is present)
 #   fuzz:    clang libclang-rt-dev (libFuzzer and the sanitizer runtimes: libclang-rt-14-dev on Debian 12,
 #            the metapackage follows clang's version), for make fuzz
@@ -10,7 +11,7 @@
 #   extra:   DEEPMOE_DEPS_EXTRA="python3-torch ..." adds packages (fixtures, benchmarks)
 # Usage: scripts/deps.sh [test]
 set -eu
-need=(gcc make pkg-config libjansson-dev zlib1g-dev libmicrohttpd-dev python3 clang libclang-rt-dev openmpi-bin
+need=(gcc make pkg-config libjansson-dev zlib1g-dev libmicrohttpd-dev libcurl4-openssl-dev python3 clang libclang-rt-dev openmpi-bin
       libopenmpi-dev)
 [ "${1:-}" = test ] && need+=(chromium)
 # shellcheck disable=SC2206

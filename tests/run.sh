@@ -59,6 +59,9 @@ add_counts "$log" test_profile.py
 echo "== training report (deepmoe report; rendered in headless Chromium, SKIP without it)"
 /usr/bin/python3 tests/test_report.py "$B/deepmoe" 2>&1 | tee "$log"
 add_counts "$log" test_report.py
+echo "== deepmoe top under a pty and the Grafana dashboard's queries, against a running server"
+/usr/bin/python3 tests/test_top.py "$B/deepmoe" 2>&1 | tee "$log"
+add_counts "$log" test_top.py
 echo "== server soak (${SOAK_S:-20} s of mixed valid and hostile traffic; SOAK_S=600 for the long run)"
 /usr/bin/python3 tests/soak.py "$B/deepmoe" 2>&1 | tee "$log"
 add_counts "$log" soak.py

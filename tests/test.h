@@ -76,5 +76,6 @@ void suite_run(dm_t *t);
 void suite_config(dm_t *t);
 void suite_preprocess(dm_t *t);
 void suite_trace(dm_t *t);
+void suite_prom(dm_t *t);
 
 #endif

@@ -113,6 +113,7 @@ int main(int argc, char **argv)
     t.only = argc > 1 ? argv[1] : NULL;
     suite_base(&t);
     suite_trace(&t);
+    suite_prom(&t);
     suite_kernels(&t);
     suite_wt_half(&t);
     suite_wt_nm24(&t);

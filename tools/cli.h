@@ -25,6 +25,7 @@ int cmd_serve(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_profile_summary(int argc, char **argv);
 int cmd_report(int argc, char **argv);
+int cmd_top(int argc, char **argv);
 
 /* "deepmoe CMD: message" on stderr; returns the exit code for the status. */
 int cli_error(const char *cmd, const dm_error *err);

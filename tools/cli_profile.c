@@ -91,7 +91,7 @@ int cmd_profile_summary(int argc, char **argv)
     dm_trace_summary s;
     dm_error err;
     if (dm_trace_summarize(argv[optind], &s, &err)) return cli_error("profile-summary", &err);
-    if (total) qsort(s.ops, (size_t)s.n_ops, sizeof *s.ops, by_total);
+    if (total && s.n_ops) qsort(s.ops, (size_t)s.n_ops, sizeof *s.ops, by_total);
     double self_sum = 0;
     for (int i = 0; i < s.n_ops; i++) self_sum += s.ops[i].self_us;
     int n = top && top < s.n_ops ? top : s.n_ops;

@@ -21,6 +21,7 @@ static const cli_cmd commands[] = {
     {"quantize", "convert a model's experts to bf16, f16, int8 (q8) or 2:4 sparse (nm24) weights", cmd_quantize},
     {"export", "write a Triton-style model repository (config.pbtxt + model) for serving", cmd_export},
     {"serve", "serve a model repository over Triton's HTTP/REST protocol", cmd_serve},
+    {"top", "a live terminal view of a server's metrics: requests/s, latency, batches, expert load", cmd_top},
     {"report", "write a self-contained HTML report (curves, expert load, balance) of training runs", cmd_report},
     {"profile-summary", "the op table (calls, self and total time) of a --profile trace", cmd_profile_summary},
 };

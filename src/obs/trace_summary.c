@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,6 +102,10 @@ dm_status dm_trace_summarize(const char *path, dm_trace_summary *out, dm_error *
             break;
         }
         double ts = json_number_value(jts), dur = json_number_value(jd);
+        if (!(dur >= 0) || !(fabs(ts) < 1e15) || !(dur < 1e15)) {
+            st = dm_fail(err, DM_ERR_FORMAT, "%s: event %zu has a negative or implausible ts/dur (%g, %g)", path, i, ts, dur);
+            break;
+        }
         int op = op_index(&ops, &n_ops, &cap_ops, json_string_value(jn));
         int lane = lane_index(&lanes, &n_lanes, &cap_lanes, json_integer_value(json_object_get(e, "pid")),
                               json_integer_value(json_object_get(e, "tid")));
@@ -121,7 +126,7 @@ dm_status dm_trace_summarize(const char *path, dm_trace_summary *out, dm_error *
     int *stack = st ? NULL : malloc((n ? n : 1) * sizeof *stack);
     if (!st && !stack) st = dm_fail(err, DM_ERR_NOMEM, "%s: out of memory", path);
     if (!st) {
-        qsort(sp, n, sizeof *sp, by_lane_time);
+        if (n) qsort(sp, n, sizeof *sp, by_lane_time);
         const double eps = 0.002;   /* the file's microseconds have 3 decimals */
         size_t depth = 0;
         for (size_t i = 0; i < n; i++) {
@@ -136,7 +141,7 @@ dm_status dm_trace_summarize(const char *path, dm_trace_summary *out, dm_error *
         }
         for (int i = 0; i < n_ops; i++)
             if (ops[i].self_us < 0) ops[i].self_us = 0;
-        qsort(ops, (size_t)n_ops, sizeof *ops, by_self);
+        if (n_ops) qsort(ops, (size_t)n_ops, sizeof *ops, by_self);
         out->ops = ops;
         out->n_ops = n_ops;
         out->n_spans = (int64_t)n;

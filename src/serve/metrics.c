@@ -106,6 +106,36 @@ char *dm_metrics_text(const dm_repository *r, double cold_start_s, size_t *out_l
              (long long)sv->version, (unsigned long long)total);
         free(tmp);
     }
+    /* deepmoe's own: the batch sizes the dynamic batcher formed (a histogram of rows per execution) */
+    EMIT("# HELP deepmoe_inference_batch_size Rows per model execution (the batch sizes the dynamic batcher formed)\n"
+         "# TYPE deepmoe_inference_batch_size histogram\n");
+    for (int i = 0; i < r->n_models; i++) {
+        dm_served_model *sv = r->models[i];
+        dm_sched_stats *st = malloc(sizeof *st);
+        if (!st) continue;
+        dm_sched_stats_get(sv->sched, st);
+        static const int le[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
+        uint64_t cum = 0, sum = 0;
+        int k = 0;
+        for (int b = 0; b <= 1024; b++) {
+            sum += (uint64_t)b * st->batch_count[b];
+            while (k < (int)(sizeof le / sizeof le[0]) && b > le[k]) {
+                EMIT("deepmoe_inference_batch_size_bucket{model=\"%s\",version=\"%lld\",le=\"%d\"} %llu\n", sv->name,
+                     (long long)sv->version, le[k], (unsigned long long)cum);
+                k++;
+            }
+            cum += st->batch_count[b];
+        }
+        for (; k < (int)(sizeof le / sizeof le[0]); k++)
+            EMIT("deepmoe_inference_batch_size_bucket{model=\"%s\",version=\"%lld\",le=\"%d\"} %llu\n", sv->name,
+                 (long long)sv->version, le[k], (unsigned long long)cum);
+        EMIT("deepmoe_inference_batch_size_bucket{model=\"%s\",version=\"%lld\",le=\"+Inf\"} %llu\n"
+             "deepmoe_inference_batch_size_sum{model=\"%s\",version=\"%lld\"} %llu\n"
+             "deepmoe_inference_batch_size_count{model=\"%s\",version=\"%lld\"} %llu\n",
+             sv->name, (long long)sv->version, (unsigned long long)cum, sv->name, (long long)sv->version,
+             (unsigned long long)sum, sv->name, (long long)sv->version, (unsigned long long)cum);
+        free(st);
+    }
     /* deepmoe's own: rows routed per expert and the utilization they give */
     EMIT("# HELP deepmoe_expert_routed_rows_total (row, slot) assignments routed to each expert\n"
          "# TYPE deepmoe_expert_routed_rows_total counter\n");

@@ -81,6 +81,23 @@ def request_binary(header, tail=b"", header_len=None):
 def f32(*v): return struct.pack("<%df" % len(v), *v)
 
 
+PROM_PAGE = (b'# HELP nv_inference_count Number of inferences performed\n# TYPE nv_inference_count counter\n'
+             b'nv_inference_count{model="moe_model",version="1"} 420\n'
+             b'nv_inference_request_summary_us{model="moe_model",version="1",quantile="0.99"} 170\n'
+             b'deepmoe_inference_batch_size_bucket{model="moe_model",version="1",le="+Inf"} 99\n'
+             b'deepmoe_expert_routed_rows_total{model="moe_model",version="1",layer="0",expert="3"} 17\n'
+             b'deepmoe_cold_start_seconds 0.015800\n')
+TRACE_FILE = json.dumps({"traceEvents": [
+    {"ph": "M", "pid": 0, "tid": 1, "name": "thread_name", "args": {"name": "main"}},
+    {"ph": "X", "cat": "train", "name": "train step", "pid": 0, "tid": 1, "ts": 0.0, "dur": 100.0, "args": {"rows": 8}},
+    {"ph": "X", "cat": "moe", "name": "moe layer", "pid": 0, "tid": 1, "ts": 10.0, "dur": 40.0},
+    {"ph": "X", "cat": "moe", "name": "expert up gemm", "pid": 0, "tid": 2, "ts": 12.0, "dur": 7.5},
+    {"ph": "b", "cat": "serve", "name": "queue wait", "id": "0x1", "pid": 0, "tid": 1, "ts": 3.0},
+    {"ph": "e", "cat": "serve", "name": "queue wait", "id": "0x1", "pid": 0, "tid": 1, "ts": 9.0},
+    {"ph": "C", "name": "expert load L0", "pid": 0, "tid": 0, "ts": 100.0, "args": {"e0": 0.5, "e1": 0.5}}],
+    "displayTimeUnit": "ms"}).encode()
+
+
 def main():
     shutil.rmtree(os.path.join(HERE, "corpus"), ignore_errors=True)
 
@@ -177,6 +194,14 @@ def main():
     put("zip", "deflate", zlib.compress(zbody))
     put("zip", "accept", b"br;q=1, gzip;q=0.5, deflate\n" + zlib.compress(b"x" * 300))
     put("zip", "empty_gzip", gzip.compress(b"", mtime=0))
+
+    # prom: Prometheus text pages as a server's /metrics writes them
+    put("prom", "metrics", PROM_PAGE)
+    put("prom", "escapes", b'x{path="C:\\\\a \\"q\\"",l="v,w",} NaN 1700000000000\r\nbig +Inf\n# c\nneg -Inf\n')
+
+    # trace: Chrome trace-event files as --profile writes them
+    put("trace", "spans", TRACE_FILE)
+    put("trace", "array", b'[{"ph":"X","name":"a","pid":0,"tid":1,"ts":0,"dur":5},{"ph":"C","name":"c","ts":1,"args":{}}]')
 
     # kserve_json: JSON-only requests
     reqs = {
