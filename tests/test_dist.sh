@@ -217,4 +217,20 @@ assert r["ranks"] == 2 and r["rows_per_s"] > 0 and 0 <= r["comm_share"] < 1, r' 
         bad "bench $args under mpirun"; cat "$T/bench.json" "$T/log" | tail -3
     fi
 done
+# --profile under mpirun: every rank's ops merged into one trace, one process (pid) per rank
+if "${MPI[@]}" -np 2 "$D" train "${ARGS[@]}" --dist dp --out "$T/prof" --profile "$T/prof.json" >"$T/log" 2>&1 &&
+        python3 -c '
+import json, os, sys
+t = json.load(open(sys.argv[1]))
+ev = t["traceEvents"]
+pids = {e["pid"] for e in ev if e["ph"] == "X"}
+steps = {p: sum(e["name"] == "train step" for e in ev if e["ph"] == "X" and e["pid"] == p) for p in pids}
+assert pids == {0, 1}, pids
+assert steps == {0: 20, 1: 20}, steps
+assert any(e["name"] == "grad sync" and e["pid"] == 1 for e in ev if e["ph"] == "X")
+assert not os.path.exists(sys.argv[1] + ".rank1"), "the rank file was merged and removed"' "$T/prof.json"; then
+    ok "train --dist dp --profile under mpirun -np 2: both ranks in one trace (pid = rank, 20 steps each)"
+else
+    bad "train --dist dp --profile under mpirun"; tail -3 "$T/log"
+fi
 summary

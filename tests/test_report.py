@@ -143,7 +143,7 @@ check("the page has no script and fetches nothing", "<script" not in text.lower(
 pg = Page()
 pg.feed(text)
 S = pg.svgs
-want = ["chart-loss", "chart-accuracy", "chart-lr", "chart-throughput", "chart-utilization", "chart-maxvio",
+want = ["chart-loss", "chart-accuracy", "chart-lr", "chart-throughput", "chart-steptime", "chart-utilization", "chart-maxvio",
         "chart-routing", "heatmap-0-L0", "heatmap-0-L1", "heatmap-1-L0", "heatmap-1-L1", "bias-0-L0", "bias-0-L1"]
 check("every expected plot: curves, balance, routing, heatmaps per run and layer, aux-free biases",
       all(w in S for w in want), sorted(set(want) - set(S)))
@@ -166,6 +166,8 @@ acc_a = "%.4f" % evals[-1]["accuracy"]
 acc_b = "%.4f" % [json.loads(l) for l in open("seedbal/metrics.jsonl") if '"eval"' in l][-1]["accuracy"]
 check("results: each run's final test accuracy from its metrics.jsonl", res.get("final test accuracy") == [acc_a, acc_b],
       (res.get("final test accuracy"), acc_a, acc_b))
+check("results: startup and step p99 from metrics.jsonl", res.get("startup (s)", [""])[0] == "%.2f" % train[0]["startup_s"]
+      and res.get("worst step p99 (ms)", [""])[0] == "%.2f" % max(x["step_ms_p99"] for x in train), res)
 check("results: the final routing accuracy", res.get("final routing accuracy", [""])[0] == "%.3f" % evals[-1]["routing_accuracy"])
 sets = {row["cells"][0]: row for row in pg.tables.get("settings", []) if row["cells"]}
 check("settings: the balance row differs and is marked", sets.get("balance", {}).get("class") == "diff"

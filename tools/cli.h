@@ -44,7 +44,8 @@ double cli_now(void);
 void cli_print_load(const int32_t *experts, int64_t n, int k, int E);
 
 /* --profile PATH (cli_profile.c): a trace of the command's ops, started before
- * its work and written at its end; rank r > 0 of a distributed run writes
+ * its work and written at its end. A distributed run that succeeded merges
+ * every rank into PATH (pid = rank); a failed one leaves rank r > 0's events in
  * PATH.rankR. start: 0 or an exit code; stop: returns rc (or 1 if the write
  * failed on a run that succeeded). */
 #define CLI_PROFILE_OPT 900   /* getopt value of --profile */
@@ -52,7 +53,7 @@ void cli_print_load(const int32_t *experts, int64_t n, int k, int E);
     "  --profile PATH  write a Chrome trace of every op to PATH (Perfetto, chrome://tracing;\n" \
     "                  docs/profiling.md); off by default, no cost when off\n"
 int cli_profile_start(const char *cmd, const char *path, int rank);
-int cli_profile_stop(const char *cmd, const char *path, int rank, int rc);
+int cli_profile_stop(const char *cmd, const char *path, dm_comm *comm, int rc);
 
 /* Distributed commands (cli_dist.c). The flags every such command takes. */
 #define CLI_DIST_HELP \

@@ -34,17 +34,26 @@ int cli_profile_start(const char *cmd, const char *path, int rank)
     return 0;
 }
 
-int cli_profile_stop(const char *cmd, const char *path, int rank, int rc)
+int cli_profile_stop(const char *cmd, const char *path, dm_comm *comm, int rc)
 {
     if (!path || !dm_trace_active()) return rc;
+    int rank = comm ? dm_comm_rank(comm) : 0;
     char p[4096];
     rank_path(p, sizeof p, path, rank);
     int64_t rec, drop;
     dm_trace_counts(&rec, &drop);
     dm_error err;
-    if (dm_trace_stop(p, &err)) return rc ? rc : cli_error(cmd, &err);
-    fprintf(stderr, "deepmoe %s: profile: %lld events in %s (open it in ui.perfetto.dev or chrome://tracing; "
-            "'deepmoe profile-summary %s' prints the op table)\n", cmd, (long long)rec, p, p);
+    /* a run that succeeded merges every rank's events into PATH (a collective);
+     * a failed one leaves each rank's own file, as no barrier can be trusted */
+    dm_status st = comm && !rc ? dm_trace_stop_ranks(path, comm, &err) : dm_trace_stop(p, &err);
+    if (st) return rc ? rc : cli_error(cmd, &err);
+    if (comm && !rc) {
+        if (rank) return rc;
+        snprintf(p, sizeof p, "%s", path);
+    }
+    fprintf(stderr, "deepmoe %s: profile: %lld events in %s%s (open it in ui.perfetto.dev or chrome://tracing; "
+            "'deepmoe profile-summary %s' prints the op table)\n", cmd, (long long)rec, p,
+            comm && !rc ? ", every rank merged (rank 0's count)" : "", p);
     if (drop)
         fprintf(stderr, "deepmoe %s: profile: %lld later events dropped past the cap of %lld: profile a shorter run\n",
                 cmd, (long long)drop, (long long)(rec));

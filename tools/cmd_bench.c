@@ -188,5 +188,5 @@ done:
     dm_pool_free(pool);
     dm_model_free(m);
     free(x); free(y); free(labels); free(t);
-    return cli_dist_end(comm, cli_profile_stop("bench", profile, rank, rc));
+    return cli_dist_end(comm, cli_profile_stop("bench", profile, comm, rc));
 }

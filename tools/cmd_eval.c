@@ -197,5 +197,5 @@ done:
     dm_data_free(&d);
     dm_pool_free(pool);
     dm_model_free(m);
-    return cli_profile_stop("eval", profile, 0, rc);
+    return cli_profile_stop("eval", profile, NULL, rc);
 }

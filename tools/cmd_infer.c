@@ -185,5 +185,5 @@ done:
     dm_model_free(m);
     dm_array_free(&x);
     free(y); free(re); free(rw); free(times); free(share);
-    return cli_dist_end(comm, cli_profile_stop("infer", profile, prank, rc));
+    return cli_dist_end(comm, cli_profile_stop("infer", profile, comm, rc));
 }

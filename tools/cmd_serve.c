@@ -136,7 +136,7 @@ int cmd_serve(int argc, char **argv)
     double t0 = cli_now();
     int prc = cli_profile_start("serve", profile, 0);
     if (prc) return prc;
-    if (dm_server_start(&c, &s, &err)) return cli_profile_stop("serve", profile, 0, cli_error("serve", &err));
+    if (dm_server_start(&c, &s, &err)) return cli_profile_stop("serve", profile, NULL, cli_error("serve", &err));
     printf("deepmoe serve: ready in %.1f ms; HTTP on %s:%d", 1e3 * (cli_now() - t0), c.host, dm_server_http_port(s));
     if (c.metrics_port >= 0) printf(", metrics on %s:%d/metrics", c.host, dm_server_metrics_port(s));
     printf("\n");
@@ -146,5 +146,5 @@ int cmd_serve(int argc, char **argv)
     printf("deepmoe serve: %s, finishing requests in flight\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
     fflush(stdout);
     dm_server_stop(s);
-    return cli_profile_stop("serve", profile, 0, 0);
+    return cli_profile_stop("serve", profile, NULL, 0);
 }

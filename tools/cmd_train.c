@@ -468,8 +468,8 @@ int cmd_train(int argc, char **argv)
     end_live(&v);
     fflush(stdout);
     if (st) {
-        return cli_dist_end(o.comm, cli_profile_stop("train", profile, prank, cli_error("train", &err)));
+        return cli_dist_end(o.comm, cli_profile_stop("train", profile, o.comm, cli_error("train", &err)));
     }
     if (!o.comm || dm_comm_rank(o.comm) == 0) print_result(&v, &res, t_start);
-    return cli_dist_end(o.comm, cli_profile_stop("train", profile, prank, 0));
+    return cli_dist_end(o.comm, cli_profile_stop("train", profile, o.comm, 0));
 }

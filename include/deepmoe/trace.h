@@ -34,6 +34,15 @@ DM_API dm_status dm_trace_start(const dm_trace_opts *o, dm_error *err);
  * are freed either way. */
 DM_API dm_status dm_trace_stop(const char *path, dm_error *err);
 
+/* A distributed run's stop (every rank calls it, a collective): each rank writes
+ * path.rankR (pid = its rank, from dm_trace_opts), then rank 0 merges them all
+ * into path, one process per rank in Perfetto, and removes the rank files. A
+ * rank file rank 0 cannot read (another host without a shared directory) stays
+ * beside its rank, and rank 0 returns DM_ERR_IO saying so. comm NULL or of one
+ * rank: dm_trace_stop(path). */
+typedef struct dm_comm dm_comm;
+DM_API dm_status dm_trace_stop_ranks(const char *path, dm_comm *comm, dm_error *err);
+
 /* 1 while a trace records. */
 DM_API int dm_trace_active(void);
 

@@ -37,7 +37,8 @@ typedef struct run_data {
     char dir[1024], name[256];
     int L, E, has_bias, classify;
     /* training records */
-    dvec step, time, loss, acc, lr, rps, util, vio, rss_peak, load, bias;   /* load, bias: L*E per record */
+    dvec step, time, loss, acc, lr, rps, util, vio, rss_peak, p99, load, bias;   /* load, bias: L*E per record */
+    double startup;
     /* evaluation records */
     dvec e_step, e_loss, e_acc, e_mse, e_util, e_vio, e_route;
     kv cfg[MAX_KV];
@@ -46,14 +47,14 @@ typedef struct run_data {
 
 static void run_free(run_data *r)
 {
-    dvec *all[] = {&r->step, &r->time, &r->loss, &r->acc, &r->lr, &r->rps, &r->util, &r->vio, &r->rss_peak, &r->load,
+    dvec *all[] = {&r->step, &r->time, &r->loss, &r->acc, &r->lr, &r->rps, &r->util, &r->vio, &r->rss_peak, &r->p99, &r->load,
                    &r->bias, &r->e_step, &r->e_loss, &r->e_acc, &r->e_mse, &r->e_util, &r->e_vio, &r->e_route};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]->v);
 }
 
 static int any_oom(const run_data *r)
 {
-    const dvec *all[] = {&r->step, &r->time, &r->loss, &r->acc, &r->lr, &r->rps, &r->util, &r->vio, &r->rss_peak,
+    const dvec *all[] = {&r->step, &r->time, &r->loss, &r->acc, &r->lr, &r->rps, &r->util, &r->vio, &r->rss_peak, &r->p99,
                          &r->load, &r->bias, &r->e_step, &r->e_loss, &r->e_acc, &r->e_mse, &r->e_util, &r->e_vio,
                          &r->e_route};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
@@ -139,6 +140,8 @@ static dm_status read_metrics(run_data *r, dm_error *err)
             push(&r->util, num(o, "expert_utilization"));
             push(&r->vio, num(o, "max_vio"));
             push(&r->rss_peak, num(o, "rss_peak"));
+            push(&r->p99, num(o, "step_ms_p99"));
+            if (isfinite(num(o, "startup_s"))) r->startup = num(o, "startup_s");
             if (json_object_get(o, "train_accuracy")) r->classify = 1;
             int n0 = r->load.n;
             if (push_matrix(&r->load, json_object_get(o, "expert_load"), &r->L, &r->E)) {
@@ -269,6 +272,8 @@ static void final_metrics(run_data *r)
         if (isfinite(r->rps.v[i])) s += r->rps.v[i], n++;
     if (n) add_kv(r, "mean rows/s", "%.0f", s / n);
     if (isfinite(v = max_finite(&r->rss_peak))) add_kv(r, "peak memory (MiB)", "%.1f", v / 1048576.0);
+    if (isfinite(v = max_finite(&r->p99))) add_kv(r, "worst step p99 (ms)", "%.2f", v);
+    if (r->startup > 0) add_kv(r, "startup (s)", "%.2f", r->startup);
     r->in_results = 0;
 }
 
@@ -433,6 +438,8 @@ static void page(dm_sb *b, run_data *runs, int n)
     else chart(b, runs, n, "chart-mse", "Test MSE", "MSE", NONE, OFF(e_mse), NULL);
     chart(b, runs, n, "chart-lr", "Learning rate", "lr", OFF(lr), NONE, &(svg_chart){.y_from_zero = 1});
     chart(b, runs, n, "chart-throughput", "Throughput", "rows/s", OFF(rps), NONE, &(svg_chart){.y_from_zero = 1});
+    chart(b, runs, n, "chart-steptime", "Step time p99 (per log interval)", "ms", OFF(p99), NONE,
+          &(svg_chart){.y_from_zero = 1});
     dm_sb_printf(b, "</div>\n<h2>Routing and balance</h2>\n<div class=\"grid\">\n");
     chart(b, runs, n, "chart-utilization", "Expert utilization (mean/max load)", "utilization", OFF(util), OFF(e_util),
           &(svg_chart){.has_hline = 1, .hline = 0.85, .hline_label = "seed: 85%", .y_from_zero = 1});

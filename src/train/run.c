@@ -35,8 +35,13 @@
 #define TRAIN_HOLDOUT_KEY "deepmoe.train_holdout"
 
 /* Everything a run holds; run_free releases it all. */
+#define STEP_RING 4096   /* step times kept per log interval for its p50/p99 (the latest ones) */
+
 typedef struct run {
     dm_run_opts o;           /* the options, defaults resolved */
+    double t_called;         /* when dm_run_train began (startup_s: until the first step) */
+    double step_s[STEP_RING];
+    int64_t n_step_s;        /* steps timed in this log interval */
     dm_run_progress_fn cb;
     void *user;
     int stop_req;            /* the callback asked to stop */
@@ -386,10 +391,31 @@ static void json_biases(FILE *fp, const dm_model *m)
 }
 
 /* A training record of metrics.jsonl (docs/formats.md). */
-static void write_log(FILE *fp, const dm_run_progress *p, const dm_model *m, double time_s)
+static int cmp_dbl(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* "step_ms_p50" and "step_ms_p99" of the interval's step times (the latest STEP_RING of them). */
+static void json_step_times(FILE *fp, const double *ring, int64_t n_timed)
+{
+    int n = (int)DM_MIN(n_timed, (int64_t)STEP_RING);
+    if (n <= 0) return;
+    double t[STEP_RING];
+    memcpy(t, ring, (size_t)n * sizeof *t);
+    qsort(t, (size_t)n, sizeof *t, cmp_dbl);
+    json_num(fp, "step_ms_p50", 1e3 * t[(n - 1) / 2]);
+    json_num(fp, "step_ms_p99", 1e3 * t[(int)ceil(0.99 * n) - 1]);
+}
+
+static void write_log(FILE *fp, const dm_run_progress *p, const dm_model *m, double time_s, double startup_s,
+                      const double *ring, int64_t n_timed)
 {
     fprintf(fp, "{\"step\":%lld", (long long)p->step);
     json_num(fp, "time_s", time_s);
+    if (startup_s >= 0) json_num(fp, "startup_s", startup_s);
+    json_step_times(fp, ring, n_timed);
     json_num(fp, "epoch", p->epoch);
     json_num(fp, "loss", p->loss);
     json_num(fp, "balance_loss", p->balance_loss);
@@ -762,6 +788,7 @@ static dm_status train_loop(run *r, dm_run_result *res, dm_error *err)
     if (r->stop_req) stop = step;
 
     double t0 = now_s(), t_log = t0, loss_acc = 0, bal_acc = 0;
+    int first_log = 1;   /* the first record carries startup_s */
     int64_t rows_log = 0, n_acc = 0, correct_acc = 0;
     dm_step_stats ss = {0};
     dm_comm_stats comm_log;
@@ -782,7 +809,9 @@ static dm_status train_loop(run *r, dm_run_result *res, dm_error *err)
         if (r->rs.aug_drop > 0)
             dm_augment_dropout_at(r->x, row0 * r->in, n * r->in, r->rs.aug_drop, r->rs.seed, step);
         dm_span_end(&SK_BATCH, ts, n, step + 1);
+        double ts0 = now_s();
         if ((st = dm_train_step(r->tr, r->x, r->y, r->labels, n, &ss, err))) return st;
+        r->step_s[r->n_step_s++ % STEP_RING] = now_s() - ts0;
         if (!isfinite(ss.loss) || !isfinite(ss.grad_norm))
             return dm_fail(err, DM_ERR_DIVERGED, "training diverged at step %lld (loss %g, gradient norm %g); "
                            "lower --lr or set --clip (any earlier checkpoint in %s is kept)",
@@ -822,7 +851,11 @@ static dm_status train_loop(run *r, dm_run_result *res, dm_error *err)
                 p.rank_load = r->rank_buf;
                 p.rank_rss = r->rank_buf + (int64_t)r->ranks * r->L * r->E;
             }
-            if (log_now && r->mf) write_log(r->mf, &p, r->m, now - t0);
+            if (log_now && r->mf) write_log(r->mf, &p, r->m, now - t0, first_log ? t0 - r->t_called : -1, r->step_s, r->n_step_s);
+            if (log_now) {
+                first_log = 0;
+                r->n_step_s = 0;
+            }
             emit(r, &p);
             if (log_now) {
                 loss_acc = bal_acc = 0;
@@ -874,6 +907,7 @@ dm_status dm_run_train(const dm_run_opts *opts, dm_run_progress_fn cb, void *use
     run *r = calloc(1, sizeof *r);
     if (!r) return dm_fail(err, DM_ERR_NOMEM, "dm_run_train: out of memory");
     r->o = *opts;
+    r->t_called = now_s();
     r->cb = cb;
     r->user = user;
     r->rank = r->o.dist != DM_DIST_NONE ? dm_comm_rank(r->o.comm) : 0;
