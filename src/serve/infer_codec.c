@@ -72,6 +72,12 @@ static uint64_t ic_le(const unsigned char *p, size_t n)
 /* Converts numel little-endian elements of type ty at p to float. */
 static void ic_decode(const ic_type *ty, const unsigned char *p, int64_t numel, float *out)
 {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (ty->kind == K_FLOAT && ty->size == 4) {   /* FP32 on a little-endian host: the bytes as they are */
+        memcpy(out, p, (size_t)numel * 4);
+        return;
+    }
+#endif
     for (int64_t i = 0; i < numel; i++, p += ty->size) {
         uint64_t v = ic_le(p, ty->size);
         switch (ty->kind) {
