@@ -21,6 +21,8 @@
  * The parameters and x do not depend on the task: REGRESS keeps y (y_dim = D),
  * CLASSIFY keeps labels = r (n_classes = R); regime[] = r for both. */
 #include "data/data.h"
+#include "base/base.h"
+#include "base/pool.h"
 
 #include <errno.h>
 #include <math.h>
@@ -139,6 +141,52 @@ static dm_status alloc_split(dm_dataset *ds, int64_t n, int dim, dm_task task, d
     return DM_OK;
 }
 
+#define TARGET_BLOCK 16   /* rows of one regime per task: its map's rows are read once for all of them */
+
+typedef struct targets_arg {
+    dm_data *d;
+    int64_t n_train;
+    int D;
+    const float *b, *wt;   /* [R, D] biases, [R, D(j), D(i)] transposed maps */
+    const int64_t *order;  /* every row, grouped by regime (row order within one) */
+    const int64_t *chunk;  /* [n_chunks + 1] starts in order: at most TARGET_BLOCK rows, one regime each */
+    double *acc;           /* [threads, TARGET_BLOCK, D] */
+} targets_arg;
+
+static float *row_of(const targets_arg *a, int64_t row, float **y, int *r)
+{
+    dm_dataset *ds = row < a->n_train ? &a->d->train : &a->d->test;
+    int64_t i = row < a->n_train ? row : row - a->n_train;
+    *y = ds->y + (size_t)i * a->D;
+    *r = ds->regime[i];
+    return ds->x + (size_t)i * a->D;
+}
+
+/* y[k] = tanh(b[k] + sum_j W[k][j] x[j]) for the rows of chunk t: for each row
+ * and k the recipe's double sum, j ascending (rows and k sums run side by side). */
+static void targets_task(void *arg, int64_t t, int tid)
+{
+    targets_arg *a = arg;
+    int D = a->D, n = (int)(a->chunk[t + 1] - a->chunk[t]), r = 0;
+    double *acc = a->acc + (size_t)tid * TARGET_BLOCK * D;
+    const float *x[TARGET_BLOCK];
+    float *y[TARGET_BLOCK];
+    for (int q = 0; q < n; q++) x[q] = row_of(a, a->order[a->chunk[t] + q], &y[q], &r);
+    const float *br = a->b + (size_t)r * D, *tr = a->wt + (size_t)r * D * D;
+    for (int q = 0; q < n; q++)
+        for (int k = 0; k < D; k++) acc[(size_t)q * D + k] = br[k];
+    for (int j = 0; j < D; j++) {
+        const float *row_j = tr + (size_t)j * D;
+        for (int q = 0; q < n; q++) {
+            const double xj = x[q][j];
+            double *aq = acc + (size_t)q * D;
+            for (int k = 0; k < D; k++) aq[k] += (double)row_j[k] * xj;
+        }
+    }
+    for (int q = 0; q < n; q++)
+        for (int k = 0; k < D; k++) y[q][k] = (float)tanh(acc[(size_t)q * D + k]);
+}
+
 dm_status dm_data_load_synthetic_(const char *opts, dm_task task, uint64_t seed, double holdout, dm_data *d,
                                   dm_error *err)
 {
@@ -158,8 +206,8 @@ dm_status dm_data_load_synthetic_(const char *opts, dm_task task, uint64_t seed,
     if (dm_mul_size((size_t)R * (size_t)D, (size_t)D * sizeof(float), &nw) != 0)
         return dm_fail(err, DM_ERR_ARG, "synthetic: regimes=%d with dim=%d is too large", R, D);
     float *c = dm_alloc((size_t)R * (size_t)D * sizeof(float)), *w = dm_alloc(nw),
-          *b = dm_alloc((size_t)R * (size_t)D * sizeof(float));
-    if (!c || !w || !b) {
+          *b = dm_alloc((size_t)R * (size_t)D * sizeof(float)), *wt = dm_alloc(nw);
+    if (!c || !w || !b || !wt) {
         s = dm_fail(err, DM_ERR_NOMEM, "synthetic: out of memory for %d regimes of dim %d", R, D);
         goto out;
     }
@@ -178,12 +226,17 @@ dm_status dm_data_load_synthetic_(const char *opts, dm_task task, uint64_t seed,
         for (int j = 0; j < D; j++) cr[j] = dm_rng_uniform(&rng, -0.8f, 0.8f);
         for (size_t i = 0; i < (size_t)D * D; i++) wr[i] = dm_rng_normal(&rng) * w_scale;
         for (int i = 0; i < D; i++) br[i] = dm_rng_normal(&rng) * b_scale;
+        /* W_r transposed, [j][i]: the target's sums below run over i in the inner
+         * loop (independent sums, vectorizable), each still adding its j terms in order */
+        float *tr = wt + (size_t)r * D * D;
+        for (int i = 0; i < D; i++)
+            for (int j = 0; j < D; j++) tr[(size_t)j * D + i] = wr[(size_t)i * D + j];
     }
     for (int64_t row = 0; row < o.rows; row++) {
         dm_dataset *ds = row < n_train ? &d->train : &d->test;
         int64_t i = row < n_train ? row : row - n_train;
         int r = (int)rng_below(&rng, (uint64_t)R);
-        const float *cr = c + (size_t)r * D, *wr = w + (size_t)r * D * D, *br = b + (size_t)r * D;
+        const float *cr = c + (size_t)r * D;
         float *x = ds->x + (size_t)i * D;
         for (int j = 0; j < D; j++) {
             float v = cr[j] + noise * dm_rng_normal(&rng);
@@ -191,18 +244,49 @@ dm_status dm_data_load_synthetic_(const char *opts, dm_task task, uint64_t seed,
         }
         ds->regime[i] = r;
         if (ds->labels) ds->labels[i] = r;
-        if (ds->y) {
-            float *y = ds->y + (size_t)i * D;
-            for (int k = 0; k < D; k++) {
-                double acc = br[k];
-                for (int j = 0; j < D; j++) acc += (double)wr[(size_t)k * D + j] * x[j];
-                y[k] = (float)tanh(acc);
-            }
+    }
+    /* the targets: rows are independent once x and r are drawn, so the pool's
+     * threads take blocks of them (each row's sums as in the recipe, whichever thread) */
+    if (d->train.y || d->test.y) {
+        targets_arg ta = {d, n_train, D, b, wt, NULL, NULL, NULL};
+        int64_t *order = dm_alloc_array2((size_t)o.rows, 1, sizeof *order);
+        int64_t *start = dm_alloc_array2((size_t)R + 1, 1, sizeof *start);
+        int64_t *chunk = dm_alloc_array2((size_t)(o.rows / TARGET_BLOCK + R + 1), 1, sizeof *chunk);
+        dm_pool *pool = NULL;
+        int nt = dm_pool_create(0, &pool, NULL) ? 1 : dm_pool_size(pool);
+        double *acc = dm_alloc_array2((size_t)nt * TARGET_BLOCK, (size_t)D, sizeof(double));
+        int64_t n_chunks = 0;
+        if (order && start && chunk && acc) {
+            /* rows grouped by regime, a stable counting sort */
+            memset(start, 0, ((size_t)R + 1) * sizeof *start);
+            for (int64_t row = 0; row < o.rows; row++)
+                start[(row < n_train ? d->train.regime[row] : d->test.regime[row - n_train]) + 1]++;
+            for (int q = 0; q < R; q++) start[q + 1] += start[q];
+            for (int q = 0; q <= R; q++) chunk[q] = start[q];   /* scratch: each regime's next slot */
+            for (int64_t row = 0; row < o.rows; row++)
+                order[chunk[row < n_train ? d->train.regime[row] : d->test.regime[row - n_train]]++] = row;
+            for (int q = 0; q < R; q++)
+                for (int64_t at = start[q]; at < start[q + 1]; at += TARGET_BLOCK) chunk[n_chunks++] = at;
+            chunk[n_chunks] = o.rows;
+            ta.order = order;
+            ta.chunk = chunk;
+            ta.acc = acc;
+            dm_pool_run(pool, n_chunks, targets_task, &ta);
+        }
+        dm_free(order);
+        dm_free(start);
+        dm_free(chunk);
+        dm_free(acc);
+        dm_pool_free(pool);
+        if (!ta.acc) {
+            s = dm_fail(err, DM_ERR_NOMEM, "synthetic: out of memory");
+            goto out;
         }
     }
 out:
     dm_free(c);
     dm_free(w);
     dm_free(b);
+    dm_free(wt);
     return s;
 }
