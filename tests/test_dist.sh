@@ -233,4 +233,10 @@ assert not os.path.exists(sys.argv[1] + ".rank1"), "the rank file was merged and
 else
     bad "train --dist dp --profile under mpirun"; tail -3 "$T/log"
 fi
+if "$D" report "$T/prof" --out "$T/prof.html" >"$T/log" 2>&1 && grep -q 'id="chart-comm"' "$T/prof.html" &&
+        grep -q 'communication share (last)' "$T/prof.html"; then
+    ok "report of a distributed run: the communication-share chart (seed's 15% line) and its last value"
+else
+    bad "report of a distributed run"; tail -3 "$T/log"
+fi
 summary

@@ -18,18 +18,10 @@ import threading
 import time
 import urllib.request
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tcheck import check, finish  # noqa: E402
+
 BIN = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "build/deepmoe")
-passed = failed = 0
-
-
-def check(name, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print("ok   " + name)
-    else:
-        failed += 1
-        print("FAIL " + name + (": " + detail if detail else ""))
 
 
 def run(*args, **kw):
@@ -252,5 +244,4 @@ check("profile-summary without a file: usage error (2)", r.returncode == 2, r.st
 r = run("profile-summary", "missing.json")
 check("profile-summary of a missing file: exit 1", r.returncode == 1 and "missing.json" in r.stderr, r.stderr)
 
-print("%d passed, %d failed" % (passed, failed))
-sys.exit(1 if failed else 0)
+finish()

@@ -16,18 +16,10 @@ import sys
 import tempfile
 import zlib
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tcheck import check, finish  # noqa: E402
+
 BIN = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "build/deepmoe")
-passed = failed = 0
-
-
-def check(name, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print("ok   " + name)
-    else:
-        failed += 1
-        print("FAIL " + name + (": " + str(detail)[:400] if detail else ""))
 
 
 def run(*args, timeout=300):
@@ -233,5 +225,4 @@ else:
     _, console = render(browser, "control.html", "control.png")
     check("(control: a page that logs an error is caught)", any("control error" in l for l in console), console)
 
-print("%d passed, %d failed" % (passed, failed))
-sys.exit(1 if failed else 0)
+finish()

@@ -19,19 +19,11 @@ import threading
 import time
 import urllib.request
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tcheck import check, finish  # noqa: E402
+
 BIN = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "build/deepmoe")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-passed = failed = 0
-
-
-def check(name, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print("ok   " + name)
-    else:
-        failed += 1
-        print("FAIL " + name + (": " + str(detail)[:500] if detail else ""))
 
 
 def free_port():
@@ -170,5 +162,4 @@ check("(control: a made-up metric would be caught)", "nv_inference_made_up" not 
 
 srv.send_signal(signal.SIGTERM)
 srv.communicate(timeout=30)
-print("%d passed, %d failed" % (passed, failed))
-sys.exit(1 if failed else 0)
+finish()

@@ -12,7 +12,8 @@ extern "C" {
  * checkpoint/state.safetensors (the training settings), and writes one page to
  * out_path (atomically). The page holds:
  *  - loss, accuracy (or MSE), learning rate and throughput over steps;
- *  - expert utilization with the seed's 85% line, MaxVio and routing accuracy;
+ *  - expert utilization with the seed's 85% line, MaxVio and routing accuracy, and for
+ *    distributed runs the communication share with the seed's 15% line;
  *  - per run and layer, a heatmap of expert load over steps and the aux-free biases;
  *  - a table of every setting and final result, with the rows that differ between
  *    runs marked.

@@ -37,7 +37,7 @@ typedef struct run_data {
     char dir[1024], name[256];
     int L, E, has_bias, classify;
     /* training records */
-    dvec step, time, loss, acc, lr, rps, util, vio, rss_peak, p99, load, bias;   /* load, bias: L*E per record */
+    dvec step, time, loss, acc, lr, rps, util, vio, rss_peak, p99, comm, load, bias;   /* load, bias: L*E per record */
     double startup;
     /* evaluation records */
     dvec e_step, e_loss, e_acc, e_mse, e_util, e_vio, e_route;
@@ -47,14 +47,14 @@ typedef struct run_data {
 
 static void run_free(run_data *r)
 {
-    dvec *all[] = {&r->step, &r->time, &r->loss, &r->acc, &r->lr, &r->rps, &r->util, &r->vio, &r->rss_peak, &r->p99, &r->load,
+    dvec *all[] = {&r->step, &r->time, &r->loss, &r->acc, &r->lr, &r->rps, &r->util, &r->vio, &r->rss_peak, &r->p99, &r->comm, &r->load,
                    &r->bias, &r->e_step, &r->e_loss, &r->e_acc, &r->e_mse, &r->e_util, &r->e_vio, &r->e_route};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]->v);
 }
 
 static int any_oom(const run_data *r)
 {
-    const dvec *all[] = {&r->step, &r->time, &r->loss, &r->acc, &r->lr, &r->rps, &r->util, &r->vio, &r->rss_peak, &r->p99,
+    const dvec *all[] = {&r->step, &r->time, &r->loss, &r->acc, &r->lr, &r->rps, &r->util, &r->vio, &r->rss_peak, &r->p99, &r->comm,
                          &r->load, &r->bias, &r->e_step, &r->e_loss, &r->e_acc, &r->e_mse, &r->e_util, &r->e_vio,
                          &r->e_route};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
@@ -141,6 +141,7 @@ static dm_status read_metrics(run_data *r, dm_error *err)
             push(&r->vio, num(o, "max_vio"));
             push(&r->rss_peak, num(o, "rss_peak"));
             push(&r->p99, num(o, "step_ms_p99"));
+            push(&r->comm, num(o, "comm_share"));
             if (isfinite(num(o, "startup_s"))) r->startup = num(o, "startup_s");
             if (json_object_get(o, "train_accuracy")) r->classify = 1;
             int n0 = r->load.n;
@@ -273,6 +274,7 @@ static void final_metrics(run_data *r)
     if (n) add_kv(r, "mean rows/s", "%.0f", s / n);
     if (isfinite(v = max_finite(&r->rss_peak))) add_kv(r, "peak memory (MiB)", "%.1f", v / 1048576.0);
     if (isfinite(v = max_finite(&r->p99))) add_kv(r, "worst step p99 (ms)", "%.2f", v);
+    if (isfinite(v = last_finite(&r->comm))) add_kv(r, "communication share (last)", "%.3f", v);
     if (r->startup > 0) add_kv(r, "startup (s)", "%.2f", r->startup);
     r->in_results = 0;
 }
@@ -447,6 +449,12 @@ static void page(dm_sb *b, run_data *runs, int n)
           &(svg_chart){.y_from_zero = 1});
     chart(b, runs, n, "chart-routing", "Routing accuracy (vs the loss oracle)", "routing accuracy", NONE, OFF(e_route),
           &(svg_chart){.y_from_zero = 1});
+    int dist = 0;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < runs[i].comm.n; j++) dist |= isfinite(runs[i].comm.v[j]);
+    if (dist)   /* distributed runs: the seed's communication share, with its 15% line */
+        chart(b, runs, n, "chart-comm", "Communication share of step time", "share", OFF(comm), NONE,
+              &(svg_chart){.has_hline = 1, .hline = 0.15, .hline_label = "seed: < 15%", .y_from_zero = 1});
     dm_sb_printf(b, "</div>\n");
     for (int i = 0; i < n; i++) per_run(b, &runs[i], i);
     dm_sb_printf(b, "<h2>Settings</h2>\n<p class=\"note\">The model file's config (model.safetensors), then the "
