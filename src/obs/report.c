@@ -33,33 +33,35 @@ static void push(dvec *d, double x)
 
 typedef struct kv { char key[64], val[160]; int result; } kv;   /* result: a final metric, else a setting */
 
+/* Every series of a run, once: training records (load and bias hold L*E values
+ * per record), then evaluation records. */
+#define RUN_SERIES(X) \
+    X(step) X(time) X(loss) X(acc) X(lr) X(rps) X(util) X(vio) X(rss_peak) X(p99) X(comm) X(load) X(bias) \
+    X(e_step) X(e_loss) X(e_acc) X(e_mse) X(e_util) X(e_vio) X(e_route)
+
 typedef struct run_data {
     char dir[1024], name[256];
     int L, E, has_bias, classify;
-    /* training records */
-    dvec step, time, loss, acc, lr, rps, util, vio, rss_peak, p99, comm, load, bias;   /* load, bias: L*E per record */
+#define DECLARE(f) dvec f;
+    RUN_SERIES(DECLARE)
+#undef DECLARE
     double startup;
-    /* evaluation records */
-    dvec e_step, e_loss, e_acc, e_mse, e_util, e_vio, e_route;
     kv cfg[MAX_KV];
     int n_cfg, in_results;
 } run_data;
 
 static void run_free(run_data *r)
 {
-    dvec *all[] = {&r->step, &r->time, &r->loss, &r->acc, &r->lr, &r->rps, &r->util, &r->vio, &r->rss_peak, &r->p99, &r->comm, &r->load,
-                   &r->bias, &r->e_step, &r->e_loss, &r->e_acc, &r->e_mse, &r->e_util, &r->e_vio, &r->e_route};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]->v);
+#define FREE(f) free(r->f.v);
+    RUN_SERIES(FREE)
+#undef FREE
 }
 
 static int any_oom(const run_data *r)
 {
-    const dvec *all[] = {&r->step, &r->time, &r->loss, &r->acc, &r->lr, &r->rps, &r->util, &r->vio, &r->rss_peak, &r->p99, &r->comm,
-                         &r->load, &r->bias, &r->e_step, &r->e_loss, &r->e_acc, &r->e_mse, &r->e_util, &r->e_vio,
-                         &r->e_route};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-        if (all[i]->oom) return 1;
-    return 0;
+#define OOM(f) r->f.oom ||
+    return RUN_SERIES(OOM) 0;
+#undef OOM
 }
 
 static void add_kv(run_data *r, const char *key, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

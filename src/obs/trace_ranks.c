@@ -11,8 +11,10 @@
 
 /* ---------------------------------------------------------------- ranks */
 
-/* The events of one of our own trace files (between "[\n" and "\n],"): its text, malloc'd. */
-static char *events_of(const char *path, size_t *len)
+/* One of our own trace files, read whole (malloc'd, NUL-terminated), with its
+ * events at [*ev, *ev + *len) (between "[\n" and "\n],") and what follows them
+ * at *rest. NULL: unreadable, or not written by dm_trace_stop. */
+static char *read_trace(const char *path, const char **ev, size_t *len, const char **rest)
 {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
@@ -31,11 +33,12 @@ static char *events_of(const char *path, size_t *len)
     fclose(f);
     buf[n] = 0;
     static const char head[] = "{\"traceEvents\":[\n", tail[] = "\n],\"displayTimeUnit\"";
-    char *a = strncmp(buf, head, sizeof head - 1) ? NULL : buf + sizeof head - 1;
-    char *b = a ? strstr(a, tail) : NULL;
+    const char *a = strncmp(buf, head, sizeof head - 1) ? NULL : buf + sizeof head - 1;
+    const char *b = a ? strstr(a, tail) : NULL;
     if (!b) { free(buf); return NULL; }
+    *ev = a;
     *len = (size_t)(b - a);
-    memmove(buf, a, *len);
+    *rest = b;
     return buf;
 }
 
@@ -50,40 +53,32 @@ dm_status dm_trace_stop_ranks(const char *path, dm_comm *comm, dm_error *err)
     dm_error e2;
     dm_status sb = dm_comm_barrier(comm, st ? &e2 : err);   /* every rank's file is written */
     if (st || sb || rank) return st ? st : sb;
-    /* rank 0: the others' events into path; a file rank 0 cannot read (another host) stays where it is */
+    /* rank 0: the others' events spliced after its own, its closing part (otherData) kept;
+     * a file rank 0 cannot read (another host) stays where it is */
+    const char *ev0, *rest0;
     size_t len0;
-    char *mine = events_of(path, &len0);
+    char *mine = read_trace(path, &ev0, &len0, &rest0);
     if (!mine) return dm_fail(err, DM_ERR_FORMAT, "trace: cannot read back %s", path);
     dm_atomic_file f;
     if ((st = dm_atomic_open(&f, path, err))) { free(mine); return st; }
-    FILE *fp = fopen(path, "rb");
-    char tail[512] = "";
-    if (fp) {   /* the closing part (otherData) of rank 0's file, kept as it was */
-        fseek(fp, 0, SEEK_END);
-        long sz = ftell(fp);
-        fseek(fp, sz > 400 ? sz - 400 : 0, SEEK_SET);
-        size_t n = fread(tail, 1, sizeof tail - 1, fp);
-        tail[n] = 0;
-        fclose(fp);
-    }
-    char *t = strstr(tail, "\n],\"displayTimeUnit\"");
     fprintf(f.fp, "{\"traceEvents\":[\n");
-    fwrite(mine, 1, len0, f.fp);
-    free(mine);
+    fwrite(ev0, 1, len0, f.fp);
     int merged = 1;
     for (int r = 1; r < ranks; r++) {
         char p[4200];
         snprintf(p, sizeof p, "%s.rank%d", path, r);
+        const char *ev, *rest;
         size_t len;
-        char *ev = events_of(p, &len);
-        if (!ev) continue;
+        char *other = read_trace(p, &ev, &len, &rest);
+        if (!other) continue;
         fputs(",\n", f.fp);
         fwrite(ev, 1, len, f.fp);
-        free(ev);
+        free(other);
         remove(p);
         merged++;
     }
-    fputs(t ? t : "\n],\"displayTimeUnit\":\"ms\"}\n", f.fp);
+    fputs(rest0, f.fp);
+    free(mine);
     st = dm_atomic_commit(&f, err);
     if (!st && merged < ranks)
         return dm_fail(err, DM_ERR_IO, "trace: %d of %d ranks merged into %s; the others' PATH.rankR files are on their "
