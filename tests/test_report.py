@@ -191,6 +191,14 @@ with open("bad/metrics.jsonl", "w") as f:
 r = run("report", "bad")
 check("a corrupt metrics.jsonl: exit 1 naming file and line", r.returncode == 1 and "bad/metrics.jsonl:2" in r.stderr,
       r.stderr)
+os.makedirs("late", exist_ok=True)   # records before the first that has an expert_load (a fuzz finding)
+with open("late/metrics.jsonl", "w") as f:
+    f.write('{"step":10,"loss":1}\n{"step":20,"loss":0.9}\n{"step":30,"loss":0.8,"expert_load":[[0.5,0.25,0.25]]}\n')
+r = run("report", "late", "--out", "late.html")
+pl = Page()
+pl.feed(open("late.html").read() if r.returncode == 0 else "")
+check("expert_load only from the third record: a heatmap of 3 experts x 3 records", r.returncode == 0
+      and pl.svgs.get("heatmap-0-L0", {}).get("cell") == 9, (r.stderr, pl.svgs.get("heatmap-0-L0")))
 r = run("report")
 check("no run directory: usage error (2)", r.returncode == 2)
 r = run("report", *(["auxfree"] * 17))

@@ -98,6 +98,18 @@ static int push_matrix(dvec *d, json_t *a, int *L, int *E)
     return 0;
 }
 
+/* d grown to want values by fill values in front of what it holds. */
+static dm_status pad_front(dvec *d, int64_t want, double fill, const char *path, dm_error *err)
+{
+    int64_t have = d->n, add = want - have;
+    if (add <= 0) return DM_OK;
+    for (int64_t i = 0; i < add; i++) push(d, fill);
+    if (d->oom) return dm_fail(err, DM_ERR_NOMEM, "%s: out of memory", path);
+    memmove(d->v + add, d->v, (size_t)have * sizeof *d->v);
+    for (int64_t i = 0; i < add; i++) d->v[i] = fill;
+    return DM_OK;
+}
+
 static dm_status read_metrics(run_data *r, dm_error *err)
 {
     char path[1100];
@@ -163,6 +175,11 @@ static dm_status read_metrics(run_data *r, dm_error *err)
     }
     free(line);
     fclose(f);
+    /* records before the first with an expert_load could not be padded (L, E unknown then): their
+     * cells go in front now, so load and bias hold L*E values for every training record */
+    int64_t want = (int64_t)r->step.n * r->L * r->E;
+    if (!st) st = pad_front(&r->load, want, 0.0, path, err);
+    if (!st) st = pad_front(&r->bias, want, NAN, path, err);
     if (!st && any_oom(r)) st = dm_fail(err, DM_ERR_NOMEM, "%s: out of memory", path);
     if (!st && r->step.n == 0 && r->e_step.n == 0)
         st = dm_fail(err, DM_ERR_FORMAT, "%s: no training or evaluation records (did the run log a step?)", path);

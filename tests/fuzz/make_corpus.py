@@ -98,6 +98,27 @@ TRACE_FILE = json.dumps({"traceEvents": [
     "displayTimeUnit": "ms"}).encode()
 
 
+def _jsonl(records):
+    return "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records).encode()
+
+
+_LOAD = [[0.125, 0.0, 0.25, 0.125, 0.25, 0.125, 0.0625, 0.0625], [0.5, 0.0, 0.0, 0.25, 0.25, 0.0, 0.0, 0.0]]
+REPORT_CLASSIFY = _jsonl(
+    [{"step": s, "time_s": s / 50, "startup_s": 1.0, "step_ms_p50": 20.1, "step_ms_p99": 31.5, "epoch": s / 235,
+      "loss": 1.0 / s, "balance_loss": 0, "lr": 5e-4, "grad_norm": 2.5, "rows_per_s": 12000.0,
+      "train_accuracy": 0.8, "expert_load": _LOAD, "expert_utilization": 0.4, "max_vio": 1.5,
+      "sel_bias": [[0.001 * e for e in range(8)], [-0.001 * e for e in range(8)]], "rss": 3e8, "rss_peak": 3.1e8}
+     for s in (10, 20, 30)] +
+    [{"eval": True, "step": 30, "loss": 0.5, "accuracy": 0.81, "expert_load": _LOAD, "expert_utilization": 0.41,
+      "max_vio": 1.4, "routing_accuracy": 0.2}])
+REPORT_DIST = _jsonl(
+    [{"step": 20, "time_s": 0.1, "loss": 0.3, "lr": 1e-3, "rows_per_s": 7e5, "expert_load": [[0.5, 0.5]],
+      "expert_utilization": 1.0, "max_vio": 0.0, "rss": 1e8, "rss_peak": 1e8, "ranks": 2, "comm_s": 0.01,
+      "compute_s": 0.09, "comm_share": 0.1, "bytes_sent": 123456},
+     {"eval": True, "step": 20, "loss": 0.3, "mse": 0.02, "expert_load": [[0.5, 0.5]], "expert_utilization": 1.0,
+      "max_vio": 0.0, "routing_accuracy": None}])
+
+
 def main():
     shutil.rmtree(os.path.join(HERE, "corpus"), ignore_errors=True)
 
@@ -202,6 +223,10 @@ def main():
     # trace: Chrome trace-event files as --profile writes them
     put("trace", "spans", TRACE_FILE)
     put("trace", "array", b'[{"ph":"X","name":"a","pid":0,"tid":1,"ts":0,"dur":5},{"ph":"C","name":"c","ts":1,"args":{}}]')
+
+    # report: metrics.jsonl of small runs (a classifier with evaluations, a distributed regression)
+    put("report", "classify", REPORT_CLASSIFY)
+    put("report", "dist", REPORT_DIST)
 
     # kserve_json: JSON-only requests
     reqs = {
