@@ -53,6 +53,20 @@ Cases (all constant LR, no warm-up, no clipping, grad_accum 1 unless noted)
             aux-free load counts both micro-batches' rows (the seed is chosen
             so that counting only the last micro-batch's rows would change
             the bias update on at least one step)
+  bf16      seed + switch, grad_accum 2, precision "bf16": deepmoe's mixed
+            precision. Each expert Linear is Bf16Linear: y = bf16(x) bf16(W)^T
+            + b with the products summed in the run's dtype, and in backward,
+            g = the output gradient (the routing weight applied), dx =
+            bf16(g) bf16(W), dW = bf16(g)^T bf16(x), db = sum g; bf16() rounds
+            to nearest even through float32, as the C trainer rounds its
+            float32 values. Everything else (router, LayerNorm, loss, AdamW)
+            in the run's dtype. Its float32 run must agree with the float64
+            one to BF16_TOL (a rounding that lands on the other side of a
+            bf16 boundary moves a value by 2^-9). The same steps under
+            torch.autocast("cpu", dtype=torch.bfloat16) around the experts
+            (float32 model; the Linears under autocast, which also rounds
+            their outputs to bf16, LayerNorm in float32) are logged in train_bf16.autocast.npy [10, 4], the C test's
+            looser comparison with PyTorch's own autocast
 
 Files per case NAME (all float32):
   train_NAME.safetensors        initial weights, deepmoe names, metadata
@@ -98,6 +112,7 @@ GAP = 1e-3          # minimum k-th vs (k+1)-th biased logit gap, every row, ever
 KINK = 1e-5         # minimum |pre-activation| of a routed row's expert hidden unit
 LN_VAR_MIN = 1e-3   # minimum LayerNorm input variance of a routed row
 F32_TOL = 2e-5      # float32 PyTorch run vs float64 reference
+BF16_TOL = 2e-3     # the same for the bf16 case
 
 BASE = {"lr": 1e-2, "weight_decay": 0.01, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8,
         "warmup": 0, "schedule": "constant", "total_steps": STEPS, "clip": 0.0,
@@ -115,6 +130,7 @@ CASES = [
              "warmup": 3}, 106),
     ("accum", {"grad_accum": 2}, 107),
     ("accum_bal", {"balance": ["seed", "switch", "aux_free"], "grad_accum": 2}, 108),
+    ("bf16", {"precision": "bf16", "balance": ["seed", "switch"], "grad_accum": 2}, 109),
 ]
 
 
@@ -123,6 +139,42 @@ class RejectSeed(Exception):
 
 
 # ---------------------------------------------------------------- the model
+
+def bf16(t):
+    """Round to bfloat16 (nearest even) through float32, back in t's dtype."""
+    return t.float().bfloat16().to(t.dtype)
+
+
+class Bf16Linear(torch.autograd.Function):
+    """deepmoe's --precision bf16 Linear: bf16 operands, sums in the dtype."""
+
+    @staticmethod
+    def forward(ctx, x, w, b):
+        ctx.save_for_backward(x, w)
+        return bf16(x) @ bf16(w).t() + b
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        gb = bf16(g)
+        return gb @ bf16(w), gb.t() @ bf16(x), g.sum(0)
+
+
+def expert_forward(expert, x, precision):
+    """The seed expert in a precision: "fp32" (its own forward), "bf16"
+    (Bf16Linear for both Linears) or "autocast" (torch.autocast bfloat16)."""
+    if precision == "fp32":
+        return expert(x)
+    l1, relu, ln, l2 = expert.net
+    if precision == "autocast":   # the Linears under autocast, LayerNorm in float32 (its autocast policy)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            h = relu(l1(x))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            o = l2(ln(h.float()))
+        return o.float() + x
+    h = relu(Bf16Linear.apply(x, l1.weight, l1.bias))
+    return Bf16Linear.apply(ln(h), l2.weight, l2.bias) + x
+
 
 class SeedGate(nn.Module):
     """The seed router; with selection bias, a non-trained buffer expert_bias."""
@@ -147,9 +199,10 @@ class SeedGate(nn.Module):
 
 
 class SeedMoE(nn.Module):
-    def __init__(self, cfg):
+    def __init__(self, cfg, precision="fp32"):
         super().__init__()
         self.cfg = cfg
+        self.precision = precision
         self.gating = SeedGate(cfg["dim"], cfg["n_experts"], cfg["top_k"], cfg["selection_bias"])
         self.experts = nn.ModuleList(ExpertLayer(cfg["dim"], cfg["hidden"], cfg["ln_eps"])
                                      for _ in range(cfg["n_experts"]))
@@ -171,13 +224,13 @@ class SeedMoE(nn.Module):
                     raise RejectSeed(f"ReLU kink {float(pre.abs().min()):.2e}")
                 if float(expert.hidden_var(xr).detach().min()) <= LN_VAR_MIN:
                     raise RejectSeed("LayerNorm variance")
-            y.index_add_(0, rows, expert(xr) * w[rows, slot].unsqueeze(-1))
+            y.index_add_(0, rows, expert_forward(expert, xr, self.precision) * w[rows, slot].unsqueeze(-1))
         return y, logits, idx, w
 
 
-def build_model(cfg, seed):
+def build_model(cfg, seed, precision="fp32"):
     torch.manual_seed(seed)
-    model = SeedMoE(cfg)
+    model = SeedMoE(cfg, precision)
     with torch.no_grad():
         model.gating.gate.weight.mul_(3.0)     # decisive routing, as gen_fixtures.py
         model.gating.gate.bias.mul_(3.0)
@@ -278,9 +331,11 @@ def make_case(outdir, name, over, seed):
     tc = dict(BASE, **over)
     assert all(b in ("seed", "switch", "aux_free", "z") for b in tc["balance"])
     cfg = config(D, E, K, H, selection_bias="aux_free" in tc["balance"])
+    precision = tc.get("precision", "fp32")
+    tol = BF16_TOL if precision == "bf16" else F32_TOL
     for attempt in range(50):
         s = seed + 1000 * attempt
-        model, x, y = build_model(cfg, s)
+        model, x, y = build_model(cfg, s, precision)
         m64 = copy.deepcopy(model).double()
         info = {}
         try:
@@ -297,7 +352,7 @@ def make_case(outdir, name, over, seed):
         errs = [relerr(log32[:, c], log[:, c]) for c in range(4)]
         final64, final32 = m64.state_dict(), m32.state_dict()
         errs += [relerr(final32[k].numpy(), final64[k].numpy()) for k in final64]
-        if max(errs) > F32_TOL:
+        if max(errs) > tol:
             print(f"  {name}: seed {s} rejected (float32 run differs by {max(errs):.1e})")
             continue
         break
@@ -318,6 +373,16 @@ def make_case(outdir, name, over, seed):
     save_npy(pre + ".x.npy", x.numpy())
     save_npy(pre + ".y.npy", y.numpy())
     save_npy(pre + ".log.npy", log)
+    if precision == "bf16":   # the same steps under PyTorch's own autocast (float32 model)
+        mac = copy.deepcopy(model)
+        mac.precision = "autocast"
+        log_ac = train(mac, x, y, tc, check=False)
+        save_npy(pre + ".autocast.npy", log_ac)
+        m_fp = copy.deepcopy(model).double()
+        m_fp.precision = "fp32"
+        log_fp = train(m_fp, x.double(), y.double(), tc, check=False)
+        print(f"  {name}: loss vs autocast(bfloat16) max rel {relerr(log[:, 0], log_ac[:, 0]):.1e}, "
+              f"grad norm {relerr(log[:, 2], log_ac[:, 2]):.1e}; vs fp32 loss {relerr(log[:, 0], log_fp[:, 0]):.1e}")
     with open(pre + ".cfg.json", "w") as f:
         json.dump(tc, f, indent=1)
         f.write("\n")

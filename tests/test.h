@@ -67,6 +67,7 @@ void suite_quant_parity(dm_t *t);
 void suite_data(dm_t *t);
 void suite_train(dm_t *t);
 void suite_train_parity(dm_t *t);
+void suite_train_bf16(dm_t *t);
 void suite_serve_config(dm_t *t);
 void suite_serve_codec(dm_t *t);
 void suite_serve_sched(dm_t *t);

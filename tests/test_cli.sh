@@ -187,6 +187,15 @@ grep -q "stopped at step 20 of 40" out.txt && ok "--stop-at" || bad "--stop-at" 
 "$BIN" train --data $SYN --resume run_b >out.txt 2>err.txt  # the run's own settings come back
 if grep -q "resumed at step 20" out.txt && cmp -s run_a/model.safetensors run_b/model.safetensors; then
     ok "N straight == N/2 + resume + N/2 (byte-identical model)"; else bad "resume byte-identical" "$(tail -c 300 out.txt) $(cat err.txt)"; fi
+# --precision bf16: the same run in mixed precision; resumes byte-identically (the run state keeps it)
+"$BIN" train $T1 --out run_p --balance switch,aux_free --precision bf16 >out.txt 2>err.txt
+"$BIN" train $T1 --out run_q --balance switch,aux_free --precision bf16 --stop-at 20 >/dev/null 2>>err.txt
+"$BIN" train --data $SYN --resume run_q >out.txt 2>>err.txt
+if [ -s run_p/model.safetensors ] && cmp -s run_p/model.safetensors run_q/model.safetensors &&
+   ! cmp -s run_a/model.safetensors run_p/model.safetensors; then
+    ok "train --precision bf16: its own model, resumed byte-identically"; else bad "train --precision bf16" "$(cat err.txt)"; fi
+expect "train: bad --precision" 2 "--precision 'fp16': expected fp32 or bf16" "$BIN" train --data $SYN --out run_e --precision fp16
+expect "bench: --precision needs train mode" 2 "--precision needs --mode train" "$BIN" bench --precision bf16
 "$BIN" eval --model run_a/model.safetensors --data $SYN --seed 3 --json >out.txt 2>err.txt
 last=$(tail -n 1 out.txt)
 if echo "$last" | grep -q '"mse":' && echo "$last" | grep -q '"expert_utilization":' && echo "$last" | grep -q '"routing_accuracy":' &&
@@ -251,7 +260,13 @@ expect "resume: bad enum" 1 "field 'task' must be \"classify\" or \"regress\"" "
 ck --raw 01000000000000000000000000000000
 expect "resume: raw struct bytes of the old format" 1 "predates this version of deepmoe \(run state version 1" "$BIN" train --data $SYN --resume run_t
 ck version=2
-expect "resume: an older run-state version" 1 "predates this version of deepmoe \(run state version 2, this one reads 3\): start a new run, or train from its model file with --model run_t/model.safetensors" "$BIN" train --data $SYN --resume run_t
+expect "resume: an older run-state version" 1 "predates this version of deepmoe \(run state version 2, this one reads 4\): start a new run, or train from its model file with --model run_t/model.safetensors" "$BIN" train --data $SYN --resume run_t
+ck version=3 precision=
+"$BIN" train --data $SYN --resume run_t >out.txt 2>err.txt && cmp -s run_a/model.safetensors run_t/model.safetensors &&
+    ok "resume: a version 3 run state (no precision) resumes as fp32, byte-identically" ||
+    bad "resume: version 3 run state" "$(cat err.txt)"
+ck precision='"fp16"'
+expect "resume: bad precision" 1 "field 'precision' must be \"fp32\" or \"bf16\"" "$BIN" train --data $SYN --resume run_t
 ck
 "$BIN" train --data $SYN --resume run_t >out.txt 2>err.txt && cmp -s run_a/model.safetensors run_t/model.safetensors &&
     ok "resume: an unedited rewrite still resumes byte-identically (the edit tool is faithful)" ||

@@ -1206,19 +1206,25 @@ static void tndata_free(tndata *d)
 
 static int64_t tn_c_floats(const tndata *d) { return (int64_t)d->c.N * d->ldc + 1; }
 
+/* 1: tn_call runs gemm_tn_bf16 (with its work) in place of gemm_tn. */
+static int tn_bf16;
+
 /* C_buf += the problem's rows [n0, n1) on table kt. */
 static void tn_call(const dm_kernels *kt, const tndata *d, float *C_buf, int n0, int n1)
 {
     int u = d->c.unaligned;
+    void *work = tn_bf16 ? dm_alloc(dm_gemm_tn_bf16_work(d->c.M, d->c.N, d->c.K)) : NULL;
     dm_gemm_tn g = {
         .M = d->c.M, .N = d->c.N, .K = d->c.K,
         .A = d->A_buf + u, .lda = d->lda, .a_idx = d->a_idx,
         .B = d->B_buf + u, .ldb = d->ldb, .b_idx = d->b_idx,
         .scale = d->scale,
         .C = C_buf + u, .ldc = d->ldc,
-        .n0 = n0, .n1 = n1,
+        .n0 = n0, .n1 = n1, .work = work,
     };
-    kt->gemm_tn(&g);
+    if (tn_bf16) kt->gemm_tn_bf16(&g);
+    else kt->gemm_tn(&g);
+    dm_free(work);
 }
 
 /* A fresh copy of C0 with the problem's range run on kt. Free with dm_free. */
@@ -1386,6 +1392,71 @@ static void tn_avx512_case(dm_t *t, const tncase *c, uint64_t seed) { tn_table_v
 
 static void test_kernel_avx2_gemm_tn(dm_t *t) { for_each_tn_case(t, tn_avx2_case, 1); }
 static void test_kernel_avx512_gemm_tn(dm_t *t) { for_each_tn_case(t, tn_avx512_case, 1); }
+
+/* ---------------------------------------------------------------- gemm_tn_bf16 */
+
+/* The bf16 weight gradient of every table against the reference's, with
+ * subnormals among the operands (vdpbf16ps's conversion flushes them; the
+ * kernels must round them as dm_f32_to_bf16). The AVX-512 table also through
+ * the rounded-copies path it takes on a CPU without AVX512_BF16. */
+static void emul512_tn_bf16(const dm_gemm_tn *g) { dm_gemm_tn_bf16_emul(&dm_kernels_avx512, g); }
+static dm_kernels emul512;
+
+static void tn_bf16_case(dm_t *t, const dm_kernels *kt, const tncase *c, uint64_t seed)
+{
+    tndata d;
+    tndata_init(&d, c, seed);
+    for (int64_t i = 0; i < d.a_rows; i += 3) d.A_buf[c->unaligned + i * d.lda] = 3e-39f;
+    for (int64_t i = 1; i < d.b_rows; i += 4) d.B_buf[c->unaligned + i * d.ldb + c->K - 1] = -5e-40f;
+    tn_bf16 = 1;
+    float *want = tn_run(&dm_kernels_ref, &d), *got = tn_run(kt, &d);
+    tn_bf16 = 0;
+    int64_t o = c->unaligned + (int64_t)d.n0 * d.ldc;
+    double err = block_relerr(got + o, want + o, d.n1 - d.n0, c->K, d.ldc, 0);
+    char buf[256];
+    CHECK(t, err <= TOL, "bf16 %s: %s: relerr %g", dm_isa_name(kt->isa), tncase_str(&d, buf, sizeof buf), err);
+    CHECK(t, tn_stray(&d, got) == 0, "bf16 %s: %s: floats changed outside the range", dm_isa_name(kt->isa),
+          tncase_str(&d, buf, sizeof buf));
+    dm_free(want);
+    dm_free(got);
+    tndata_free(&d);
+}
+
+static void tn_bf16_avx2_case(dm_t *t, const tncase *c, uint64_t seed) { tn_bf16_case(t, &dm_kernels_avx2, c, seed); }
+static void tn_bf16_avx512_case(dm_t *t, const tncase *c, uint64_t seed)
+{
+    tn_bf16_case(t, &dm_kernels_avx512, c, seed);
+    emul512 = dm_kernels_avx512;
+    emul512.gemm_tn_bf16 = emul512_tn_bf16;
+    tn_bf16_case(t, &emul512, c, seed);
+}
+
+static void test_kernel_avx2_gemm_tn_bf16(dm_t *t) { for_each_tn_case(t, tn_bf16_avx2_case, 3); }
+static void test_kernel_avx512_gemm_tn_bf16(dm_t *t) { for_each_tn_case(t, tn_bf16_avx512_case, 3); }
+
+/* The reference's bf16 GEMM is gemm_tn on operands rounded to bf16 (no
+ * scale: then both sum the same exact products in the same order), bit for
+ * bit; and it differs from gemm_tn on the unrounded ones. */
+static void test_kernel_ref_gemm_tn_bf16(dm_t *t)
+{
+    tncase c = {.M = 37, .N = 29, .K = 21, .a_idx = 1, .b_idx = 1};
+    tndata d;
+    tndata_init(&d, &c, 5);
+    tn_bf16 = 1;
+    float *bf = tn_run(&dm_kernels_ref, &d);
+    tn_bf16 = 0;
+    float *f32 = tn_run(&dm_kernels_ref, &d);
+    for (int64_t i = 0; i < d.a_rows * d.lda + 1; i++) d.A_buf[i] = dm_bf16_to_f32(dm_f32_to_bf16(d.A_buf[i]));
+    for (int64_t i = 0; i < d.b_rows * d.ldb + 1; i++) d.B_buf[i] = dm_bf16_to_f32(dm_f32_to_bf16(d.B_buf[i]));
+    float *rounded = tn_run(&dm_kernels_ref, &d);
+    int64_t total = tn_c_floats(&d);
+    CHECK(t, same_bits(bf, rounded, total), "ref gemm_tn_bf16 is not gemm_tn on rounded operands");
+    CHECK(t, !same_bits(bf, f32, total), "ref gemm_tn_bf16 equals the fp32 gemm_tn: nothing was rounded");
+    dm_free(bf);
+    dm_free(f32);
+    dm_free(rounded);
+    tndata_free(&d);
+}
 
 /* Splitting [0, N) into ranges (as threads do) gives bitwise the same C as
  * one call, and a second run gives bitwise the same again. */
@@ -1721,7 +1792,7 @@ static void check_table(dm_t *t, const dm_kernels *kt, dm_isa isa)
 {
     CHECK(t, kt->isa == isa, "table for %s says %s", dm_isa_name(isa), dm_isa_name(kt->isa));
     CHECK(t, kt->layernorm && kt->silu_mul, "%s: missing entry", dm_isa_name(isa));
-    CHECK(t, kt->layernorm_fwd && kt->layernorm_bwd && kt->silu_mul_bwd && kt->gemm_tn && kt->colsum &&
+    CHECK(t, kt->layernorm_fwd && kt->layernorm_bwd && kt->silu_mul_bwd && kt->gemm_tn && kt->gemm_tn_bf16 && kt->colsum &&
              kt->adamw, "%s: missing training entry", dm_isa_name(isa));
     CHECK(t, kt->combine && kt->find_nonfinite, "%s: missing combine entry", dm_isa_name(isa));
 }
@@ -1745,7 +1816,8 @@ static void test_wtype_table(dm_t *t)
             const dm_wkern *k = w->kern[isa];
             if (!k) continue;
             CHECK(t, k->isa == (dm_isa)isa && k->pack_size && k->pack && k->unpack && k->gemm &&
-                     (w->id == DM_WT_F32) == (k->pack_t != NULL),
+                     (w->id != DM_WT_F32 || k->pack_t) &&
+                     (w->id == DM_WT_F32 || w->id == DM_WT_BF16 || (!k->pack_t && !k->quant_pack)),
                   "%s/%s: missing kernel (or pack_t on a type that does not train)", w->name, dm_isa_name((dm_isa)isa));
             for (int s = 0; s < COUNT(sizes); s++) {
                 size_t need = dm_wtype_part_bytes(w, 0, sizes[s][0], sizes[s][1], 0);
@@ -1931,7 +2003,9 @@ static void test_kernel_tables(dm_t *t)
 #endif
 }
 
-/* pack_t(W) must equal pack(W^T) for every type and ISA, at awkward sizes. */
+/* pack_t(W) and quant_pack(W^T) must equal pack(quantize_ref(W^T)) for every
+ * type and ISA, at awkward sizes (a subnormal among the values: the bf16
+ * instruction flushes those, the kernels must round them as the reference). */
 static void test_kernel_pack_bt(dm_t *t)
 {
     static const int sizes[][2] = {{1, 1}, {3, 7}, {17, 33}, {32, 16}, {63, 65}, {8, 512}, {256, 3}};
@@ -1941,26 +2015,34 @@ static void test_kernel_pack_bt(dm_t *t)
             if (!wt->kern[isa] || dm_isa_resolve((dm_isa)isa) != (dm_isa)isa) continue;
             for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
                 int N = sizes[s][0], K = sizes[s][1];
-                if (!wt->kern[isa]->pack_t) continue;  /* types that do not train */
+                if (wt->k_multiple && N % wt->k_multiple) continue;  /* W^T is [K, N]: N deep */
                 size_t n = dm_wmat_data_size(wt, (dm_isa)isa, K, N, 0);
+                dm_wmat ma, mb, mc;
+                unsigned char *a = malloc(n), *b = malloc(n), *c = malloc(n);
+                dm_wmat_bind(&ma, wt, (dm_isa)isa, K, N, 0, a);
+                dm_wmat_bind(&mb, wt, (dm_isa)isa, K, N, 0, b);
+                dm_wmat_bind(&mc, wt, (dm_isa)isa, K, N, 0, c);
                 float *B = malloc((size_t)N * K * sizeof *B), *Bt = malloc((size_t)N * K * sizeof *Bt);
-                float *tmp = malloc((size_t)N * K * sizeof *tmp);
-                unsigned char *a = malloc(n), *b = malloc(n);
+                float *tmp = malloc(dm_wmat_pack_tmp(&ma));
+                void *fbuf = malloc(dm_wtype_file_bytes(wt, K, N, 0) + 64), *part[DM_WPARTS];
                 for (int r = 0; r < N; r++)
-                    for (int c = 0; c < K; c++) {
-                        B[(size_t)r * K + c] = (float)(r * 1000 + c) + 0.5f;
-                        Bt[(size_t)c * N + r] = B[(size_t)r * K + c];
+                    for (int q = 0; q < K; q++) {
+                        B[(size_t)r * K + q] = (r + q) % 5 == 3 ? 1e-40f : (float)(r * 1000 + q) + 0.37f;
+                        Bt[(size_t)q * N + r] = B[(size_t)r * K + q];
                     }
                 memset(a, 0x5a, n);
                 memset(b, 0x5a, n);
-                dm_wmat ma, mb;
-                dm_wmat_bind(&ma, wt, (dm_isa)isa, K, N, 0, a);
-                dm_wmat_bind(&mb, wt, (dm_isa)isa, K, N, 0, b);
+                memset(c, 0x5a, n);
+                dm_wtype_split(wt, K, N, 0, fbuf, part);
+                wt->quantize_ref(Bt, K, N, 0, part);
+                dm_wmat_pack(&mb, (const void *const *)part);
                 dm_wmat_pack_t(&ma, B, tmp);
-                dm_wmat_pack_f32(&mb, Bt);
-                CHECK(t, !memcmp(a, b, n), "%s/%s N=%d K=%d: pack_t differs from pack of the transpose",
+                dm_wmat_quant_pack(&mc, Bt, tmp);
+                CHECK(t, !memcmp(a, b, n), "%s/%s N=%d K=%d: pack_t differs from pack of the quantized transpose",
                       wt->name, dm_isa_name((dm_isa)isa), N, K);
-                free(B); free(Bt); free(tmp); free(a); free(b);
+                CHECK(t, !memcmp(c, b, n), "%s/%s N=%d K=%d: quant_pack differs from quantize_ref + pack",
+                      wt->name, dm_isa_name((dm_isa)isa), N, K);
+                free(B); free(Bt); free(tmp); free(fbuf); free(a); free(b); free(c);
             }
         }
 }
@@ -1982,6 +2064,7 @@ void suite_kernels(dm_t *t)
     DM_RUN(t, test_kernel_ref_silu_mul_bwd);
     DM_RUN(t, test_kernel_ref_gemm_tn_known);
     DM_RUN(t, test_kernel_ref_gemm_tn_naive);
+    DM_RUN(t, test_kernel_ref_gemm_tn_bf16);
     DM_RUN(t, test_kernel_ref_colsum);
     DM_RUN(t, test_kernel_ref_adamw);
     DM_RUN(t, test_kernel_ref_combine);
@@ -1995,6 +2078,7 @@ void suite_kernels(dm_t *t)
         DM_RUN(t, test_kernel_avx2_layernorm_bwd);
         DM_RUN(t, test_kernel_avx2_silu_mul_bwd);
         DM_RUN(t, test_kernel_avx2_gemm_tn);
+        DM_RUN(t, test_kernel_avx2_gemm_tn_bf16);
         DM_RUN(t, test_kernel_avx2_colsum);
         DM_RUN(t, test_kernel_avx2_adamw);
         DM_RUN(t, test_kernel_avx2_combine);
@@ -2007,6 +2091,7 @@ void suite_kernels(dm_t *t)
         DM_RUN(t, test_kernel_avx512_layernorm_bwd);
         DM_RUN(t, test_kernel_avx512_silu_mul_bwd);
         DM_RUN(t, test_kernel_avx512_gemm_tn);
+        DM_RUN(t, test_kernel_avx512_gemm_tn_bf16);
         DM_RUN(t, test_kernel_avx512_colsum);
         DM_RUN(t, test_kernel_avx512_adamw);
         DM_RUN(t, test_kernel_avx512_combine);

@@ -127,6 +127,7 @@ int main(int argc, char **argv)
     suite_data(&t);
     suite_train(&t);
     suite_train_parity(&t);
+    suite_train_bf16(&t);
     suite_run(&t);
     suite_preprocess(&t);
     suite_serve_config(&t);

@@ -289,6 +289,7 @@ static void test_regress_run_state(dm_t *t)
     dm_train_config_default(&a.tc);
     a.tc.lr = 3.0000001e-4f, a.tc.eps = 1.17549435e-38f, a.tc.total_steps = 1999999999, a.tc.warmup = 17;
     a.tc.balance = DM_BAL_SEED | DM_BAL_Z, a.tc.label_smoothing = 0.99999994f, a.tc.schedule = DM_SCHED_CONSTANT;
+    a.tc.precision = DM_PREC_BF16;
     char *js = dm_run_state_to_json(&a);
     dm_run_state b;
     dm_error err = {0};
@@ -306,7 +307,23 @@ static void test_regress_run_state(dm_t *t)
           x->total_steps == y->total_steps && x->clip == y->clip && x->grad_accum == y->grad_accum &&
           x->balance == y->balance && x->coef_seed == y->coef_seed && x->coef_switch == y->coef_switch &&
           x->coef_z == y->coef_z && x->bias_update == y->bias_update && x->label_smoothing == y->label_smoothing &&
-          x->dropout == y->dropout, "train config fields: %s", js);
+          x->dropout == y->dropout && x->precision == y->precision && y->precision == DM_PREC_BF16,
+          "train config fields: %s", js);
+    {   /* a version 3 file (no precision) still reads, as fp32 */
+        char old[4096];
+        const char *at = strstr(js, ",\"precision\"");
+        CHECK(t, at && strstr(js, "\"version\":4"), "precision and version 4 in %s", js);
+        if (at) {
+            snprintf(old, sizeof old, "%.*s}", (int)(at - js), js);
+            char *v = strstr(old, "\"version\":4");
+            if (v) v[10] = '3';
+            CHECK_OK(t, dm_run_state_from_json(old, strlen(old), "rs", &b, &err), &err);
+            CHECK(t, b.tc.precision == DM_PREC_FP32 && b.tc.dropout == a.tc.dropout, "version 3: fp32 (%s)", old);
+            if (v) v[10] = '4';
+            CHECK(t, dm_run_state_from_json(old, strlen(old), "rs", &b, &err) == DM_ERR_FORMAT &&
+                         strstr(err.msg, "'precision' is missing"), "version 4 without precision: %s", err.msg);
+        }
+    }
     /* each kind of bad value, by editing the text */
     static const struct { const char *from, *to, *msg; } bad[] = {
         {"\"batch\":96", "\"batch\":0", "field 'batch' is 0"},
@@ -318,7 +335,8 @@ static void test_regress_run_state(dm_t *t)
         {"\"beta2\":", "\"beta2\":0.5,\"x\":", "unknown field 'x'"},
         {"\"lr\":", "\"lr\":1e300,\"y\":", "field 'lr' is 1.0000000000000001e+300"},
         {"\"balance\":[\"seed\"", "\"balance\":[\"magic\"", "field 'balance': entry 0"},
-        {"\"version\":3", "\"version\":2", "field 'version' is not 3"},
+        {"\"version\":4", "\"version\":2", "field 'version' is not 4"},
+        {"\"precision\":\"bf16\"", "\"precision\":\"fp16\"", "field 'precision'"},
         {"\"holdout\":0.25", "\"holdout\":-0.5", "field 'holdout' is -0.5"},
         {"\"holdout\":0.25", "\"holdout\":1", "field 'holdout' is 1"},
         {"\"holdout\":0.25", "\"holdout\":\"x\"", "field 'holdout' must be a number"},

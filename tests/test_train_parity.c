@@ -13,8 +13,13 @@
  * to 1e-4 normalized error. The generator keeps every routing decision, ReLU
  * kink and LayerNorm variance of the trajectory away from float32 trouble and
  * checks that float32 PyTorch follows the float64 trajectory to 2e-5. The
- * cases (none, seed, switch, aux_free, z, all, accum, accum_bal) are listed in
- * the generator's docstring. */
+ * cases (none, seed, switch, aux_free, z, all, accum, accum_bal, bf16) are
+ * listed in the generator's docstring. The bf16 case ("precision": "bf16" in
+ * its cfg.json) trains with --precision bf16 against PyTorch running the same
+ * bf16-operand GEMMs (the same tolerances: its fp32 trajectory is 3e-4 away,
+ * so an fp32 run fails them), and its loss and gradient norm against
+ * torch.autocast(bfloat16)'s own trajectory (train_bf16.autocast.npy, which
+ * also rounds each Linear's output) to AUTOCAST_TOL. */
 #include "test.h"
 
 #include <jansson.h>
@@ -22,6 +27,8 @@
 
 #define LOG_TOL 1e-4     /* per-step statistics, relative */
 #define WEIGHT_TOL 1e-4  /* trained tensors, normalized (dm_test_relerr) */
+#define AUTOCAST_TOL 3e-3      /* bf16 case: loss vs autocast's, relative (measured 3.7e-4) */
+#define AUTOCAST_NORM_TOL 5e-2 /* bf16 case: gradient norm vs autocast's (measured 8.5e-3) */
 
 static int file_exists(const char *path)
 {
@@ -120,7 +127,11 @@ static int parse_train_cfg(dm_t *t, const char *path, dm_train_config *tc, int64
     } else {
         bad = 1;
     }
-    json_decref(o);  /* sn and the balance names die here */
+    json_t *prec = json_object_get(o, "precision");  /* absent: fp32 */
+    const char *pn = json_is_string(prec) ? json_string_value(prec) : "fp32";
+    CHECK(t, !prec || !strcmp(pn, "fp32") || !strcmp(pn, "bf16"), "%s: \"precision\" must be \"fp32\" or \"bf16\"", path);
+    tc->precision = !strcmp(pn, "bf16") ? DM_PREC_BF16 : DM_PREC_FP32;
+    json_decref(o);  /* sn, pn and the balance names die here */
     if (bad) return -1;
     tc->lr = (float)lr;
     tc->weight_decay = (float)wd;
@@ -144,11 +155,13 @@ static int parse_train_cfg(dm_t *t, const char *path, dm_train_config *tc, int64
 
 typedef struct train_arrays {
     dm_array x, y, log;
+    dm_array autocast;   /* bf16 case: torch.autocast's log [steps, 4] (else empty) */
 } train_arrays;
 
 typedef struct train_worst {
     double stat[4];      /* loss, balance_loss, grad_norm, lr: worst relative error */
     double weights;      /* worst normalized tensor error */
+    double autocast[2];  /* bf16: loss, grad norm vs torch.autocast */
     char weights_name[64];
     int runs;
 } train_worst;
@@ -236,6 +249,15 @@ static void train_run(dm_t *t, const char *name, const char *model_path, dm_isa 
                   (long long)step, stat_names[q], got[q], (double)want[q], e);
             if (!(e <= worst->stat[q])) worst->stat[q] = e;
         }
+        if (a->autocast.data) {  /* PyTorch's own autocast: the loss and the gradient norm */
+            const float *ac = a->autocast.data + step * 4;
+            double el = stat_err(st.loss, ac[0]), en = stat_err(st.grad_norm, ac[2]);
+            CHECK(t, el <= AUTOCAST_TOL && en <= AUTOCAST_NORM_TOL,
+                  "%s %s: step %lld: loss %.9g, grad norm %.9g; autocast(bfloat16) %.9g, %.9g (rel %.3g, %.3g)",
+                  name, what, (long long)step, st.loss, st.grad_norm, (double)ac[0], (double)ac[2], el, en);
+            if (!(el <= worst->autocast[0])) worst->autocast[0] = el;
+            if (!(en <= worst->autocast[1])) worst->autocast[1] = en;
+        }
     }
     CHECK(t, dm_trainer_step_count(tr) == steps, "%s %s: dm_trainer_step_count %lld, want %lld",
           name, what, (long long)dm_trainer_step_count(tr), (long long)steps);
@@ -262,6 +284,10 @@ static void train_parity_case(dm_t *t, const char *name)
     if (read_npy(t, name, "x.npy", &a.x) || read_npy(t, name, "y.npy", &a.y) ||
         read_npy(t, name, "log.npy", &a.log))
         goto out;
+    if (tc.precision == DM_PREC_BF16 && read_npy(t, name, "autocast.npy", &a.autocast)) goto out;
+    CHECK(t, !a.autocast.data || (a.autocast.rows == steps && a.autocast.cols == 4), "%s: autocast log is %lldx%lld",
+          name, (long long)a.autocast.rows, (long long)a.autocast.cols);
+    if (a.autocast.data && (a.autocast.rows != steps || a.autocast.cols != 4)) goto out;
     CHECK(t, a.y.rows == a.x.rows && a.log.rows == steps && a.log.cols == 4 && steps > 0,
           "%s: fixture shapes disagree: x %lldx%lld, y %lldx%lld, log %lldx%lld, %lld steps", name,
           (long long)a.x.rows, (long long)a.x.cols, (long long)a.y.rows, (long long)a.y.cols,
@@ -292,11 +318,15 @@ static void train_parity_case(dm_t *t, const char *name)
            "weights %.1e (%s); %d runs:%s\n", name, worst.stat[0], worst.stat[1], worst.stat[2],
            worst.stat[3], worst.weights, worst.weights_name[0] ? worst.weights_name : "-",
            worst.runs, isa_list);
+    if (a.autocast.data)
+        printf("  train parity %s vs torch.autocast(bfloat16): max rel err loss %.1e, grad norm %.1e\n", name,
+               worst.autocast[0], worst.autocast[1]);
 out:
     dm_model_free(ref);
     dm_array_free(&a.x);
     dm_array_free(&a.y);
     dm_array_free(&a.log);
+    dm_array_free(&a.autocast);
 }
 
 #define TRAIN_PARITY_CASE(nm) \
@@ -310,6 +340,7 @@ TRAIN_PARITY_CASE(z)
 TRAIN_PARITY_CASE(all)
 TRAIN_PARITY_CASE(accum)
 TRAIN_PARITY_CASE(accum_bal)
+TRAIN_PARITY_CASE(bf16)
 
 void suite_train_parity(dm_t *t)
 {
@@ -321,4 +352,5 @@ void suite_train_parity(dm_t *t)
     DM_RUN(t, test_train_parity_all);
     DM_RUN(t, test_train_parity_accum);
     DM_RUN(t, test_train_parity_accum_bal);
+    DM_RUN(t, test_train_parity_bf16);
 }

@@ -34,6 +34,15 @@ int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(print
 /* Strict integer / float parsing of an option value: 0 ok, -1 bad. */
 int cli_int(const char *s, long lo, long hi, int *out);
 int cli_float(const char *s, float *out);
+/* --precision: "fp32" or "bf16"; 0 ok, -1 bad. */
+int cli_precision(const char *s, dm_precision *out);
+/* The --precision lines of train's and bench's --help. */
+#define CLI_PRECISION_HELP \
+    "  --precision P        the experts' GEMMs: fp32 | bf16 (fp32). bf16 is mixed precision as\n" \
+    "                       PyTorch's autocast(bfloat16): bf16 operands (forward, input and weight\n" \
+    "                       gradients), fp32 sums, fp32 master weights, moments, router, norms,\n" \
+    "                       loss. Fast on CPUs with AVX512_BF16 (vdpbf16ps); elsewhere emulated\n" \
+    "                       (same numbers, slower than fp32)\n"
 /* Sorts n timings ascending (qsort with a double comparator). */
 void cli_sort_times(double *t, int n);
 /* calloc of a * b elements of size bytes, NULL on overflow or out of memory. */

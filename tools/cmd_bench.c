@@ -10,7 +10,7 @@
 
 static const char help[] =
     "usage: deepmoe bench [--model M.safetensors] [--batch B] [--iters N] [--threads T]\n"
-    "                     [--mode forward|train] [--json] [--profile TRACE.json]\n\n"
+    "                     [--mode forward|train] [--precision fp32|bf16] [--json] [--profile TRACE.json]\n\n"
     "Times N batches of B random rows (after 3 warm-ups) through the model's forward pass\n"
     "or a training step (forward + backward + AdamW), and measures the machine's fp32 FMA\n"
     "peak for the same threads with a short register-resident loop in the same run.\n"
@@ -22,6 +22,8 @@ static const char help[] =
     "  --iters N       timed batches (20)\n"
     "  --threads T     worker threads (0 = all CPUs)\n"
     "  --mode M        forward | train (forward)\n"
+    "  --precision P   train mode: the experts' GEMMs in fp32 | bf16 (fp32), as deepmoe train's\n"
+    "                  --precision (bf16: operands rounded to bf16, fp32 sums and master weights)\n"
     "  --json          one JSON object: batch, threads, mode, isa, rows_per_s, gflops, us_p50,\n"
     "                  us_p99, peak_gflops, fraction_of_peak (and ranks, comm_share distributed)\n"
     "  --dist MODE     train mode under mpirun -np N: dp | zero1 | zero2 | zero3, each rank a\n"
@@ -40,9 +42,11 @@ int cmd_bench(int argc, char **argv)
         {"mode", required_argument, 0, 'M'}, {"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'},
         {"dist", required_argument, 0, 'D'}, {"expert-parallel", required_argument, 0, 'P'},
         {"dist-timeout", required_argument, 0, 'T'}, {"no-sync", no_argument, 0, 'S'},
-        {"profile", required_argument, 0, CLI_PROFILE_OPT}, {0, 0, 0, 0},
+        {"profile", required_argument, 0, CLI_PROFILE_OPT}, {"precision", required_argument, 0, 'R'},
+        {0, 0, 0, 0},
     };
     int nosync = 0;
+    dm_precision prec = DM_PREC_FP32;
     int dist = DM_DIST_NONE, ep = 0;
     double dist_timeout = 120;
     const char *model = NULL, *profile = NULL;
@@ -71,6 +75,9 @@ int cmd_bench(int argc, char **argv)
                 return cli_usage("bench", "--dist-timeout '%s' must be seconds > 0", optarg);
             break;
         case 'S': nosync = 1; break;
+        case 'R':
+            if (cli_precision(optarg, &prec)) return cli_usage("bench", "--precision '%s': expected fp32 or bf16", optarg);
+            break;
         case CLI_PROFILE_OPT: profile = optarg; break;
         case 'h': fputs(help, stdout); return 0;
         default: return cli_usage("bench", "unknown option or missing value: '%s'", argv[optind - 1]);
@@ -78,6 +85,7 @@ int cmd_bench(int argc, char **argv)
     }
     if (optind < argc) return cli_usage("bench", "unexpected argument '%s'", argv[optind]);
     if (nosync && dist == DM_DIST_NONE) return cli_usage("bench", "--no-sync needs --dist");
+    if (prec != DM_PREC_FP32 && !train) return cli_usage("bench", "--precision needs --mode train");
     if (dist != DM_DIST_NONE && !train) return cli_usage("bench", "--dist needs --mode train (forward: --expert-parallel)");
     if (ep > 1 && train && dist == DM_DIST_NONE) return cli_usage("bench", "--expert-parallel with --mode train needs --dist dp");
     dm_comm *comm = NULL;
@@ -131,6 +139,7 @@ int cmd_bench(int argc, char **argv)
         dm_train_config_default(&tc);
         tc.total_steps = iters + 3;
         tc.loss = c->n_classes ? DM_LOSS_CE : DM_LOSS_MSE;
+        tc.precision = prec;
         if (dm_trainer_create(m, &tc, pool, &tr, &err)) goto fail;
         if (comm && dm_trainer_distribute(tr, comm, dist, ep, &err)) goto fail;
         if (nosync) dm_trainer_set_sync(tr, 0);
@@ -160,15 +169,16 @@ int cmd_bench(int argc, char **argv)
     double peak = dm_peak_gflops(pool, dm_model_isa(m), 0.3);
     if (json) {
         printf("{\"batch\":%d,\"threads\":%d,\"mode\":\"%s\",\"isa\":\"%s\",\"wtype\":\"%s\",\"router_wtype\":\"%s\","
-               "\"iters\":%d,\"rows_per_s\":%.1f,"
+               "\"precision\":\"%s\",\"iters\":%d,\"rows_per_s\":%.1f,"
                "\"gflops\":%.2f,\"us_p50\":%.2f,\"us_p99\":%.2f,\"peak_gflops\":%.2f,\"fraction_of_peak\":%.4f,"
                "\"ranks\":%d,\"dist\":\"%s\",\"expert_parallel\":%d,\"comm_share\":%.4f}\n",
                batch, dm_pool_size(pool), train ? "train" : "forward", dm_isa_name(dm_model_isa(m)), dm_model_wtype(m),
-               dm_model_router_wtype(m), iters, rps, gflops, 1e6 * p50, 1e6 * p99, peak * ranks,
+               dm_model_router_wtype(m), prec == DM_PREC_BF16 ? "bf16" : "fp32", iters, rps, gflops, 1e6 * p50, 1e6 * p99, peak * ranks,
                peak > 0 ? gflops / (peak * ranks) : 0.0, ranks, dm_dist_mode_name(dist), ep > 1 ? ep : 1, share);
     } else {
-        printf("%s, batch %d, %d threads, %s kernels, %s experts, %d timed batches\n", train ? "training step" : "forward",
-               batch, dm_pool_size(pool), dm_isa_name(dm_model_isa(m)), dm_model_wtype(m), iters);
+        printf("%s, batch %d, %d threads, %s kernels, %s experts%s, %d timed batches\n", train ? "training step" : "forward",
+               batch, dm_pool_size(pool), dm_isa_name(dm_model_isa(m)), dm_model_wtype(m),
+               prec == DM_PREC_BF16 ? " (bf16 GEMMs: --precision bf16)" : "", iters);
         printf("  %.0f rows/s, %.1f GFLOP/s useful (%.2f MFLOP/row), p50 %.1f us, p99 %.1f us per batch\n", rps,
                gflops, flops * 1e-6, 1e6 * p50, 1e6 * p99);
         if (comm)
@@ -176,7 +186,7 @@ int cmd_bench(int argc, char **argv)
                    "%.1f%% of the time in collectives\n", ranks, dm_dist_mode_name(dist), ep > 1 ? ep : 1, 100 * share);
         printf("  measured fp32 FMA peak %.1f GFLOP/s%s: %.1f%% of peak%s\n", peak * ranks, comm ? " (all ranks)" : "",
                peak > 0 ? 100 * gflops / (peak * ranks) : 0.0,
-               strcmp(dm_model_wtype(m), "f32") ? " (fp32-equivalent FLOPs)" : "");
+               strcmp(dm_model_wtype(m), "f32") || prec != DM_PREC_FP32 ? " (fp32-equivalent FLOPs)" : "");
     }
     rc = 0;
     goto done;

@@ -69,6 +69,7 @@ static const char help_tail[] =   /* after model_flags_help */
     "  --bias-update F      aux_free step gamma (0.001)\n"
     "  --label-smoothing F  cross-entropy label smoothing (0)\n"
     "  --dropout P          dropout on the experts' hidden activations while training (0)\n"
+    CLI_PRECISION_HELP
     "run:\n"
     "  --threads N          worker threads (0 = all CPUs)\n"
     "  --eval-every N       evaluate on the test split every N steps (0 = at the end only)\n"
@@ -97,7 +98,7 @@ static const char help_tail[] =   /* after model_flags_help */
 
 enum { O_DATA = 2000, O_OUT, O_TASK, O_NOSHUF, O_SEED, O_MODEL, O_LAYERS, O_LOSS, O_OPT, O_LR, O_WD, O_BETAS,
        O_EPS, O_BATCH, O_STEPS, O_EPOCHS, O_WARMUP, O_SCHED, O_CLIP, O_ACCUM, O_BAL, O_BALCOEF, O_BIASUPD,
-       O_THREADS, O_EVAL, O_LOG, O_CKPT, O_RESUME, O_STOP, O_AUG, O_LS, O_DROP, O_HOLDOUT, O_NORM, O_KEEPSP, O_DIST, O_EP, O_DTIME, O_HELP };
+       O_THREADS, O_EVAL, O_LOG, O_CKPT, O_RESUME, O_STOP, O_AUG, O_LS, O_DROP, O_PREC, O_HOLDOUT, O_NORM, O_KEEPSP, O_DIST, O_EP, O_DTIME, O_HELP };
 
 /* --balance LIST: flags into *flags, NAME=COEF into tc's coefficients. */
 static int parse_balance(const char *s, int *flags, dm_train_config *tc)
@@ -318,6 +319,7 @@ int cmd_train(int argc, char **argv)
         {"checkpoint-every", required_argument, 0, O_CKPT}, {"resume", required_argument, 0, O_RESUME},
         {"stop-at", required_argument, 0, O_STOP}, {"augment", required_argument, 0, O_AUG},
         {"label-smoothing", required_argument, 0, O_LS}, {"dropout", required_argument, 0, O_DROP},
+        {"precision", required_argument, 0, O_PREC},
         {"holdout", required_argument, 0, O_HOLDOUT}, {"normalize", required_argument, 0, O_NORM},
         {"dist", required_argument, 0, O_DIST}, {"expert-parallel", required_argument, 0, O_EP},
         {"dist-timeout", required_argument, 0, O_DTIME}, {"profile", required_argument, 0, CLI_PROFILE_OPT},
@@ -406,6 +408,10 @@ int cmd_train(int argc, char **argv)
         case O_LS: FLOATOPT(o.train.label_smoothing, "--label-smoothing", fv >= 0 && fv < 1)
         case O_DROP: FLOATOPT(o.train.dropout, "--dropout", fv >= 0 && fv < 1)
 #undef FLOATOPT
+        case O_PREC:
+            if (cli_precision(optarg, &o.train.precision))
+                return cli_usage("train", "--precision '%s': expected fp32 or bf16", optarg);
+            break;
         case O_BETAS: {
             char b1s[64], *comma = strchr(optarg, ',');
             float b1 = 0, b2 = 0;

@@ -65,6 +65,14 @@ int cli_int(const char *s, long lo, long hi, int *out)
     return 0;
 }
 
+int cli_precision(const char *s, dm_precision *out)
+{
+    if (!strcmp(s, "fp32")) *out = DM_PREC_FP32;
+    else if (!strcmp(s, "bf16")) *out = DM_PREC_BF16;
+    else return -1;
+    return 0;
+}
+
 int cli_float(const char *s, float *out)
 {
     char *end;

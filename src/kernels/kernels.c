@@ -1,5 +1,6 @@
 /* kernels.c - picks the kernel table for an ISA. */
 #include "kernels/kernels.h"
+#include "base/base.h"
 
 #include <string.h>
 
@@ -57,4 +58,32 @@ void dm_unpack_panels(const float *src, int N, int K, int nr, float *B)
             for (int k = 0; k < K; k++) b[k] = panel[(size_t)k * nr + j];
         }
     }
+}
+
+size_t dm_gemm_tn_bf16_work(int64_t M, int N, int K)
+{
+    /* the larger of the vdpbf16ps packs (pairs of A's and B's rows) and the
+     * rounded fp32 copies of dm_gemm_tn_bf16_emul, with alignment slack */
+    size_t m = (size_t)(M > 0 ? M : 0) + 1;
+    return m * ((size_t)(N > 0 ? N : 0) + (size_t)(K > 0 ? K : 0) + 32) * sizeof(float) + 256;
+}
+
+static float round_bf16(float x) { return dm_bf16_to_f32(dm_f32_to_bf16(x)); }
+
+void dm_gemm_tn_bf16_emul(const dm_kernels *kt, const dm_gemm_tn *g)
+{
+    if (g->M <= 0 || g->n1 <= g->n0 || g->K <= 0) return; /* C untouched */
+    int nn = g->n1 - g->n0, K = g->K;
+    float *Ar = g->work; /* [M, nn] bf16(s a) */
+    float *Br = Ar + ((size_t)g->M * nn + 15) / 16 * 16; /* [M, K] bf16(b) */
+    for (int64_t i = 0; i < g->M; i++) {
+        const float *a = g->A + (g->a_idx ? g->a_idx[i] : i) * g->lda + g->n0;
+        const float *b = g->B + (g->b_idx ? g->b_idx[i] : i) * g->ldb;
+        float s = g->scale ? g->scale[i] : 1.0f;
+        for (int n = 0; n < nn; n++) Ar[i * nn + n] = round_bf16(g->scale ? s * a[n] : a[n]);
+        for (int k = 0; k < K; k++) Br[i * K + k] = round_bf16(b[k]);
+    }
+    dm_gemm_tn h = {.M = g->M, .N = nn, .K = K, .A = Ar, .lda = nn, .B = Br, .ldb = K,
+                    .C = g->C + (int64_t)g->n0 * g->ldc, .ldc = g->ldc, .n0 = 0, .n1 = nn};
+    kt->gemm_tn(&h);
 }

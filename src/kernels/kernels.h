@@ -98,7 +98,11 @@ typedef struct dm_gemm_tn {
     const float *scale;           /* [M] or NULL */
     float *C; int64_t ldc;
     int n0, n1;
+    void *work;                   /* gemm_tn_bf16 only: dm_gemm_tn_bf16_work(M, N, K) bytes, 64-byte aligned */
 } dm_gemm_tn;
+
+/* Bytes of dm_gemm_tn.work that gemm_tn_bf16 needs for M rows of N and K. */
+size_t dm_gemm_tn_bf16_work(int64_t M, int N, int K);
 
 typedef struct dm_kernels {
     dm_isa isa;
@@ -136,6 +140,13 @@ typedef struct dm_kernels {
                          int64_t ld_gu, int64_t ld_d, float *dgu);
     /* dW[N, K] += dY^T X, see dm_gemm_tn. */
     void (*gemm_tn)(const dm_gemm_tn *g);
+    /* The same in bf16 (training's --precision bf16): both operands rounded
+     * to bf16 (nearest even) first, the A side after its scale,
+     *   C[n * ldc + k] += sum_{i < M} bf16(s_i * a_i[n]) * bf16(b_i[k]),
+     * the products (exact in fp32) summed in fp32 or wider; g->work as
+     * dm_gemm_tn_bf16_work says. On a CPU without AVX512_BF16 the SIMD
+     * tables round copies of the operands and run gemm_tn on them. */
+    void (*gemm_tn_bf16)(const dm_gemm_tn *g);
     /* out[n] += sum_i s_i * a_i[n] for n < N (rows as in dm_gemm_tn's A; rows in order). */
     void (*colsum)(const float *A, int64_t lda, const int32_t *a_idx, const float *scale,
                    int64_t M, int N, float *out);
@@ -157,6 +168,10 @@ typedef struct dm_kernels {
     /* The index of the first Inf or NaN in x[0, n), or -1 if all are finite. */
     int64_t (*find_nonfinite)(const float *x, int64_t n);
 } dm_kernels;
+
+/* gemm_tn_bf16 by rounded fp32 copies of the operands (in g->work) and
+ * kt->gemm_tn on them: the SIMD tables' path on a CPU without AVX512_BF16. */
+void dm_gemm_tn_bf16_emul(const dm_kernels *kt, const dm_gemm_tn *g);
 
 /* The table for isa (resolved: not DM_ISA_AUTO). Never NULL: an ISA that was
  * not compiled in falls back to the reference table. */

@@ -649,6 +649,8 @@ static int64_t avx2_find_nonfinite(const float *x, int64_t n)
     return -1;
 }
 
+static void avx2_gemm_tn_bf16(const dm_gemm_tn *g) { dm_gemm_tn_bf16_emul(&dm_kernels_avx2, g); }
+
 const dm_kernels dm_kernels_avx2 = {
     .isa = DM_ISA_AVX2,
     .layernorm = avx2_layernorm,
@@ -657,6 +659,7 @@ const dm_kernels dm_kernels_avx2 = {
     .layernorm_bwd = avx2_layernorm_bwd,
     .silu_mul_bwd = avx2_silu_mul_bwd,
     .gemm_tn = avx2_gemm_tn,
+    .gemm_tn_bf16 = avx2_gemm_tn_bf16,
     .colsum = avx2_colsum,
     .adamw = avx2_adamw,
     .combine = avx2_combine,

@@ -31,9 +31,11 @@
  * [n0, n1) between threads gives bitwise the same C, run after run. */
 #include "kernels/wtype.h"
 #include "kernels/simd_avx512.h"
+#include "kernels/wt_half.h"
 
 #include <immintrin.h>
 #include <math.h>
+#include <stdatomic.h>
 
 enum {
     NR = 32,                 /* outputs per panel: two zmm */
@@ -755,6 +757,15 @@ static int64_t avx512_find_nonfinite(const float *x, int64_t n)
     return -1;
 }
 
+/* vdpbf16ps where the CPU has AVX512_BF16, else rounded copies (kernels.h) */
+static void avx512_gemm_tn_bf16(const dm_gemm_tn *g)
+{
+    static _Atomic int has = -1; /* CPUID once (in a VM each one traps) */
+    if (has < 0) has = dm_cpu_has(DM_CPU_BF16);
+    if (has) dm_gemm_tn_bf16_avx512(g);
+    else dm_gemm_tn_bf16_emul(&dm_kernels_avx512, g);
+}
+
 const dm_kernels dm_kernels_avx512 = {
     .isa = DM_ISA_AVX512,
     .layernorm = avx512_layernorm,
@@ -763,6 +774,7 @@ const dm_kernels dm_kernels_avx512 = {
     .layernorm_bwd = avx512_layernorm_bwd,
     .silu_mul_bwd = avx512_silu_mul_bwd,
     .gemm_tn = avx512_gemm_tn,
+    .gemm_tn_bf16 = avx512_gemm_tn_bf16,
     .colsum = avx512_colsum,
     .adamw = avx512_adamw,
     .combine = avx512_combine,

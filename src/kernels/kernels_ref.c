@@ -18,6 +18,7 @@
  *  - adamw: in float, one operation at a time in the order the interface
  *    states (as PyTorch's single-tensor AdamW does on float32 tensors).
  * The f32 weight type packs as an identity copy: the packed layout is W itself, [N, K]. */
+#include "base/base.h"
 #include "kernels/wtype.h"
 
 #include <math.h>
@@ -210,6 +211,27 @@ static void ref_gemm_tn(const dm_gemm_tn *g)
         }
 }
 
+/* bf16 operands: bf16(s a) and bf16(b) (s * a in float first), their exact
+ * products summed in double as above. */
+static float ref_round_bf16(float x) { return dm_bf16_to_f32(dm_f32_to_bf16(x)); }
+
+static void ref_gemm_tn_bf16(const dm_gemm_tn *g)
+{
+    if (g->M <= 0) return; /* C untouched */
+    for (int n = g->n0; n < g->n1; n++)
+        for (int k = 0; k < g->K; k++) {
+            double acc = 0.0;
+            for (int64_t i = 0; i < g->M; i++) {
+                const float *a = g->A + (g->a_idx ? g->a_idx[i] : i) * g->lda; /* [N] */
+                const float *b = g->B + (g->b_idx ? g->b_idx[i] : i) * g->ldb; /* [K] */
+                float sa = g->scale ? g->scale[i] * a[n] : a[n];
+                acc += (double)ref_round_bf16(sa) * ref_round_bf16(b[k]);
+            }
+            float *c = g->C + (int64_t)n * g->ldc + k;
+            *c = (float)((double)*c + acc);
+        }
+}
+
 static void ref_colsum(const float *A, int64_t lda, const int32_t *a_idx, const float *scale,
                        int64_t M, int N, float *out)
 {
@@ -270,6 +292,7 @@ const dm_kernels dm_kernels_ref = {
     .layernorm_bwd = ref_layernorm_bwd,
     .silu_mul_bwd = ref_silu_mul_bwd,
     .gemm_tn = ref_gemm_tn,
+    .gemm_tn_bf16 = ref_gemm_tn_bf16,
     .colsum = ref_colsum,
     .adamw = ref_adamw,
     .combine = ref_combine,

@@ -489,6 +489,160 @@ static void dp_gemm(const dm_gemm *g, uint16_t *Aw /* work [M, KP] */)
     }
 }
 
+/* ---------------------------------------------------------------- training
+ *
+ * --precision bf16 (kernels.h: gemm_tn_bf16): the re-packs straight from the
+ * fp32 master weights, and the weight-gradient GEMM on vdpbf16ps. */
+
+/* Word l of the result: (bf16(s0 x0[l]), bf16(s1 x1[l])), low half first,
+ * rounded as dm_f32_to_bf16; lanes from n on, and the high halves when x1 is
+ * NULL, are 0. */
+static inline __m512i pair16(const float *x0, float s0, const float *x1, float s1, int n)
+{
+    static const uint16_t pair_idx[32] __attribute__((aligned(64))) = {
+        0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
+        8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31,
+    };
+    __mmask16 m = lane_mask(n);
+    __m512 a = _mm512_maskz_mul_ps(m, _mm512_maskz_loadu_ps(m, x0), _mm512_set1_ps(s0));
+    __m512 b = x1 ? _mm512_maskz_mul_ps(m, _mm512_maskz_loadu_ps(m, x1), _mm512_set1_ps(s1)) : _mm512_setzero_ps();
+    __m512i v = (__m512i)_mm512_cvtne2ps_pbh(b, a); /* words 0..15 from a, 16..31 from b */
+    if (__builtin_expect(_mm512_fpclass_ps_mask(a, 0x20) | _mm512_fpclass_ps_mask(b, 0x20), 0)) {
+        float ta[16], tb[16];
+        uint16_t t[32];
+        _mm512_storeu_ps(ta, a);
+        _mm512_storeu_ps(tb, b);
+        for (int i = 0; i < 16; i++) {
+            t[i] = dm_f32_to_bf16(ta[i]);
+            t[16 + i] = dm_f32_to_bf16(tb[i]);
+        }
+        v = _mm512_loadu_si512(t);
+    }
+    return _mm512_permutexvar_epi16(_mm512_load_si512(pair_idx), v);
+}
+
+/* W [N, K] fp32 -> the panels of bf16(W): row n's k-pairs (one round32 per
+ * 32 k) into lane n % 16 of its panel's rows. */
+static void bf16_quant_pack(const float *W, int N, int K, int group, void *data)
+{
+    (void)group;
+    int KP = kpad(K);
+    size_t ps = panel_elems(K);
+    for (int n = 0; n < n_panels(N) * NP; n++) {
+        uint32_t *panel = (uint32_t *)((uint16_t *)data + (size_t)(n / NP) * ps) + n % NP;
+        for (int k = 0; k < KP; k += 32) {
+            uint32_t t[16] __attribute__((aligned(64)));
+            _mm512_store_si512(t, n < N ? round32(W + (size_t)n * K + k, K - k) : _mm512_setzero_si512());
+            for (int q = 0; q < 16; q++) panel[(size_t)(k / 2 + q) * NP] = t[q];
+        }
+    }
+}
+
+/* W [N, K] fp32 -> the panels of bf16(W^T) (K outputs, N deep): k-pair j of
+ * panel p is rows 2j and 2j + 1 of W at columns 16p.., one pair16 each. */
+static void bf16_pack_t(const float *W, int N, int K, void *data, float *tmp)
+{
+    (void)tmp;
+    uint16_t *dst = data;
+    size_t ps = panel_elems(N);
+    for (int j = 0; j < kpad(N) / 2; j++) {
+        const float *x0 = 2 * j < N ? W + (size_t)2 * j * K : NULL;
+        const float *x1 = 2 * j + 1 < N ? x0 + K : NULL;
+        for (int p = 0; p < n_panels(K); p++) {
+            __m512i v = x0 ? pair16(x0 + p * NP, 1.0f, x1 ? x1 + p * NP : NULL, 1.0f, K - p * NP)
+                           : _mm512_setzero_si512();
+            _mm512_storeu_si512(dst + (size_t)p * ps + (size_t)j * 2 * NP, v);
+        }
+    }
+}
+
+/* One mr x 32 tile of dW: rows n (mr of them) x columns k (two panels of
+ * 16; b1 may repeat b0 when kv <= 16), over nj row pairs; a: pair j's words
+ * for these rows at a + j * lda. Added to C once at the end. */
+static inline __attribute__((always_inline)) void
+tn_tile(const int32_t *a, int64_t lda, const uint16_t *b0, const uint16_t *b1, int64_t nj, float *c,
+        int64_t ldc, int kv, const int mr)
+{
+#define DECL(i) __m512 lo##i = _mm512_setzero_ps(), hi##i = lo##i;
+    TILE_ROWS(DECL)
+#undef DECL
+    for (int64_t j = 0; j < nj; j++) {
+        __m512bh w0 = (__m512bh)_mm512_loadu_si512(b0 + (size_t)j * 2 * NP);
+        __m512bh w1 = (__m512bh)_mm512_loadu_si512(b1 + (size_t)j * 2 * NP);
+        const int32_t *aj = a + j * lda;
+#define STEP(i)                                                            \
+        if (mr > i) {                                                      \
+            __m512bh av = (__m512bh)_mm512_set1_epi32(aj[i]);              \
+            lo##i = _mm512_dpbf16_ps(lo##i, av, w0);                       \
+            hi##i = _mm512_dpbf16_ps(hi##i, av, w1);                       \
+        }
+        TILE_ROWS(STEP)
+#undef STEP
+    }
+    __mmask16 m0 = lane_mask(kv), m1 = lane_mask(kv - 16);
+#define STORE(i)                                                                                   \
+    if (mr > i) {                                                                                  \
+        float *ci = c + (int64_t)(i) * ldc;                                                        \
+        _mm512_mask_storeu_ps(ci, m0, _mm512_add_ps(_mm512_maskz_loadu_ps(m0, ci), lo##i));        \
+        if (m1) _mm512_mask_storeu_ps(ci + 16, m1, _mm512_add_ps(_mm512_maskz_loadu_ps(m1, ci + 16), hi##i)); \
+    }
+    TILE_ROWS(STORE)
+#undef STORE
+}
+
+typedef void (*tn_tile_fn)(const int32_t *, int64_t, const uint16_t *, const uint16_t *, int64_t, float *, int64_t, int);
+#define DEF_TILE(m)                                                                                        \
+    static void tn_tile_##m(const int32_t *a, int64_t lda, const uint16_t *b0, const uint16_t *b1,        \
+                            int64_t nj, float *c, int64_t ldc, int kv)                                    \
+    {                                                                                                      \
+        tn_tile(a, lda, b0, b1, nj, c, ldc, kv, m);                                                        \
+    }
+DEF_TILE(1) DEF_TILE(2) DEF_TILE(3) DEF_TILE(4) DEF_TILE(5) DEF_TILE(6)
+DEF_TILE(7) DEF_TILE(8) DEF_TILE(9) DEF_TILE(10) DEF_TILE(11) DEF_TILE(12)
+#undef DEF_TILE
+
+static const tn_tile_fn tn_tiles[MR + 1] = {
+    NULL, tn_tile_1, tn_tile_2, tn_tile_3, tn_tile_4, tn_tile_5, tn_tile_6,
+    tn_tile_7, tn_tile_8, tn_tile_9, tn_tile_10, tn_tile_11, tn_tile_12,
+};
+
+/* dW += bf16(s A)^T bf16(B) (kernels.h). g->work holds the two packs: A's
+ * rows [n0, n1) as row pairs, [nj][nn] words (word n of pair j: rows 2j and
+ * 2j + 1 at column n0 + n), then B as panels of 16 columns, [np][nj][16]
+ * words. The sum over pairs runs in order for every output, whatever
+ * [n0, n1) is. Loop order: a pair of B panels (nj * 128 bytes, in L1) for
+ * every tile of rows. */
+void dm_gemm_tn_bf16_avx512(const dm_gemm_tn *g)
+{
+    if (g->M <= 0 || g->n1 <= g->n0 || g->K <= 0) return; /* C untouched */
+    int nn = g->n1 - g->n0, K = g->K, np = n_panels(K);
+    int64_t nj = (g->M + 1) / 2;
+    int32_t *At = g->work;
+    uint16_t *Bp = (uint16_t *)((unsigned char *)g->work + ((size_t)nj * nn * 4 + 63) / 64 * 64);
+    for (int64_t j = 0; j < nj; j++) {
+        int64_t i0 = 2 * j, i1 = i0 + 1;
+        int has1 = i1 < g->M;
+        const float *a0 = g->A + (g->a_idx ? g->a_idx[i0] : i0) * g->lda + g->n0;
+        const float *a1 = has1 ? g->A + (g->a_idx ? g->a_idx[i1] : i1) * g->lda + g->n0 : NULL;
+        float s0 = g->scale ? g->scale[i0] : 1.0f, s1 = has1 && g->scale ? g->scale[i1] : 1.0f;
+        for (int n = 0; n < nn; n += 16)
+            _mm512_mask_storeu_epi32(At + j * nn + n, lane_mask(nn - n),
+                                     pair16(a0 + n, s0, a1 ? a1 + n : NULL, s1, nn - n));
+        const float *b0 = g->B + (g->b_idx ? g->b_idx[i0] : i0) * g->ldb;
+        const float *b1 = has1 ? g->B + (g->b_idx ? g->b_idx[i1] : i1) * g->ldb : NULL;
+        for (int p = 0; p < np; p++)
+            _mm512_storeu_si512(Bp + ((size_t)p * nj + j) * 2 * NP,
+                                pair16(b0 + p * NP, 1.0f, b1 ? b1 + p * NP : NULL, 1.0f, K - p * NP));
+    }
+    for (int p = 0; p < np; p += 2) {
+        const uint16_t *b0 = Bp + (size_t)p * nj * 2 * NP, *b1 = p + 1 < np ? b0 + nj * 2 * NP : b0;
+        for (int n = 0; n < nn; n += MR) {
+            int mr = nn - n < MR ? nn - n : MR;
+            tn_tiles[mr](At + n, nn, b0, b1, nj, g->C + (int64_t)(g->n0 + n) * g->ldc + p * NP, g->ldc, K - p * NP);
+        }
+    }
+}
+
 /* ---------------------------------------------------------------- entry */
 
 static void bf16_gemm(const dm_gemm *g)
@@ -501,5 +655,6 @@ static void bf16_gemm(const dm_gemm *g)
 const dm_wkern dm_wkern_bf16_avx512 = {
     .isa = DM_ISA_AVX512, .needs = DM_CPU_BF16,
     .pack_size = bf16_pack_size, .work_size = bf16_work_size,
-    .pack = bf16_pack, .unpack = bf16_unpack, .gemm = bf16_gemm,
+    .pack = bf16_pack, .pack_t = bf16_pack_t, .quant_pack = bf16_quant_pack,
+    .unpack = bf16_unpack, .gemm = bf16_gemm,
 };

@@ -25,4 +25,7 @@ void dm_wt_f16_widen_avx2(const uint16_t *h, int64_t n, float *out);
  * the call. Results agree either way up to fp32 summation order. */
 int dm_wt_bf16_amx(int mode);
 
+/* kernels.h's gemm_tn_bf16 on vdpbf16ps (needs DM_CPU_BF16). */
+void dm_gemm_tn_bf16_avx512(const dm_gemm_tn *g);
+
 #endif

@@ -137,7 +137,36 @@ void dm_wmat_pack_f32(dm_wmat *w, const float *W)
     dm_wmat_pack(w, part);
 }
 
-void dm_wmat_pack_t(dm_wmat *w, const float *W, float *tmp) { w->kern->pack_t(W, w->K, w->N, w->data, tmp); }
+void dm_wmat_quant_pack(dm_wmat *w, const float *W, void *tmp)
+{
+    if (w->type->id == DM_WT_F32) {
+        dm_wmat_pack_f32(w, W);
+    } else if (w->kern->quant_pack) {
+        w->kern->quant_pack(W, w->N, w->K, w->group, w->data);
+    } else {
+        void *part[DM_WPARTS];
+        dm_wtype_split(w->type, w->N, w->K, w->group, tmp, part);
+        w->type->quantize_ref(W, w->N, w->K, w->group, part);
+        dm_wmat_pack(w, (const void *const *)part);
+    }
+}
+
+void dm_wmat_pack_t(dm_wmat *w, const float *W, float *tmp)
+{
+    if (w->kern->pack_t) {
+        w->kern->pack_t(W, w->K, w->N, w->data, tmp);
+        return;
+    }
+    int N = w->N, K = w->K;  /* W is [K, N]: tmp = W^T [N, K], then quantized and packed */
+    for (int k = 0; k < K; k++)
+        for (int n = 0; n < N; n++) tmp[(size_t)n * K + k] = W[(size_t)k * N + n];
+    dm_wmat_quant_pack(w, tmp, tmp + (size_t)N * K);
+}
+
+size_t dm_wmat_pack_tmp(const dm_wmat *w)
+{
+    return (size_t)w->N * w->K * sizeof(float) + dm_wtype_file_bytes(w->type, w->N, w->K, w->group);
+}
 
 void dm_wmat_unpack(const dm_wmat *w, void *const part[]) { w->kern->unpack(w->data, w->N, w->K, w->group, part); }
 

@@ -75,9 +75,13 @@ struct dm_wkern {
     size_t (*work_size)(int64_t M, int K);             /* bytes of dm_gemm.work for M rows; NULL: none */
     /* the file layout (part[j] as dm_wtype.parts[j] describes) -> packed data */
     void (*pack)(const void *const part[], int N, int K, int group, void *data);
-    /* f32 only (training's dX = dY W): W [N, K] fp32 -> the packed form of W^T [K, N];
-     * tmp: N * K floats of scratch. NULL for the other types. */
+    /* Training's dX = dY W (f32; bf16 on AVX-512): W [N, K] fp32 -> the
+     * packed form of the type's quantization of W^T [K, N]; tmp: N * K floats
+     * of scratch. NULL: dm_wmat_pack_t transposes, quantizes and packs. */
     void (*pack_t)(const float *W, int N, int K, void *data, float *tmp);
+    /* Optional: W [N, K] fp32 -> the packed form of its quantization, what
+     * quantize_ref then pack would give (training's re-pack in bf16). */
+    void (*quant_pack)(const float *W, int N, int K, int group, void *data);
     /* packed data -> the file layout, exactly what pack was given */
     void (*unpack)(const void *data, int N, int K, int group, void *const part[]);
     void (*gemm)(const dm_gemm *g);
@@ -128,8 +132,14 @@ void dm_wmat_bind(dm_wmat *w, const dm_wtype *t, dm_isa isa, int N, int K, int g
 void dm_wmat_pack(dm_wmat *w, const void *const part[]);
 /* w = pack(W) for f32 (W [w->N, w->K]). */
 void dm_wmat_pack_f32(dm_wmat *w, const float *W);
-/* w = pack(W^T) from W [w->K, w->N] (f32); tmp: N * K floats. */
+/* w = pack(quantize(W)): W [w->N, w->K] fp32 in w's type (f32: as is);
+ * tmp: dm_wtype_file_bytes of scratch (untouched where the kernel has quant_pack). */
+void dm_wmat_quant_pack(dm_wmat *w, const float *W, void *tmp);
+/* w = pack(quantize(W^T)) from W [w->K, w->N] fp32; tmp: N * K floats plus
+ * dm_wtype_file_bytes(w) of scratch (N * K floats where the kernel has pack_t). */
 void dm_wmat_pack_t(dm_wmat *w, const float *W, float *tmp);
+/* Scratch bytes dm_wmat_pack_t and dm_wmat_quant_pack may use for w. */
+size_t dm_wmat_pack_tmp(const dm_wmat *w);
 /* part = the file layout of w (exact). */
 void dm_wmat_unpack(const dm_wmat *w, void *const part[]);
 /* Bytes of dm_gemm.work a GEMM on w over M rows needs (0: none). */

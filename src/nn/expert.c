@@ -2,6 +2,8 @@
 #include "base/base.h"
 #include "nn/model.h"
 
+#include <string.h>
+
 /* ---------------------------------------------------------------- expert kinds */
 
 static void seed_mid(const dm_kernels *K, const dm_expert_w *x, float eps, int64_t rows, int H, float *h1,
@@ -20,7 +22,14 @@ static float *seed_mid_bwd(const dm_kernels *K, const dm_expert_w *x, int64_t ro
     for (int64_t i = 0; i < rows; i++) {  /* ReLU: h1 holds the post-ReLU values */
         const float *hr = h1 + i * ldh;
         float *dr = dh + i * ldh;
-        for (int j = 0; j < H; j++) dr[j] = hr[j] > 0 ? dr[j] : 0.0f;
+        /* dr = hr > 0 ? dr : +0, as a bit mask: a branch on the sign of
+         * each activation mispredicts half the time (it was 6% of a step) */
+        for (int j = 0; j < H; j++) {
+            uint32_t b;
+            memcpy(&b, &dr[j], sizeof b);
+            b &= 0u - (uint32_t)(hr[j] > 0);
+            memcpy(&dr[j], &b, sizeof b);
+        }
     }
     return dh;
 }

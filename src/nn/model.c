@@ -371,6 +371,15 @@ dm_status dm_model_pack_masters(dm_model *m)
     return DM_OK;
 }
 
+dm_status dm_model_fresh(const dm_model *m, dm_error *err)
+{
+    if (!m->stale) return DM_OK;
+    dm_model *w = (dm_model *)m;  /* the packs are a cache of the masters */
+    if (dm_model_pack_masters(w)) return dm_fail(err, DM_ERR_NOMEM, "model: out of memory packing weights");
+    w->stale = 0;
+    return DM_OK;
+}
+
 /* ---------------------------------------------------------------- init */
 
 static int ends_with(const char *s, const char *suffix)

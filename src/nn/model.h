@@ -79,6 +79,8 @@ struct dm_model {
     float *params;               /* [n_params], one allocation: every tensor, or, packed-only,
                                   * the tensors no packed operand holds */
     int packed_only;             /* the GEMM weights exist only packed (an inference model) */
+    _Atomic int stale;           /* 1: the experts' f32 packs are older than their masters (a bf16
+                                  * trainer's steps re-pack only its own copies); dm_forward re-packs */
     dm_linear embed;             /* in_dim -> D (w NULL when in_dim == 0) */
     dm_layer *layers;            /* [n_layers] */
     const float *norm_w, *norm_b;/* [D] final LayerNorm (n_classes > 0) */
@@ -117,6 +119,8 @@ dm_status dm_model_create_typed(const dm_config *c, const dm_model_opts *o, cons
  * packed-only refusal: a typed model's router, embedding and head are packed so
  * before dm_model_drop_master). DM_ERR_NOMEM or DM_OK. */
 dm_status dm_model_pack_masters(dm_model *m);
+/* Re-packs a stale model (dm_model.stale) before a forward pass; DM_ERR_NOMEM or DM_OK. */
+dm_status dm_model_fresh(const dm_model *m, dm_error *err);
 /* 1 if any operand's type is not f32. */
 int dm_model_is_typed(const dm_model *m);
 /* Writes tensor i's rows of its operand's file layout: part[p] points at the

@@ -241,7 +241,8 @@ static dm_status forward(dm_ctx *c, const float *x, int64_t n, float *y, const d
 dm_status dm_forward(dm_ctx *c, const float *x, int64_t n, float *y, const dm_routing *route, dm_error *err)
 {
     uint64_t t0 = dm_span_begin();
-    dm_status s = forward(c, x, n, y, route, err);
+    dm_status s = dm_model_fresh(c->m, err);
+    if (!s) s = forward(c, x, n, y, route, err);
     dm_span_end(&SK_FORWARD, t0, n, 0);
     return s;
 }

@@ -386,7 +386,8 @@ static void fwd_task(void *arg, int64_t t, int tid)
         ldn = ldh;
     }
     dm_gemm up = {
-        .M = sp.len, .N = H * ops->up_mult, .K = D, .A = sp.in, .lda = D, .a_idx = sp.idx, .B = &x->p1,
+        .M = sp.len, .N = H * ops->up_mult, .K = D, .A = sp.in, .lda = D, .a_idx = sp.idx,
+        .B = p->fw ? &p->fw[2 * sp.expert] : &x->p1,
         .bias = x->b1, .act = ops->up_act, .C = h1, .ldc = ldh,
         .work = p->work ? p->work + (size_t)tid * p->work_stride : NULL,
         .aq = sp.expert < c->n_experts ? a->aq : NULL,  /* routed: rows of the layer input */
@@ -399,7 +400,8 @@ static void fwd_task(void *arg, int64_t t, int tid)
     if (p->train) dm_moe_dropout(p->dropout, p->drop_base, p->l, c, st, &sp, sp.len, H, hn, hm);
     dm_span_end(&SK_MID, t1, sp.len, sp.expert);
     dm_gemm down = {
-        .M = sp.len, .N = D, .K = H, .A = hn, .lda = ldn, .B = &x->p2, .bias = x->b2,
+        .M = sp.len, .N = D, .K = H, .A = hn, .lda = ldn, .B = p->fw ? &p->fw[2 * sp.expert + 1] : &x->p2,
+        .bias = x->b2,
         .R = ops->residual ? sp.in : NULL, .ldr = D, .r_idx = sp.idx,
         .C = sp.out, .ldc = sp.ldo, .c_idx = sp.oidx, .work = up.work,
     };

@@ -152,6 +152,8 @@ typedef struct dm_moe_pass {
     uint64_t drop_base;     /* the step's dropout base */
     int64_t drop_row0;      /* global index of row 0 in the step (over every rank's micro-batches): a
                              * row's mask is keyed by (global row, slot), wherever its expert runs */
+    const dm_wmat *fw;      /* [E + S, 2]: expert i's up and down weights in place of its p1, p2
+                             * (training in bf16), or NULL: the model's */
     /* routing-accuracy probe: >= 0 sends every row to this expert alone */
     int force_expert;
 } dm_moe_pass;

@@ -47,6 +47,8 @@ dm_status dm_tr_layer_forward(dm_trainer *t, int l, dm_error *err)
         .route_tmp = t->route_tmp, .tasks = t->tasks, .train = 1, .dropout = t->tc.dropout,
         .drop_base = t->drop_base, .drop_row0 = t->drop_row0,
         .force_expert = -1,
+        .fw = t->bf16 ? t->fw + (int64_t)l * (c->n_experts + c->n_shared) * 2 : NULL,
+        .work = t->bwork, .work_stride = t->bwork_stride,
     };
     dm_status s = dm_moe_layer_forward(&p, err);
     if (s) return s;
@@ -145,6 +147,68 @@ static void router_task(void *arg, int64_t ti, int tid)
                        t->dlogits + r * E);
 }
 
+/* The expert backward of --precision bf16: the same steps, with the GEMMs on
+ * bf16 operands. The output gradient rows are scaled by their routing
+ * weights first (G = w dY, fp32), so that both of its GEMMs round the same
+ * operand, bf16(w dY), as PyTorch rounds the gradient of a bf16 matmul. */
+static void expert_bwd_bf16(dm_trainer *t, const bwd_arg *a, const dm_moe_span *sp, const dm_expert_w *x,
+                            const expert_t *xt, const struct expert_grad *g, const float *dY, const float *h1,
+                            const float *hn, float *dh, int tid)
+{
+    const dm_config *c = &t->m->cfg;
+    const dm_kernels *K = t->m->kern;
+    const dm_expert_ops *ops = dm_expert_ops_of(c);
+    const dm_moe_state *lc = &t->lc[a->l];
+    int D = c->dim, H = x->hidden, J = c->top_k + c->n_shared;
+    int64_t ldh = dm_moe_ldh(c), hm = dm_moe_hmax(c), M = sp->len;
+    unsigned char *bw = t->bwork + (size_t)tid * t->bwork_stride;
+    float *G = (float *)(void *)bw;  /* [M, D] */
+    void *work = bw + ((size_t)t->ecap * D * sizeof(float) + 63) / 64 * 64;
+    for (int64_t i = 0; i < M; i++) {
+        const float *r = dY + (sp->idx ? sp->idx[i] : i) * D;
+        float w = sp->w ? sp->w[i] : 1.0f, *o = G + i * D;
+        for (int d = 0; d < D; d++) o[d] = sp->w ? w * r[d] : r[d];
+    }
+    uint64_t t1 = dm_span_begin();
+    dm_gemm_tn gw2 = {.M = M, .N = D, .K = H, .A = G, .lda = D, .B = hn, .ldb = hm,
+                      .C = g->w2, .ldc = H, .n0 = 0, .n1 = D, .work = work};
+    K->gemm_tn_bf16(&gw2);
+    if (g->b2) K->colsum(G, D, NULL, NULL, M, D, g->b2);
+    dm_span_end(&SK_DOWN_DW, t1, M, sp->expert);
+    t1 = dm_span_begin();
+    dm_gemm dhn = {.M = M, .N = H, .K = D, .A = G, .lda = D, .B = &xt->p2t, .C = dh, .ldc = ldh, .work = work};
+    dm_wmat_gemm(&dhn);
+    dm_span_end(&SK_DOWN_DX, t1, M, sp->expert);
+    t1 = dm_span_begin();
+    dm_moe_dropout(t->tc.dropout, t->drop_base, a->l, c, lc, sp, M, H, dh, ldh);  /* the forward's mask */
+    float *du = ops->mid_bwd(K, x, M, H, h1, ldh, lc->mean + sp->cache0, lc->rstd + sp->cache0, dh,
+                             dh + t->ecap * ldh, g->gamma, g->beta);
+    dm_span_end(&SK_MID_BWD, t1, M, sp->expert);
+    t1 = dm_span_begin();
+    dm_gemm_tn gw1 = {.M = M, .N = H, .K = D, .A = du, .lda = ldh, .B = sp->in, .ldb = D, .b_idx = sp->idx,
+                      .C = g->w1, .ldc = D, .n0 = 0, .n1 = H, .work = work};
+    K->gemm_tn_bf16(&gw1);
+    if (g->w3) {
+        gw1.A = du + H;
+        gw1.C = g->w3;
+        K->gemm_tn_bf16(&gw1);
+    }
+    if (g->b1) K->colsum(du, ldh, NULL, NULL, M, H, g->b1);
+    dm_span_end(&SK_UP_DW, t1, M, sp->expert);
+    t1 = dm_span_begin();
+    dm_gemm dxg = {.M = M, .N = D, .K = H * ops->up_mult, .A = du, .lda = ldh, .B = &xt->p1t, .work = work};
+    if (sp->idx) {
+        dxg.C = a->dout;
+        dxg.ldc = D;
+        dxg.c_idx = sp->oidx;
+    } else {
+        dxg.C = t->dxslot + (sp->row0 * J + c->top_k + (sp->expert - c->n_experts)) * D;
+        dxg.ldc = (int64_t)J * D;
+    }
+    dm_wmat_gemm(&dxg);
+    dm_span_end(&SK_UP_DX, t1, M, sp->expert);
+}
+
 /* One expert's backward: all its compute rows, all its parameter gradients. */
 static void expert_bwd_task(void *arg, int64_t ti, int tid)
 {
@@ -168,6 +232,12 @@ static void expert_bwd_task(void *arg, int64_t ti, int tid)
     const float *h1 = lc->h1 + sp.cache0 * ldh, *hn = lc->hn + sp.cache0 * hm;
     float *dh = t->dscratch + (int64_t)tid * t->ecap * 2 * ldh;  /* [len, ldh], then [len, ldh] of scratch */
     int64_t M = sp.len;
+    if (t->bf16) {
+        uint64_t t0 = dm_span_begin();
+        expert_bwd_bf16(t, a, &sp, x, xt, g, dY, h1, hn, dh, tid);
+        dm_span_end(&SK_EXPERT_BWD, t0, M, sp.expert);
+        return;
+    }
 
     /* down projection: dW2 += (w d)^T hn, db2 += sum w d, dhn = (w d) W2 */
     uint64_t t0 = dm_span_begin(), t1 = t0;
@@ -300,8 +370,19 @@ static dm_status layer_backward(dm_trainer *t, int l, const float *d, float *dx,
         if (most > t->ecap) {
             float *ds = dm_alloc_array2((size_t)t->n_threads * most, (size_t)2 * dm_moe_ldh(c), sizeof(float));
             if (!ds) return dm_fail(err, DM_ERR_NOMEM, "trainer: out of memory for %lld exchanged rows", (long long)most);
+            size_t bws = dm_tr_bwork_stride(t, most);
+            unsigned char *bw = bws ? dm_alloc((size_t)t->n_threads * bws) : NULL;
+            if (bws && !bw) {
+                dm_free(ds);
+                return dm_fail(err, DM_ERR_NOMEM, "trainer: out of memory for %lld exchanged rows", (long long)most);
+            }
             dm_free(t->dscratch);
             t->dscratch = ds;
+            if (bws) {
+                dm_free(t->bwork);
+                t->bwork = bw;
+                t->bwork_stride = bws;
+            }
             t->ecap = most;
         }
         dm_span_end(&SK_XCHG, t0, n, 0);

@@ -195,7 +195,7 @@ static dm_status read_saved(const char *dir, dm_run_state *saved, dm_error *err)
     dm_status st = dm_checkpoint_blob(path, blob, sizeof blob, &len, err);
     if (st) return st;
     int ver = dm_run_state_version(blob, len);
-    if (ver >= 1 && ver < DM_RUN_STATE_VERSION)
+    if (ver >= 1 && ver < DM_RUN_STATE_VERSION - 1)  /* the version before still reads (run_state.c) */
         return dm_fail(err, DM_ERR_FORMAT, "%s: the checkpoint predates this version of deepmoe (run state version %d, "
                        "this one reads %d): start a new run, or train from its model file with --model "
                        "%s/model.safetensors", path, ver, DM_RUN_STATE_VERSION, dir);

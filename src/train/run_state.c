@@ -21,48 +21,51 @@ typedef struct field {
     int hi_open, lo_open;
     const char *const *names;/* F_ENUM: value i is names[i]; F_FLAGS: bit i */
     int n_names;
+    int since;               /* first version with the field (0: all); older files keep the default */
 } field;
 
 static const char *const task_names[] = {"classify", "regress"};
 static const char *const loss_names[] = {"mse", "ce"};
 static const char *const sched_names[] = {"cosine", "constant"};
 static const char *const bal_names[] = {"seed", "switch", "aux_free", "z_loss"};
+static const char *const prec_names[] = {"fp32", "bf16"};
 
 #define RS(f) offsetof(dm_run_state, f)
 #define TC(f) (offsetof(dm_run_state, tc) + offsetof(dm_train_config, f))
 #define BIG 9.2e18    /* int64 fields: any non-negative value json_int_t holds */
 static const field fields[] = {
-    {"task", F_ENUM, RS(task), 0, 0, 0, 0, task_names, 2},
-    {"epoch", F_I64, RS(epoch), 0, BIG, 0, 0, NULL, 0},
-    {"pos", F_I64, RS(pos), 0, BIG, 0, 0, NULL, 0},
-    {"seed", F_I64, RS(seed), 0, BIG, 0, 0, NULL, 0},
-    {"holdout", F_DOUBLE, RS(holdout), -1, 1, 1, 0, NULL, 0},   /* and -1 or >= 0: read_field */
-    {"shuffle", F_BOOL, RS(shuffle), 0, 1, 0, 0, NULL, 0},
-    {"batch", F_INT, RS(batch), 1, 1 << 24, 0, 0, NULL, 0},
-    {"aug_shift", F_INT, RS(aug_shift), 0, 8, 0, 0, NULL, 0},
-    {"aug_flip", F_BOOL, RS(aug_flip), 0, 1, 0, 0, NULL, 0},
-    {"aug_drop", F_FLOAT, RS(aug_drop), 0, 1, 1, 0, NULL, 0},
-    {"checkpoint_every", F_I64, RS(checkpoint_every), 1, 2e9, 0, 0, NULL, 0},
-    {"log_every", F_I64, RS(log_every), 1, 2e9, 0, 0, NULL, 0},
-    {"eval_every", F_I64, RS(eval_every), 0, 2e9, 0, 0, NULL, 0},
-    {"loss", F_ENUM, TC(loss), 0, 0, 0, 0, loss_names, 2},
-    {"lr", F_FLOAT, TC(lr), 0, 1e6, 0, 1, NULL, 0},
-    {"weight_decay", F_FLOAT, TC(weight_decay), 0, 1e6, 0, 0, NULL, 0},
-    {"beta1", F_FLOAT, TC(beta1), 0, 1, 1, 0, NULL, 0},
-    {"beta2", F_FLOAT, TC(beta2), 0, 1, 1, 0, NULL, 0},
-    {"eps", F_FLOAT, TC(eps), 0, 1, 0, 1, NULL, 0},
-    {"warmup", F_I64, TC(warmup), 0, 2e9, 0, 0, NULL, 0},
-    {"schedule", F_ENUM, TC(schedule), 0, 0, 0, 0, sched_names, 2},
-    {"total_steps", F_I64, TC(total_steps), 1, 2e9, 0, 0, NULL, 0},
-    {"clip", F_FLOAT, TC(clip), 0, 1e30, 0, 0, NULL, 0},
-    {"grad_accum", F_INT, TC(grad_accum), 1, 1 << 20, 0, 0, NULL, 0},
-    {"balance", F_FLAGS, TC(balance), 0, 0, 0, 0, bal_names, 4},
-    {"coef_seed", F_FLOAT, TC(coef_seed), 0, 1e6, 0, 0, NULL, 0},
-    {"coef_switch", F_FLOAT, TC(coef_switch), 0, 1e6, 0, 0, NULL, 0},
-    {"coef_z", F_FLOAT, TC(coef_z), 0, 1e6, 0, 0, NULL, 0},
-    {"bias_update", F_FLOAT, TC(bias_update), 0, 1e6, 0, 0, NULL, 0},
-    {"label_smoothing", F_FLOAT, TC(label_smoothing), 0, 1, 1, 0, NULL, 0},
-    {"dropout", F_FLOAT, TC(dropout), 0, 1, 1, 0, NULL, 0},
+    {"task", F_ENUM, RS(task), 0, 0, 0, 0, task_names, 2, 0},
+    {"epoch", F_I64, RS(epoch), 0, BIG, 0, 0, NULL, 0, 0},
+    {"pos", F_I64, RS(pos), 0, BIG, 0, 0, NULL, 0, 0},
+    {"seed", F_I64, RS(seed), 0, BIG, 0, 0, NULL, 0, 0},
+    {"holdout", F_DOUBLE, RS(holdout), -1, 1, 1, 0, NULL, 0, 0},   /* and -1 or >= 0: read_field */
+    {"shuffle", F_BOOL, RS(shuffle), 0, 1, 0, 0, NULL, 0, 0},
+    {"batch", F_INT, RS(batch), 1, 1 << 24, 0, 0, NULL, 0, 0},
+    {"aug_shift", F_INT, RS(aug_shift), 0, 8, 0, 0, NULL, 0, 0},
+    {"aug_flip", F_BOOL, RS(aug_flip), 0, 1, 0, 0, NULL, 0, 0},
+    {"aug_drop", F_FLOAT, RS(aug_drop), 0, 1, 1, 0, NULL, 0, 0},
+    {"checkpoint_every", F_I64, RS(checkpoint_every), 1, 2e9, 0, 0, NULL, 0, 0},
+    {"log_every", F_I64, RS(log_every), 1, 2e9, 0, 0, NULL, 0, 0},
+    {"eval_every", F_I64, RS(eval_every), 0, 2e9, 0, 0, NULL, 0, 0},
+    {"loss", F_ENUM, TC(loss), 0, 0, 0, 0, loss_names, 2, 0},
+    {"lr", F_FLOAT, TC(lr), 0, 1e6, 0, 1, NULL, 0, 0},
+    {"weight_decay", F_FLOAT, TC(weight_decay), 0, 1e6, 0, 0, NULL, 0, 0},
+    {"beta1", F_FLOAT, TC(beta1), 0, 1, 1, 0, NULL, 0, 0},
+    {"beta2", F_FLOAT, TC(beta2), 0, 1, 1, 0, NULL, 0, 0},
+    {"eps", F_FLOAT, TC(eps), 0, 1, 0, 1, NULL, 0, 0},
+    {"warmup", F_I64, TC(warmup), 0, 2e9, 0, 0, NULL, 0, 0},
+    {"schedule", F_ENUM, TC(schedule), 0, 0, 0, 0, sched_names, 2, 0},
+    {"total_steps", F_I64, TC(total_steps), 1, 2e9, 0, 0, NULL, 0, 0},
+    {"clip", F_FLOAT, TC(clip), 0, 1e30, 0, 0, NULL, 0, 0},
+    {"grad_accum", F_INT, TC(grad_accum), 1, 1 << 20, 0, 0, NULL, 0, 0},
+    {"balance", F_FLAGS, TC(balance), 0, 0, 0, 0, bal_names, 4, 0},
+    {"coef_seed", F_FLOAT, TC(coef_seed), 0, 1e6, 0, 0, NULL, 0, 0},
+    {"coef_switch", F_FLOAT, TC(coef_switch), 0, 1e6, 0, 0, NULL, 0, 0},
+    {"coef_z", F_FLOAT, TC(coef_z), 0, 1e6, 0, 0, NULL, 0, 0},
+    {"bias_update", F_FLOAT, TC(bias_update), 0, 1e6, 0, 0, NULL, 0, 0},
+    {"label_smoothing", F_FLOAT, TC(label_smoothing), 0, 1, 1, 0, NULL, 0, 0},
+    {"dropout", F_FLOAT, TC(dropout), 0, 1, 1, 0, NULL, 0, 0},
+    {"precision", F_ENUM, TC(precision), 0, 0, 0, 0, prec_names, 2, 4},
 };
 #undef RS
 #undef TC
@@ -201,11 +204,13 @@ dm_status dm_run_state_from_json(const char *text, size_t len, const char *path,
     }
     dm_status st = DM_OK;
     json_t *ver = json_object_get(o, "version");
-    if (!json_is_integer(ver) || json_integer_value(ver) != DM_RUN_STATE_VERSION)
+    int version = json_is_integer(ver) ? (int)DM_MAX(DM_MIN(json_integer_value(ver), 1 << 30), -1) : -1;
+    if (version != DM_RUN_STATE_VERSION && version != DM_RUN_STATE_VERSION - 1)
         st = BAD("%s: run state: field 'version' is not %d: written by another version of deepmoe train", path,
                  DM_RUN_STATE_VERSION);
     for (size_t i = 0; !st && i < N_FIELDS; i++) {
         json_t *v = json_object_get(o, fields[i].name);
+        if (!v && fields[i].since > version) continue;  /* an older file: the default */
         st = v ? read_field(&fields[i], v, rs, path, err)
                : BAD("%s: run state: field '%s' is missing", path, fields[i].name);
     }
@@ -240,6 +245,8 @@ dm_status dm_train_config_check(const dm_train_config *tc, dm_error *err)
         return dm_fail(err, DM_ERR_ARG, "--betas %g,%g must be in [0, 1)", (double)tc->beta1, (double)tc->beta2);
     if (!(tc->eps > 0) || !isfinite(tc->eps)) return dm_fail(err, DM_ERR_ARG, "--eps %g must be positive", (double)tc->eps);
     if ((unsigned)tc->loss > DM_LOSS_CE) return dm_fail(err, DM_ERR_ARG, "unknown loss kind %d", (int)tc->loss);
+    if ((unsigned)tc->precision > DM_PREC_BF16)
+        return dm_fail(err, DM_ERR_ARG, "unknown precision %d (fp32 or bf16)", (int)tc->precision);
     if ((unsigned)tc->schedule > DM_SCHED_CONSTANT)
         return dm_fail(err, DM_ERR_ARG, "unknown schedule %d", (int)tc->schedule);
     if (tc->total_steps < 1) return dm_fail(err, DM_ERR_ARG, "total steps %lld must be >= 1", (long long)tc->total_steps);

@@ -11,7 +11,7 @@
 
 /* 1 was raw struct bytes; 2 had no holdout. Older ones are refused: the run
  * (src/train/run.c) says the checkpoint predates this deepmoe. */
-#define DM_RUN_STATE_VERSION 3
+#define DM_RUN_STATE_VERSION 4  /* 4: precision (3 is still read: fp32) */
 
 typedef struct dm_run_state {
     int task;                /* dm_task: 0 classify, 1 regress */

@@ -40,27 +40,33 @@ static float *grad_of(dm_trainer *t, const float *param)
     return param ? t->grad + (param - t->m->params) : NULL;
 }
 
-/* Bytes of the transposed packs (f32, the model's ISA); with base, binds them. */
+/* Bytes of the transposed packs (f32 or bf16, the model's ISA) and of the
+ * bf16 forward packs; with base, binds them. */
 static size_t carve_tpacked(dm_trainer *t, unsigned char *base)
 {
     const dm_config *c = &t->m->cfg;
-    const dm_wtype *f32 = &dm_wtypes[DM_WT_F32];
+    const dm_wtype *f32 = &dm_wtypes[DM_WT_F32], *xt = &dm_wtypes[t->bf16 ? DM_WT_BF16 : DM_WT_F32];
     dm_isa isa = t->m->isa;
     int S = c->n_experts + c->n_shared;
     size_t off = 0;
-#define TAKE(w, rows, cols) do { \
-        if (base) dm_wmat_bind(&(w), f32, isa, (int)(rows), (int)(cols), 0, base + off); \
-        off += (dm_wmat_data_size(f32, isa, (int)(rows), (int)(cols), 0) + 63) / 64 * 64; \
+#define TAKE(w, type, rows, cols) do { \
+        if (base) dm_wmat_bind(&(w), type, isa, (int)(rows), (int)(cols), 0, base + off); \
+        off += (dm_wmat_data_size(type, isa, (int)(rows), (int)(cols), 0) + 63) / 64 * 64; \
     } while (0)
     for (int l = 0; l < c->n_layers; l++) {
-        TAKE(t->gate_pt[l], c->dim, c->n_experts);
+        TAKE(t->gate_pt[l], f32, c->dim, c->n_experts);
         for (int i = 0; i < S; i++) {
             int h = i < c->n_experts ? c->hidden : c->shared_hidden;
-            TAKE(t->ext[l * S + i].p1t, c->dim, up_rows(c, h));
-            TAKE(t->ext[l * S + i].p2t, h, c->dim);
+            expert_t *e = &t->ext[l * S + i];
+            TAKE(e->p1t, xt, c->dim, up_rows(c, h));
+            TAKE(e->p2t, xt, h, c->dim);
+            if (t->bf16) {
+                TAKE(e->fw[0], xt, up_rows(c, h), c->dim);
+                TAKE(e->fw[1], xt, c->dim, h);
+            }
         }
     }
-    if (c->n_classes) TAKE(t->head_pt, c->dim, c->n_classes);
+    if (c->n_classes) TAKE(t->head_pt, f32, c->dim, c->n_classes);
 #undef TAKE
     return off;
 }
@@ -94,18 +100,25 @@ static void sync_task(void *arg, int64_t i, int tid)
     dm_expert_w *x = &ly->experts[j];
     expert_t *xt = &t->ext[l * S + j];
     int h = x->hidden;
+    const float *w1 = x->w1;
     if (dm_expert_ops_of(c)->up_mult == 2) {
         /* [W1; W3] is [2H, D]: one GEMM for both projections, and its transpose [D, 2H] */
-        float *cat = tmp + (size_t)2 * h * D;
+        float *cat = tmp + t->cat_off;
         memcpy(cat, x->w1, (size_t)h * D * sizeof *cat);
         memcpy(cat + (size_t)h * D, x->w3, (size_t)h * D * sizeof *cat);
-        dm_wmat_pack_f32(&x->p1, cat);
-        dm_wmat_pack_t(&xt->p1t, cat, tmp);
-    } else {
-        dm_wmat_pack_f32(&x->p1, x->w1);
-        dm_wmat_pack_t(&xt->p1t, x->w1, tmp);
+        w1 = cat;
     }
-    dm_wmat_pack_f32(&x->p2, x->w2);
+    if (t->bf16) {
+        /* the forward's bf16 copies; the model's f32 packs (evaluation,
+         * inference) are re-packed by the next dm_forward (dm_model_fresh) */
+        dm_wmat_quant_pack(&xt->fw[0], w1, tmp);
+        dm_wmat_quant_pack(&xt->fw[1], x->w2, tmp);
+        m->stale = 1;
+    } else {
+        dm_wmat_pack_f32(&x->p1, w1);
+        dm_wmat_pack_f32(&x->p2, x->w2);
+    }
+    dm_wmat_pack_t(&xt->p1t, w1, tmp);
     dm_wmat_pack_t(&xt->p2t, x->w2, tmp);
 }
 
@@ -166,6 +179,7 @@ dm_status dm_trainer_create(dm_model *m, const dm_train_config *tc, dm_pool *poo
     t->tc = *tc;
     t->pool = pool;
     t->n_threads = dm_pool_size(pool);
+    t->bf16 = tc->precision == DM_PREC_BF16;
     int L = c->n_layers, S = c->n_experts + c->n_shared, E = c->n_experts;
     size_t np = (size_t)m->n_params * sizeof(float);
     t->grad = dm_calloc(np);
@@ -177,6 +191,7 @@ dm_status dm_trainer_create(dm_model *m, const dm_train_config *tc, dm_pool *poo
     t->grp_t1 = calloc((size_t)n_groups(c), sizeof *t->grp_t1);
     t->gate_pt = calloc((size_t)L, sizeof *t->gate_pt);
     t->ext = calloc((size_t)L * S, sizeof *t->ext);
+    t->fw = t->bf16 ? calloc((size_t)L * S * 2, sizeof *t->fw) : NULL;
     t->lg = calloc((size_t)L, sizeof *t->lg);
     t->lc = calloc((size_t)L, sizeof *t->lc);
     t->xb = calloc((size_t)L, sizeof *t->xb);
@@ -185,11 +200,16 @@ dm_status dm_trainer_create(dm_model *m, const dm_train_config *tc, dm_pool *poo
     t->bal = calloc((size_t)E, sizeof *t->bal);
     t->probsum = calloc((size_t)E, sizeof *t->probsum);
     int hmax = DM_MAX(c->hidden, c->shared_hidden);
-    t->ttmp_floats = (size_t)4 * DM_MAX((size_t)hmax, (size_t)DM_MAX(c->n_experts, c->n_classes)) * c->dim;
+    /* the pack's scratch (dm_wmat_pack_tmp: N K floats, and N K bf16 of a
+     * quantized copy where the kernel has no pack_t), then [W1; W3] */
+    size_t big = DM_MAX((size_t)hmax, (size_t)DM_MAX(c->n_experts, c->n_classes)) * c->dim;
+    t->cat_off = (t->bf16 ? 3 : 2) * big;
+    t->ttmp_floats = t->cat_off + 2 * big;
     t->ttmp = dm_alloc(t->ttmp_floats * t->n_threads * sizeof(float));
     t->route_tmp = dm_alloc((size_t)t->n_threads * dm_route_scratch(c) * sizeof(float));
     int ok = t->grad && t->adam_m && t->adam_v && t->frozen && t->gate_pt && t->ext && t->lg && t->lc && t->xb &&
-             t->counts && t->last_load && t->bal && t->probsum && t->ttmp && t->route_tmp && t->tensor_sq && t->grp_t0 && t->grp_t1;
+             t->counts && t->last_load && t->bal && t->probsum && t->ttmp && t->route_tmp && t->tensor_sq && t->grp_t0 && t->grp_t1 &&
+             (t->fw || !t->bf16);
     for (int l = 0; ok && l < L; l++) {
         ok = (t->lg[l].ex = calloc((size_t)S, sizeof *t->lg[l].ex)) != NULL &&
              (t->lc[l].rb.offsets = dm_alloc((size_t)(E + 1) * sizeof(int32_t))) != NULL;
@@ -201,6 +221,10 @@ dm_status dm_trainer_create(dm_model *m, const dm_train_config *tc, dm_pool *poo
         return dm_fail(err, DM_ERR_NOMEM, "trainer: out of memory for %lld parameters", (long long)m->n_params);
     }
     carve_tpacked(t, t->tpacked);
+    for (int i = 0; t->bf16 && i < L * S; i++) {
+        t->fw[2 * i] = t->ext[i].fw[0];
+        t->fw[2 * i + 1] = t->ext[i].fw[1];
+    }
     t->packed_bytes = ntp + (size_t)(dm_model_memory(m) - m->n_params * (int64_t)sizeof(float));
     for (int i = 0; i < m->n_tensors; i++) {
         const char *n = m->tensors[i].name;
@@ -244,12 +268,33 @@ static void free_acts(dm_trainer *t)
         lc->rb.offsets = off;
     }
     void *bufs[] = {t->act, t->xn, t->hmean, t->hrstd, t->out, t->dout, t->dact[0], t->dact[1], t->dxslot,
-                    t->dw, t->dlogits, t->resid, t->dscratch, t->tasks};
+                    t->dw, t->dlogits, t->resid, t->dscratch, t->tasks, t->bwork};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dm_free(bufs[i]);
     t->act = t->xn = t->hmean = t->hrstd = t->out = t->dout = t->dact[0] = t->dact[1] = NULL;
     t->dxslot = t->dw = t->dlogits = t->resid = t->dscratch = NULL;
     t->tasks = NULL;
+    t->bwork = NULL;
+    t->bwork_stride = 0;
     t->cap = 0;
+}
+
+size_t dm_tr_bwork_stride(const dm_trainer *t, int64_t rows)
+{
+    if (!t->bf16) return 0;
+    const dm_config *c = &t->m->cfg;
+    int D = c->dim, S = c->n_experts + c->n_shared;
+    size_t most = 0;
+    for (int i = 0; i < S; i++) {  /* the GEMMs run one at a time after the scaled rows */
+        const expert_t *e = &t->ext[i];
+        int h = i < c->n_experts ? c->hidden : c->shared_hidden;
+        most = DM_MAX(most, dm_gemm_tn_bf16_work(rows, D, h));
+        most = DM_MAX(most, dm_gemm_tn_bf16_work(rows, h, D));
+        most = DM_MAX(most, dm_wmat_work_size(&e->p1t, rows));
+        most = DM_MAX(most, dm_wmat_work_size(&e->p2t, rows));
+        most = DM_MAX(most, dm_wmat_work_size(&e->fw[0], DM_MAX(rows, DM_MOE_GEMM_ROWS)));
+        most = DM_MAX(most, dm_wmat_work_size(&e->fw[1], DM_MAX(rows, DM_MOE_GEMM_ROWS)));
+    }
+    return ((size_t)rows * D * sizeof(float) + 63) / 64 * 64 + (most + 63) / 64 * 64;
 }
 
 void dm_trainer_free(dm_trainer *t)
@@ -263,6 +308,7 @@ void dm_trainer_free(dm_trainer *t)
     for (int l = 0; t->lg && l < t->m->cfg.n_layers; l++) free(t->lg[l].ex);
     dm_free(t->grad); dm_free(t->adam_m); dm_free(t->adam_v); dm_free(t->tpacked); dm_free(t->ttmp);
     dm_free(t->route_tmp);
+    free(t->fw);
     free(t->frozen); free(t->mask); free(t->masked); free(t->tensor_sq); free(t->grp_t0); free(t->grp_t1); free(t->gate_pt); free(t->ext); free(t->lg); free(t->lc);
     free(t->counts); free(t->last_load); free(t->bal); free(t->probsum);
     free(t);
@@ -295,6 +341,8 @@ dm_status dm_tr_reserve(dm_trainer *t, int64_t n, dm_error *err)
     A(t->dw, n * k); A(t->dlogits, n * E); A(t->resid, n);
     t->ecap = n;  /* rows one expert gets (more when rows are exchanged: the backward grows it) */
     A(t->dscratch, (int64_t)t->n_threads * t->ecap * 2 * ldh);
+    t->bwork_stride = dm_tr_bwork_stride(t, t->ecap);
+    if (t->bf16) A(t->bwork, (int64_t)t->n_threads * t->bwork_stride);
     A(t->tasks, dm_moe_max_tasks(c, n, comp));
 #undef A
     if (!ok) {

@@ -16,10 +16,12 @@
 
 typedef struct dm_tr_dist dm_tr_dist;   /* train_dist.c: a distributed trainer's state */
 
-/* Packed transposed weights for the input-gradient GEMMs. */
+/* Packed transposed weights for the input-gradient GEMMs (bf16 under
+ * --precision bf16), and the bf16 forward packs. */
 typedef struct expert_t {
     dm_wmat p1t;         /* (W1 or [W1; W3])^T: [D, H or 2H] packed */
     dm_wmat p2t;         /* W2^T: [H, D] packed */
+    dm_wmat fw[2];       /* bf16 only: W1 (or [W1; W3]) and W2 for the forward (the model keeps its f32 packs) */
 } expert_t;
 
 struct dm_trainer {
@@ -50,6 +52,9 @@ struct dm_trainer {
     dm_wmat head_pt;     /* Wh^T [D, C] */
     float *ttmp;         /* [n_threads, ttmp_floats] transpose scratch */
     size_t ttmp_floats;
+    size_t cat_off;      /* swiglu's [W1; W3] at ttmp + cat_off (after the pack's scratch) */
+    int bf16;            /* tc.precision == DM_PREC_BF16 */
+    dm_wmat *fw;         /* bf16: [L, S, 2] the experts' forward weights (expert_t.fw), for dm_moe_pass.fw */
 
     /* gradient views (same offsets as the model's weights) */
     struct layer_grad {
@@ -76,6 +81,8 @@ struct dm_trainer {
     float *resid;        /* [cap] sum of residual weights per row (seed experts) */
     float *dscratch;     /* [n_threads, ecap, 2 * ldh] per-task expert gradient scratch */
     int64_t ecap;        /* rows of one expert dscratch holds: cap, or more when experts are exchanged */
+    unsigned char *bwork;/* bf16: [n_threads, bwork_stride] an expert's scaled output gradient and GEMM scratch */
+    size_t bwork_stride; /* dm_tr_bwork_stride(t, ecap) */
     float *route_tmp;    /* [n_threads, dm_route_scratch] */
     double *bal;         /* [E] per-layer balance statistics scratch */
     double *probsum;     /* [E] */
@@ -120,6 +127,8 @@ dm_status dm_trd_grad_norm(dm_trainer *t, double *norm, dm_error *err);
 int dm_trd_update(dm_trainer *t, const adam_arg *a, dm_status *st, dm_error *err);
 void dm_trd_free(dm_tr_dist *d);
 
+/* train.c: bytes of one thread's bwork for experts of up to rows rows. */
+size_t dm_tr_bwork_stride(const dm_trainer *t, int64_t rows);
 /* train.c: activation buffers for micro-batches of up to n rows. */
 dm_status dm_tr_reserve(dm_trainer *t, int64_t n, dm_error *err);
 /* train.c: re-packs forward and transposed weights after the parameters changed. */
