@@ -96,7 +96,7 @@ endif
 CLI_SRC  := $(sort $(wildcard tools/*.c))
 TEST_SRC := $(sort $(wildcard tests/*.c))
 # bench/*_gemm.c: the weight types' kernel micro-benchmarks (x86: they time the SIMD kernels)
-KBENCH   := $(if $(filter 1,$(X86)),q8_gemm half_gemm nm24_gemm)
+KBENCH   := $(if $(filter 1,$(X86)),q8_gemm half_gemm nm24_gemm tn_gemm)
 PUB_HDR  := include/deepmoe.h $(sort $(wildcard include/deepmoe/*.h))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
@@ -248,7 +248,7 @@ help:
 	@echo "make run      install missing packages (as root), build, train the Fashion-MNIST classifier, serve it"
 	@echo "make test     install missing packages (as root; DEPS=0 skips), build and run every test"
 	@echo "make asan     run the tests under ASan + UBSan (build/asan/)"
-	@echo "make kernel-bench  the weight types' GEMM micro-benchmarks (build/q8_gemm, half_gemm, nm24_gemm)"
+	@echo "make kernel-bench  the GEMM micro-benchmarks (build/q8_gemm, half_gemm, nm24_gemm, tn_gemm)"
 	@echo "make install  PREFIX=/usr/local [LIBDIR=PREFIX/lib] [DESTDIR=]: library, headers, CLI, pkg-config file"
 	@echo "make uninstall  the same variables: removes what install put there"
 	@echo "make fixtures regenerate PyTorch parity fixtures (python3-torch)"

@@ -272,10 +272,11 @@ typedef enum { DM_LOSS_MSE = 0, DM_LOSS_CE } dm_loss_kind;
 typedef enum { DM_SCHED_COSINE = 0, DM_SCHED_CONSTANT } dm_schedule;
 /* Training's GEMM precision. BF16 (mixed precision, as PyTorch's
  * autocast(bfloat16) does for linear layers): the experts' GEMMs (forward,
- * input and weight gradients) take bf16 operands, rounded to nearest even,
- * and sum in fp32; their outputs stay fp32. Master weights, gradients, AdamW
- * moments, the router, embedding, head, LayerNorm, softmax and the loss stay
- * fp32 (DeepSeek-V3 keeps gating, embedding and head in higher precision too). */
+ * input and weight gradients) and the input embedding's (forward, weight
+ * gradient) take bf16 operands, rounded to nearest even, and sum in fp32;
+ * their outputs stay fp32. Master weights, gradients, AdamW moments, the
+ * router, the head, LayerNorm, softmax and the loss stay fp32 (DeepSeek-V3
+ * keeps gating and the output head in higher precision too). */
 typedef enum { DM_PREC_FP32 = 0, DM_PREC_BF16 } dm_precision;
 
 /* Balance terms, combinable (bit flags). Definitions (P_e, f_e over the
@@ -311,7 +312,7 @@ typedef struct dm_train_config {
     float bias_update;   /* aux-free gamma, 0.001 */
     float label_smoothing; /* CE: target (1 - s) one-hot + s / C (0 = off) */
     float dropout;       /* dropout on every expert's hidden activations (0 = off) */
-    dm_precision precision; /* the experts' GEMMs: fp32 (default) or bf16 operands */
+    dm_precision precision; /* the experts' and embedding's GEMMs: fp32 (default) or bf16 operands */
 } dm_train_config;
 
 /* lr 1e-3, wd 0.01, betas (0.9, 0.999), eps 1e-8, no warm-up, cosine, clip 0,

@@ -38,11 +38,11 @@ int cli_float(const char *s, float *out);
 int cli_precision(const char *s, dm_precision *out);
 /* The --precision lines of train's and bench's --help. */
 #define CLI_PRECISION_HELP \
-    "  --precision P        the experts' GEMMs: fp32 | bf16 (fp32). bf16 is mixed precision as\n" \
-    "                       PyTorch's autocast(bfloat16): bf16 operands (forward, input and weight\n" \
-    "                       gradients), fp32 sums, fp32 master weights, moments, router, norms,\n" \
-    "                       loss. Fast on CPUs with AVX512_BF16 (vdpbf16ps); elsewhere emulated\n" \
-    "                       (same numbers, slower than fp32)\n"
+    "  --precision P        GEMM precision: fp32 | bf16 (fp32). bf16 is mixed precision as\n" \
+    "                       PyTorch's autocast(bfloat16): the experts' and the embedding's GEMMs\n" \
+    "                       on bf16 operands with fp32 sums; fp32 master weights, moments, router,\n" \
+    "                       head, norms, loss. Fast on CPUs with AVX512_BF16 (vdpbf16ps);\n" \
+    "                       elsewhere emulated (same numbers, slower than fp32)\n"
 /* Sorts n timings ascending (qsort with a double comparator). */
 void cli_sort_times(double *t, int n);
 /* calloc of a * b elements of size bytes, NULL on overflow or out of memory. */

@@ -22,7 +22,7 @@ static const char help[] =
     "  --iters N       timed batches (20)\n"
     "  --threads T     worker threads (0 = all CPUs)\n"
     "  --mode M        forward | train (forward)\n"
-    "  --precision P   train mode: the experts' GEMMs in fp32 | bf16 (fp32), as deepmoe train's\n"
+    "  --precision P   train mode: GEMMs in fp32 | bf16 (fp32), as deepmoe train's\n"
     "                  --precision (bf16: operands rounded to bf16, fp32 sums and master weights)\n"
     "  --json          one JSON object: batch, threads, mode, isa, rows_per_s, gflops, us_p50,\n"
     "                  us_p99, peak_gflops, fraction_of_peak (and ranks, comm_share distributed)\n"

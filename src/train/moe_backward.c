@@ -161,9 +161,8 @@ static void expert_bwd_bf16(dm_trainer *t, const bwd_arg *a, const dm_moe_span *
     const dm_moe_state *lc = &t->lc[a->l];
     int D = c->dim, H = x->hidden, J = c->top_k + c->n_shared;
     int64_t ldh = dm_moe_ldh(c), hm = dm_moe_hmax(c), M = sp->len;
-    unsigned char *bw = t->bwork + (size_t)tid * t->bwork_stride;
-    float *G = (float *)(void *)bw;  /* [M, D] */
-    void *work = bw + ((size_t)t->ecap * D * sizeof(float) + 63) / 64 * 64;
+    float *G = (float *)(void *)(t->bwork + (size_t)tid * t->bwork_stride);  /* [M, D] */
+    void *work = dm_tr_bwork_gemm(t, tid);
     for (int64_t i = 0; i < M; i++) {
         const float *r = dY + (sp->idx ? sp->idx[i] : i) * D;
         float w = sp->w ? sp->w[i] : 1.0f, *o = G + i * D;

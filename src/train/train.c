@@ -67,6 +67,7 @@ static size_t carve_tpacked(dm_trainer *t, unsigned char *base)
         }
     }
     if (c->n_classes) TAKE(t->head_pt, f32, c->dim, c->n_classes);
+    if (t->bf16 && c->in_dim) TAKE(t->embed_fw, xt, c->dim, c->in_dim);
 #undef TAKE
     return off;
 }
@@ -83,7 +84,10 @@ static void sync_task(void *arg, int64_t i, int tid)
     float *tmp = t->ttmp + (size_t)tid * t->ttmp_floats;
     int64_t layers = (int64_t)c->n_layers * per;
     if (i >= layers) {  /* the linear maps around the layers */
-        if (i == layers && c->in_dim) dm_wmat_pack_f32(&m->embed.p, m->embed.w);
+        if (i == layers && c->in_dim) {
+            if (t->bf16) dm_wmat_quant_pack(&t->embed_fw, m->embed.w, tmp);  /* the model's: dm_model_fresh */
+            else dm_wmat_pack_f32(&m->embed.p, m->embed.w);
+        }
         if (i == layers + 1 && c->n_classes) {
             dm_wmat_pack_f32(&m->head.p, m->head.w);
             dm_wmat_pack_t(&t->head_pt, m->head.w, tmp);
@@ -278,6 +282,11 @@ static void free_acts(dm_trainer *t)
     t->cap = 0;
 }
 
+void *dm_tr_bwork_gemm(const dm_trainer *t, int tid)
+{
+    return t->bwork + (size_t)tid * t->bwork_stride + ((size_t)t->ecap * t->m->cfg.dim * sizeof(float) + 63) / 64 * 64;
+}
+
 size_t dm_tr_bwork_stride(const dm_trainer *t, int64_t rows)
 {
     if (!t->bf16) return 0;
@@ -293,6 +302,10 @@ size_t dm_tr_bwork_stride(const dm_trainer *t, int64_t rows)
         most = DM_MAX(most, dm_wmat_work_size(&e->p2t, rows));
         most = DM_MAX(most, dm_wmat_work_size(&e->fw[0], DM_MAX(rows, DM_MOE_GEMM_ROWS)));
         most = DM_MAX(most, dm_wmat_work_size(&e->fw[1], DM_MAX(rows, DM_MOE_GEMM_ROWS)));
+    }
+    if (c->in_dim) {  /* the embedding: forward in row blocks, its weight gradient over every row */
+        most = DM_MAX(most, dm_wmat_work_size(&t->embed_fw, DM_MAX(rows, DM_TR_ROW_BLOCK)));
+        most = DM_MAX(most, dm_gemm_tn_bf16_work(rows, D, c->in_dim));
     }
     return ((size_t)rows * D * sizeof(float) + 63) / 64 * 64 + (most + 63) / 64 * 64;
 }

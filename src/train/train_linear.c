@@ -6,23 +6,24 @@
 
 #include <string.h>
 
-#define ROW_BLOCK 128
+#define ROW_BLOCK DM_TR_ROW_BLOCK
 #define OUT_BLOCK 32
 
 typedef struct lin_arg {
     dm_trainer *t;
     const dm_linear *lin;
+    const dm_wmat *w;    /* the weight the GEMM runs on: lin->p, or the trainer's bf16 copy */
     const float *x; int64_t ldx;
     float *y; int64_t ldy;
 } lin_arg;
 
 static void fwd_rows(void *arg, int64_t ti, int tid)
 {
-    DM_UNUSED(tid);
     lin_arg *a = arg;
     int64_t r0 = ti * ROW_BLOCK, rn = DM_MIN(a->t->n - r0, ROW_BLOCK);
     dm_gemm g = {.M = rn, .N = a->lin->out, .K = a->lin->in, .A = a->x + r0 * a->ldx, .lda = a->ldx,
-                 .B = &a->lin->p, .bias = a->lin->b, .C = a->y + r0 * a->ldy, .ldc = a->ldy};
+                 .B = a->w, .bias = a->lin->b, .C = a->y + r0 * a->ldy, .ldc = a->ldy,
+                 .work = a->t->bwork ? dm_tr_bwork_gemm(a->t, tid) : NULL};
     dm_wmat_gemm(&g);
 }
 
@@ -35,7 +36,7 @@ void dm_tr_embed_forward(dm_trainer *t)
         memcpy(t->act, t->x, (size_t)t->n * c->dim * sizeof *t->act);
         return;
     }
-    lin_arg a = {t, &t->m->embed, t->x, c->in_dim, t->act, c->dim};
+    lin_arg a = {t, &t->m->embed, t->bf16 ? &t->embed_fw : &t->m->embed.p, t->x, c->in_dim, t->act, c->dim};
     dm_pool_run(t->pool, row_tasks(t), fwd_rows, &a);
 }
 
@@ -45,31 +46,39 @@ typedef struct wgrad_arg {
     const float *d; int out;
     const float *x; int in;
     float *gw, *gb;
+    int bf16;            /* the embedding under --precision bf16: gemm_tn_bf16 */
+    int block;           /* output rows per task */
 } wgrad_arg;
 
 static void wgrad_task(void *arg, int64_t ti, int tid)
 {
-    DM_UNUSED(tid);
     wgrad_arg *a = arg;
-    int n0 = (int)ti * OUT_BLOCK, n1 = DM_MIN(a->out, n0 + OUT_BLOCK);
+    int n0 = (int)ti * a->block, n1 = DM_MIN(a->out, n0 + a->block);
     const dm_kernels *K = a->t->m->kern;
     dm_gemm_tn g = {.M = a->t->n, .N = a->out, .K = a->in, .A = a->d, .lda = a->out, .B = a->x, .ldb = a->in,
                     .C = a->gw, .ldc = a->in, .n0 = n0, .n1 = n1};
-    K->gemm_tn(&g);
+    if (a->bf16) {
+        g.work = dm_tr_bwork_gemm(a->t, tid);
+        K->gemm_tn_bf16(&g);
+    } else {
+        K->gemm_tn(&g);
+    }
     /* bias: the same columns [n0, n1) of d, summed over rows in order */
     K->colsum(a->d + n0, a->out, NULL, NULL, a->t->n, n1 - n0, a->gb + n0);
 }
 
-static void weight_grads(dm_trainer *t, const float *d, int out, const float *x, int in, float *gw, float *gb)
+static void weight_grads(dm_trainer *t, const float *d, int out, const float *x, int in, float *gw, float *gb, int bf16)
 {
-    wgrad_arg a = {t, d, out, x, in, gw, gb};
-    dm_pool_run(t->pool, (out + OUT_BLOCK - 1) / OUT_BLOCK, wgrad_task, &a);
+    /* bf16 packs the rows of x once per task: one task per thread, 16 outputs a multiple */
+    int block = bf16 ? ((out + t->n_threads - 1) / t->n_threads + 15) / 16 * 16 : OUT_BLOCK;
+    wgrad_arg a = {t, d, out, x, in, gw, gb, bf16, block};
+    dm_pool_run(t->pool, (out + block - 1) / block, wgrad_task, &a);
 }
 
 void dm_tr_embed_backward(dm_trainer *t, const float *d)
 {
     const dm_config *c = &t->m->cfg;
-    weight_grads(t, d, c->dim, t->x, c->in_dim, t->g_embed_w, t->g_embed_b);
+    weight_grads(t, d, c->dim, t->x, c->in_dim, t->g_embed_w, t->g_embed_b, t->bf16);
 }
 
 /* ---------------------------------------------------------------- head */
@@ -89,7 +98,7 @@ void dm_tr_head_forward(dm_trainer *t)
 {
     const dm_config *c = &t->m->cfg;
     dm_pool_run(t->pool, row_tasks(t), norm_rows, t);
-    lin_arg a = {t, &t->m->head, t->xn, c->dim, t->out, c->n_classes};
+    lin_arg a = {t, &t->m->head, &t->m->head.p, t->xn, c->dim, t->out, c->n_classes};
     dm_pool_run(t->pool, row_tasks(t), fwd_rows, &a);
 }
 
@@ -118,7 +127,7 @@ void dm_tr_head_backward(dm_trainer *t, float *dx)
 {
     const dm_config *c = &t->m->cfg;
     int D = c->dim;
-    weight_grads(t, t->dout, c->n_classes, t->xn, D, t->g_head_w, t->g_head_b);
+    weight_grads(t, t->dout, c->n_classes, t->xn, D, t->g_head_w, t->g_head_b, 0);
     head_arg a = {t, dx, 0};
     dm_pool_run(t->pool, row_tasks(t), head_dx_task, &a);
     /* norm gamma/beta: dgamma += sum_r dxn * xhat, dbeta += sum_r dxn, rows in order */

@@ -50,6 +50,7 @@ struct dm_trainer {
     dm_wmat *gate_pt;    /* [L] Wg^T [D, E] */
     expert_t *ext;       /* [L * (E + S)] */
     dm_wmat head_pt;     /* Wh^T [D, C] */
+    dm_wmat embed_fw;    /* bf16 only: the embedding's forward weight [D, in] (the model keeps its f32 pack) */
     float *ttmp;         /* [n_threads, ttmp_floats] transpose scratch */
     size_t ttmp_floats;
     size_t cat_off;      /* swiglu's [W1; W3] at ttmp + cat_off (after the pack's scratch) */
@@ -81,7 +82,8 @@ struct dm_trainer {
     float *resid;        /* [cap] sum of residual weights per row (seed experts) */
     float *dscratch;     /* [n_threads, ecap, 2 * ldh] per-task expert gradient scratch */
     int64_t ecap;        /* rows of one expert dscratch holds: cap, or more when experts are exchanged */
-    unsigned char *bwork;/* bf16: [n_threads, bwork_stride] an expert's scaled output gradient and GEMM scratch */
+    unsigned char *bwork;/* bf16: [n_threads, bwork_stride] an expert's scaled output gradient [ecap, D],
+                          * then GEMM scratch (dm_tr_bwork_gemm) */
     size_t bwork_stride; /* dm_tr_bwork_stride(t, ecap) */
     float *route_tmp;    /* [n_threads, dm_route_scratch] */
     double *bal;         /* [E] per-layer balance statistics scratch */
@@ -127,8 +129,13 @@ dm_status dm_trd_grad_norm(dm_trainer *t, double *norm, dm_error *err);
 int dm_trd_update(dm_trainer *t, const adam_arg *a, dm_status *st, dm_error *err);
 void dm_trd_free(dm_tr_dist *d);
 
-/* train.c: bytes of one thread's bwork for experts of up to rows rows. */
+#define DM_TR_ROW_BLOCK 128  /* rows per task of train_linear.c's per-row work */
+
+/* train.c: bytes of one thread's bwork for experts of up to rows rows (and
+ * micro-batches of rows rows through the embedding). */
 size_t dm_tr_bwork_stride(const dm_trainer *t, int64_t rows);
+/* Thread tid's GEMM scratch in bwork (past its scaled-gradient rows). */
+void *dm_tr_bwork_gemm(const dm_trainer *t, int tid);
 /* train.c: activation buffers for micro-batches of up to n rows. */
 dm_status dm_tr_reserve(dm_trainer *t, int64_t n, dm_error *err);
 /* train.c: re-packs forward and transposed weights after the parameters changed. */
