@@ -243,6 +243,7 @@ typedef struct hdata {
     hcase c;
     int64_t rows, lda, ldc;     /* rows of A / C / R buffers; strides */
     float *A, *bias, *R, *scale;
+    float *a_scale;             /* [M] or NULL: dm_gemm.a_scale (bf16) */
     int32_t *a_idx, *c_idx, *r_idx;
     uint16_t *W;                /* the file layout [N, K] */
 } hdata;
@@ -317,7 +318,7 @@ static float *hrun(const dm_wtype *t, half_path p, const hdata *d)
     dm_gemm g = {
         .M = c->M, .N = c->N, .K = c->K, .A = d->A, .lda = d->lda, .a_idx = d->a_idx, .B = &w,
         .bias = d->bias, .act = c->relu ? DM_ACT_RELU : DM_ACT_NONE, .R = d->R, .ldr = d->ldc, .r_idx = d->r_idx,
-        .scale = d->scale, .C = C, .ldc = d->ldc, .c_idx = d->c_idx, .work = work,
+        .scale = d->scale, .C = C, .ldc = d->ldc, .c_idx = d->c_idx, .work = work, .a_scale = d->a_scale,
     };
     dm_wmat_gemm(&g);
     dm_free(work);
@@ -538,8 +539,54 @@ static void test_half_threads(dm_t *t)
     }
 }
 
+/* dm_gemm.a_scale (bf16 weights): the GEMM with row scales is, bit for bit on
+ * every path, the GEMM on the rows pre-scaled in fp32; and the paths agree
+ * with the reference to the usual tolerance. */
+static void test_half_a_scale(dm_t *t)
+{
+    const dm_wtype *bt = &dm_wtypes[DM_WT_BF16];
+    half_path paths[8];
+    int np = half_paths(bt, paths);
+    static const hcase cases[] = {{1, 17, 33, 1, 1, 0, 0, 1}, {13, 40, 70, 1, 0, 1, 1, 0}, {64, 32, 512, 1, 1, 1, 0, 1}};
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        hdata d;
+        hdata_init(&d, bt, cases[ci], 40 + ci);
+        const hcase *c = &d.c;
+        d.a_scale = dm_alloc((size_t)(c->M + 1) * sizeof(float));
+        dm_rng r;
+        dm_rng_seed(&r, 9);
+        for (int64_t i = 0; i < c->M; i++) d.a_scale[i] = dm_rng_uniform(&r, -3, 3);
+        hdata pre = d;  /* the same problem with the scales applied to A's rows (a_idx is one-to-one) */
+        pre.a_scale = NULL;
+        pre.A = dm_alloc((size_t)(d.rows * d.lda + 1) * sizeof(float));
+        memcpy(pre.A, d.A, (size_t)(d.rows * d.lda + 1) * sizeof(float));
+        for (int64_t i = 0; i < c->M; i++) {
+            int64_t row = d.a_idx ? d.a_idx[i] : i;
+            for (int k = 0; k < c->K; k++) pre.A[row * d.lda + k] = d.a_scale[i] * d.A[row * d.lda + k];
+        }
+        float *ref = hrun(bt, (half_path){DM_ISA_REF, -1}, &d);
+        for (int q = 0; q < np; q++) {
+            float *a = hrun(bt, paths[q], &d), *b = hrun(bt, paths[q], &pre);
+            char name[128];
+            case_name(c, name, sizeof name);
+            CHECK(t, !memcmp(a, b, (size_t)(d.rows * d.ldc) * sizeof(float)),
+                  "bf16 %s %s: a_scale differs from pre-scaled rows", path_name(paths[q]), name);
+            float *oa = outputs(&d, a), *orf = outputs(&d, ref);
+            double e = dm_test_relerr(oa, orf, c->M * c->N);
+            CHECK(t, e < 1e-5, "bf16 %s %s: a_scale vs reference %.3g", path_name(paths[q]), name, e);
+            free(oa); free(orf);
+            dm_free(a); dm_free(b);
+        }
+        dm_free(ref);
+        dm_free(pre.A);
+        dm_free(d.a_scale);
+        hdata_free(&d);
+    }
+}
+
 void suite_wt_half(dm_t *t)
 {
+    DM_RUN(t, test_half_a_scale);
     DM_RUN(t, test_half_bf16_edges);
     DM_RUN(t, test_half_f16_edges);
     DM_RUN(t, test_half_simd_convert);

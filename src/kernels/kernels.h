@@ -73,6 +73,11 @@ typedef struct dm_gemm {
     const float *scale;           /* [M] or NULL */
     float *C; int64_t ldc; const int32_t *c_idx;
     void *work;                   /* dm_wmat_work_size(B, M) bytes, 64-byte aligned (NULL if 0) */
+    /* [M] or NULL: row i of A is multiplied by a_scale[i] (in fp32) before
+     * the kernel rounds it, c = epilogue(bf16(a_scale[i] a) . W): training's
+     * bf16 input gradient of a routed expert, bf16(w dY) W. bf16 weights
+     * only (its three kernels); NULL for every other type. */
+    const float *a_scale;
     /* A's rows as B->kern->quant made them (NULL: none). Only a hint: the
      * result is bitwise what the kernel computes from A; a kernel reads it in
      * place of quantizing A again, or ignores it. */

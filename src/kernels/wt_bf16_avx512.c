@@ -144,14 +144,27 @@ void dm_wt_bf16_round_avx512(const float *x, int64_t n, uint16_t *out)
     }
 }
 
-/* Rows [i0, i1) of A (through a_idx) -> dst [i1 - i0, KP] bf16, zero past K. */
+/* round32 of s x (s * x in fp32 first). */
+static inline __m512i round32s(const float *x, int n, float s)
+{
+    float t[32] __attribute__((aligned(64)));
+    __m512 vs = _mm512_set1_ps(s);
+    _mm512_store_ps(t, _mm512_mul_ps(_mm512_maskz_loadu_ps(lane_mask(n), x), vs));
+    _mm512_store_ps(t + 16, _mm512_mul_ps(_mm512_maskz_loadu_ps(lane_mask(n - 16), x + 16), vs));
+    return round32(t, n);
+}
+
+/* Rows [i0, i1) of A (through a_idx, times a_scale) -> dst [i1 - i0, KP] bf16, zero past K. */
 static void convert_rows(const dm_gemm *g, int64_t i0, int64_t i1, int KP, uint16_t *dst)
 {
     int K = g->K;
     for (int64_t i = i0; i < i1; i++) {
         const float *a = g->A + (g->a_idx ? g->a_idx[i] : i) * g->lda;
         uint16_t *o = dst + (i - i0) * KP;
-        for (int k = 0; k < KP; k += 32) _mm512_storeu_si512(o + k, round32(a + k, K - k));
+        if (g->a_scale)
+            for (int k = 0; k < KP; k += 32) _mm512_storeu_si512(o + k, round32s(a + k, K - k, g->a_scale[i]));
+        else
+            for (int k = 0; k < KP; k += 32) _mm512_storeu_si512(o + k, round32(a + k, K - k));
     }
 }
 

@@ -137,13 +137,18 @@ void dm_wt_bf16_round_avx2(const float *x, int64_t n, uint16_t *out)
     for (; i < n; i++) out[i] = dm_f32_to_bf16(x[i]);
 }
 
-/* The activations of the GEMM (through a_idx) rounded to bf16, as fp32 [M, K]. */
+/* The activations of the GEMM (through a_idx, times a_scale) rounded to bf16, as fp32 [M, K]. */
 static void round_rows(const dm_gemm *g, float *dst)
 {
     int K = g->K;
     for (int64_t i = 0; i < g->M; i++) {
         const float *a = g->A + (g->a_idx ? g->a_idx[i] : i) * g->lda;
         float *o = dst + i * K;
+        if (g->a_scale) {  /* s a in place first, then rounded there */
+            float s = g->a_scale[i];
+            for (int k = 0; k < K; k++) o[k] = s * a[k];
+            a = o;
+        }
         int k = 0;
         for (; k + 8 <= K; k += 8)
             _mm256_storeu_si256((__m256i *)(o + k), round8_bits(_mm256_loadu_si256((const __m256i *)(a + k))));

@@ -219,8 +219,9 @@ static void ref_gemm_dense16(const dm_gemm *g, float (*deq)(uint16_t), int round
         for (int n = 0; n < g->N; n++) {
             const uint16_t *b = q + (int64_t)n * g->K;
             double acc = 0.0;
+            float as = round_a && g->a_scale ? g->a_scale[i] : 1.0f;
             for (int k = 0; k < g->K; k++) {
-                float x = round_a ? dm_bf16_to_f32(dm_f32_to_bf16(a[k])) : a[k];
+                float x = round_a ? dm_bf16_to_f32(dm_f32_to_bf16(g->a_scale ? as * a[k] : a[k])) : a[k];
                 acc += (double)x * (double)deq(b[k]);
             }
             ref_store(g, c, r, s, n, (float)acc);

@@ -148,9 +148,9 @@ static void router_task(void *arg, int64_t ti, int tid)
 }
 
 /* The expert backward of --precision bf16: the same steps, with the GEMMs on
- * bf16 operands. The output gradient rows are scaled by their routing
- * weights first (G = w dY, fp32), so that both of its GEMMs round the same
- * operand, bf16(w dY), as PyTorch rounds the gradient of a bf16 matmul. */
+ * bf16 operands. Both GEMMs of the output gradient round the same operand,
+ * bf16(w dY) (w dY in fp32 first: gemm_tn_bf16's scale, the bf16 GEMM's
+ * a_scale), as PyTorch rounds the gradient of a bf16 matmul. */
 static void expert_bwd_bf16(dm_trainer *t, const bwd_arg *a, const dm_moe_span *sp, const dm_expert_w *x,
                             const expert_t *xt, const struct expert_grad *g, const float *dY, const float *h1,
                             const float *hn, float *dh, int tid)
@@ -161,21 +161,16 @@ static void expert_bwd_bf16(dm_trainer *t, const bwd_arg *a, const dm_moe_span *
     const dm_moe_state *lc = &t->lc[a->l];
     int D = c->dim, H = x->hidden, J = c->top_k + c->n_shared;
     int64_t ldh = dm_moe_ldh(c), hm = dm_moe_hmax(c), M = sp->len;
-    float *G = (float *)(void *)(t->bwork + (size_t)tid * t->bwork_stride);  /* [M, D] */
     void *work = dm_tr_bwork_gemm(t, tid);
-    for (int64_t i = 0; i < M; i++) {
-        const float *r = dY + (sp->idx ? sp->idx[i] : i) * D;
-        float w = sp->w ? sp->w[i] : 1.0f, *o = G + i * D;
-        for (int d = 0; d < D; d++) o[d] = sp->w ? w * r[d] : r[d];
-    }
     uint64_t t1 = dm_span_begin();
-    dm_gemm_tn gw2 = {.M = M, .N = D, .K = H, .A = G, .lda = D, .B = hn, .ldb = hm,
-                      .C = g->w2, .ldc = H, .n0 = 0, .n1 = D, .work = work};
+    dm_gemm_tn gw2 = {.M = M, .N = D, .K = H, .A = dY, .lda = D, .a_idx = sp->idx, .B = hn, .ldb = hm,
+                      .scale = sp->w, .C = g->w2, .ldc = H, .n0 = 0, .n1 = D, .work = work};
     K->gemm_tn_bf16(&gw2);
-    if (g->b2) K->colsum(G, D, NULL, NULL, M, D, g->b2);
+    if (g->b2) K->colsum(dY, D, sp->idx, sp->w, M, D, g->b2);
     dm_span_end(&SK_DOWN_DW, t1, M, sp->expert);
     t1 = dm_span_begin();
-    dm_gemm dhn = {.M = M, .N = H, .K = D, .A = G, .lda = D, .B = &xt->p2t, .C = dh, .ldc = ldh, .work = work};
+    dm_gemm dhn = {.M = M, .N = H, .K = D, .A = dY, .lda = D, .a_idx = sp->idx, .a_scale = sp->w,
+                   .B = &xt->p2t, .C = dh, .ldc = ldh, .work = work};
     dm_wmat_gemm(&dhn);
     dm_span_end(&SK_DOWN_DX, t1, M, sp->expert);
     t1 = dm_span_begin();

@@ -282,10 +282,7 @@ static void free_acts(dm_trainer *t)
     t->cap = 0;
 }
 
-void *dm_tr_bwork_gemm(const dm_trainer *t, int tid)
-{
-    return t->bwork + (size_t)tid * t->bwork_stride + ((size_t)t->ecap * t->m->cfg.dim * sizeof(float) + 63) / 64 * 64;
-}
+void *dm_tr_bwork_gemm(const dm_trainer *t, int tid) { return t->bwork + (size_t)tid * t->bwork_stride; }
 
 size_t dm_tr_bwork_stride(const dm_trainer *t, int64_t rows)
 {
@@ -307,7 +304,7 @@ size_t dm_tr_bwork_stride(const dm_trainer *t, int64_t rows)
         most = DM_MAX(most, dm_wmat_work_size(&t->embed_fw, DM_MAX(rows, DM_TR_ROW_BLOCK)));
         most = DM_MAX(most, dm_gemm_tn_bf16_work(rows, D, c->in_dim));
     }
-    return ((size_t)rows * D * sizeof(float) + 63) / 64 * 64 + (most + 63) / 64 * 64;
+    return (most + 63) / 64 * 64;
 }
 
 void dm_trainer_free(dm_trainer *t)

@@ -82,8 +82,7 @@ struct dm_trainer {
     float *resid;        /* [cap] sum of residual weights per row (seed experts) */
     float *dscratch;     /* [n_threads, ecap, 2 * ldh] per-task expert gradient scratch */
     int64_t ecap;        /* rows of one expert dscratch holds: cap, or more when experts are exchanged */
-    unsigned char *bwork;/* bf16: [n_threads, bwork_stride] an expert's scaled output gradient [ecap, D],
-                          * then GEMM scratch (dm_tr_bwork_gemm) */
+    unsigned char *bwork;/* bf16: [n_threads, bwork_stride] the bf16 GEMMs' scratch (dm_tr_bwork_gemm) */
     size_t bwork_stride; /* dm_tr_bwork_stride(t, ecap) */
     float *route_tmp;    /* [n_threads, dm_route_scratch] */
     double *bal;         /* [E] per-layer balance statistics scratch */
@@ -134,7 +133,7 @@ void dm_trd_free(dm_tr_dist *d);
 /* train.c: bytes of one thread's bwork for experts of up to rows rows (and
  * micro-batches of rows rows through the embedding). */
 size_t dm_tr_bwork_stride(const dm_trainer *t, int64_t rows);
-/* Thread tid's GEMM scratch in bwork (past its scaled-gradient rows). */
+/* Thread tid's GEMM scratch in bwork. */
 void *dm_tr_bwork_gemm(const dm_trainer *t, int tid);
 /* train.c: activation buffers for micro-batches of up to n rows. */
 dm_status dm_tr_reserve(dm_trainer *t, int64_t n, dm_error *err);
