@@ -53,12 +53,7 @@ MHD_LIBS       := $(shell pkg-config --libs libmicrohttpd 2>/dev/null || echo -l
 CURL_CFLAGS    := $(shell pkg-config --cflags libcurl 2>/dev/null)
 CURL_LIBS      := $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
 
-# GCC's -O2 vectorizes a loop only when its trip count is a multiple of the
-# vector width ("very cheap"); "cheap" also takes loops like the trainer's
-# per-row passes over D floats. Elementwise only: without -ffast-math no
-# float reduction is reordered, so results stay bit for bit.
-VECT := $(if $(findstring Free Software Foundation,$(shell $(CC) --version 2>/dev/null)),-fvect-cost-model=cheap)
-DM_CFLAGS  := -std=c11 $(OPT) $(VECT) -g -Wall -Wextra -Werror -fPIC -pthread \
+DM_CFLAGS  := -std=c11 $(OPT) -g -Wall -Wextra -Werror -fPIC -pthread \
               -D_POSIX_C_SOURCE=200809L -DDM_HAVE_X86=$(X86) -Iinclude -Isrc $(JANSSON_CFLAGS) $(MHD_CFLAGS) $(CURL_CFLAGS)
 DM_LDFLAGS :=
 DM_LDLIBS  := $(JANSSON_LIBS) $(MHD_LIBS) $(MPI_LIBS) -lz -lm -pthread

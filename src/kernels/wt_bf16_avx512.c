@@ -534,19 +534,53 @@ static inline __m512i pair16(const float *x0, float s0, const float *x1, float s
     return _mm512_permutexvar_epi16(_mm512_load_si512(pair_idx), v);
 }
 
-/* W [N, K] fp32 -> the panels of bf16(W): row n's k-pairs (one round32 per
- * 32 k) into lane n % 16 of its panel's rows. */
+/* r[i] word j -> r[j] word i: the 16 x 16 transpose of 32-bit words
+ * (unpack 32, unpack 64, then two rounds of 128-bit lane shuffles). */
+static inline void transpose16(__m512i r[16])
+{
+    __m512i t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0xdd);
+        t[i + 8] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0xdd);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xdd);
+        r[i + 4] = _mm512_shuffle_i32x4(t[i + 4], t[i + 12], 0x88);
+        r[i + 12] = _mm512_shuffle_i32x4(t[i + 4], t[i + 12], 0xdd);
+    }
+}
+
+/* W [N, K] fp32 -> the panels of bf16(W): per panel and block of 32 k, the
+ * 16 rows' k-pairs (one round32 each: 16 words) transposed into the block's
+ * 16 panel rows (1 KB, contiguous). */
 static void bf16_quant_pack(const float *W, int N, int K, int group, void *data)
 {
     (void)group;
     int KP = kpad(K);
     size_t ps = panel_elems(K);
-    for (int n = 0; n < n_panels(N) * NP; n++) {
-        uint32_t *panel = (uint32_t *)((uint16_t *)data + (size_t)(n / NP) * ps) + n % NP;
+    for (int p = 0; p < n_panels(N); p++) {
+        uint32_t *panel = (uint32_t *)((uint16_t *)data + (size_t)p * ps); /* [KP / 2][16] words */
         for (int k = 0; k < KP; k += 32) {
-            uint32_t t[16] __attribute__((aligned(64)));
-            _mm512_store_si512(t, n < N ? round32(W + (size_t)n * K + k, K - k) : _mm512_setzero_si512());
-            for (int q = 0; q < 16; q++) panel[(size_t)(k / 2 + q) * NP] = t[q];
+            __m512i r[16];
+            for (int l = 0; l < NP; l++) {
+                int n = p * NP + l;
+                r[l] = n < N ? round32(W + (size_t)n * K + k, K - k) : _mm512_setzero_si512();
+            }
+            transpose16(r);
+            for (int q = 0; q < 16; q++) _mm512_storeu_si512(panel + (size_t)(k / 2 + q) * NP, r[q]);
         }
     }
 }

@@ -89,9 +89,16 @@ static void dw_task(void *arg, int64_t ti, int tid)
     for (int64_t r = r0; r < r1; r++)
         for (int j = 0; j < k; j++) {
             const float *y = lc->ybuf + (r * J + j) * D, *g = a->d + r * D;
-            double s = 0;
-            for (int dd = 0; dd < D; dd++) s += (double)g[dd] * y[dd];
-            t->dw[r * k + j] += (float)s;
+            double s0 = 0, s1 = 0, s2 = 0, s3 = 0;  /* four chains: fixed order */
+            int dd = 0;
+            for (; dd + 4 <= D; dd += 4) {
+                s0 += (double)g[dd] * y[dd];
+                s1 += (double)g[dd + 1] * y[dd + 1];
+                s2 += (double)g[dd + 2] * y[dd + 2];
+                s3 += (double)g[dd + 3] * y[dd + 3];
+            }
+            for (; dd < D; dd++) s0 += (double)g[dd] * y[dd];
+            t->dw[r * k + j] += (float)((s0 + s1) + (s2 + s3));
         }
 }
 

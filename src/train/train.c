@@ -272,12 +272,13 @@ static void free_acts(dm_trainer *t)
         lc->rb.offsets = off;
     }
     void *bufs[] = {t->act, t->xn, t->hmean, t->hrstd, t->out, t->dout, t->dact[0], t->dact[1], t->dxslot,
-                    t->dw, t->dlogits, t->resid, t->dscratch, t->tasks, t->bwork};
+                    t->dw, t->dlogits, t->resid, t->dscratch, t->tasks, t->bwork, t->loss_part};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dm_free(bufs[i]);
     t->act = t->xn = t->hmean = t->hrstd = t->out = t->dout = t->dact[0] = t->dact[1] = NULL;
     t->dxslot = t->dw = t->dlogits = t->resid = t->dscratch = NULL;
     t->tasks = NULL;
     t->bwork = NULL;
+    t->loss_part = NULL;
     t->bwork_stride = 0;
     t->cap = 0;
 }
@@ -349,6 +350,7 @@ dm_status dm_tr_reserve(dm_trainer *t, int64_t n, dm_error *err)
     A(t->out, n * outw); A(t->dout, n * outw);
     A(t->dact[0], n * D); A(t->dact[1], n * D); A(t->dxslot, n * J * D);
     A(t->dw, n * k); A(t->dlogits, n * E); A(t->resid, n);
+    A(t->loss_part, n / DM_TR_LOSS_BLOCK + 1);
     t->ecap = n;  /* rows one expert gets (more when rows are exchanged: the backward grows it) */
     A(t->dscratch, (int64_t)t->n_threads * t->ecap * 2 * ldh);
     t->bwork_stride = dm_tr_bwork_stride(t, t->ecap);

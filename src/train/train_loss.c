@@ -7,6 +7,33 @@
 #include <math.h>
 #include <string.h>
 
+/* MSE over row blocks on the pool: each block's sum of squares into
+ * loss_part[block], summed in block order (the same for any thread count). */
+typedef struct mse_arg { dm_trainer *t; const float *out, *target; int outw; float scale; } mse_arg;
+
+static void mse_task(void *arg, int64_t b, int tid)
+{
+    DM_UNUSED(tid);
+    mse_arg *a = arg;
+    dm_trainer *t = a->t;
+    int64_t n = t->n, i0 = b * DM_TR_LOSS_BLOCK * a->outw, i1 = DM_MIN(n, (b + 1) * DM_TR_LOSS_BLOCK) * a->outw;
+    double inv = 1.0 / ((double)n * a->outw), s0 = 0, s1 = 0;
+    int64_t i = i0;
+    for (; i + 2 <= i1; i += 2) {  /* two chains: fixed order */
+        double d0 = (double)a->out[i] - a->target[i], d1 = (double)a->out[i + 1] - a->target[i + 1];
+        s0 += d0 * d0;
+        s1 += d1 * d1;
+        t->dout[i] = (float)(a->scale * 2.0 * d0 * inv);
+        t->dout[i + 1] = (float)(a->scale * 2.0 * d1 * inv);
+    }
+    for (; i < i1; i++) {
+        double d0 = (double)a->out[i] - a->target[i];
+        s0 += d0 * d0;
+        t->dout[i] = (float)(a->scale * 2.0 * d0 * inv);
+    }
+    t->loss_part[b] = s0 + s1;
+}
+
 double dm_tr_task_loss(dm_trainer *t, const float *target, const int32_t *labels, float scale, int64_t *correct)
 {
     const dm_config *c = &t->m->cfg;
@@ -15,13 +42,11 @@ double dm_tr_task_loss(dm_trainer *t, const float *target, const int32_t *labels
     const float *out = c->n_classes ? t->out : t->act + (int64_t)c->n_layers * n * c->dim;
     double loss = 0;
     if (t->tc.loss == DM_LOSS_MSE) {
-        double inv = 1.0 / ((double)n * outw);
-        for (int64_t i = 0; i < n * outw; i++) {
-            double diff = (double)out[i] - target[i];
-            loss += diff * diff;
-            t->dout[i] = (float)(scale * 2.0 * diff * inv);
-        }
-        return loss * inv;
+        mse_arg a = {t, out, target, outw, scale};
+        int64_t nb = (n + DM_TR_LOSS_BLOCK - 1) / DM_TR_LOSS_BLOCK;
+        dm_pool_run(t->pool, nb, mse_task, &a);
+        for (int64_t b = 0; b < nb; b++) loss += t->loss_part[b];
+        return loss / ((double)n * outw);
     }
     for (int64_t r = 0; r < n; r++) {
         const float *z = out + r * outw;

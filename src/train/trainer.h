@@ -86,6 +86,7 @@ struct dm_trainer {
     size_t bwork_stride; /* dm_tr_bwork_stride(t, ecap) */
     float *route_tmp;    /* [n_threads, dm_route_scratch] */
     double *bal;         /* [E] per-layer balance statistics scratch */
+    double *loss_part;   /* [cap / DM_TR_LOSS_BLOCK + 1] the MSE's per-block sums */
     double *probsum;     /* [E] */
     int64_t *counts;     /* [L, E] assignments of the running optimizer step (aux-free) */
     double *last_load;   /* [L, E] load of the last micro-batch */
@@ -129,6 +130,7 @@ int dm_trd_update(dm_trainer *t, const adam_arg *a, dm_status *st, dm_error *err
 void dm_trd_free(dm_tr_dist *d);
 
 #define DM_TR_ROW_BLOCK 128  /* rows per task of train_linear.c's per-row work */
+#define DM_TR_LOSS_BLOCK 64  /* rows per task of the MSE loss */
 
 /* train.c: bytes of one thread's bwork for experts of up to rows rows (and
  * micro-batches of rows rows through the embedding). */
