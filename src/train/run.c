@@ -15,6 +15,7 @@
 #include "io/model_io.h"
 #include "io/safetensors.h"
 #include "nn/model.h"
+#include "train/prefetch.h"
 #include "train/run_state.h"
 #include "dist/comm.h"
 #include "obs/trace.h"
@@ -53,8 +54,8 @@ typedef struct run {
     dm_train_config tc;
     dm_run_state rs;         /* what the next checkpoint stores */
     FILE *mf;                /* metrics.jsonl */
-    float *x, *y;            /* one step's inputs [step_rows, in] and targets [step_rows, out] */
-    int32_t *labels;
+    dm_batch batch[2];       /* two steps' inputs [local_rows, in], targets [local_rows, out], labels */
+    dm_prefetch *pf;         /* prepares the next step's batch while the step runs */
     double *load;            /* [L * E] */
     int in, L, E, side;
     int64_t step_rows;       /* rows of one optimizer step over every rank */
@@ -747,12 +748,17 @@ static dm_status setup(run *r, const dm_run_state *saved, dm_error *err)
         if (!(r->mf = fopen(path, saved ? "a" : "w")))
             return dm_fail(err, DM_ERR_IO, "cannot write %s: %s", path, strerror(errno));
     }
-    r->x = dm_alloc_array2((size_t)r->local_rows, (size_t)r->in, sizeof *r->x);   /* <= the train rows */
-    r->y = task == DM_TASK_REGRESS ? dm_alloc_array2((size_t)r->local_rows, (size_t)out, sizeof *r->y) : NULL;
-    r->labels = dm_alloc_array((size_t)r->local_rows, sizeof *r->labels);
+    int ok = 1;
+    for (int i = 0; i < 2; i++) {
+        dm_batch *b = &r->batch[i];
+        b->x = dm_alloc_array2((size_t)r->local_rows, (size_t)r->in, sizeof *b->x);   /* <= the train rows */
+        b->y = task == DM_TASK_REGRESS ? dm_alloc_array2((size_t)r->local_rows, (size_t)out, sizeof *b->y) : NULL;
+        b->labels = dm_alloc_array((size_t)r->local_rows, sizeof *b->labels);
+        ok = ok && b->x && (task != DM_TASK_REGRESS || b->y) && b->labels;
+    }
     r->load = calloc((size_t)r->L * (size_t)r->E, sizeof *r->load);
     r->rank_buf = calloc((size_t)r->ranks * ((size_t)r->L * r->E + 1), sizeof *r->rank_buf);
-    if (!r->x || (task == DM_TASK_REGRESS && !r->y) || !r->labels || !r->load || !r->rank_buf)
+    if (!ok || !r->load || !r->rank_buf)
         return dm_fail(err, DM_ERR_NOMEM, "out of memory for a step of %lld rows", (long long)r->local_rows);
     return DM_OK;
 }
@@ -768,6 +774,28 @@ static dm_status gather_ranks(run *r, dm_error *err)
     dm_mem_rss(&rss, &hwm);
     r->rank_buf[LE * r->ranks + r->rank] = (double)rss;
     return r->ranks > 1 ? dm_comm_allreduce(r->o.comm, r->rank_buf, n, DM_T_F64, err) : DM_OK;
+}
+
+/* The batch of step b->step (0-based) into b: this rank's rows of the step,
+ * [rank * local_rows, + local_rows) of the data order and augmentation; raw
+ * rows, shifts and flips move raw pixels (background 0), then the model's
+ * preprocessing, then input dropout on what the model sees. Runs on the
+ * prefetch thread, one step after another in order. */
+static void fill_batch(void *ctx, dm_batch *b)
+{
+    run *r = ctx;
+    int64_t step = b->step, row0 = (int64_t)r->rank * r->local_rows, n = r->local_rows;
+    uint64_t ts = dm_span_begin();
+    dm_batcher_next_slice(&r->b, r->step_rows, row0, n, b->x, b->y, b->labels, NULL);
+    b->epoch = r->b.epoch;
+    b->pos = r->b.pos;
+    b->st = DM_OK;
+    if (r->rs.aug_shift || r->rs.aug_flip)
+        dm_augment_images_at(b->x, row0, n, r->side, r->rs.aug_shift, r->rs.aug_flip, 0.0f, r->rs.seed, step);
+    if (dm_model_preprocess(r->m, NULL, NULL, NULL)) b->st = dm_preprocess_rows(r->m, b->x, n, b->x, &b->err);
+    if (!b->st && r->rs.aug_drop > 0)
+        dm_augment_dropout_at(b->x, row0 * r->in, n * r->in, r->rs.aug_drop, r->rs.seed, step);
+    dm_span_end(&SK_BATCH, ts, n, step + 1);
 }
 
 /* The loop, from the trainer's step to stop; then the last save and the final evaluation. */
@@ -794,31 +822,25 @@ static dm_status train_loop(run *r, dm_run_result *res, dm_error *err)
     dm_comm_stats comm_log;
     dm_trainer_comm_stats(r->tr, &comm_log);
     dm_eval ev;
-    dm_error e2;
+    if (step < stop) {
+        if ((st = dm_prefetch_start(&r->pf, r->batch, fill_batch, r, err))) return st;
+        dm_prefetch_request(r->pf, step);
+    }
     while (step < stop) {
-        /* raw rows; shifts and flips move raw pixels (background 0), then the
-         * model's preprocessing, then input dropout on what the model sees */
-        /* this rank's rows of the step: [rank * local_rows, + local_rows) of its order and augmentation */
-        int64_t row0 = (int64_t)r->rank * r->local_rows, n = r->local_rows;
-        uint64_t ts = dm_span_begin();
-        dm_batcher_next_slice(&r->b, r->step_rows, row0, n, r->x, r->y, r->labels, NULL);
-        if (r->rs.aug_shift || r->rs.aug_flip)
-            dm_augment_images_at(r->x, row0, n, r->side, r->rs.aug_shift, r->rs.aug_flip, 0.0f, r->rs.seed, step);
-        if (dm_model_preprocess(r->m, NULL, NULL, NULL) && (st = dm_preprocess_rows(r->m, r->x, n, r->x, &e2)))
-            return dm_fail(err, st, "the batch of step %lld: %s", (long long)step + 1, e2.msg);
-        if (r->rs.aug_drop > 0)
-            dm_augment_dropout_at(r->x, row0 * r->in, n * r->in, r->rs.aug_drop, r->rs.seed, step);
-        dm_span_end(&SK_BATCH, ts, n, step + 1);
+        dm_batch *bt = dm_prefetch_get(r->pf);
+        if (bt->st) return dm_fail(err, bt->st, "the batch of step %lld: %s", (long long)step + 1, bt->err.msg);
+        if (step + 1 < stop) dm_prefetch_request(r->pf, step + 1);  /* while this step runs */
+        uint64_t ts;
         double ts0 = now_s();
-        if ((st = dm_train_step(r->tr, r->x, r->y, r->labels, n, &ss, err))) return st;
+        if ((st = dm_train_step(r->tr, bt->x, bt->y, bt->labels, r->local_rows, &ss, err))) return st;
         r->step_s[r->n_step_s++ % STEP_RING] = now_s() - ts0;
         if (!isfinite(ss.loss) || !isfinite(ss.grad_norm))
             return dm_fail(err, DM_ERR_DIVERGED, "training diverged at step %lld (loss %g, gradient norm %g); "
                            "lower --lr or set --clip (any earlier checkpoint in %s is kept)",
                            (long long)ss.step, ss.loss, ss.grad_norm, o->out);
         step = ss.step;
-        r->rs.epoch = r->b.epoch;
-        r->rs.pos = r->b.pos;
+        r->rs.epoch = bt->epoch;   /* the batcher itself may be a step ahead (the prefetch) */
+        r->rs.pos = bt->pos;
         loss_acc += ss.loss;
         bal_acc += ss.balance_loss;
         correct_acc += ss.correct;
@@ -879,6 +901,8 @@ static dm_status train_loop(run *r, dm_run_result *res, dm_error *err)
         if (r->stop_req) stop = step;
     }
     res->train_seconds = now_s() - t0;
+    dm_prefetch_stop(r->pf);   /* a batch asked for before a stop request is dropped */
+    r->pf = NULL;
     if ((st = save_all(r, stop, err))) return st;
     res->step = step;
     res->total_steps = r->tc.total_steps;
@@ -933,14 +957,17 @@ dm_status dm_run_train(const dm_run_opts *opts, dm_run_progress_fn cb, void *use
         st = dm_fail(err, DM_ERR_IO, "%s/metrics.jsonl: write failed", r->o.out);
     }
 done:
+    dm_prefetch_stop(r->pf);
     dm_batcher_free(&r->b);
     dm_trainer_free(r->tr);
     dm_pool_free(r->pool);
     dm_model_free(r->m);
     dm_data_free(&r->d);
-    dm_free(r->x);
-    dm_free(r->y);
-    dm_free(r->labels);
+    for (int i = 0; i < 2; i++) {
+        dm_free(r->batch[i].x);
+        dm_free(r->batch[i].y);
+        dm_free(r->batch[i].labels);
+    }
     free(r->load);
     free(r->rank_buf);
     free(r);
