@@ -62,6 +62,17 @@ for np in 2 4; do
     done
 done
 
+# --precision bf16: the same parity (bf16 operands are rounded row by row, wherever the row runs)
+"$D" train "${ARGS[@]}" "${AUG[@]}" --batch 64 --grad-accum 2 --precision bf16 --out "$T/bf1" >/dev/null ||
+    bad "one process, bf16"
+for mode in dp zero3 "dp --expert-parallel 2"; do
+    rm -rf "$T/d"
+    # shellcheck disable=SC2086
+    "${MPI[@]}" -np 2 "$D" train "${ARGS[@]}" "${AUG[@]}" --batch 64 --precision bf16 --dist $mode --out "$T/d" \
+        >"$T/log" 2>&1 || { bad "np 2 --dist $mode --precision bf16: the run failed"; tail -3 "$T/log"; continue; }
+    cmp_models "$T/bf1/model.safetensors" "$T/d/model.safetensors" 1e-5 "np 2 --dist $mode --precision bf16"
+done
+
 # clipping on every step (--clip 0.01): the global norm must be the same on every rank (under
 # expert parallelism each expert's gradients are whole only on its owners)
 "$D" train "${ARGS[@]}" --batch 32 --grad-accum 4 --clip 0.01 --out "$T/clip1" >/dev/null
