@@ -56,32 +56,6 @@ static size_t avx512_pack_size(int N, int K, int group)
     return (size_t)n_panels(N) * NR * (size_t)(K > 0 ? K : 0) * sizeof(float);
 }
 
-/* In-register transpose of a 16x16 block: r[i] becomes column i. */
-static inline void transpose16(__m512 r[16])
-{
-    __m512 t[16];
-    for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    for (int i = 0; i < 4; i++) {
-        r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
-        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
-        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
-        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
-    }
-    for (int i = 0; i < 4; i++) {
-        t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
-        t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
-        t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
-        t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
-    }
-    for (int i = 0; i < 8; i++) {
-        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
-        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
-    }
-}
-
 /* Full panels go through 16x16 register transposes (training re-packs every
  * step, so this is a hot path); the last partial panel and the K tail are
  * copied element by element. */
@@ -99,7 +73,7 @@ static void avx512_pack(const void *const part[], int N, int K, int group, void 
                     __m512 r[16];
                     for (int i = 0; i < 16; i++)
                         r[i] = _mm512_loadu_ps(B + (size_t)(n0 + half * 16 + i) * K + k_done);
-                    transpose16(r);
+                    transpose16_ps(r);
                     for (int i = 0; i < 16; i++) _mm512_storeu_ps(panel + (size_t)(k_done + i) * NR + half * 16, r[i]);
                 }
         }

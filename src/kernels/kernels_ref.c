@@ -194,7 +194,11 @@ static void ref_silu_mul_bwd(const float *gu, const float *dout, int64_t rows, i
     }
 }
 
-static void ref_gemm_tn(const dm_gemm_tn *g)
+static float ref_round_bf16(float x) { return dm_bf16_to_f32(dm_f32_to_bf16(x)); }
+
+/* bf16: the operands bf16(s a) and bf16(b) (s * a in float first), their
+ * exact products summed in double as the fp32 ones. */
+static void ref_gemm_tn_as(const dm_gemm_tn *g, int bf16)
 {
     if (g->M <= 0) return; /* C untouched (adding 0.0 would turn -0 into +0) */
     for (int n = g->n0; n < g->n1; n++)
@@ -203,34 +207,21 @@ static void ref_gemm_tn(const dm_gemm_tn *g)
             for (int64_t i = 0; i < g->M; i++) {
                 const float *a = g->A + (g->a_idx ? g->a_idx[i] : i) * g->lda; /* [N] */
                 const float *b = g->B + (g->b_idx ? g->b_idx[i] : i) * g->ldb; /* [K] */
-                double s = g->scale ? g->scale[i] : 1.0f;
-                acc += s * a[n] * b[k];
+                if (bf16) {
+                    float sa = g->scale ? g->scale[i] * a[n] : a[n];
+                    acc += (double)ref_round_bf16(sa) * ref_round_bf16(b[k]);
+                } else {
+                    double s = g->scale ? g->scale[i] : 1.0f;
+                    acc += s * a[n] * b[k];
+                }
             }
             float *c = g->C + (int64_t)n * g->ldc + k;
             *c = (float)((double)*c + acc);
         }
 }
 
-/* bf16 operands: bf16(s a) and bf16(b) (s * a in float first), their exact
- * products summed in double as above. */
-static float ref_round_bf16(float x) { return dm_bf16_to_f32(dm_f32_to_bf16(x)); }
-
-static void ref_gemm_tn_bf16(const dm_gemm_tn *g)
-{
-    if (g->M <= 0) return; /* C untouched */
-    for (int n = g->n0; n < g->n1; n++)
-        for (int k = 0; k < g->K; k++) {
-            double acc = 0.0;
-            for (int64_t i = 0; i < g->M; i++) {
-                const float *a = g->A + (g->a_idx ? g->a_idx[i] : i) * g->lda; /* [N] */
-                const float *b = g->B + (g->b_idx ? g->b_idx[i] : i) * g->ldb; /* [K] */
-                float sa = g->scale ? g->scale[i] * a[n] : a[n];
-                acc += (double)ref_round_bf16(sa) * ref_round_bf16(b[k]);
-            }
-            float *c = g->C + (int64_t)n * g->ldc + k;
-            *c = (float)((double)*c + acc);
-        }
-}
+static void ref_gemm_tn(const dm_gemm_tn *g) { ref_gemm_tn_as(g, 0); }
+static void ref_gemm_tn_bf16(const dm_gemm_tn *g) { ref_gemm_tn_as(g, 1); }
 
 static void ref_colsum(const float *A, int64_t lda, const int32_t *a_idx, const float *scale,
                        int64_t M, int N, float *out)

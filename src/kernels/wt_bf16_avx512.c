@@ -534,35 +534,6 @@ static inline __m512i pair16(const float *x0, float s0, const float *x1, float s
     return _mm512_permutexvar_epi16(_mm512_load_si512(pair_idx), v);
 }
 
-/* r[i] word j -> r[j] word i: the 16 x 16 transpose of 32-bit words
- * (unpack 32, unpack 64, then two rounds of 128-bit lane shuffles). */
-static inline void transpose16(__m512i r[16])
-{
-    __m512i t[16];
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {
-        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
-        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
-        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
-        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
-    }
-    for (int i = 0; i < 4; i++) {
-        t[i] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0x88);
-        t[i + 4] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0xdd);
-        t[i + 8] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0x88);
-        t[i + 12] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0xdd);
-    }
-    for (int i = 0; i < 4; i++) {
-        r[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);
-        r[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xdd);
-        r[i + 4] = _mm512_shuffle_i32x4(t[i + 4], t[i + 12], 0x88);
-        r[i + 12] = _mm512_shuffle_i32x4(t[i + 4], t[i + 12], 0xdd);
-    }
-}
-
 /* W [N, K] fp32 -> the panels of bf16(W): per panel and block of 32 k, the
  * 16 rows' k-pairs (one round32 each: 16 words) transposed into the block's
  * 16 panel rows (1 KB, contiguous). */
@@ -579,8 +550,10 @@ static void bf16_quant_pack(const float *W, int N, int K, int group, void *data)
                 int n = p * NP + l;
                 r[l] = n < N ? round32(W + (size_t)n * K + k, K - k) : _mm512_setzero_si512();
             }
-            transpose16(r);
-            for (int q = 0; q < 16; q++) _mm512_storeu_si512(panel + (size_t)(k / 2 + q) * NP, r[q]);
+            __m512 f[16];  /* the words as floats: transpose16_ps only moves them */
+            for (int q = 0; q < 16; q++) f[q] = _mm512_castsi512_ps(r[q]);
+            transpose16_ps(f);
+            for (int q = 0; q < 16; q++) _mm512_storeu_si512(panel + (size_t)(k / 2 + q) * NP, _mm512_castps_si512(f[q]));
         }
     }
 }

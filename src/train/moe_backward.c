@@ -154,62 +154,6 @@ static void router_task(void *arg, int64_t ti, int tid)
                        t->dlogits + r * E);
 }
 
-/* The expert backward of --precision bf16: the same steps, with the GEMMs on
- * bf16 operands. Both GEMMs of the output gradient round the same operand,
- * bf16(w dY) (w dY in fp32 first: gemm_tn_bf16's scale, the bf16 GEMM's
- * a_scale), as PyTorch rounds the gradient of a bf16 matmul. */
-static void expert_bwd_bf16(dm_trainer *t, const bwd_arg *a, const dm_moe_span *sp, const dm_expert_w *x,
-                            const expert_t *xt, const struct expert_grad *g, const float *dY, const float *h1,
-                            const float *hn, float *dh, int tid)
-{
-    const dm_config *c = &t->m->cfg;
-    const dm_kernels *K = t->m->kern;
-    const dm_expert_ops *ops = dm_expert_ops_of(c);
-    const dm_moe_state *lc = &t->lc[a->l];
-    int D = c->dim, H = x->hidden, J = c->top_k + c->n_shared;
-    int64_t ldh = dm_moe_ldh(c), hm = dm_moe_hmax(c), M = sp->len;
-    void *work = dm_tr_bwork_gemm(t, tid);
-    uint64_t t1 = dm_span_begin();
-    dm_gemm_tn gw2 = {.M = M, .N = D, .K = H, .A = dY, .lda = D, .a_idx = sp->idx, .B = hn, .ldb = hm,
-                      .scale = sp->w, .C = g->w2, .ldc = H, .n0 = 0, .n1 = D, .work = work};
-    K->gemm_tn_bf16(&gw2);
-    if (g->b2) K->colsum(dY, D, sp->idx, sp->w, M, D, g->b2);
-    dm_span_end(&SK_DOWN_DW, t1, M, sp->expert);
-    t1 = dm_span_begin();
-    dm_gemm dhn = {.M = M, .N = H, .K = D, .A = dY, .lda = D, .a_idx = sp->idx, .a_scale = sp->w,
-                   .B = &xt->p2t, .C = dh, .ldc = ldh, .work = work};
-    dm_wmat_gemm(&dhn);
-    dm_span_end(&SK_DOWN_DX, t1, M, sp->expert);
-    t1 = dm_span_begin();
-    dm_moe_dropout(t->tc.dropout, t->drop_base, a->l, c, lc, sp, M, H, dh, ldh);  /* the forward's mask */
-    float *du = ops->mid_bwd(K, x, M, H, h1, ldh, lc->mean + sp->cache0, lc->rstd + sp->cache0, dh,
-                             dh + t->ecap * ldh, g->gamma, g->beta);
-    dm_span_end(&SK_MID_BWD, t1, M, sp->expert);
-    t1 = dm_span_begin();
-    dm_gemm_tn gw1 = {.M = M, .N = H, .K = D, .A = du, .lda = ldh, .B = sp->in, .ldb = D, .b_idx = sp->idx,
-                      .C = g->w1, .ldc = D, .n0 = 0, .n1 = H, .work = work};
-    K->gemm_tn_bf16(&gw1);
-    if (g->w3) {
-        gw1.A = du + H;
-        gw1.C = g->w3;
-        K->gemm_tn_bf16(&gw1);
-    }
-    if (g->b1) K->colsum(du, ldh, NULL, NULL, M, H, g->b1);
-    dm_span_end(&SK_UP_DW, t1, M, sp->expert);
-    t1 = dm_span_begin();
-    dm_gemm dxg = {.M = M, .N = D, .K = H * ops->up_mult, .A = du, .lda = ldh, .B = &xt->p1t, .work = work};
-    if (sp->idx) {
-        dxg.C = a->dout;
-        dxg.ldc = D;
-        dxg.c_idx = sp->oidx;
-    } else {
-        dxg.C = t->dxslot + (sp->row0 * J + c->top_k + (sp->expert - c->n_experts)) * D;
-        dxg.ldc = (int64_t)J * D;
-    }
-    dm_wmat_gemm(&dxg);
-    dm_span_end(&SK_UP_DX, t1, M, sp->expert);
-}
-
 /* One expert's backward: all its compute rows, all its parameter gradients. */
 static void expert_bwd_task(void *arg, int64_t ti, int tid)
 {
@@ -233,23 +177,24 @@ static void expert_bwd_task(void *arg, int64_t ti, int tid)
     const float *h1 = lc->h1 + sp.cache0 * ldh, *hn = lc->hn + sp.cache0 * hm;
     float *dh = t->dscratch + (int64_t)tid * t->ecap * 2 * ldh;  /* [len, ldh], then [len, ldh] of scratch */
     int64_t M = sp.len;
-    if (t->bf16) {
-        uint64_t t0 = dm_span_begin();
-        expert_bwd_bf16(t, a, &sp, x, xt, g, dY, h1, hn, dh, tid);
-        dm_span_end(&SK_EXPERT_BWD, t0, M, sp.expert);
-        return;
-    }
+    /* --precision bf16: the GEMMs on bf16 operands (xt's packs are bf16 then).
+     * Both GEMMs of the output gradient round the same operand, bf16(w dY)
+     * (gemm_tn_bf16's scale, the bf16 GEMM's a_scale: w dY in fp32 first),
+     * as PyTorch rounds the gradient of a bf16 matmul. */
+    void (*tn)(const dm_gemm_tn *) = t->bf16 ? K->gemm_tn_bf16 : K->gemm_tn;
+    void *work = t->bf16 ? dm_tr_bwork_gemm(t, tid) : NULL;
 
     /* down projection: dW2 += (w d)^T hn, db2 += sum w d, dhn = (w d) W2 */
     uint64_t t0 = dm_span_begin(), t1 = t0;
     dm_gemm_tn gw2 = {.M = M, .N = D, .K = H, .A = dY, .lda = D, .a_idx = sp.idx, .B = hn, .ldb = hm,
-                      .scale = sp.w, .C = g->w2, .ldc = H, .n0 = 0, .n1 = D};
-    K->gemm_tn(&gw2);
+                      .scale = sp.w, .C = g->w2, .ldc = H, .n0 = 0, .n1 = D, .work = work};
+    tn(&gw2);
     if (g->b2) K->colsum(dY, D, sp.idx, sp.w, M, D, g->b2);
     dm_span_end(&SK_DOWN_DW, t1, M, sp.expert);
     t1 = dm_span_begin();
     dm_gemm dhn = {.M = M, .N = H, .K = D, .A = dY, .lda = D, .a_idx = sp.idx, .B = &xt->p2t,
-                   .scale = sp.w, .C = dh, .ldc = ldh};
+                   .scale = t->bf16 ? NULL : sp.w, .a_scale = t->bf16 ? sp.w : NULL, .C = dh, .ldc = ldh,
+                   .work = work};
     dm_wmat_gemm(&dhn);
     dm_span_end(&SK_DOWN_DX, t1, M, sp.expert);
     t1 = dm_span_begin();
@@ -261,17 +206,17 @@ static void expert_bwd_task(void *arg, int64_t ti, int tid)
 
     /* up projection: dW1 (and dW3) += du^T x, db1 += sum du, dx_slot = du W1 */
     dm_gemm_tn gw1 = {.M = M, .N = H, .K = D, .A = du, .lda = ldh, .B = sp.in, .ldb = D, .b_idx = sp.idx,
-                      .C = g->w1, .ldc = D, .n0 = 0, .n1 = H};
-    K->gemm_tn(&gw1);
+                      .C = g->w1, .ldc = D, .n0 = 0, .n1 = H, .work = work};
+    tn(&gw1);
     if (g->w3) {
         gw1.A = du + H;
         gw1.C = g->w3;
-        K->gemm_tn(&gw1);
+        tn(&gw1);
     }
     if (g->b1) K->colsum(du, ldh, NULL, NULL, M, H, g->b1);
     dm_span_end(&SK_UP_DW, t1, M, sp.expert);
     t1 = dm_span_begin();
-    dm_gemm dxg = {.M = M, .N = D, .K = H * ops->up_mult, .A = du, .lda = ldh, .B = &xt->p1t};
+    dm_gemm dxg = {.M = M, .N = D, .K = H * ops->up_mult, .A = du, .lda = ldh, .B = &xt->p1t, .work = work};
     if (routed) {
         dxg.C = a->dout;
         dxg.ldc = D;
