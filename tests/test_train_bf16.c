@@ -221,6 +221,49 @@ static void test_bf16_model_packs_fresh(dm_t *t)
     free(x); free(lab); free(y1); free(y2);
 }
 
+/* Every kernel table trains in bf16 (the SIMD ones without AVX512_BF16 and
+ * the reference round copies: their re-packs go through dm_wmat_pack_t's
+ * transpose + quantize + pack), also with an input much wider than D (the
+ * embedding's quantized copy in the trainer's scratch), and agree. */
+static void test_bf16_every_isa(dm_t *t)
+{
+    dm_config c;
+    dm_config_default(&c);
+    c.in_dim = 300; c.n_classes = 3; c.dim = 16; c.n_experts = 4; c.top_k = 2; c.hidden = 8;
+    int64_t rows = 64;
+    float *x = malloc((size_t)rows * c.in_dim * sizeof *x);
+    int32_t *lab = malloc((size_t)rows * sizeof *lab);
+    dm_rng r;
+    dm_rng_seed(&r, 3);
+    for (int64_t i = 0; i < rows * c.in_dim; i++) x[i] = dm_rng_uniform(&r, -1, 1);
+    for (int64_t i = 0; i < rows; i++) lab[i] = (int32_t)(dm_rng_u64(&r) % 3);
+    dm_train_config tc = tconf(DM_PREC_BF16, 3);
+    static const dm_isa isas[] = {DM_ISA_REF, DM_ISA_AVX2, DM_ISA_AVX512};
+    dm_model *first = NULL;
+    for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
+        if (dm_isa_resolve(isas[i]) != isas[i]) continue;
+        dm_error err;
+        dm_model *m = NULL;
+        dm_model_opts o;
+        dm_model_opts_default(&o);
+        o.isa = isas[i];
+        CHECK_OK(t, dm_model_create(&c, &o, &m, &err), &err);
+        if (!m) continue;
+        dm_model_init_random(m, 5);
+        run(t, m, &tc, 2, x, lab, rows, 32, NULL);
+        if (!first) {
+            first = m;
+            continue;
+        }
+        double e = dm_test_relerr(m->params, first->params, m->n_params);
+        CHECK(t, e < 1e-3, "bf16 on %s differs from %s by %.3g", dm_isa_name(isas[i]), dm_isa_name(first->isa), e);
+        dm_model_free(m);
+    }
+    dm_model_free(first);
+    free(x);
+    free(lab);
+}
+
 void suite_train_bf16(dm_t *t)
 {
     DM_RUN(t, test_bf16_grads_seed);
@@ -228,4 +271,5 @@ void suite_train_bf16(dm_t *t)
     DM_RUN(t, test_bf16_loss_curve);
     DM_RUN(t, test_bf16_threads_bitwise);
     DM_RUN(t, test_bf16_model_packs_fresh);
+    DM_RUN(t, test_bf16_every_isa);
 }

@@ -209,6 +209,8 @@ dm_status dm_trainer_create(dm_model *m, const dm_train_config *tc, dm_pool *poo
     size_t big = DM_MAX((size_t)hmax, (size_t)DM_MAX(c->n_experts, c->n_classes)) * c->dim;
     t->cat_off = (t->bf16 ? 3 : 2) * big;
     t->ttmp_floats = t->cat_off + 2 * big;
+    if (t->bf16 && c->in_dim)  /* the embedding's bf16 copy through quantize_ref: [D, in] bf16 */
+        t->ttmp_floats = DM_MAX(t->ttmp_floats, (size_t)c->dim * c->in_dim / 2 + 16);
     t->ttmp = dm_alloc(t->ttmp_floats * t->n_threads * sizeof(float));
     t->route_tmp = dm_alloc((size_t)t->n_threads * dm_route_scratch(c) * sizeof(float));
     int ok = t->grad && t->adam_m && t->adam_v && t->frozen && t->gate_pt && t->ext && t->lg && t->lc && t->xb &&
