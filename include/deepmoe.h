@@ -278,6 +278,10 @@ typedef enum { DM_SCHED_COSINE = 0, DM_SCHED_CONSTANT } dm_schedule;
  * router, the head, LayerNorm, softmax and the loss stay fp32 (DeepSeek-V3
  * keeps gating and the output head in higher precision too). */
 typedef enum { DM_PREC_FP32 = 0, DM_PREC_BF16 } dm_precision;
+/* 1 if models packed for isa (resolved) run training precision p's GEMMs in
+ * hardware: fp32 always; bf16 on AVX-512 with AVX512_BF16 (elsewhere it is
+ * computed from rounded fp32 copies: the same numbers, slower than fp32). */
+DM_API int dm_precision_native(dm_precision p, dm_isa isa);
 
 /* Balance terms, combinable (bit flags). Definitions (P_e, f_e over the
  * micro-batch's rows; n rows, k slots, E experts, per MoE layer, summed over layers):

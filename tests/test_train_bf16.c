@@ -5,6 +5,7 @@
  * against PyTorch is test_train_parity.c's bf16 case. */
 #include "test.h"
 #include "train/trainer.h"
+#include "kernels/kernels.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -264,6 +265,18 @@ static void test_bf16_every_isa(dm_t *t)
     free(lab);
 }
 
+/* dm_precision_native: fp32 always, bf16 only on AVX-512 with AVX512_BF16. */
+static void test_bf16_native(dm_t *t)
+{
+    CHECK(t, dm_precision_native(DM_PREC_FP32, DM_ISA_REF) && dm_precision_native(DM_PREC_FP32, DM_ISA_AUTO),
+          "fp32 is always native");
+    CHECK(t, !dm_precision_native(DM_PREC_BF16, DM_ISA_REF) && !dm_precision_native(DM_PREC_BF16, DM_ISA_AVX2),
+          "bf16 on the reference or AVX2 kernels is emulated");
+    int want = dm_isa_resolve(DM_ISA_AVX512) == DM_ISA_AVX512 && dm_cpu_has(DM_CPU_BF16);
+    CHECK(t, dm_precision_native(DM_PREC_BF16, DM_ISA_AVX512) == want, "bf16 on AVX-512: native iff AVX512_BF16");
+    printf("  bf16 GEMMs native on this CPU: %s\n", want ? "yes" : "no (emulated)");
+}
+
 void suite_train_bf16(dm_t *t)
 {
     DM_RUN(t, test_bf16_grads_seed);
@@ -272,4 +285,5 @@ void suite_train_bf16(dm_t *t)
     DM_RUN(t, test_bf16_threads_bitwise);
     DM_RUN(t, test_bf16_model_packs_fresh);
     DM_RUN(t, test_bf16_every_isa);
+    DM_RUN(t, test_bf16_native);
 }

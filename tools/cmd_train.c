@@ -470,6 +470,10 @@ int cmd_train(int argc, char **argv)
     double t_start = cli_now();
     dm_run_result res = {.struct_size = sizeof res};
     dm_error err;
+    if (o.train.precision == DM_PREC_BF16 && !dm_precision_native(DM_PREC_BF16, DM_ISA_AUTO))
+        fprintf(stderr, "deepmoe train: note: no AVX512_BF16 here (the CPU lacks it, or DEEPMOE_ISA is below "
+                        "avx512): --precision bf16 computes the same numbers from rounded fp32 copies, slower "
+                        "than fp32\n");
     dm_status st = dm_run_train(&o, on_progress, &v, &res, &err);
     end_live(&v);
     fflush(stdout);

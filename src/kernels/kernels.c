@@ -87,3 +87,9 @@ void dm_gemm_tn_bf16_emul(const dm_kernels *kt, const dm_gemm_tn *g)
                     .C = g->C + (int64_t)g->n0 * g->ldc, .ldc = g->ldc, .n0 = 0, .n1 = nn};
     kt->gemm_tn(&h);
 }
+
+int dm_precision_native(dm_precision p, dm_isa isa)
+{
+    if (p == DM_PREC_FP32) return 1;
+    return p == DM_PREC_BF16 && DM_HAVE_X86 && dm_isa_resolve(isa) == DM_ISA_AVX512 && dm_cpu_has(DM_CPU_BF16);
+}
