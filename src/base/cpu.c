@@ -45,6 +45,8 @@ const char *dm_isa_name(dm_isa isa)
     return "unknown";
 }
 
+#include <stdatomic.h>
+
 #if DM_HAVE_X86 && defined(__x86_64__)
 #include <cpuid.h>
 #endif
@@ -53,17 +55,24 @@ const char *dm_isa_name(dm_isa isa)
  * lacks some of these names): F16C is leaf 1 ECX bit 29, AVX512_VNNI leaf 7.0
  * ECX bit 11, AVX512_BF16 leaf 7.1 EAX bit 5. The AVX-512 ones are only asked
  * for by AVX-512 kernels, which run only where the OS keeps the zmm state. */
-int dm_cpu_has(unsigned mask)
+static unsigned cpu_features(void)
 {
-    if (!mask) return 1;
+    unsigned have = 0;
 #if DM_HAVE_X86 && defined(__x86_64__)
     unsigned a, b, c, d;
-    unsigned have = 0;
     if (__get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29))) have |= DM_CPU_F16C;
     if (__get_cpuid_count(7, 0, &a, &b, &c, &d) && (c & (1u << 11))) have |= DM_CPU_VNNI;
     if (__get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 5))) have |= DM_CPU_BF16;
-    return (have & mask) == mask;
-#else
-    return 0;
 #endif
+    return have;
+}
+
+/* CPUID once per process (in a VM each one traps), so a kernel may ask per call. */
+int dm_cpu_has(unsigned mask)
+{
+    static _Atomic unsigned cached; /* the features | 1u << 31 once read */
+    if (!mask) return 1;
+    unsigned have = cached;
+    if (!have) cached = have = cpu_features() | 1u << 31;
+    return (have & mask) == mask;
 }

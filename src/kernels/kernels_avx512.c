@@ -35,7 +35,6 @@
 
 #include <immintrin.h>
 #include <math.h>
-#include <stdatomic.h>
 
 enum {
     NR = 32,                 /* outputs per panel: two zmm */
@@ -734,9 +733,7 @@ static int64_t avx512_find_nonfinite(const float *x, int64_t n)
 /* vdpbf16ps where the CPU has AVX512_BF16, else rounded copies (kernels.h) */
 static void avx512_gemm_tn_bf16(const dm_gemm_tn *g)
 {
-    static _Atomic int has = -1; /* CPUID once (in a VM each one traps) */
-    if (has < 0) has = dm_cpu_has(DM_CPU_BF16);
-    if (has) dm_gemm_tn_bf16_avx512(g);
+    if (dm_cpu_has(DM_CPU_BF16)) dm_gemm_tn_bf16_avx512(g);
     else dm_gemm_tn_bf16_emul(&dm_kernels_avx512, g);
 }
 

@@ -61,8 +61,8 @@ static size_t carve_tpacked(dm_trainer *t, unsigned char *base)
             TAKE(e->p1t, xt, c->dim, up_rows(c, h));
             TAKE(e->p2t, xt, h, c->dim);
             if (t->bf16) {
-                TAKE(e->fw[0], xt, up_rows(c, h), c->dim);
-                TAKE(e->fw[1], xt, c->dim, h);
+                TAKE(t->fw[2 * (l * S + i)], xt, up_rows(c, h), c->dim);
+                TAKE(t->fw[2 * (l * S + i) + 1], xt, c->dim, h);
             }
         }
     }
@@ -115,8 +115,9 @@ static void sync_task(void *arg, int64_t i, int tid)
     if (t->bf16) {
         /* the forward's bf16 copies; the model's f32 packs (evaluation,
          * inference) are re-packed by the next dm_forward (dm_model_fresh) */
-        dm_wmat_quant_pack(&xt->fw[0], w1, tmp);
-        dm_wmat_quant_pack(&xt->fw[1], x->w2, tmp);
+        dm_wmat *fw = t->fw + 2 * (l * S + j);
+        dm_wmat_quant_pack(&fw[0], w1, tmp);
+        dm_wmat_quant_pack(&fw[1], x->w2, tmp);
         m->stale = 1;
     } else {
         dm_wmat_pack_f32(&x->p1, w1);
@@ -227,10 +228,6 @@ dm_status dm_trainer_create(dm_model *m, const dm_train_config *tc, dm_pool *poo
         return dm_fail(err, DM_ERR_NOMEM, "trainer: out of memory for %lld parameters", (long long)m->n_params);
     }
     carve_tpacked(t, t->tpacked);
-    for (int i = 0; t->bf16 && i < L * S; i++) {
-        t->fw[2 * i] = t->ext[i].fw[0];
-        t->fw[2 * i + 1] = t->ext[i].fw[1];
-    }
     t->packed_bytes = ntp + (size_t)(dm_model_memory(m) - m->n_params * (int64_t)sizeof(float));
     for (int i = 0; i < m->n_tensors; i++) {
         const char *n = m->tensors[i].name;
@@ -300,8 +297,8 @@ size_t dm_tr_bwork_stride(const dm_trainer *t, int64_t rows)
         most = DM_MAX(most, dm_gemm_tn_bf16_work(rows, h, D));
         most = DM_MAX(most, dm_wmat_work_size(&e->p1t, rows));
         most = DM_MAX(most, dm_wmat_work_size(&e->p2t, rows));
-        most = DM_MAX(most, dm_wmat_work_size(&e->fw[0], DM_MAX(rows, DM_MOE_GEMM_ROWS)));
-        most = DM_MAX(most, dm_wmat_work_size(&e->fw[1], DM_MAX(rows, DM_MOE_GEMM_ROWS)));
+        most = DM_MAX(most, dm_wmat_work_size(&t->fw[2 * i], DM_MAX(rows, DM_MOE_GEMM_ROWS)));
+        most = DM_MAX(most, dm_wmat_work_size(&t->fw[2 * i + 1], DM_MAX(rows, DM_MOE_GEMM_ROWS)));
     }
     if (c->in_dim) {  /* the embedding: forward in row blocks, its weight gradient over every row */
         most = DM_MAX(most, dm_wmat_work_size(&t->embed_fw, DM_MAX(rows, DM_TR_ROW_BLOCK)));

@@ -17,11 +17,10 @@
 typedef struct dm_tr_dist dm_tr_dist;   /* train_dist.c: a distributed trainer's state */
 
 /* Packed transposed weights for the input-gradient GEMMs (bf16 under
- * --precision bf16), and the bf16 forward packs. */
+ * --precision bf16). */
 typedef struct expert_t {
     dm_wmat p1t;         /* (W1 or [W1; W3])^T: [D, H or 2H] packed */
     dm_wmat p2t;         /* W2^T: [H, D] packed */
-    dm_wmat fw[2];       /* bf16 only: W1 (or [W1; W3]) and W2 for the forward (the model keeps its f32 packs) */
 } expert_t;
 
 struct dm_trainer {
@@ -55,7 +54,8 @@ struct dm_trainer {
     size_t ttmp_floats;
     size_t cat_off;      /* swiglu's [W1; W3] at ttmp + cat_off (after the pack's scratch) */
     int bf16;            /* tc.precision == DM_PREC_BF16 */
-    dm_wmat *fw;         /* bf16: [L, S, 2] the experts' forward weights (expert_t.fw), for dm_moe_pass.fw */
+    dm_wmat *fw;         /* bf16: [L, S, 2] each expert's W1 (or [W1; W3]) and W2 in bf16 for the forward
+                          * (dm_moe_pass.fw; the model keeps its f32 packs) */
 
     /* gradient views (same offsets as the model's weights) */
     struct layer_grad {
