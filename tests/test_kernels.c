@@ -1768,6 +1768,32 @@ static void check_find_nonfinite(dm_t *t, const dm_kernels *kt)
     }
 }
 
+/* sumsq: the reference against a long double sum (to 1e-14), every table
+ * bitwise equal to the reference (one order, kernels.h), nothing read past n
+ * (a NaN there); magnitudes spread so that a different order would show. */
+static void check_sumsq(dm_t *t, const dm_kernels *kt)
+{
+    static const int64_t ns[] = {0, 1, 7, 8, 9, 15, 16, 17, 31, 33, 100, 4097, 262145};
+    dm_rng rng;
+    dm_rng_seed(&rng, 9);
+    for (int ni = 0; ni < COUNT(ns); ni++) {
+        int64_t n = ns[ni];
+        float *x = dm_alloc((size_t)(n + 1) * sizeof(float));
+        fill_uniform(&rng, x, n, -1, 1);
+        for (int64_t i = 0; i < n; i += 3) x[i] *= 1e4f;
+        for (int64_t i = 1; i < n; i += 7) x[i] *= 1e-20f;  /* squares below float's range: kept in double */
+        x[n] = NAN;
+        long double want = 0;
+        for (int64_t i = 0; i < n; i++) want += (long double)x[i] * x[i];
+        double ref = dm_kernels_ref.sumsq(x, n), got = kt->sumsq(x, n);
+        CHECK(t, fabsl((long double)ref - want) <= 1e-14L * want, "ref sumsq n=%lld: %.17g, exact %.17Lg",
+              (long long)n, ref, want);
+        CHECK(t, memcmp(&ref, &got, sizeof ref) == 0, "%s sumsq n=%lld: %.17g, the reference %.17g",
+              dm_isa_name(kt->isa), (long long)n, got, ref);
+        dm_free(x);
+    }
+}
+
 static void check_combine(dm_t *t, const dm_kernels *kt)
 {
     static const int Ds[] = {1, 5, 8, 15, 16, 17, 33, 512};
@@ -1780,6 +1806,7 @@ static void check_combine(dm_t *t, const dm_kernels *kt)
     }
     combine_case(t, kt, 0, 2, 2, 16, seed++);
     check_find_nonfinite(t, kt);
+    check_sumsq(t, kt);
 }
 
 static void test_kernel_ref_combine(dm_t *t) { check_combine(t, &dm_kernels_ref); }
@@ -1794,7 +1821,7 @@ static void check_table(dm_t *t, const dm_kernels *kt, dm_isa isa)
     CHECK(t, kt->layernorm && kt->silu_mul, "%s: missing entry", dm_isa_name(isa));
     CHECK(t, kt->layernorm_fwd && kt->layernorm_bwd && kt->silu_mul_bwd && kt->gemm_tn && kt->gemm_tn_bf16 && kt->colsum &&
              kt->adamw, "%s: missing training entry", dm_isa_name(isa));
-    CHECK(t, kt->combine && kt->find_nonfinite, "%s: missing combine entry", dm_isa_name(isa));
+    CHECK(t, kt->combine && kt->find_nonfinite && kt->sumsq, "%s: missing combine entry", dm_isa_name(isa));
 }
 
 /* Every weight type has every entry, a kernel set per ISA that says its ISA,
@@ -2047,9 +2074,66 @@ static void test_kernel_pack_bt(dm_t *t)
         }
 }
 
+/* Training's fused re-pack: the forward pack (quant_pack) and the transposed
+ * one (pack_t) of W built a slice of rows at a time, at every multiple of
+ * dm_wmat_rows_step and in uneven slices, bitwise the whole packs; every type
+ * and ISA that offers it (f32 and bf16 where the kernels can), awkward sizes. */
+static void test_kernel_pack_rows(dm_t *t)
+{
+    static const int sizes[][2] = {{1, 1}, {3, 7}, {17, 33}, {32, 16}, {63, 65}, {8, 512}, {256, 3}, {100, 40}};
+    int covered = 0;
+    for (int w = 0; w < DM_WT_COUNT; w++)
+        for (int isa = DM_ISA_REF; isa < DM_ISA_COUNT; isa++) {
+            const dm_wtype *wt = &dm_wtypes[w];
+            if (!wt->kern[isa] || dm_isa_resolve((dm_isa)isa) != (dm_isa)isa) continue;
+            for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+                int N = sizes[s][0], K = sizes[s][1];  /* W [N, K]: forward [N, K], transposed [K, N] */
+                if (wt->k_multiple && (N % wt->k_multiple || K % wt->k_multiple)) continue;
+                size_t nf = dm_wmat_data_size(wt, (dm_isa)isa, N, K, 0), nt = dm_wmat_data_size(wt, (dm_isa)isa, K, N, 0);
+                unsigned char *f0 = malloc(nf), *f1 = malloc(nf), *t0 = malloc(nt), *t1 = malloc(nt);
+                dm_wmat mf0, mf1, mt0, mt1;
+                dm_wmat_bind(&mf0, wt, (dm_isa)isa, N, K, 0, f0);
+                dm_wmat_bind(&mf1, wt, (dm_isa)isa, N, K, 0, f1);
+                dm_wmat_bind(&mt0, wt, (dm_isa)isa, K, N, 0, t0);
+                dm_wmat_bind(&mt1, wt, (dm_isa)isa, K, N, 0, t1);
+                int G = dm_wmat_rows_step(&mf1, &mt1);
+                if (G) {
+                    covered++;
+                    float *W = malloc((size_t)N * K * sizeof *W), *tmp = malloc(dm_wmat_pack_tmp(&mt0) + dm_wmat_pack_tmp(&mf0));
+                    for (int r = 0; r < N; r++)
+                        for (int q = 0; q < K; q++) W[(size_t)r * K + q] = (r + q) % 5 == 3 ? 1e-40f : (float)(r * 1000 - q) + 0.37f;
+                    memset(f0, 0x5a, nf);
+                    memset(t0, 0x5a, nt);
+                    dm_wmat_quant_pack(&mf0, W, tmp);
+                    dm_wmat_pack_t(&mt0, W, tmp);
+                    for (int split = 0; split < 2; split++) {
+                        memset(f1, 0xa5, nf);
+                        memset(t1, 0xa5, nt);
+                        for (int r0 = 0, i = 0; r0 < N; i++) {  /* slices of G, or 1, 3, 2, 1, ... steps of G */
+                            int step = split ? G * (1 + (i * 7 + 1) % 3) : G, r1 = r0 + step < N ? r0 + step : N;
+                            dm_wmat_quant_pack_rows(&mf1, W, r0, r1);
+                            dm_wmat_pack_t_rows(&mt1, W, r0, r1, tmp);
+                            r0 = r1;
+                        }
+                        CHECK(t, !memcmp(f0, f1, nf), "%s/%s N=%d K=%d: forward pack by rows (G=%d) differs", wt->name,
+                              dm_isa_name((dm_isa)isa), N, K, G);
+                        CHECK(t, !memcmp(t0, t1, nt), "%s/%s N=%d K=%d: transposed pack by rows (G=%d) differs", wt->name,
+                              dm_isa_name((dm_isa)isa), N, K, G);
+                    }
+                    free(W); free(tmp);
+                }
+                free(f0); free(f1); free(t0); free(t1);
+            }
+        }
+    int want = 0;  /* f32 on every ISA of this build and CPU; bf16 where vdpbf16ps runs */
+    for (int isa = DM_ISA_REF; isa < DM_ISA_COUNT; isa++) want += dm_wtypes[DM_WT_F32].kern[isa] && dm_isa_resolve((dm_isa)isa) == (dm_isa)isa;
+    CHECK(t, covered >= want * 8, "fused re-pack covered %d cases, want at least %d (f32 on every ISA)", covered, want * 8);
+}
+
 void suite_kernels(dm_t *t)
 {
     DM_RUN(t, test_kernel_pack_bt);
+    DM_RUN(t, test_kernel_pack_rows);
     DM_RUN(t, test_kernel_tables);
     DM_RUN(t, test_wtype_table);
     DM_RUN(t, test_wtype_roundtrip);

@@ -32,14 +32,14 @@ void dm_pack_panels(const float *B, int N, int K, int nr, float *dst)
     }
 }
 
-void dm_pack_panels_t(const float *B, int N, int K, int nr, float *dst)
+void dm_pack_panels_t(const float *B, int N, int K, int r0, int r1, int nr, float *dst)
 {
     /* B^T is [K, N]: its panels cover nr columns of B, and panel row n is B[n, k0 .. k0+nr) */
     int P = (K + nr - 1) / nr;
     for (int p = 0; p < P; p++) {
         float *panel = dst + (size_t)p * N * nr;  /* [N, nr] */
         int k0 = p * nr, cols = K - k0 < nr ? K - k0 : nr;
-        for (int n = 0; n < N; n++) {
+        for (int n = r0; n < r1; n++) {
             float *o = panel + (size_t)n * nr;
             memcpy(o, B + (size_t)n * K + k0, (size_t)cols * sizeof *o);
             for (int j = cols; j < nr; j++) o[j] = 0.0f;

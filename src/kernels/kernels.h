@@ -172,6 +172,11 @@ typedef struct dm_kernels {
     void (*combine)(const float *y, const float *w, int64_t rows, int J, int k, int D, float *out);
     /* The index of the first Inf or NaN in x[0, n), or -1 if all are finite. */
     int64_t (*find_nonfinite)(const float *x, int64_t n);
+    /* sum of x[i]^2 in double, in one order on every table (so bitwise the
+     * same): x[i] is added to chain i % 16 (squares are exact in double),
+     * then s_c = a_c + a_{c+8}, t_c = s_c + s_{c+4}, u_c = t_c + t_{c+2},
+     * the result u_0 + u_1. */
+    double (*sumsq)(const float *x, int64_t n);
 } dm_kernels;
 
 /* gemm_tn_bf16 by rounded fp32 copies of the operands (in g->work) and
@@ -184,9 +189,10 @@ const dm_kernels *dm_kernels_for(dm_isa isa);
 
 /* The panel layout of the SIMD tables: B [N, K] as ceil(N / nr) panels of
  * [K, nr] (panel p holds outputs p*nr .. p*nr+nr-1, zero past N); and the same
- * layout of B^T built straight from B (each panel row is a contiguous copy). */
+ * layout of B^T built straight from B (each panel row is a contiguous copy),
+ * of B's rows [r0, r1) only (0, N: all). */
 void dm_pack_panels(const float *B, int N, int K, int nr, float *dst);
-void dm_pack_panels_t(const float *B, int N, int K, int nr, float *dst);
+void dm_pack_panels_t(const float *B, int N, int K, int r0, int r1, int nr, float *dst);
 /* The inverse of dm_pack_panels: B [N, K] from its panels. */
 void dm_unpack_panels(const float *src, int N, int K, int nr, float *B);
 

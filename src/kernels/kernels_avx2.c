@@ -50,10 +50,10 @@ static void avx2_pack(const void *const part[], int N, int K, int group, void *d
     dm_pack_panels(B, N, K, NR, dst);
 }
 
-static void avx2_pack_t(const float *B /* [N, K] */, int N, int K, void *dst /* [P, N, NR] */, float *tmp)
+static void avx2_pack_t(const float *B /* [N, K] */, int N, int K, int r0, int r1, void *dst /* [P, N, NR] */, float *tmp)
 {
     (void)tmp;
-    dm_pack_panels_t(B, N, K, NR, dst);
+    dm_pack_panels_t(B, N, K, r0, r1, NR, dst);
 }
 
 static void avx2_unpack(const void *src, int N, int K, int group, void *const part[])
@@ -649,6 +649,32 @@ static int64_t avx2_find_nonfinite(const float *x, int64_t n)
     return -1;
 }
 
+/* kernels.h's order: a0..a3 hold chains 0-3, 4-7, 8-11, 12-15 (x zero past n) */
+static double avx2_sumsq(const float *x, int64_t n)
+{
+    __m256d a0 = _mm256_setzero_pd(), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t i = 0; i < n; i += 16) {
+        __m256 v0, v1;
+        if (n - i >= 16) {  /* plain loads but for the tail (masked ones stream slower) */
+            v0 = _mm256_loadu_ps(x + i);
+            v1 = _mm256_loadu_ps(x + i + 8);
+        } else {
+            int r = (int)(n - i);
+            v0 = _mm256_maskload_ps(x + i, lane_mask(r));
+            v1 = _mm256_maskload_ps(x + i + 8, lane_mask(r - 8));
+        }
+        __m256d d0 = _mm256_cvtps_pd(_mm256_castps256_ps128(v0)), d1 = _mm256_cvtps_pd(_mm256_extractf128_ps(v0, 1));
+        __m256d d2 = _mm256_cvtps_pd(_mm256_castps256_ps128(v1)), d3 = _mm256_cvtps_pd(_mm256_extractf128_ps(v1, 1));
+        a0 = _mm256_fmadd_pd(d0, d0, a0);  /* the square is exact: fma = mul then add */
+        a1 = _mm256_fmadd_pd(d1, d1, a1);
+        a2 = _mm256_fmadd_pd(d2, d2, a2);
+        a3 = _mm256_fmadd_pd(d3, d3, a3);
+    }
+    __m256d t = _mm256_add_pd(_mm256_add_pd(a0, a2), _mm256_add_pd(a1, a3));
+    __m128d u = _mm_add_pd(_mm256_castpd256_pd128(t), _mm256_extractf128_pd(t, 1));
+    return _mm_cvtsd_f64(u) + _mm_cvtsd_f64(_mm_unpackhi_pd(u, u));
+}
+
 static void avx2_gemm_tn_bf16(const dm_gemm_tn *g) { dm_gemm_tn_bf16_emul(&dm_kernels_avx2, g); }
 
 const dm_kernels dm_kernels_avx2 = {
@@ -664,6 +690,7 @@ const dm_kernels dm_kernels_avx2 = {
     .adamw = avx2_adamw,
     .combine = avx2_combine,
     .find_nonfinite = avx2_find_nonfinite,
+    .sumsq = avx2_sumsq,
 };
 
 const dm_wkern dm_wkern_f32_avx2 = {
@@ -671,6 +698,7 @@ const dm_wkern dm_wkern_f32_avx2 = {
     .pack_size = avx2_pack_size,
     .pack = avx2_pack,
     .pack_t = avx2_pack_t,
+    .panel_rows = NR,
     .unpack = avx2_unpack,
     .gemm = avx2_gemm,
 };

@@ -83,10 +83,10 @@ static void avx512_pack(const void *const part[], int N, int K, int group, void 
     }
 }
 
-static void avx512_pack_t(const float *B /* [N, K] */, int N, int K, void *dst /* [P, N, NR] */, float *tmp)
+static void avx512_pack_t(const float *B /* [N, K] */, int N, int K, int r0, int r1, void *dst /* [P, N, NR] */, float *tmp)
 {
     (void)tmp;
-    dm_pack_panels_t(B, N, K, NR, dst);
+    dm_pack_panels_t(B, N, K, r0, r1, NR, dst);
 }
 
 static void avx512_unpack(const void *src, int N, int K, int group, void *const part[])
@@ -516,6 +516,11 @@ tn_tile(const dm_gemm_tn *g, int64_t i0, int64_t i1, int n, int k0, const tn_bsr
 #define DECL(i) __m512 lo##i = _mm512_setzero_ps(), hi##i = lo##i;
     TILE_ROWS(DECL)
 #undef DECL
+    /* C is read once, at the end: fetch its lines now, under the sums */
+#define PREF(i) if (mr > i) { const char *c_ = (const char *)(g->C + (int64_t)(n + i) * g->ldc + k0); \
+                              _mm_prefetch(c_, _MM_HINT_T0); if (nw > 1) _mm_prefetch(c_ + 64, _MM_HINT_T0); }
+    TILE_ROWS(PREF)
+#undef PREF
     const float *A = g->A + n, *B = src->B;
     const int32_t *a_idx = g->a_idx, *b_idx = src->idx;
     const float *scale = src->scale;
@@ -730,6 +735,31 @@ static int64_t avx512_find_nonfinite(const float *x, int64_t n)
     return -1;
 }
 
+/* kernels.h's order: lo holds chains 0-7, hi 8-15 (x zero past n) */
+static double avx512_sumsq(const float *x, int64_t n)
+{
+    __m512d lo = _mm512_setzero_pd(), hi = lo;
+    for (int64_t i = 0; i < n; i += 16) {
+        /* plain loads but for the tail (masked ones stream slower here) */
+        __m256 v0, v1;
+        if (n - i >= 16) {
+            v0 = _mm256_loadu_ps(x + i);
+            v1 = _mm256_loadu_ps(x + i + 8);
+        } else {
+            __m512 v = _mm512_maskz_loadu_ps(lane_mask((int)(n - i)), x + i);
+            v0 = _mm512_castps512_ps256(v);
+            v1 = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+        }
+        __m512d d0 = _mm512_cvtps_pd(v0), d1 = _mm512_cvtps_pd(v1);
+        lo = _mm512_fmadd_pd(d0, d0, lo);  /* the square is exact: fma = mul then add */
+        hi = _mm512_fmadd_pd(d1, d1, hi);
+    }
+    __m512d s = _mm512_add_pd(lo, hi);
+    __m256d t = _mm256_add_pd(_mm512_castpd512_pd256(s), _mm512_extractf64x4_pd(s, 1));
+    __m128d u = _mm_add_pd(_mm256_castpd256_pd128(t), _mm256_extractf128_pd(t, 1));
+    return _mm_cvtsd_f64(u) + _mm_cvtsd_f64(_mm_unpackhi_pd(u, u));
+}
+
 /* vdpbf16ps where the CPU has AVX512_BF16, else rounded copies (kernels.h) */
 static void avx512_gemm_tn_bf16(const dm_gemm_tn *g)
 {
@@ -750,6 +780,7 @@ const dm_kernels dm_kernels_avx512 = {
     .adamw = avx512_adamw,
     .combine = avx512_combine,
     .find_nonfinite = avx512_find_nonfinite,
+    .sumsq = avx512_sumsq,
 };
 
 const dm_wkern dm_wkern_f32_avx512 = {
@@ -757,6 +788,7 @@ const dm_wkern dm_wkern_f32_avx512 = {
     .pack_size = avx512_pack_size,
     .pack = avx512_pack,
     .pack_t = avx512_pack_t,
+    .panel_rows = NR,
     .unpack = avx512_unpack,
     .gemm = avx512_gemm,
 };

@@ -38,11 +38,12 @@ static void ref_pack(const void *const part[], int N, int K, int group, void *ds
     if (n) memcpy(dst, W, n);
 }
 
-static void ref_pack_t(const float *W /* [N, K] */, int N, int K, void *data /* [K, N] */, float *tmp)
+static void ref_pack_t(const float *W /* [N, K] */, int N, int K, int r0, int r1, void *data /* [K, N] */,
+                       float *tmp)
 {
     (void)tmp;
     float *dst = data;
-    for (int n = 0; n < N; n++)
+    for (int n = r0; n < r1; n++)
         for (int k = 0; k < K; k++) dst[(size_t)k * N + n] = W[(size_t)n * K + k];
 }
 
@@ -275,6 +276,17 @@ static int64_t ref_find_nonfinite(const float *x, int64_t n)
     return -1;
 }
 
+static double ref_sumsq(const float *x, int64_t n)
+{
+    double a[16] = {0};
+    for (int64_t i = 0; i < n; i++) a[i % 16] += (double)x[i] * (double)x[i];
+    double s[8], t[4], u[2];
+    for (int c = 0; c < 8; c++) s[c] = a[c] + a[c + 8];
+    for (int c = 0; c < 4; c++) t[c] = s[c] + s[c + 4];
+    for (int c = 0; c < 2; c++) u[c] = t[c] + t[c + 2];
+    return u[0] + u[1];
+}
+
 const dm_kernels dm_kernels_ref = {
     .isa = DM_ISA_REF,
     .layernorm = ref_layernorm,
@@ -288,6 +300,7 @@ const dm_kernels dm_kernels_ref = {
     .adamw = ref_adamw,
     .combine = ref_combine,
     .find_nonfinite = ref_find_nonfinite,
+    .sumsq = ref_sumsq,
 };
 
 const dm_wkern dm_wkern_f32_ref = {
@@ -295,6 +308,7 @@ const dm_wkern dm_wkern_f32_ref = {
     .pack_size = ref_pack_size,
     .pack = ref_pack,
     .pack_t = ref_pack_t,
+    .panel_rows = 1,
     .unpack = ref_unpack,
     .gemm = ref_gemm,
 };

@@ -122,8 +122,9 @@ static void bf16_unpack(const void *data, int N, int K, int group, void *const p
  * among them. */
 static inline __m512i round32(const float *x, int n)
 {
-    __m512 lo = _mm512_maskz_loadu_ps(lane_mask(n), x);
-    __m512 hi = _mm512_maskz_loadu_ps(lane_mask(n - 16), x + 16);
+    /* plain loads where all 32 are valid: masked ones stream slower on some CPUs */
+    __m512 lo = n >= 32 ? _mm512_loadu_ps(x) : _mm512_maskz_loadu_ps(lane_mask(n), x);
+    __m512 hi = n >= 32 ? _mm512_loadu_ps(x + 16) : _mm512_maskz_loadu_ps(lane_mask(n - 16), x + 16);
     __m512i v = (__m512i)_mm512_cvtne2ps_pbh(hi, lo); /* lanes 0..15 from lo */
     /* fpclass 0x20: subnormal */
     if (__builtin_expect(_mm512_fpclass_ps_mask(lo, 0x20) | _mm512_fpclass_ps_mask(hi, 0x20), 0)) {
@@ -387,6 +388,7 @@ typedef struct tile_rows {
 /* One mr x 32 tile over nkp k-pairs: panels b0 and b1 (b1 may repeat b0
  * when the second panel does not exist: nv <= 16, never stored). Always
  * inlined with a constant mr; the accumulators are named variables. */
+#define DP_AHEAD 12 /* k-pairs: B panel lines fetched this far ahead */
 static inline __attribute__((always_inline)) void
 dp_tile(const tile_rows *rows, const uint16_t *b0, const uint16_t *b1, int nkp, int n0, int nv,
         const dm_gemm *g, const int mr)
@@ -399,6 +401,8 @@ dp_tile(const tile_rows *rows, const uint16_t *b0, const uint16_t *b1, int nkp, 
     for (int j = 0; j < nkp; j++) {
         __m512bh w0 = (__m512bh)_mm512_loadu_si512(b0 + (size_t)j * 2 * NP);
         __m512bh w1 = (__m512bh)_mm512_loadu_si512(b1 + (size_t)j * 2 * NP);
+        _mm_prefetch((const char *)(b0 + (size_t)(j + DP_AHEAD) * 2 * NP), _MM_HINT_T0);  /* from L2 */
+        _mm_prefetch((const char *)(b1 + (size_t)(j + DP_AHEAD) * 2 * NP), _MM_HINT_T0);
 #define STEP(i)                                                            \
         if (mr > i) {                                                      \
             __m512bh av = (__m512bh)_mm512_set1_epi32(a##i[j]);            \
@@ -517,8 +521,14 @@ static inline __m512i pair16(const float *x0, float s0, const float *x1, float s
         8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31,
     };
     __mmask16 m = lane_mask(n);
-    __m512 a = _mm512_maskz_mul_ps(m, _mm512_maskz_loadu_ps(m, x0), _mm512_set1_ps(s0));
-    __m512 b = x1 ? _mm512_maskz_mul_ps(m, _mm512_maskz_loadu_ps(m, x1), _mm512_set1_ps(s1)) : _mm512_setzero_ps();
+    __m512 a, b = _mm512_setzero_ps();
+    if (n >= 16) {  /* plain loads where all 16 are valid: masked ones stream slower on some CPUs */
+        a = _mm512_mul_ps(_mm512_loadu_ps(x0), _mm512_set1_ps(s0));
+        if (x1) b = _mm512_mul_ps(_mm512_loadu_ps(x1), _mm512_set1_ps(s1));
+    } else {
+        a = _mm512_maskz_mul_ps(m, _mm512_maskz_loadu_ps(m, x0), _mm512_set1_ps(s0));
+        if (x1) b = _mm512_maskz_mul_ps(m, _mm512_maskz_loadu_ps(m, x1), _mm512_set1_ps(s1));
+    }
     __m512i v = (__m512i)_mm512_cvtne2ps_pbh(b, a); /* words 0..15 from a, 16..31 from b */
     if (__builtin_expect(_mm512_fpclass_ps_mask(a, 0x20) | _mm512_fpclass_ps_mask(b, 0x20), 0)) {
         float ta[16], tb[16];
@@ -546,26 +556,27 @@ static void bf16_quant_pack(const float *W, int N, int K, int group, void *data)
         uint32_t *panel = (uint32_t *)((uint16_t *)data + (size_t)p * ps); /* [KP / 2][16] words */
         for (int k = 0; k < KP; k += 32) {
             __m512i r[16];
-            for (int l = 0; l < NP; l++) {
+            _Pragma("GCC unroll 16") for (int l = 0; l < NP; l++) {
                 int n = p * NP + l;
                 r[l] = n < N ? round32(W + (size_t)n * K + k, K - k) : _mm512_setzero_si512();
             }
             __m512 f[16];  /* the words as floats: transpose16_ps only moves them */
-            for (int q = 0; q < 16; q++) f[q] = _mm512_castsi512_ps(r[q]);
+            _Pragma("GCC unroll 16") for (int q = 0; q < 16; q++) f[q] = _mm512_castsi512_ps(r[q]);
             transpose16_ps(f);
-            for (int q = 0; q < 16; q++) _mm512_storeu_si512(panel + (size_t)(k / 2 + q) * NP, _mm512_castps_si512(f[q]));
+            _Pragma("GCC unroll 16") for (int q = 0; q < 16; q++) _mm512_storeu_si512(panel + (size_t)(k / 2 + q) * NP, _mm512_castps_si512(f[q]));
         }
     }
 }
 
 /* W [N, K] fp32 -> the panels of bf16(W^T) (K outputs, N deep): k-pair j of
  * panel p is rows 2j and 2j + 1 of W at columns 16p.., one pair16 each. */
-static void bf16_pack_t(const float *W, int N, int K, void *data, float *tmp)
+static void bf16_pack_t(const float *W, int N, int K, int r0, int r1, void *data, float *tmp)
 {
     (void)tmp;
     uint16_t *dst = data;
     size_t ps = panel_elems(N);
-    for (int j = 0; j < kpad(N) / 2; j++) {
+    int j1 = r1 == N ? kpad(N) / 2 : r1 / 2;  /* the last rows' call writes the zero pairs past N */
+    for (int j = r0 / 2; j < j1; j++) {
         const float *x0 = 2 * j < N ? W + (size_t)2 * j * K : NULL;
         const float *x1 = 2 * j + 1 < N ? x0 + K : NULL;
         for (int p = 0; p < n_panels(K); p++) {
@@ -586,6 +597,11 @@ tn_tile(const int32_t *a, int64_t lda, const uint16_t *b0, const uint16_t *b1, i
 #define DECL(i) __m512 lo##i = _mm512_setzero_ps(), hi##i = lo##i;
     TILE_ROWS(DECL)
 #undef DECL
+    /* C is read once, at the end: fetch its lines now, under the sums */
+#define PREF(i) if (mr > i) { _mm_prefetch((const char *)(c + (int64_t)(i) * ldc), _MM_HINT_T0); \
+                              _mm_prefetch((const char *)(c + (int64_t)(i) * ldc + 16), _MM_HINT_T0); }
+    TILE_ROWS(PREF)
+#undef PREF
     for (int64_t j = 0; j < nj; j++) {
         __m512bh w0 = (__m512bh)_mm512_loadu_si512(b0 + (size_t)j * 2 * NP);
         __m512bh w1 = (__m512bh)_mm512_loadu_si512(b1 + (size_t)j * 2 * NP);
@@ -642,6 +658,13 @@ void dm_gemm_tn_bf16_avx512(const dm_gemm_tn *g)
     for (int64_t j = 0; j < nj; j++) {
         int64_t i0 = 2 * j, i1 = i0 + 1;
         int has1 = i1 < g->M;
+        /* the rows (often gathered through an index, out of cache) of the pair after next */
+        for (int64_t i = i0 + 4; i < i0 + 6 && i < g->M; i++) {
+            const char *pa = (const char *)(g->A + (g->a_idx ? g->a_idx[i] : i) * g->lda + g->n0);
+            const char *pb = (const char *)(g->B + (g->b_idx ? g->b_idx[i] : i) * g->ldb);
+            for (int n = 0; n < nn; n += 16) _mm_prefetch(pa + 4 * n, _MM_HINT_T0);
+            for (int k = 0; k < K; k += 16) _mm_prefetch(pb + 4 * k, _MM_HINT_T0);
+        }
         const float *a0 = g->A + (g->a_idx ? g->a_idx[i0] : i0) * g->lda + g->n0;
         const float *a1 = has1 ? g->A + (g->a_idx ? g->a_idx[i1] : i1) * g->lda + g->n0 : NULL;
         float s0 = g->scale ? g->scale[i0] : 1.0f, s1 = has1 && g->scale ? g->scale[i1] : 1.0f;
@@ -675,6 +698,6 @@ static void bf16_gemm(const dm_gemm *g)
 const dm_wkern dm_wkern_bf16_avx512 = {
     .isa = DM_ISA_AVX512, .needs = DM_CPU_BF16,
     .pack_size = bf16_pack_size, .work_size = bf16_work_size,
-    .pack = bf16_pack, .pack_t = bf16_pack_t, .quant_pack = bf16_quant_pack,
+    .pack = bf16_pack, .pack_t = bf16_pack_t, .quant_pack = bf16_quant_pack, .panel_rows = NP,
     .unpack = bf16_unpack, .gemm = bf16_gemm,
 };

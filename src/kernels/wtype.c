@@ -154,13 +154,46 @@ void dm_wmat_quant_pack(dm_wmat *w, const float *W, void *tmp)
 void dm_wmat_pack_t(dm_wmat *w, const float *W, float *tmp)
 {
     if (w->kern->pack_t) {
-        w->kern->pack_t(W, w->K, w->N, w->data, tmp);
+        w->kern->pack_t(W, w->K, w->N, 0, w->K, w->data, tmp);
         return;
     }
     int N = w->N, K = w->K;  /* W is [K, N]: tmp = W^T [N, K], then quantized and packed */
     for (int k = 0; k < K; k++)
         for (int n = 0; n < N; n++) tmp[(size_t)n * K + k] = W[(size_t)k * N + n];
     dm_wmat_quant_pack(w, tmp, tmp + (size_t)N * K);
+}
+
+/* Forward packs that split at panel boundaries: f32's own pack, or a quant_pack. */
+static int fwd_rows_step(const dm_wmat *w)
+{
+    const dm_wkern *k = w->kern;
+    return k->panel_rows > 0 && (w->type->id == DM_WT_F32 || k->quant_pack) ? k->panel_rows : 0;
+}
+
+int dm_wmat_rows_step(const dm_wmat *fwd, const dm_wmat *wt)
+{
+    int g = fwd_rows_step(fwd);
+    if (!g || !wt->kern->pack_t || fwd->N != wt->K || fwd->K != wt->N) return 0;
+    return g % 2 ? 2 * g : g;  /* pack_t takes pairs of rows */
+}
+
+void dm_wmat_quant_pack_rows(dm_wmat *w, const float *W, int r0, int r1)
+{
+    int G = fwd_rows_step(w), K = w->K;
+    if (r1 <= r0) return;
+    const float *Ws = W + (size_t)r0 * K;
+    unsigned char *d = (unsigned char *)w->data + (size_t)(r0 / G) * w->kern->pack_size(G, K, w->group);
+    if (w->type->id == DM_WT_F32) {
+        const void *part[DM_WPARTS] = {Ws};
+        w->kern->pack(part, r1 - r0, K, w->group, d);
+    } else {
+        w->kern->quant_pack(Ws, r1 - r0, K, w->group, d);
+    }
+}
+
+void dm_wmat_pack_t_rows(dm_wmat *w, const float *W, int r0, int r1, float *tmp)
+{
+    if (r1 > r0) w->kern->pack_t(W, w->K, w->N, r0, r1, w->data, tmp);
 }
 
 size_t dm_wmat_pack_tmp(const dm_wmat *w)

@@ -76,12 +76,18 @@ struct dm_wkern {
     /* the file layout (part[j] as dm_wtype.parts[j] describes) -> packed data */
     void (*pack)(const void *const part[], int N, int K, int group, void *data);
     /* Training's dX = dY W (f32; bf16 on AVX-512): W [N, K] fp32 -> the
-     * packed form of the type's quantization of W^T [K, N]; tmp: N * K floats
-     * of scratch. NULL: dm_wmat_pack_t transposes, quantizes and packs. */
-    void (*pack_t)(const float *W, int N, int K, void *data, float *tmp);
+     * packed form of the type's quantization of W^T [K, N]; only W's rows
+     * [r0, r1) (r0 even; the whole pack is r0 = 0, r1 = N), written where the
+     * whole pack has them, the rest of data untouched; tmp: N * K floats of
+     * scratch. NULL: dm_wmat_pack_t transposes, quantizes and packs. */
+    void (*pack_t)(const float *W, int N, int K, int r0, int r1, void *data, float *tmp);
     /* Optional: W [N, K] fp32 -> the packed form of its quantization, what
      * quantize_ref then pack would give (training's re-pack in bf16). */
     void (*quant_pack)(const float *W, int N, int K, int group, void *data);
+    /* 0, or G: the pack of N rows is its panels of G rows in row order, each
+     * pack_size(G, K) bytes, so that G-aligned rows pack on their own
+     * (dm_wmat_quant_pack_rows). */
+    int panel_rows;
     /* packed data -> the file layout, exactly what pack was given */
     void (*unpack)(const void *data, int N, int K, int group, void *const part[]);
     void (*gemm)(const dm_gemm *g);
@@ -138,6 +144,15 @@ void dm_wmat_quant_pack(dm_wmat *w, const float *W, void *tmp);
 /* w = pack(quantize(W^T)) from W [w->K, w->N] fp32; tmp: N * K floats plus
  * dm_wtype_file_bytes(w) of scratch (N * K floats where the kernel has pack_t). */
 void dm_wmat_pack_t(dm_wmat *w, const float *W, float *tmp);
+/* Training's fused AdamW + re-pack (W's rows a slice at a time, still in
+ * cache): the row granularity at which w = quant_pack(W) (fwd: W [N, K]) and
+ * wt = pack_t(W) (W [wt->K, wt->N]) of the same W can be built a slice of
+ * W's rows at a time, or 0 where the kernels cannot. */
+int dm_wmat_rows_step(const dm_wmat *fwd, const dm_wmat *wt);
+/* Rows [r0, r1) of W only, into their place in w's pack: r0 a multiple of
+ * dm_wmat_rows_step, r1 too or the last row. Whole-pack results, bit for bit. */
+void dm_wmat_quant_pack_rows(dm_wmat *w, const float *W, int r0, int r1);
+void dm_wmat_pack_t_rows(dm_wmat *w, const float *W, int r0, int r1, float *tmp);
 /* Scratch bytes dm_wmat_pack_t and dm_wmat_quant_pack may use for w. */
 size_t dm_wmat_pack_tmp(const dm_wmat *w);
 /* part = the file layout of w (exact). */

@@ -413,6 +413,7 @@ static const dm_span_kind SK_NORM = {"grad norm", "train", NULL, NULL};
 static const dm_span_kind SK_OPT = {"optimizer", "train", "step", NULL};
 static const dm_span_kind SK_ADAMW = {"adamw", "train", "group", NULL};
 static const dm_span_kind SK_REPACK = {"repack", "train", "group", NULL};
+static const dm_span_kind SK_ADAMW_PACK = {"adamw + repack", "train", "group", NULL};
 static const dm_span_kind SK_AUXFREE = {"aux-free update", "train", NULL, NULL};
 
 /* A span around one statement, only where cond holds (an op that exists in this run). */
@@ -422,11 +423,64 @@ static const dm_span_kind SK_AUXFREE = {"aux-free update", "train", NULL, NULL};
         dm_span_end(kind, t0_, a0, a1); \
     } while (0)
 
+/* Rows of an expert matrix per slice of the fused update: about 32 KB of
+ * fp32, in whole steps of the packs' row granularity. */
+#define DM_TR_SLICE_FLOATS 8192
+
+/* An expert's matrix W [N, K] (tensor i): AdamW on a slice of its rows, then
+ * those rows of its forward pack fw and transposed pack wt, while the slice
+ * is still in cache. Bitwise what AdamW on all of W then the two whole packs
+ * give. */
+static void update_sliced(const adam_arg *a, int i, dm_wmat *fw, dm_wmat *wt, int G, float *tmp)
+{
+    dm_trainer *t = a->t;
+    const dm_tensor_desc *d = &t->m->tensors[i];
+    const float *W = t->m->params + d->offset;
+    int N = fw->N, K = fw->K;
+    int R = G * DM_MAX(1, DM_TR_SLICE_FLOATS / (G * K));
+    for (int r0 = 0; r0 < N; r0 += R) {
+        int r1 = DM_MIN(N, r0 + R);
+        dm_tr_adamw_range(a, i, d->offset + (int64_t)r0 * K, d->offset + (int64_t)r1 * K);
+        dm_wmat_quant_pack_rows(fw, W, r0, r1);
+        dm_wmat_pack_t_rows(wt, W, r0, r1, tmp);
+    }
+}
+
+/* An expert's group, fused (update_sliced) where its kernels allow; 0 if not. */
+static int update_expert_fused(const adam_arg *a, int64_t g, int tid)
+{
+    dm_trainer *t = a->t;
+    dm_model *m = t->m;
+    const dm_config *c = &m->cfg;
+    int S = c->n_experts + c->n_shared, per = S + 1;
+    int64_t layers = (int64_t)c->n_layers * per;
+    if (g >= layers || g % per == S || dm_expert_ops_of(c)->up_mult != 1) return 0;
+    int l = (int)(g / per), j = (int)(g % per);
+    dm_expert_w *x = &m->layers[l].experts[j];
+    expert_t *xt = &t->ext[l * S + j];
+    dm_wmat *f1 = t->bf16 ? &t->fw[2 * (l * S + j)] : &x->p1, *f2 = t->bf16 ? f1 + 1 : &x->p2;
+    int G1 = dm_wmat_rows_step(f1, &xt->p1t), G2 = dm_wmat_rows_step(f2, &xt->p2t);
+    if (!G1 || !G2) return 0;
+    float *tmp = t->ttmp + (size_t)tid * t->ttmp_floats;
+    uint64_t t0 = dm_span_begin();
+    for (int i = t->grp_t0[g]; i < t->grp_t1[g]; i++) {
+        const dm_tensor_desc *d = &m->tensors[i];
+        const float *p = m->params + d->offset;
+        if (p == x->w1) update_sliced(a, i, f1, &xt->p1t, G1, tmp);
+        else if (p == x->w2) update_sliced(a, i, f2, &xt->p2t, G2, tmp);
+        else dm_tr_adamw_range(a, i, d->offset, d->offset + d->numel);
+    }
+    if (t->bf16) m->stale = 1;  /* the model's f32 packs: dm_model_fresh */
+    dm_span_end(&SK_ADAMW_PACK, t0, g, 0);
+    return 1;
+}
+
 static void update_task(void *arg, int64_t g, int tid)
 {
     adam_arg *a = arg;
     dm_trainer *t = a->t;
     if (t->skip_group && t->skip_group[g]) return;
+    if (update_expert_fused(a, g, tid)) return;
     uint64_t t0 = dm_span_begin();
     for (int i = t->grp_t0[g]; i < t->grp_t1[g]; i++) {
         const dm_tensor_desc *d = &t->m->tensors[i];
@@ -445,17 +499,8 @@ static void sq_task(void *arg, int64_t i, int tid)
     dm_trainer *t = a->t;
     const dm_tensor_desc *d = &t->m->tensors[i];
     int64_t lo = DM_MAX(d->offset, a->lo), hi = DM_MIN(d->offset + d->numel, a->hi);
-    const float *g = t->grad + lo;
-    double a0 = 0, a1 = 0, a2 = 0, a3 = 0;  /* four chains: fixed order, so deterministic */
-    int64_t j = 0, n = t->frozen[i] || hi <= lo ? 0 : hi - lo;
-    for (; j + 4 <= n; j += 4) {
-        a0 += (double)g[j] * g[j];
-        a1 += (double)g[j + 1] * g[j + 1];
-        a2 += (double)g[j + 2] * g[j + 2];
-        a3 += (double)g[j + 3] * g[j + 3];
-    }
-    for (; j < n; j++) a0 += (double)g[j] * g[j];
-    t->tensor_sq[i] = (a0 + a1) + (a2 + a3);
+    int64_t n = t->frozen[i] || hi <= lo ? 0 : hi - lo;
+    t->tensor_sq[i] = t->m->kern->sumsq(t->grad + lo, n);  /* a fixed order: deterministic */
 }
 
 void dm_tr_tensor_sq(dm_trainer *t, int64_t lo, int64_t hi)
