@@ -1794,6 +1794,43 @@ static void check_sumsq(dm_t *t, const dm_kernels *kt)
     }
 }
 
+/* mse_grad: the reference's gradient against the formula by hand (bitwise)
+ * and its sum against long double (1e-14); every table bitwise the
+ * reference, both outputs; nothing written past n. */
+static void check_mse_grad(dm_t *t, const dm_kernels *kt)
+{
+    static const int64_t ns[] = {0, 1, 3, 4, 7, 8, 15, 16, 17, 31, 33, 100, 4097};
+    dm_rng rng;
+    dm_rng_seed(&rng, 11);
+    for (int ni = 0; ni < COUNT(ns); ni++) {
+        int64_t n = ns[ni];
+        float *o = dm_alloc((size_t)(n + 1) * sizeof(float)), *y = dm_alloc((size_t)(n + 1) * sizeof(float));
+        float *g0 = dm_alloc((size_t)(n + 1) * sizeof(float)), *g1 = dm_alloc((size_t)(n + 1) * sizeof(float));
+        fill_uniform(&rng, o, n, -3, 3);
+        fill_uniform(&rng, y, n, -3, 3);
+        for (int64_t i = 0; i < n; i += 5) o[i] *= 1e5f;
+        fill_value(g0, n + 1, SENTINEL);
+        fill_value(g1, n + 1, SENTINEL);
+        double c = 0.5 * 2.0, inv = 1.0 / (3.0 * (double)(n + 1));
+        double ref = dm_kernels_ref.mse_grad(o, y, n, c, inv, g0), got = kt->mse_grad(o, y, n, c, inv, g1);
+        long double want = 0;
+        int hand = 1;
+        for (int64_t i = 0; i < n; i++) {
+            double d = (double)o[i] - (double)y[i];
+            want += (long double)d * d;
+            float gi = (float)((c * d) * inv);
+            hand &= memcmp(&gi, &g0[i], sizeof gi) == 0;
+        }
+        CHECK(t, hand && fabsl((long double)ref - want) <= 1e-14L * (want + 1e-300L),
+              "ref mse_grad n=%lld: gradient by hand %s, sum %.17g against %.17Lg", (long long)n, hand ? "ok" : "differs",
+              ref, want);
+        CHECK(t, memcmp(&ref, &got, sizeof ref) == 0 && same_bits(g0, g1, n + 1),
+              "%s mse_grad n=%lld: not bitwise the reference (sum %.17g against %.17g)", dm_isa_name(kt->isa),
+              (long long)n, got, ref);
+        dm_free(o); dm_free(y); dm_free(g0); dm_free(g1);
+    }
+}
+
 static void check_combine(dm_t *t, const dm_kernels *kt)
 {
     static const int Ds[] = {1, 5, 8, 15, 16, 17, 33, 512};
@@ -1807,6 +1844,7 @@ static void check_combine(dm_t *t, const dm_kernels *kt)
     combine_case(t, kt, 0, 2, 2, 16, seed++);
     check_find_nonfinite(t, kt);
     check_sumsq(t, kt);
+    check_mse_grad(t, kt);
 }
 
 static void test_kernel_ref_combine(dm_t *t) { check_combine(t, &dm_kernels_ref); }
@@ -1821,7 +1859,7 @@ static void check_table(dm_t *t, const dm_kernels *kt, dm_isa isa)
     CHECK(t, kt->layernorm && kt->silu_mul, "%s: missing entry", dm_isa_name(isa));
     CHECK(t, kt->layernorm_fwd && kt->layernorm_bwd && kt->silu_mul_bwd && kt->gemm_tn && kt->gemm_tn_bf16 && kt->colsum &&
              kt->adamw, "%s: missing training entry", dm_isa_name(isa));
-    CHECK(t, kt->combine && kt->find_nonfinite && kt->sumsq, "%s: missing combine entry", dm_isa_name(isa));
+    CHECK(t, kt->combine && kt->find_nonfinite && kt->sumsq && kt->mse_grad, "%s: missing combine entry", dm_isa_name(isa));
 }
 
 /* Every weight type has every entry, a kernel set per ISA that says its ISA,

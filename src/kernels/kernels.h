@@ -177,6 +177,10 @@ typedef struct dm_kernels {
      * then s_c = a_c + a_{c+8}, t_c = s_c + s_{c+4}, u_c = t_c + t_{c+2},
      * the result u_0 + u_1. */
     double (*sumsq)(const float *x, int64_t n);
+    /* MSE's pass: d_i = (double)out[i] - target[i]; grad[i] = (float)((c d_i) inv)
+     * (in double, in that order); returns sum d_i^2 (each square rounded in
+     * double, then added) in sumsq's order of chains. Bitwise the same on every table. */
+    double (*mse_grad)(const float *out, const float *target, int64_t n, double c, double inv, float *grad);
 } dm_kernels;
 
 /* gemm_tn_bf16 by rounded fp32 copies of the operands (in g->work) and

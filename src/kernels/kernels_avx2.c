@@ -675,6 +675,48 @@ static double avx2_sumsq(const float *x, int64_t n)
     return _mm_cvtsd_f64(u) + _mm_cvtsd_f64(_mm_unpackhi_pd(u, u));
 }
 
+/* 4 values of mse_grad (kernels.h) into chain accumulator acc (mul then add: no FMA, as the reference) */
+static inline __m256d mse4(__m128 o, __m128 t, __m256d c, __m256d inv, float *grad, int valid, __m256d acc)
+{
+    __m256d d = _mm256_sub_pd(_mm256_cvtps_pd(o), _mm256_cvtps_pd(t));
+    __m128 g = _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_mul_pd(c, d), inv));
+    if (valid >= 4) {
+        _mm_storeu_ps(grad, g);
+    } else {
+        float tmp[4];
+        _mm_storeu_ps(tmp, g);
+        for (int j = 0; j < valid; j++) grad[j] = tmp[j];
+    }
+    return _mm256_add_pd(acc, _mm256_mul_pd(d, d));
+}
+
+static double avx2_mse_grad(const float *out, const float *target, int64_t n, double c, double inv, float *grad)
+{
+    __m256d a[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()};
+    __m256d vc = _mm256_set1_pd(c), vi = _mm256_set1_pd(inv);
+    for (int64_t i = 0; i < n; i += 16) {
+        for (int q = 0; q < 4; q++) {  /* chains 4q .. 4q+3 */
+            int64_t at = i + 4 * q;
+            int valid = n - at >= 4 ? 4 : (int)(n - at);
+            if (valid <= 0) break;
+            __m128 o, t;
+            if (valid == 4) {
+                o = _mm_loadu_ps(out + at);
+                t = _mm_loadu_ps(target + at);
+            } else {
+                float ob[4] = {0}, tb[4] = {0};
+                for (int j = 0; j < valid; j++) ob[j] = out[at + j], tb[j] = target[at + j];
+                o = _mm_loadu_ps(ob);
+                t = _mm_loadu_ps(tb);
+            }
+            a[q] = mse4(o, t, vc, vi, grad + at, valid, a[q]);
+        }
+    }
+    __m256d t = _mm256_add_pd(_mm256_add_pd(a[0], a[2]), _mm256_add_pd(a[1], a[3]));
+    __m128d u = _mm_add_pd(_mm256_castpd256_pd128(t), _mm256_extractf128_pd(t, 1));
+    return _mm_cvtsd_f64(u) + _mm_cvtsd_f64(_mm_unpackhi_pd(u, u));
+}
+
 static void avx2_gemm_tn_bf16(const dm_gemm_tn *g) { dm_gemm_tn_bf16_emul(&dm_kernels_avx2, g); }
 
 const dm_kernels dm_kernels_avx2 = {
@@ -691,6 +733,7 @@ const dm_kernels dm_kernels_avx2 = {
     .combine = avx2_combine,
     .find_nonfinite = avx2_find_nonfinite,
     .sumsq = avx2_sumsq,
+    .mse_grad = avx2_mse_grad,
 };
 
 const dm_wkern dm_wkern_f32_avx2 = {

@@ -760,6 +760,35 @@ static double avx512_sumsq(const float *x, int64_t n)
     return _mm_cvtsd_f64(u) + _mm_cvtsd_f64(_mm_unpackhi_pd(u, u));
 }
 
+/* 8 values of mse_grad (kernels.h) into chain accumulator acc (mul then add: no FMA, as the reference) */
+static inline __m512d mse8(__m256 o, __m256 t, __m512d c, __m512d inv, float *grad, __mmask8 m, __m512d acc)
+{
+    __m512d d = _mm512_sub_pd(_mm512_cvtps_pd(o), _mm512_cvtps_pd(t));
+    _mm256_mask_storeu_ps(grad, m, _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_mul_pd(c, d), inv)));
+    return _mm512_add_pd(acc, _mm512_mul_pd(d, d));
+}
+
+static double avx512_mse_grad(const float *out, const float *target, int64_t n, double c, double inv, float *grad)
+{
+    __m512d lo = _mm512_setzero_pd(), hi = lo, vc = _mm512_set1_pd(c), vi = _mm512_set1_pd(inv);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        lo = mse8(_mm256_loadu_ps(out + i), _mm256_loadu_ps(target + i), vc, vi, grad + i, 0xFF, lo);
+        hi = mse8(_mm256_loadu_ps(out + i + 8), _mm256_loadu_ps(target + i + 8), vc, vi, grad + i + 8, 0xFF, hi);
+    }
+    if (i < n) {  /* zeros past n add 0 to their chains */
+        int r = (int)(n - i);
+        __mmask8 m0 = (__mmask8)lane_mask(r), m1 = (__mmask8)lane_mask(r - 8);
+        lo = mse8(_mm256_maskz_loadu_ps(m0, out + i), _mm256_maskz_loadu_ps(m0, target + i), vc, vi, grad + i, m0, lo);
+        hi = mse8(_mm256_maskz_loadu_ps(m1, out + i + 8), _mm256_maskz_loadu_ps(m1, target + i + 8), vc, vi, grad + i + 8,
+                  m1, hi);
+    }
+    __m512d s = _mm512_add_pd(lo, hi);
+    __m256d t = _mm256_add_pd(_mm512_castpd512_pd256(s), _mm512_extractf64x4_pd(s, 1));
+    __m128d u = _mm_add_pd(_mm256_castpd256_pd128(t), _mm256_extractf128_pd(t, 1));
+    return _mm_cvtsd_f64(u) + _mm_cvtsd_f64(_mm_unpackhi_pd(u, u));
+}
+
 /* vdpbf16ps where the CPU has AVX512_BF16, else rounded copies (kernels.h) */
 static void avx512_gemm_tn_bf16(const dm_gemm_tn *g)
 {
@@ -781,6 +810,7 @@ const dm_kernels dm_kernels_avx512 = {
     .combine = avx512_combine,
     .find_nonfinite = avx512_find_nonfinite,
     .sumsq = avx512_sumsq,
+    .mse_grad = avx512_mse_grad,
 };
 
 const dm_wkern dm_wkern_f32_avx512 = {

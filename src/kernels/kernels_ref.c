@@ -287,6 +287,22 @@ static double ref_sumsq(const float *x, int64_t n)
     return u[0] + u[1];
 }
 
+static double ref_mse_grad(const float *out, const float *target, int64_t n, double c, double inv, float *grad)
+{
+    double a[16] = {0};
+    for (int64_t i = 0; i < n; i++) {
+        double d = (double)out[i] - (double)target[i];
+        double q = d * d;
+        a[i % 16] += q;
+        grad[i] = (float)((c * d) * inv);
+    }
+    double s[8], t[4], u[2];
+    for (int j = 0; j < 8; j++) s[j] = a[j] + a[j + 8];
+    for (int j = 0; j < 4; j++) t[j] = s[j] + s[j + 4];
+    for (int j = 0; j < 2; j++) u[j] = t[j] + t[j + 2];
+    return u[0] + u[1];
+}
+
 const dm_kernels dm_kernels_ref = {
     .isa = DM_ISA_REF,
     .layernorm = ref_layernorm,
@@ -301,6 +317,7 @@ const dm_kernels dm_kernels_ref = {
     .combine = ref_combine,
     .find_nonfinite = ref_find_nonfinite,
     .sumsq = ref_sumsq,
+    .mse_grad = ref_mse_grad,
 };
 
 const dm_wkern dm_wkern_f32_ref = {

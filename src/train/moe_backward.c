@@ -30,8 +30,7 @@ static const dm_span_kind SK_DOWN_DX = {"expert down dX gemm", "train", "rows", 
 static const dm_span_kind SK_MID_BWD = {"expert mid backward", "train", "rows", "expert"};
 static const dm_span_kind SK_UP_DW = {"expert up dW gemm", "train", "rows", "expert"};
 static const dm_span_kind SK_UP_DX = {"expert up dX gemm", "train", "rows", "expert"};
-static const dm_span_kind SK_ROUTER_PARAMS = {"router params grad", "train", "rows", NULL};
-static const dm_span_kind SK_GATHER = {"gather input grad", "train", "rows", NULL};
+static const dm_span_kind SK_GATHER = {"router params + gather input grad", "train", "rows", NULL};
 
 /* ---------------------------------------------------------------- forward */
 
@@ -230,32 +229,40 @@ static void expert_bwd_task(void *arg, int64_t ti, int tid)
     dm_span_end(&SK_EXPERT_BWD, t0, M, sp.expert);
 }
 
-/* Router parameter gradients and its input gradient (into dx). */
-static void router_params(dm_trainer *t, int l, float *dx)
-{
-    const dm_config *c = &t->m->cfg;
-    const dm_kernels *K = t->m->kern;
-    int D = c->dim, E = c->n_experts;
-    const float *in = t->act + (int64_t)l * t->n * D;
-    dm_gemm_tn gw = {.M = t->n, .N = E, .K = D, .A = t->dlogits, .lda = E, .B = in, .ldb = D,
-                     .C = t->lg[l].gate_w, .ldc = D, .n0 = 0, .n1 = E};
-    K->gemm_tn(&gw);
-    K->colsum(t->dlogits, E, NULL, NULL, t->n, E, t->lg[l].gate_b);
-    dm_gemm gx = {.M = t->n, .N = D, .K = E, .A = t->dlogits, .lda = E, .B = &t->gate_pt[l], .C = dx, .ldc = D};
-    dm_wmat_gemm(&gx);
-}
+/* Column slices of the router's weight gradient: each output sums over the
+ * rows in order whatever its slice, so the split never changes a bit. */
+#define RP_SLICES 4
 
-/* dx[r] += sum_j dxslot[r, j] + resid[r] * d[r] */
-static void gather_task(void *arg, int64_t ti, int tid)
+/* Task ti < RP_SLICES: columns [k0, k1) of dWg += dlogits^T in (task 0 also
+ * dbg += colsum dlogits). Every later task: a block of rows of the layer's
+ * input gradient, dx = dlogits Wg (the router's part) + the slots' input
+ * gradients + the residual's, added in that order (one pass over each row). */
+static void router_gather_task(void *arg, int64_t ti, int tid)
 {
     DM_UNUSED(tid);
     bwd_arg *a = arg;
     dm_trainer *t = a->t;
     const dm_config *c = &t->m->cfg;
-    const dm_moe_state *lc = &t->lc[a->l];
-    int D = c->dim, k = c->top_k, J = k + c->n_shared;
+    const dm_kernels *K = t->m->kern;
+    int D = c->dim, E = c->n_experts, l = a->l;
+    if (ti < RP_SLICES) {
+        int per = (D + RP_SLICES * 32 - 1) / (RP_SLICES * 32) * 32;  /* whole 32-column strips */
+        int k0 = (int)ti * per, k1 = DM_MIN(D, k0 + per);
+        if (k0 >= k1) return;
+        const float *in = t->act + (int64_t)l * t->n * D;
+        dm_gemm_tn gw = {.M = t->n, .N = E, .K = k1 - k0, .A = t->dlogits, .lda = E, .B = in + k0, .ldb = D,
+                         .C = t->lg[l].gate_w + k0, .ldc = D, .n0 = 0, .n1 = E};
+        K->gemm_tn(&gw);
+        if (ti == 0) K->colsum(t->dlogits, E, NULL, NULL, t->n, E, t->lg[l].gate_b);
+        return;
+    }
+    const dm_moe_state *lc = &t->lc[l];
+    int k = c->top_k, J = k + c->n_shared;
     int resid = dm_expert_ops_of(c)->residual;
-    int64_t r0 = ti * ROW_BLOCK, r1 = DM_MIN(t->n, r0 + ROW_BLOCK);
+    int64_t r0 = (ti - RP_SLICES) * ROW_BLOCK, r1 = DM_MIN(t->n, r0 + ROW_BLOCK);
+    dm_gemm gx = {.M = r1 - r0, .N = D, .K = E, .A = t->dlogits + r0 * E, .lda = E, .B = &t->gate_pt[l],
+                  .C = a->dx + r0 * D, .ldc = D};
+    dm_wmat_gemm(&gx);
     for (int64_t r = r0; r < r1; r++) {
         float *o = a->dx + r * D;
         const float *sl = t->dxslot + r * J * D, *g = a->d + r * D;
@@ -264,10 +271,17 @@ static void gather_task(void *arg, int64_t ti, int tid)
             for (int j = 0; j < k; j++) res += lc->rb.w[r * k + j];
             res += (float)c->n_shared;
         }
-        for (int j = 0; j < J; j++)
-            for (int dd = 0; dd < D; dd++) o[dd] += sl[(int64_t)j * D + dd];
-        if (resid)
-            for (int dd = 0; dd < D; dd++) o[dd] += res * g[dd];
+        if (J == 2 && resid) {  /* the seed layer's case, vectorized by the compiler */
+            const float *s0 = sl, *s1 = sl + D;
+            for (int dd = 0; dd < D; dd++) o[dd] = ((o[dd] + s0[dd]) + s1[dd]) + res * g[dd];
+            continue;
+        }
+        for (int dd = 0; dd < D; dd++) {
+            float v = o[dd];
+            for (int j = 0; j < J; j++) v += sl[(int64_t)j * D + dd];
+            if (resid) v += res * g[dd];
+            o[dd] = v;
+        }
     }
 }
 
@@ -344,10 +358,7 @@ static dm_status layer_backward(dm_trainer *t, int l, const float *d, float *dx,
         if (s) return s;
     }
     t0 = dm_span_begin();
-    router_params(t, l, dx);  /* writes dx = dlogits Wg */
-    dm_span_end(&SK_ROUTER_PARAMS, t0, n, 0);
-    t0 = dm_span_begin();
-    dm_pool_run(t->pool, blocks, gather_task, &a);
+    dm_pool_run(t->pool, RP_SLICES + blocks, router_gather_task, &a);
     dm_span_end(&SK_GATHER, t0, n, 0);
     return DM_OK;
 }

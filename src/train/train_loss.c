@@ -17,21 +17,9 @@ static void mse_task(void *arg, int64_t b, int tid)
     mse_arg *a = arg;
     dm_trainer *t = a->t;
     int64_t n = t->n, i0 = b * DM_TR_LOSS_BLOCK * a->outw, i1 = DM_MIN(n, (b + 1) * DM_TR_LOSS_BLOCK) * a->outw;
-    double inv = 1.0 / ((double)n * a->outw), s0 = 0, s1 = 0;
-    int64_t i = i0;
-    for (; i + 2 <= i1; i += 2) {  /* two chains: fixed order */
-        double d0 = (double)a->out[i] - a->target[i], d1 = (double)a->out[i + 1] - a->target[i + 1];
-        s0 += d0 * d0;
-        s1 += d1 * d1;
-        t->dout[i] = (float)(a->scale * 2.0 * d0 * inv);
-        t->dout[i + 1] = (float)(a->scale * 2.0 * d1 * inv);
-    }
-    for (; i < i1; i++) {
-        double d0 = (double)a->out[i] - a->target[i];
-        s0 += d0 * d0;
-        t->dout[i] = (float)(a->scale * 2.0 * d0 * inv);
-    }
-    t->loss_part[b] = s0 + s1;
+    double inv = 1.0 / ((double)n * a->outw);
+    /* grad = scale 2 d / (n outw), as ((scale 2) d) inv in double */
+    t->loss_part[b] = t->m->kern->mse_grad(a->out + i0, a->target + i0, i1 - i0, a->scale * 2.0, inv, t->dout + i0);
 }
 
 double dm_tr_task_loss(dm_trainer *t, const float *target, const int32_t *labels, float scale, int64_t *correct)
