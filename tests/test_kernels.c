@@ -1831,6 +1831,44 @@ static void check_mse_grad(dm_t *t, const dm_kernels *kt)
     }
 }
 
+/* add_rows: the reference against its formula by hand, every table bitwise
+ * the reference, with and without g, nothing written past D. */
+static void check_add_rows(dm_t *t, const dm_kernels *kt)
+{
+    static const int Ds[] = {1, 5, 8, 15, 16, 17, 33, 512};
+    dm_rng rng;
+    dm_rng_seed(&rng, 13);
+    for (int di = 0; di < COUNT(Ds); di++)
+        for (int J = 1; J <= 4; J++)
+            for (int withg = 0; withg < 2; withg++) {
+                int D = Ds[di];
+                float *y = dm_alloc((size_t)J * D * sizeof(float)), *g = dm_alloc((size_t)D * sizeof(float));
+                float *o0 = dm_alloc((size_t)(D + 1) * sizeof(float)), *o1 = dm_alloc((size_t)(D + 1) * sizeof(float));
+                float *oh = dm_alloc((size_t)(D + 1) * sizeof(float));
+                fill_uniform(&rng, y, (int64_t)J * D, -3, 3);
+                fill_uniform(&rng, g, D, -1, 1);
+                fill_uniform(&rng, o0, D, -1e3f, 1e3f);
+                o0[D] = SENTINEL;
+                memcpy(o1, o0, (size_t)(D + 1) * sizeof(float));
+                memcpy(oh, o0, (size_t)(D + 1) * sizeof(float));
+                float s = 1.37f;
+                for (int d = 0; d < D; d++) {
+                    float v = oh[d];
+                    for (int j = 0; j < J; j++) v = v + y[j * D + d];
+                    if (withg) {
+                        float p = s * g[d];
+                        v = v + p;
+                    }
+                    oh[d] = v;
+                }
+                dm_kernels_ref.add_rows(o0, y, J, withg ? g : NULL, s, D);
+                kt->add_rows(o1, y, J, withg ? g : NULL, s, D);
+                CHECK(t, same_bits(o0, oh, D + 1) && same_bits(o0, o1, D + 1), "%s add_rows D=%d J=%d g=%d: not bitwise",
+                      dm_isa_name(kt->isa), D, J, withg);
+                dm_free(y); dm_free(g); dm_free(o0); dm_free(o1); dm_free(oh);
+            }
+}
+
 static void check_combine(dm_t *t, const dm_kernels *kt)
 {
     static const int Ds[] = {1, 5, 8, 15, 16, 17, 33, 512};
@@ -1845,6 +1883,7 @@ static void check_combine(dm_t *t, const dm_kernels *kt)
     check_find_nonfinite(t, kt);
     check_sumsq(t, kt);
     check_mse_grad(t, kt);
+    check_add_rows(t, kt);
 }
 
 static void test_kernel_ref_combine(dm_t *t) { check_combine(t, &dm_kernels_ref); }
@@ -1859,7 +1898,7 @@ static void check_table(dm_t *t, const dm_kernels *kt, dm_isa isa)
     CHECK(t, kt->layernorm && kt->silu_mul, "%s: missing entry", dm_isa_name(isa));
     CHECK(t, kt->layernorm_fwd && kt->layernorm_bwd && kt->silu_mul_bwd && kt->gemm_tn && kt->gemm_tn_bf16 && kt->colsum &&
              kt->adamw, "%s: missing training entry", dm_isa_name(isa));
-    CHECK(t, kt->combine && kt->find_nonfinite && kt->sumsq && kt->mse_grad, "%s: missing combine entry", dm_isa_name(isa));
+    CHECK(t, kt->combine && kt->find_nonfinite && kt->sumsq && kt->mse_grad && kt->add_rows, "%s: missing combine entry", dm_isa_name(isa));
 }
 
 /* Every weight type has every entry, a kernel set per ISA that says its ISA,

@@ -181,6 +181,11 @@ typedef struct dm_kernels {
      * (in double, in that order); returns sum d_i^2 (each square rounded in
      * double, then added) in sumsq's order of chains. Bitwise the same on every table. */
     double (*mse_grad)(const float *out, const float *target, int64_t n, double c, double inv, float *grad);
+    /* One row of the MoE backward's input gradient, in this order (each
+     * product rounded, then added: no FMA):
+     *   o[d] = (((o[d] + y_0[d]) + y_1[d]) ... + y_{J-1}[d]) + s g[d],  y_j = y + j D,
+     * the last term only where g is not NULL. */
+    void (*add_rows)(float *o, const float *y, int J, const float *g, float s, int D);
 } dm_kernels;
 
 /* gemm_tn_bf16 by rounded fp32 copies of the operands (in g->work) and

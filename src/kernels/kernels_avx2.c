@@ -717,6 +717,24 @@ static double avx2_mse_grad(const float *out, const float *target, int64_t n, do
     return _mm_cvtsd_f64(u) + _mm_cvtsd_f64(_mm_unpackhi_pd(u, u));
 }
 
+static void avx2_add_rows(float *o, const float *y, int J, const float *g, float s, int D)
+{
+    __m256 vs = _mm256_set1_ps(s);
+    int d = 0;
+    for (; d + 8 <= D; d += 8) {
+        __m256 v = _mm256_loadu_ps(o + d);
+        for (int j = 0; j < J; j++) v = _mm256_add_ps(v, _mm256_loadu_ps(y + (int64_t)j * D + d));
+        if (g) v = _mm256_add_ps(v, _mm256_mul_ps(vs, _mm256_loadu_ps(g + d)));
+        _mm256_storeu_ps(o + d, v);
+    }
+    for (; d < D; d++) {  /* the tail as the reference */
+        float v = o[d];
+        for (int j = 0; j < J; j++) v += y[(int64_t)j * D + d];
+        if (g) v += s * g[d];
+        o[d] = v;
+    }
+}
+
 static void avx2_gemm_tn_bf16(const dm_gemm_tn *g) { dm_gemm_tn_bf16_emul(&dm_kernels_avx2, g); }
 
 const dm_kernels dm_kernels_avx2 = {
@@ -734,6 +752,7 @@ const dm_kernels dm_kernels_avx2 = {
     .find_nonfinite = avx2_find_nonfinite,
     .sumsq = avx2_sumsq,
     .mse_grad = avx2_mse_grad,
+    .add_rows = avx2_add_rows,
 };
 
 const dm_wkern dm_wkern_f32_avx2 = {

@@ -789,6 +789,23 @@ static double avx512_mse_grad(const float *out, const float *target, int64_t n, 
     return _mm_cvtsd_f64(u) + _mm_cvtsd_f64(_mm_unpackhi_pd(u, u));
 }
 
+static void avx512_add_rows(float *o, const float *y, int J, const float *g, float s, int D)
+{
+    __m512 vs = _mm512_set1_ps(s);
+    for (int d = 0; d < D; d += 16) {
+        __mmask16 m = lane_mask(D - d);
+        int full = D - d >= 16;  /* plain loads and stores where all 16 are valid */
+        __m512 v = full ? _mm512_loadu_ps(o + d) : _mm512_maskz_loadu_ps(m, o + d);
+        for (int j = 0; j < J; j++) {
+            const float *yj = y + (int64_t)j * D + d;
+            v = _mm512_add_ps(v, full ? _mm512_loadu_ps(yj) : _mm512_maskz_loadu_ps(m, yj));
+        }
+        if (g) v = _mm512_add_ps(v, _mm512_mul_ps(vs, full ? _mm512_loadu_ps(g + d) : _mm512_maskz_loadu_ps(m, g + d)));
+        if (full) _mm512_storeu_ps(o + d, v);
+        else _mm512_mask_storeu_ps(o + d, m, v);
+    }
+}
+
 /* vdpbf16ps where the CPU has AVX512_BF16, else rounded copies (kernels.h) */
 static void avx512_gemm_tn_bf16(const dm_gemm_tn *g)
 {
@@ -811,6 +828,7 @@ const dm_kernels dm_kernels_avx512 = {
     .find_nonfinite = avx512_find_nonfinite,
     .sumsq = avx512_sumsq,
     .mse_grad = avx512_mse_grad,
+    .add_rows = avx512_add_rows,
 };
 
 const dm_wkern dm_wkern_f32_avx512 = {

@@ -303,6 +303,16 @@ static double ref_mse_grad(const float *out, const float *target, int64_t n, dou
     return u[0] + u[1];
 }
 
+static void ref_add_rows(float *o, const float *y, int J, const float *g, float s, int D)
+{
+    for (int d = 0; d < D; d++) {
+        float v = o[d];
+        for (int j = 0; j < J; j++) v += y[(int64_t)j * D + d];
+        if (g) v += s * g[d];
+        o[d] = v;
+    }
+}
+
 const dm_kernels dm_kernels_ref = {
     .isa = DM_ISA_REF,
     .layernorm = ref_layernorm,
@@ -318,6 +328,7 @@ const dm_kernels dm_kernels_ref = {
     .find_nonfinite = ref_find_nonfinite,
     .sumsq = ref_sumsq,
     .mse_grad = ref_mse_grad,
+    .add_rows = ref_add_rows,
 };
 
 const dm_wkern dm_wkern_f32_ref = {

@@ -271,17 +271,7 @@ static void router_gather_task(void *arg, int64_t ti, int tid)
             for (int j = 0; j < k; j++) res += lc->rb.w[r * k + j];
             res += (float)c->n_shared;
         }
-        if (J == 2 && resid) {  /* the seed layer's case, vectorized by the compiler */
-            const float *s0 = sl, *s1 = sl + D;
-            for (int dd = 0; dd < D; dd++) o[dd] = ((o[dd] + s0[dd]) + s1[dd]) + res * g[dd];
-            continue;
-        }
-        for (int dd = 0; dd < D; dd++) {
-            float v = o[dd];
-            for (int j = 0; j < J; j++) v += sl[(int64_t)j * D + dd];
-            if (resid) v += res * g[dd];
-            o[dd] = v;
-        }
+        K->add_rows(o, sl, J, resid ? g : NULL, res, D);
     }
 }
 
