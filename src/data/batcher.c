@@ -76,6 +76,8 @@ int64_t dm_batcher_next(dm_batcher *b, int64_t batch, float *x, float *y, int32_
     return dm_batcher_next_slice(b, batch, 0, batch, x, y, labels, regime);
 }
 
+#define BATCH_AHEAD 4 /* rows */
+
 int64_t dm_batcher_next_slice(dm_batcher *b, int64_t batch, int64_t row0, int64_t rows, float *x, float *y,
                               int32_t *labels, int32_t *regime)
 {
@@ -88,6 +90,11 @@ int64_t dm_batcher_next_slice(dm_batcher *b, int64_t batch, int64_t row0, int64_
     size_t dim = (size_t)ds->dim, ydim = (size_t)ds->y_dim;
     for (int64_t k = 0; k < rows; k++) {
         size_t r = (size_t)b->perm[b->pos + row0 + k];
+        if (k + BATCH_AHEAD < rows) {  /* random rows defeat the hardware prefetcher: fetch ahead */
+            size_t q = (size_t)b->perm[b->pos + row0 + k + BATCH_AHEAD];
+            for (size_t o = 0; x && o < dim; o += 16) __builtin_prefetch(ds->x + q * dim + o);
+            for (size_t o = 0; y && ds->y && o < ydim; o += 16) __builtin_prefetch(ds->y + q * ydim + o);
+        }
         if (x) memcpy(x + (size_t)k * dim, ds->x + r * dim, dim * sizeof(float));
         if (y && ds->y) memcpy(y + (size_t)k * ydim, ds->y + r * ydim, ydim * sizeof(float));
         if (labels && ds->labels) labels[k] = ds->labels[r];
