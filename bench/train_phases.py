@@ -20,7 +20,7 @@ PHASES = [
     ("LayerNorm + ReLU backward (experts)", {"expert mid backward"}),
     ("router backward (weights, params, input)", {"routing weight grad", "router backward", "router params grad"}),  # "router params grad": before d90b20f
     ("combine and gather (with the router's parameter gradients)", {"combine", "gather input grad",
-                                                                  "router params + gather input grad"}),
+                                                                  "router grad + input grad"}),
     ("embedding, head, loss (forward + backward)", {"embed forward", "embed backward", "head forward", "head backward",
                                                      "loss", "linear gemm", "layernorm", "embed", "head", "balance loss"}),
     ("AdamW", {"adamw"}),

@@ -30,7 +30,7 @@ static const dm_span_kind SK_DOWN_DX = {"expert down dX gemm", "train", "rows", 
 static const dm_span_kind SK_MID_BWD = {"expert mid backward", "train", "rows", "expert"};
 static const dm_span_kind SK_UP_DW = {"expert up dW gemm", "train", "rows", "expert"};
 static const dm_span_kind SK_UP_DX = {"expert up dX gemm", "train", "rows", "expert"};
-static const dm_span_kind SK_GATHER = {"router params + gather input grad", "train", "rows", NULL};
+static const dm_span_kind SK_GATHER = {"router grad + input grad", "train", "rows", NULL};
 
 /* ---------------------------------------------------------------- forward */
 
