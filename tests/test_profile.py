@@ -145,6 +145,15 @@ check("profile-summary: calls, self and total time of every op as computed here"
 order = [float(l.split()[-8]) for l in r.stdout.splitlines()[1:] if "%" in l and l.split()[-1].isdigit()]
 check("profile-summary: sorted by self time, largest first", len(order) > 5 and order == sorted(order, reverse=True),
       str(order[:5]))
+# a name longer than the default column is shown whole, not cut
+long_name = "a span name of forty-one characters, long"
+with open("long.json", "w") as f:
+    json.dump({"traceEvents": [{"ph": "X", "name": long_name, "cat": "t", "ts": 0, "dur": 5, "pid": 1, "tid": 1},
+                               {"ph": "X", "name": "short", "cat": "t", "ts": 10, "dur": 3, "pid": 1, "tid": 1}]}, f)
+r3 = run("profile-summary", "long.json")
+check("profile-summary: a 41-character op name shown whole, columns aligned",
+      r3.returncode == 0 and any(l.startswith(long_name + " ") for l in r3.stdout.splitlines())
+      and len({l.index("%") for l in r3.stdout.splitlines()[1:3]}) == 1, r3.stdout + r3.stderr[-300:])
 r2 = run("profile-summary", "bench.json", "--sort", "total", "--top", "1")
 check("profile-summary --sort total --top 1: the train step first", r2.returncode == 0 and
       r2.stdout.splitlines()[1].startswith("train step"), r2.stdout[:300])

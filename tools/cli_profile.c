@@ -104,14 +104,19 @@ int cmd_profile_summary(int argc, char **argv)
     double self_sum = 0;
     for (int i = 0; i < s.n_ops; i++) self_sum += s.ops[i].self_us;
     int n = top && top < s.n_ops ? top : s.n_ops;
-    printf("%-26s %9s %12s %9s %12s %11s %10s\n", "Name", "Self %", "Self", "Total %", "Total", "Avg", "# Calls");
+    int w = 26;  /* the name column: as wide as the longest name shown (a trace may carry any names) */
+    for (int i = 0; i < n; i++) {
+        size_t len = strlen(s.ops[i].name);
+        if ((size_t)w < len) w = len < 80 ? (int)len : 80;
+    }
+    printf("%-*s %9s %12s %9s %12s %11s %10s\n", w, "Name", "Self %", "Self", "Total %", "Total", "Avg", "# Calls");
     for (int i = 0; i < n; i++) {
         const dm_op_stat *o = &s.ops[i];
         char self[32], tot[32], avg[32];
         snprintf(self, sizeof self, "%.3f ms", o->self_us * 1e-3);
         snprintf(tot, sizeof tot, "%.3f ms", o->total_us * 1e-3);
         snprintf(avg, sizeof avg, "%.2f us", o->total_us / (double)(o->calls ? o->calls : 1));
-        printf("%-26.26s %8.2f%% %12s %8.2f%% %12s %11s %10lld\n", o->name, self_sum > 0 ? 100 * o->self_us / self_sum : 0,
+        printf("%-*.*s %8.2f%% %12s %8.2f%% %12s %11s %10lld\n", w, w, o->name, self_sum > 0 ? 100 * o->self_us / self_sum : 0,
                self, self_sum > 0 ? 100 * o->total_us / self_sum : 0, tot, avg, (long long)o->calls);
     }
     printf("Self time total: %.3f ms over %d threads, %.3f ms from the first span to the last; %lld spans, %d ops%s\n",
