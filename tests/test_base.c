@@ -81,6 +81,32 @@ static void test_base_pool_runs_each_task_once(dm_t *t)
     CHECK(t, strstr(err.msg, "thread count") != NULL, "message: %s", err.msg);
 }
 
+/* dm_pool_copy: copies and clears of awkward sizes (pieces of 64 KB and a
+ * tail), nothing touched past the end, with and without a pool. */
+static void test_base_pool_copy(dm_t *t)
+{
+    static const size_t sizes[] = {0, 1, 63, 65536, 65537, 3 * 65536 + 5, 1000003};
+    for (int nt = 0; nt <= 2; nt++) {
+        dm_pool *p = NULL;
+        dm_error err;
+        if (nt) CHECK_OK(t, dm_pool_create(nt, &p, &err), &err);
+        for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+            size_t n = sizes[si];
+            unsigned char *src = malloc(n + 1), *dst = malloc(n + 1);
+            for (size_t i = 0; i <= n; i++) src[i] = (unsigned char)(i * 7 + 1), dst[i] = 0xee;
+            dm_pool_copy(p, dst, src, n);
+            CHECK(t, !memcmp(dst, src, n) && dst[n] == 0xee, "copy of %zu bytes (%d threads)", n, nt);
+            dm_pool_copy(p, dst, NULL, n);
+            int zero = 1;
+            for (size_t i = 0; i < n; i++) zero &= dst[i] == 0;
+            CHECK(t, zero && dst[n] == 0xee, "clear of %zu bytes (%d threads)", n, nt);
+            free(src);
+            free(dst);
+        }
+        dm_pool_free(p);
+    }
+}
+
 static void test_base_atomic_file(dm_t *t)
 {
     char path[1024];
@@ -119,6 +145,7 @@ void suite_base(dm_t *t)
     DM_RUN(t, test_base_rng_deterministic);
     DM_RUN(t, test_base_half_floats);
     DM_RUN(t, test_base_pool_runs_each_task_once);
+    DM_RUN(t, test_base_pool_copy);
     DM_RUN(t, test_base_atomic_file);
     DM_RUN(t, test_base_isa_resolve);
 }

@@ -335,6 +335,26 @@ static void test_train_config_errors(dm_t *t)
     CHECK(t, dm_train_step(tr, b.x, b.y, NULL, 9, NULL, &err) == DM_ERR_NONFINITE, "NaN input refused");
     dm_trainer_free(tr);
     free_batch(&b);
+
+    /* with a pool: the message names the first bad value of all (two rows hold one) */
+    dm_pool *p;
+    CHECK_OK(t, dm_pool_create(2, &p, &err), &err);
+    tc.grad_accum = 1;
+    CHECK_OK(t, dm_trainer_create(m, &tc, p, &tr, &err), &err);
+    b = make_batch(&c, 100, 2);
+    b.x[(int64_t)90 * c.dim + 1] = INFINITY;
+    b.x[(int64_t)70 * c.dim + 3] = NAN;
+    CHECK(t, dm_train_step(tr, b.x, b.y, NULL, 100, NULL, &err) == DM_ERR_NONFINITE &&
+             strstr(err.msg, "input row 70, column 3 is NaN") != NULL, "first bad input named: %s", err.msg);
+    b.x[(int64_t)70 * c.dim + 3] = 0;
+    b.x[(int64_t)90 * c.dim + 1] = 0;
+    b.y[(int64_t)99 * c.dim + c.dim - 1] = -INFINITY;
+    CHECK(t, dm_train_step(tr, b.x, b.y, NULL, 100, NULL, &err) == DM_ERR_NONFINITE &&
+             strstr(err.msg, "target input row 99, column") != NULL && strstr(err.msg, "is Inf") != NULL,
+          "bad target named: %s", err.msg);
+    dm_trainer_free(tr);
+    dm_pool_free(p);
+    free_batch(&b);
     dm_model_free(m);
 }
 

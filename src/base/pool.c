@@ -13,6 +13,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 struct dm_pool {
@@ -130,4 +131,24 @@ void dm_pool_run(dm_pool *p, int64_t n_tasks, dm_task_fn fn, void *arg)
     pthread_mutex_lock(&p->mu);
     while (p->busy > 0) pthread_cond_wait(&p->done, &p->mu);
     pthread_mutex_unlock(&p->mu);
+}
+
+#define POOL_PIECE ((size_t)64 * 1024)
+
+typedef struct copy_arg { unsigned char *dst; const unsigned char *src; size_t bytes; } copy_arg;
+
+static void copy_task(void *arg, int64_t i, int tid)
+{
+    (void)tid;
+    const copy_arg *a = arg;
+    size_t at = (size_t)i * POOL_PIECE, n = a->bytes - at < POOL_PIECE ? a->bytes - at : POOL_PIECE;
+    if (a->src) memcpy(a->dst + at, a->src + at, n);
+    else memset(a->dst + at, 0, n);
+}
+
+void dm_pool_copy(dm_pool *p, void *dst, const void *src, size_t bytes)
+{
+    if (!bytes) return;
+    copy_arg a = {dst, src, bytes};
+    dm_pool_run(p, (int64_t)((bytes + POOL_PIECE - 1) / POOL_PIECE), copy_task, &a);
 }

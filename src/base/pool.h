@@ -11,4 +11,8 @@
 typedef void (*dm_task_fn)(void *arg, int64_t task, int tid);
 void dm_pool_run(dm_pool *pool, int64_t n_tasks, dm_task_fn fn, void *arg);
 
+/* dst = src for bytes bytes (src NULL: dst = 0), in 64 KB pieces over the
+ * pool: a large copy or clear that would leave the other threads idle. */
+void dm_pool_copy(dm_pool *pool, void *dst, const void *src, size_t bytes);
+
 #endif

@@ -570,7 +570,7 @@ static dm_status micro_batch(dm_trainer *t, const float *x, const float *target,
     float *d = t->dact[0], *dx = t->dact[1];
     SPAN(1, &SK_HEAD_B, n, 0,   /* without a head: the loss gradient's copy */
          if (c->n_classes) dm_tr_head_backward(t, d);
-         else memcpy(d, t->dout, (size_t)n * c->dim * sizeof *d));
+         else dm_pool_copy(t->pool, d, t->dout, (size_t)n * c->dim * sizeof *d));
     dm_trd_unit_done(t, L + 1);
     READY(L + 1);
     for (int l = L - 1; l >= 0; l--) {

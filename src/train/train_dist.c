@@ -389,7 +389,7 @@ dm_status dm_trd_begin_step(dm_trainer *t, dm_error *err)
         return DM_OK;
     }
     if (!d || d->mode < DM_DIST_ZERO2) {
-        memset(t->grad, 0, (size_t)t->m->n_params * sizeof *t->grad);
+        dm_pool_copy(t->pool, t->grad, NULL, (size_t)t->m->n_params * sizeof *t->grad);
         return DM_OK;
     }
     /* the rest was released (reads zero) when its unit was reduced */

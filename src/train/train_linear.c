@@ -33,7 +33,7 @@ void dm_tr_embed_forward(dm_trainer *t)
 {
     const dm_config *c = &t->m->cfg;
     if (!c->in_dim) {
-        memcpy(t->act, t->x, (size_t)t->n * c->dim * sizeof *t->act);
+        dm_pool_copy(t->pool, t->act, t->x, (size_t)t->n * c->dim * sizeof *t->act);
         return;
     }
     lin_arg a = {t, &t->m->embed, t->bf16 ? &t->embed_fw : &t->m->embed.p, t->x, c->in_dim, t->act, c->dim};
