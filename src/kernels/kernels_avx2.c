@@ -649,6 +649,14 @@ static int64_t avx2_find_nonfinite(const float *x, int64_t n)
     return -1;
 }
 
+/* sumsq's and mse_grad's 16 chains (a0..a3: 0-3, 4-7, 8-11, 12-15) added as kernels.h says */
+static inline double chains16(__m256d a0, __m256d a1, __m256d a2, __m256d a3)
+{
+    __m256d t = _mm256_add_pd(_mm256_add_pd(a0, a2), _mm256_add_pd(a1, a3));
+    __m128d u = _mm_add_pd(_mm256_castpd256_pd128(t), _mm256_extractf128_pd(t, 1));
+    return _mm_cvtsd_f64(u) + _mm_cvtsd_f64(_mm_unpackhi_pd(u, u));
+}
+
 /* kernels.h's order: a0..a3 hold chains 0-3, 4-7, 8-11, 12-15 (x zero past n) */
 static double avx2_sumsq(const float *x, int64_t n)
 {
@@ -670,9 +678,7 @@ static double avx2_sumsq(const float *x, int64_t n)
         a2 = _mm256_fmadd_pd(d2, d2, a2);
         a3 = _mm256_fmadd_pd(d3, d3, a3);
     }
-    __m256d t = _mm256_add_pd(_mm256_add_pd(a0, a2), _mm256_add_pd(a1, a3));
-    __m128d u = _mm_add_pd(_mm256_castpd256_pd128(t), _mm256_extractf128_pd(t, 1));
-    return _mm_cvtsd_f64(u) + _mm_cvtsd_f64(_mm_unpackhi_pd(u, u));
+    return chains16(a0, a1, a2, a3);
 }
 
 /* 4 values of mse_grad (kernels.h) into chain accumulator acc (mul then add: no FMA, as the reference) */
@@ -712,9 +718,7 @@ static double avx2_mse_grad(const float *out, const float *target, int64_t n, do
             a[q] = mse4(o, t, vc, vi, grad + at, valid, a[q]);
         }
     }
-    __m256d t = _mm256_add_pd(_mm256_add_pd(a[0], a[2]), _mm256_add_pd(a[1], a[3]));
-    __m128d u = _mm_add_pd(_mm256_castpd256_pd128(t), _mm256_extractf128_pd(t, 1));
-    return _mm_cvtsd_f64(u) + _mm_cvtsd_f64(_mm_unpackhi_pd(u, u));
+    return chains16(a[0], a[1], a[2], a[3]);
 }
 
 static void avx2_add_rows(float *o, const float *y, int J, const float *g, float s, int D)

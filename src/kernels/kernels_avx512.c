@@ -735,6 +735,15 @@ static int64_t avx512_find_nonfinite(const float *x, int64_t n)
     return -1;
 }
 
+/* sumsq's and mse_grad's 16 chains (lo: 0-7, hi: 8-15) added as kernels.h says */
+static inline double chains16(__m512d lo, __m512d hi)
+{
+    __m512d s = _mm512_add_pd(lo, hi);
+    __m256d t = _mm256_add_pd(_mm512_castpd512_pd256(s), _mm512_extractf64x4_pd(s, 1));
+    __m128d u = _mm_add_pd(_mm256_castpd256_pd128(t), _mm256_extractf128_pd(t, 1));
+    return _mm_cvtsd_f64(u) + _mm_cvtsd_f64(_mm_unpackhi_pd(u, u));
+}
+
 /* kernels.h's order: lo holds chains 0-7, hi 8-15 (x zero past n) */
 static double avx512_sumsq(const float *x, int64_t n)
 {
@@ -754,10 +763,7 @@ static double avx512_sumsq(const float *x, int64_t n)
         lo = _mm512_fmadd_pd(d0, d0, lo);  /* the square is exact: fma = mul then add */
         hi = _mm512_fmadd_pd(d1, d1, hi);
     }
-    __m512d s = _mm512_add_pd(lo, hi);
-    __m256d t = _mm256_add_pd(_mm512_castpd512_pd256(s), _mm512_extractf64x4_pd(s, 1));
-    __m128d u = _mm_add_pd(_mm256_castpd256_pd128(t), _mm256_extractf128_pd(t, 1));
-    return _mm_cvtsd_f64(u) + _mm_cvtsd_f64(_mm_unpackhi_pd(u, u));
+    return chains16(lo, hi);
 }
 
 /* 8 values of mse_grad (kernels.h) into chain accumulator acc (mul then add: no FMA, as the reference) */
@@ -783,10 +789,7 @@ static double avx512_mse_grad(const float *out, const float *target, int64_t n, 
         hi = mse8(_mm256_maskz_loadu_ps(m1, out + i + 8), _mm256_maskz_loadu_ps(m1, target + i + 8), vc, vi, grad + i + 8,
                   m1, hi);
     }
-    __m512d s = _mm512_add_pd(lo, hi);
-    __m256d t = _mm256_add_pd(_mm512_castpd512_pd256(s), _mm512_extractf64x4_pd(s, 1));
-    __m128d u = _mm_add_pd(_mm256_castpd256_pd128(t), _mm256_extractf128_pd(t, 1));
-    return _mm_cvtsd_f64(u) + _mm_cvtsd_f64(_mm_unpackhi_pd(u, u));
+    return chains16(lo, hi);
 }
 
 static void avx512_add_rows(float *o, const float *y, int J, const float *g, float s, int D)

@@ -276,15 +276,21 @@ static int64_t ref_find_nonfinite(const float *x, int64_t n)
     return -1;
 }
 
-static double ref_sumsq(const float *x, int64_t n)
+/* The 16 chains of sumsq and mse_grad added as kernels.h says. */
+static double chains16(const double a[16])
 {
-    double a[16] = {0};
-    for (int64_t i = 0; i < n; i++) a[i % 16] += (double)x[i] * (double)x[i];
     double s[8], t[4], u[2];
     for (int c = 0; c < 8; c++) s[c] = a[c] + a[c + 8];
     for (int c = 0; c < 4; c++) t[c] = s[c] + s[c + 4];
     for (int c = 0; c < 2; c++) u[c] = t[c] + t[c + 2];
     return u[0] + u[1];
+}
+
+static double ref_sumsq(const float *x, int64_t n)
+{
+    double a[16] = {0};
+    for (int64_t i = 0; i < n; i++) a[i % 16] += (double)x[i] * (double)x[i];
+    return chains16(a);
 }
 
 static double ref_mse_grad(const float *out, const float *target, int64_t n, double c, double inv, float *grad)
@@ -296,11 +302,7 @@ static double ref_mse_grad(const float *out, const float *target, int64_t n, dou
         a[i % 16] += q;
         grad[i] = (float)((c * d) * inv);
     }
-    double s[8], t[4], u[2];
-    for (int j = 0; j < 8; j++) s[j] = a[j] + a[j + 8];
-    for (int j = 0; j < 4; j++) t[j] = s[j] + s[j + 4];
-    for (int j = 0; j < 2; j++) u[j] = t[j] + t[j + 2];
-    return u[0] + u[1];
+    return chains16(a);
 }
 
 static void ref_add_rows(float *o, const float *y, int J, const float *g, float s, int D)

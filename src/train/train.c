@@ -72,6 +72,17 @@ static size_t carve_tpacked(dm_trainer *t, unsigned char *base)
     return off;
 }
 
+/* Expert j of layer l's forward packs: the trainer's bf16 copies under
+ * --precision bf16, else the model's own. */
+static void fwd_packs(dm_trainer *t, int l, int j, dm_wmat **f1, dm_wmat **f2)
+{
+    dm_model *m = t->m;
+    int S = m->cfg.n_experts + m->cfg.n_shared;
+    dm_expert_w *x = &m->layers[l].experts[j];
+    *f1 = t->bf16 ? &t->fw[2 * (l * S + j)] : &x->p1;
+    *f2 = t->bf16 ? *f1 + 1 : &x->p2;
+}
+
 /* Re-packs the forward and transposed weights after the parameters changed. */
 /* Task i of the re-pack: one expert (forward and transposed packs), one
  * router, the embedding or the head. Each thread uses its own transpose scratch. */
@@ -112,17 +123,11 @@ static void sync_task(void *arg, int64_t i, int tid)
         memcpy(cat + (size_t)h * D, x->w3, (size_t)h * D * sizeof *cat);
         w1 = cat;
     }
-    if (t->bf16) {
-        /* the forward's bf16 copies; the model's f32 packs (evaluation,
-         * inference) are re-packed by the next dm_forward (dm_model_fresh) */
-        dm_wmat *fw = t->fw + 2 * (l * S + j);
-        dm_wmat_quant_pack(&fw[0], w1, tmp);
-        dm_wmat_quant_pack(&fw[1], x->w2, tmp);
-        m->stale = 1;
-    } else {
-        dm_wmat_pack_f32(&x->p1, w1);
-        dm_wmat_pack_f32(&x->p2, x->w2);
-    }
+    dm_wmat *f1, *f2;
+    fwd_packs(t, l, j, &f1, &f2);
+    dm_wmat_quant_pack(f1, w1, tmp);
+    dm_wmat_quant_pack(f2, x->w2, tmp);
+    if (t->bf16) m->stale = 1;  /* the model's f32 packs: re-packed by dm_forward (dm_model_fresh) */
     dm_wmat_pack_t(&xt->p1t, w1, tmp);
     dm_wmat_pack_t(&xt->p2t, x->w2, tmp);
 }
@@ -458,7 +463,8 @@ static int update_expert_fused(const adam_arg *a, int64_t g, int tid)
     int l = (int)(g / per), j = (int)(g % per);
     dm_expert_w *x = &m->layers[l].experts[j];
     expert_t *xt = &t->ext[l * S + j];
-    dm_wmat *f1 = t->bf16 ? &t->fw[2 * (l * S + j)] : &x->p1, *f2 = t->bf16 ? f1 + 1 : &x->p2;
+    dm_wmat *f1, *f2;
+    fwd_packs(t, l, j, &f1, &f2);
     int G1 = dm_wmat_rows_step(f1, &xt->p1t), G2 = dm_wmat_rows_step(f2, &xt->p2t);
     if (!G1 || !G2) return 0;
     float *tmp = t->ttmp + (size_t)tid * t->ttmp_floats;
@@ -470,7 +476,7 @@ static int update_expert_fused(const adam_arg *a, int64_t g, int tid)
         else if (p == x->w2) update_sliced(a, i, f2, &xt->p2t, G2, tmp);
         else dm_tr_adamw_range(a, i, d->offset, d->offset + d->numel);
     }
-    if (t->bf16) m->stale = 1;  /* the model's f32 packs: dm_model_fresh */
+    if (t->bf16) m->stale = 1;  /* as sync_task */
     dm_span_end(&SK_ADAMW_PACK, t0, g, 0);
     return 1;
 }
