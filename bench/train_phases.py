@@ -34,7 +34,7 @@ PHASES = [
     ("logging", {"log"}),
     ("evaluation", {"eval"}),
     ("checkpoint write", {"checkpoint write"}),
-    ("communication (distributed)", {"grad sync", "grad sync wait", "gather params", "exchange"}),
+    ("communication (distributed)", {"grad sync", "grad sync wait", "gather params", "exchange", "update barrier"}),
 ]
 OWNER = {n: p for p, names in PHASES for n in names}
 CHARGE_TO = {"eval": "evaluation", "checkpoint write": "checkpoint write"}   # all inside goes there

@@ -62,6 +62,52 @@ for np in 2 4; do
     done
 done
 
+# the host's all-reduce (docs/distributed.md): dp and zero1 sum gradients through shared memory
+# where ranks share a host; MPI alone (DEEPMOE_SHM=0) gives the same sums (bit for bit on 2 ranks,
+# where each sum has one order), and 2 "hosts" of 2 ranks (DEEPMOE_SHM_HOST=2: shared memory
+# inside each, MPI across) equal one process too
+shm_run() {  # NAME NP EXPECT(grep) REF TOL [env...] -- train args
+    local name=$1 np=$2 want=$3 ref=$4 tol=$5; shift 5
+    local envs=() fwd=()
+    while [ "$1" != -- ]; do envs+=("$1"); fwd+=(-x "${1%%=*}"); shift; done
+    shift
+    rm -rf "$T/h"
+    if ! env "${envs[@]}" "${MPI[@]}" "${fwd[@]}" -np "$np" "$D" train "$@" --out "$T/h" >"$T/log" 2>&1; then
+        bad "$name: the run failed"; tail -5 "$T/log"; return
+    fi
+    if grep -q "^gradients: $want" "$T/log"; then ok "$name: gradients $want"
+    else bad "$name: no 'gradients: $want' line"; grep '^gradients' "$T/log"; fi
+    cmp_models "$ref" "$T/h/model.safetensors" "$tol" "$name: weights"
+}
+rm -rf "$T/shm2"
+"${MPI[@]}" -np 2 "$D" train "${ARGS[@]}" "${AUG[@]}" --batch 64 --dist dp --out "$T/shm2" >"$T/log" 2>&1 &&
+    grep -q "^gradients: summed through shared memory by the 2 ranks of each host (1 host)" "$T/log" &&
+    ok "np 2 --dist dp: gradients through shared memory (1 host of 2 ranks)" ||
+    { bad "np 2 --dist dp: not through shared memory"; grep '^gradients' "$T/log"; }
+grep -q "^parameters: one copy per host" "$T/log" && ok "np 2 --dist dp: one replica for the host's ranks" ||
+    bad "np 2 --dist dp: no shared replica"
+# a copy per rank (DEEPMOE_SHM_REPLICA=0): the same weights and moments, bit for bit
+rm -rf "$T/h"
+if DEEPMOE_SHM_REPLICA=0 "${MPI[@]}" -x DEEPMOE_SHM_REPLICA -np 2 "$D" train "${ARGS[@]}" "${AUG[@]}" --batch 64 --dist dp \
+        --out "$T/h" >"$T/log" 2>&1 && ! grep -q "^parameters: one copy" "$T/log"; then
+    cmp_models "$T/shm2/model.safetensors" "$T/h/model.safetensors" 0 "np 2 --dist dp, a replica per rank vs one per host"
+    cmp_models "$T/shm2/checkpoint/state.safetensors" "$T/h/checkpoint/state.safetensors" 0 \
+        "np 2 --dist dp, a replica per rank vs one per host: moments"
+else
+    bad "np 2 --dist dp, DEEPMOE_SHM_REPLICA=0"; tail -3 "$T/log"
+fi
+shm_run "np 2 --dist dp, DEEPMOE_SHM=0" 2 "summed by MPI" "$T/shm2/model.safetensors" 0 DEEPMOE_SHM=0 -- \
+    "${ARGS[@]}" "${AUG[@]}" --batch 64 --dist dp
+for mode in dp zero1; do
+    shm_run "np 4 --dist $mode, 2 hosts of 2 ranks" 4 "summed through shared memory by the 2 ranks of each host (2 hosts, then MPI" \
+        "$T/one4/model.safetensors" 1e-5 DEEPMOE_SHM_HOST=2 -- "${ARGS[@]}" "${AUG[@]}" --batch 32 --dist "$mode"
+done
+shm_run "np 4 --dist dp, DEEPMOE_SHM=0" 4 "summed by MPI" "$T/one4/model.safetensors" 1e-5 DEEPMOE_SHM=0 -- \
+    "${ARGS[@]}" "${AUG[@]}" --batch 32 --dist dp
+"${MPI[@]}" -np 2 "$D" train "${ARGS[@]}" --batch 64 --dist zero2 --out "$T/h" 2>&1 | grep -q "^gradients: summed by MPI" &&
+    ok "np 2 --dist zero2: gradients by MPI (reduce-scatter; its pages are released)" ||
+    bad "np 2 --dist zero2: not by MPI"
+
 # --precision bf16: the same parity (bf16 operands are rounded row by row, wherever the row runs)
 "$D" train "${ARGS[@]}" "${AUG[@]}" --batch 64 --grad-accum 2 --precision bf16 --out "$T/bf1" >/dev/null ||
     bad "one process, bf16"
@@ -110,6 +156,9 @@ for mode in dp zero1 zero2 zero3; do
     rm -rf "$T/m_$mode"
     "${MPI[@]}" -np 4 "$D" train "${MEM[@]}" --dist "$mode" --out "$T/m_$mode" >/dev/null 2>&1 || bad "memory run $mode"
 done
+rm -rf "$T/m_dp1"   # dp without the host's one replica: every rank its own
+DEEPMOE_SHM_REPLICA=0 "${MPI[@]}" -x DEEPMOE_SHM_REPLICA -np 4 "$D" train "${MEM[@]}" --dist dp --out "$T/m_dp1" >/dev/null 2>&1 ||
+    bad "memory run dp, DEEPMOE_SHM_REPLICA=0"
 rm -rf "$T/m_ep4"
 "${MPI[@]}" -np 4 "$D" train "${MEM[@]}" --dist dp --expert-parallel 4 --out "$T/m_ep4" >/dev/null 2>&1 || bad "memory run ep4"
 if python3 - "$T" <<'EOF'
@@ -119,7 +168,9 @@ def last(mode):
     recs = [json.loads(l) for l in open("%s/m_%s/metrics.jsonl" % (t, mode)) if '"eval"' not in l]
     return recs[-1]
 N = 4
-want = {"dp": 16, "zero1": 4 + 4 + 8 / N, "zero2": 4 + (4 + 8) / N, "zero3": 16 / N}
+# dp: the 4 ranks of this host share one copy of the parameters and moments (their
+# gradients are their own); dp1: DEEPMOE_SHM_REPLICA=0, a copy per rank
+want = {"dp": 4 + 12 / N, "dp1": 16, "zero1": 4 + 4 + 8 / N, "zero2": 4 + (4 + 8) / N, "zero3": 16 / N}
 rss = {}
 for mode, b in want.items():
     r = last(mode)
@@ -129,10 +180,12 @@ for mode, b in want.items():
     per = held / n
     # shards are 1024-float aligned: allow that much over the formula
     assert per <= b * 1.01 + 16 * 1024 * N / n, (mode, per, b)
+    if mode.startswith("dp"):
+        assert abs(per - b) < 0.01, (mode, per, b)
     print("  %s: %.2f bytes/param held (formula %.2f), ranks' RSS %s MiB" %
           (mode, per, b, [round(x["rss"] / 2**20, 1) for x in r["rank_expert_load"]]))
     rss[mode] = min(x["rss"] for x in r["rank_expert_load"])
-assert rss["zero3"] < rss["zero2"] < rss["dp"], rss
+assert rss["zero3"] < rss["zero2"] < rss["dp1"] and rss["dp"] < rss["dp1"], rss
 # expert parallel over 4: each rank holds its 2 of the 8 experts of each layer (and the rest)
 r = last("ep4")
 m = r["memory"]

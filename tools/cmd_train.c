@@ -214,6 +214,14 @@ static void print_start(view *v, const dm_run_progress *p)
                "moments %.1f bytes/param (ZeRO's 16 = %.1f), packed copies %.1f MiB, RSS %.1f MiB\n", p->ranks,
                p->threads, (long long)(p->step_rows / p->ranks), m->params / np, m->grads / np, m->moments / np,
                (m->params + m->grads + m->moments) / np, m->packed / 1048576.0, m->rss / 1048576.0);
+        if (p->host_ranks > 1)
+            printf("gradients: summed through shared memory by the %d ranks of each host (%d host%s%s)\n",
+                   p->host_ranks, p->hosts, p->hosts == 1 ? "" : "s", p->hosts > 1 ? ", then MPI across hosts" : "");
+        else
+            printf("gradients: summed by MPI\n");
+        if (p->shared_replica)
+            printf("parameters: one copy per host (parameters, packed copies, AdamW moments), each of its ranks "
+                   "updating its share of the layers' groups\n");
     }
     printf("model: in %d -> D=%d, %d MoE layer(s) E=%d k=%d H=%d %s/%s%s%s, %lld parameters\n", d->train.dim, c->dim,
            c->n_layers, c->n_experts, c->top_k, c->hidden, dm_router_name(c->router), dm_expert_name(c->expert),

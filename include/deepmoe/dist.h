@@ -86,6 +86,13 @@ typedef struct dm_train_memory {
     int64_t rss, rss_peak;   /* the process's resident set and its high-water mark */
 } dm_train_memory;
 DM_API void dm_trainer_memory(const dm_trainer *t, dm_train_memory *m);
+/* How the gradients are summed: *host_ranks ranks on each of *hosts hosts
+ * through shared memory (docs/distributed.md), MPI across hosts; 1 and the
+ * ranks: by MPI alone (zero2, zero3, expert parallel, one rank per host,
+ * DEEPMOE_SHM=0). One process: 1, 1. *replica: 1 where the host's ranks share
+ * one copy of the parameters and moments (dp in fp32 there; made at the
+ * first step; DEEPMOE_SHM_REPLICA=0: a copy per rank). */
+DM_API void dm_trainer_reduce_topology(const dm_trainer *t, int *host_ranks, int *hosts, int *replica);
 /* Measurement only (deepmoe bench --no-sync): sync 0 skips the gradient
  * reductions, so each rank trains on its own rows and the ranks drift apart;
  * the step time without them gives the communication share as PyTorch's

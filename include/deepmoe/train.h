@@ -138,6 +138,9 @@ typedef struct dm_run_progress {
     const double *rank_load; /* DM_RUN_LOG: [ranks * n_layers * n_experts] each rank's last expert load */
     const double *rank_rss;  /* DM_RUN_LOG: [ranks] each rank's resident set, bytes */
     dm_train_memory memory;  /* DM_RUN_START, DM_RUN_LOG: rank 0's trainer memory */
+    int host_ranks, hosts;   /* DM_RUN_START: gradients summed through shared memory by host_ranks ranks on
+                              * each of hosts hosts (then MPI across them); host_ranks 1: MPI alone */
+    int shared_replica;      /* DM_RUN_START: the host's ranks share one copy of the parameters and moments */
 } dm_run_progress;
 
 /* Returns 0 to go on; anything else stops the run after this step, as stop_at

@@ -57,6 +57,12 @@ dm_status dm_comm_barrier(dm_comm *c, dm_error *err);
 /* The ranks with the same color, ordered by key (MPI_Comm_split). */
 dm_status dm_comm_split(dm_comm *c, int color, int key, dm_comm **out, dm_error *err);
 
+/* The ranks of c that share this one's host (memory), ordered by rank
+ * (MPI_Comm_split_type with MPI_COMM_TYPE_SHARED). */
+dm_status dm_comm_split_host(dm_comm *c, dm_comm **out, dm_error *err);
+/* The monotonic clock, seconds. */
+double dm_comm_now(void);
+
 /* The process's resident set (VmRSS) and its high-water mark (VmHWM), bytes. */
 void dm_mem_rss(int64_t *rss, int64_t *hwm);
 

@@ -62,15 +62,17 @@ void dm_mem_rss(int64_t *rss, int64_t *hwm)
     fclose(f);
 }
 
-#if DM_HAVE_MPI
-#include <mpi.h>
-
-static double now_s(void)
+double dm_comm_now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
+
+#if DM_HAVE_MPI
+#include <mpi.h>
+
+static double now_s(void) { return dm_comm_now(); }
 
 int dm_dist_built(void) { return 1; }
 
@@ -206,14 +208,17 @@ void dm_comm_abort(dm_comm *c, int code)
     MPI_Abort(MPI_COMM_WORLD, code);
 }
 
-dm_status dm_comm_split(dm_comm *c, int color, int key, dm_comm **out, dm_error *err)
+/* A split of c (host: by shared memory, else by color and key) as a dm_comm. */
+static dm_status split(dm_comm *c, int host, int color, int key, dm_comm **out, dm_error *err)
 {
+    const char *what = host ? "MPI_Comm_split_type" : "MPI_Comm_split";
     *out = NULL;
-    dm_status st = check_live(c, "MPI_Comm_split", err);
+    dm_status st = check_live(c, what, err);
     if (st) return st;
     MPI_Comm nc;
-    int rc = MPI_Comm_split(COMM(c), color, key, &nc);
-    if (rc != MPI_SUCCESS) return mpi_fail(c, rc, "MPI_Comm_split", err);
+    int rc = host ? MPI_Comm_split_type(COMM(c), MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &nc)
+                  : MPI_Comm_split(COMM(c), color, key, &nc);
+    if (rc != MPI_SUCCESS) return mpi_fail(c, rc, what, err);
     MPI_Comm_set_errhandler(nc, MPI_ERRORS_RETURN);
     dm_comm *n = wrap(nc, 0);
     if (!n) return dm_fail(err, DM_ERR_NOMEM, "communicator: out of memory");
@@ -221,6 +226,13 @@ dm_status dm_comm_split(dm_comm *c, int color, int key, dm_comm **out, dm_error 
     *out = n;
     return DM_OK;
 }
+
+dm_status dm_comm_split(dm_comm *c, int color, int key, dm_comm **out, dm_error *err)
+{
+    return split(c, 0, color, key, out, err);
+}
+
+dm_status dm_comm_split_host(dm_comm *c, dm_comm **out, dm_error *err) { return split(c, 1, 0, 0, out, err); }
 
 dm_status dm_comm_allreduce(dm_comm *c, void *buf, int64_t n, dm_ctype t, dm_error *err)
 {
@@ -435,6 +447,12 @@ void dm_comm_abort(dm_comm *c, int code) { DM_UNUSED(c); exit(code); }
 dm_status dm_comm_split(dm_comm *c, int color, int key, dm_comm **out, dm_error *err)
 {
     DM_UNUSED(c), DM_UNUSED(color), DM_UNUSED(key);
+    *out = NULL;
+    return NO_MPI(err);
+}
+dm_status dm_comm_split_host(dm_comm *c, dm_comm **out, dm_error *err)
+{
+    DM_UNUSED(c);
     *out = NULL;
     return NO_MPI(err);
 }

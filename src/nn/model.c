@@ -527,6 +527,14 @@ dm_status dm_model_find(const dm_model *m, const char *name, dm_tensor_info *out
                    m->n_tensors, list, shown < m->n_tensors ? ", ... (dm_model_tensor lists them all)" : "");
 }
 
+void dm_model_rebase(dm_model *m, float *params, unsigned char *packed)
+{
+    m->params = params;
+    m->packed = packed;
+    carve_packed(m, packed);
+    bind_views(m);
+}
+
 int64_t dm_model_memory(const dm_model *m)
 {
     return m->n_params * (int64_t)sizeof(float) + (int64_t)carve_packed((dm_model *)m, NULL);

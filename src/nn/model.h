@@ -161,4 +161,9 @@ dm_status dm_config_size(const dm_config *c, int64_t *n_tensors, int64_t *n_para
 /* Parameters of one expert of hidden width h under c's expert type and D. */
 int64_t dm_expert_numel(const dm_config *c, int64_t h);
 
+/* Re-points m at params (n_params floats) and packed (the packed operands'
+ * bytes: dm_model_memory - 4 n_params) that already hold the same contents;
+ * the old buffers stay the caller's (distributed training's shared replica). */
+void dm_model_rebase(dm_model *m, float *params, unsigned char *packed);
+
 #endif

@@ -809,6 +809,7 @@ static dm_status train_loop(run *r, dm_run_result *res, dm_error *err)
 
     dm_run_progress p = progress(r, DM_RUN_START, step, stop);
     dm_trainer_memory(r->tr, &p.memory);
+    dm_trainer_reduce_topology(r->tr, &p.host_ranks, &p.hosts, &p.shared_replica);
     p.resumed = o->resume != NULL;
     p.data_epoch = r->rs.epoch;
     p.data_pos = r->rs.pos;

@@ -169,6 +169,49 @@ static void build_groups(dm_trainer *t)
     }
 }
 
+/* The per-tensor views into t->grad. */
+static void grad_views(dm_trainer *t)
+{
+    const dm_model *m = t->m;
+    int S = m->cfg.n_experts + m->cfg.n_shared;
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        const dm_layer *ly = &m->layers[l];
+        t->lg[l].gate_w = grad_of(t, ly->gate_w);
+        t->lg[l].gate_b = grad_of(t, ly->gate_b);
+        for (int i = 0; i < S; i++) {
+            const dm_expert_w *x = &ly->experts[i];
+            t->lg[l].ex[i] = (struct expert_grad){grad_of(t, x->w1), grad_of(t, x->b1), grad_of(t, x->gamma),
+                                                  grad_of(t, x->beta), grad_of(t, x->w2), grad_of(t, x->b2),
+                                                  grad_of(t, x->w3)};
+        }
+    }
+    t->g_embed_w = grad_of(t, m->embed.w);
+    t->g_embed_b = grad_of(t, m->embed.b);
+    t->g_norm_w = grad_of(t, m->norm_w);
+    t->g_norm_b = grad_of(t, m->norm_b);
+    t->g_head_w = grad_of(t, m->head.w);
+    t->g_head_b = grad_of(t, m->head.b);
+}
+
+size_t dm_tr_tpacked_bytes(dm_trainer *t) { return carve_tpacked(t, NULL); }
+
+void dm_tr_rebase(dm_trainer *t, unsigned char *tpacked, float *adam_m, float *adam_v)
+{
+    t->tpacked = tpacked;
+    carve_tpacked(t, tpacked);
+    t->adam_m = adam_m;
+    t->adam_v = adam_v;
+}
+
+float *dm_tr_swap_grad(dm_trainer *t, float *g)
+{
+    float *old = t->grad;
+    memcpy(g, old, (size_t)t->m->n_params * sizeof *g);
+    t->grad = g;
+    grad_views(t);
+    return old;
+}
+
 void dm_trainer_free(dm_trainer *t);
 
 dm_status dm_trainer_create(dm_model *m, const dm_train_config *tc, dm_pool *pool, dm_trainer **out, dm_error *err)
@@ -239,23 +282,7 @@ dm_status dm_trainer_create(dm_model *m, const dm_train_config *tc, dm_pool *poo
         size_t len = strlen(n);
         t->frozen[i] = len >= 18 && !strcmp(n + len - 18, "gating.expert_bias");
     }
-    for (int l = 0; l < L; l++) {
-        const dm_layer *ly = &m->layers[l];
-        t->lg[l].gate_w = grad_of(t, ly->gate_w);
-        t->lg[l].gate_b = grad_of(t, ly->gate_b);
-        for (int i = 0; i < S; i++) {
-            const dm_expert_w *x = &ly->experts[i];
-            t->lg[l].ex[i] = (struct expert_grad){grad_of(t, x->w1), grad_of(t, x->b1), grad_of(t, x->gamma),
-                                                  grad_of(t, x->beta), grad_of(t, x->w2), grad_of(t, x->b2),
-                                                  grad_of(t, x->w3)};
-        }
-    }
-    t->g_embed_w = grad_of(t, m->embed.w);
-    t->g_embed_b = grad_of(t, m->embed.b);
-    t->g_norm_w = grad_of(t, m->norm_w);
-    t->g_norm_b = grad_of(t, m->norm_b);
-    t->g_head_w = grad_of(t, m->head.w);
-    t->g_head_b = grad_of(t, m->head.b);
+    grad_views(t);
     build_groups(t);
     dm_tr_sync(t);
     *out = t;
@@ -316,7 +343,7 @@ void dm_trainer_free(dm_trainer *t)
 {
     if (!t) return;
     free_acts(t);
-    dm_trd_free(t->dist);
+    dm_trd_free(t);
     for (int l = 0; t->lc && l < t->m->cfg.n_layers; l++) dm_free(t->lc[l].rb.offsets);
     for (int l = 0; t->xb && l < t->m->cfg.n_layers; l++) dm_moe_xbuf_free(&t->xb[l]);
     free(t->xb);
@@ -420,6 +447,7 @@ static const dm_span_kind SK_ADAMW = {"adamw", "train", "group", NULL};
 static const dm_span_kind SK_REPACK = {"repack", "train", "group", NULL};
 static const dm_span_kind SK_ADAMW_PACK = {"adamw + repack", "train", "group", NULL};
 static const dm_span_kind SK_AUXFREE = {"aux-free update", "train", NULL, NULL};
+static const dm_span_kind SK_BARRIER = {"update barrier", "train", NULL, NULL};
 
 /* A span around one statement, only where cond holds (an op that exists in this run). */
 #define SPAN(cond, kind, a0, a1, ...) do { \
@@ -528,8 +556,9 @@ static double grad_norm(dm_trainer *t)
 static void aux_free_update(dm_trainer *t)
 {
     const dm_config *c = &t->m->cfg;
-    int E = c->n_experts;
+    int E = c->n_experts, per = E + c->n_shared + 1;
     for (int l = 0; l < c->n_layers; l++) {
+        if (t->skip_group && t->skip_group[(int64_t)l * per + E + c->n_shared]) continue;   /* another rank's router */
         const int64_t *cnt = t->counts + (int64_t)l * E;
         double total = 0;
         for (int e = 0; e < E; e++) total += (double)cnt[e];
@@ -693,6 +722,8 @@ static dm_status train_step(dm_trainer *t, const float *x, const float *target, 
     SPAN(1, &SK_OPT, t->step, 0, if (!dm_trd_update(t, &aa, &s, err)) dm_pool_run(t->pool, n_groups(c), update_task, &aa));
     if (s) return s;
     if (tc->balance & DM_BAL_AUX_FREE) SPAN(1, &SK_AUXFREE, 0, 0, aux_free_update(t));
+    if (t->dist) SPAN(1, &SK_BARRIER, 0, 0, s = dm_trd_end_update(t, err));
+    if (s) return s;
     if (st) *st = (dm_step_stats){loss / A, bal / A, norm, lr, t->step, correct};
     return DM_OK;
 }

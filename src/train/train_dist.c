@@ -27,6 +27,7 @@
 #include "train/trainer.h"
 #include "dist/comm.h"
 #include "dist/exchange.h"
+#include "dist/shm.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -50,9 +51,15 @@ struct dm_tr_dist {
     unsigned char **pk;      /* [n_units * 4] byte ranges of the unit's packed and transposed operands */
     int64_t *own_lo, *own_hi;/* [L] expert parallel: this rank's experts' float range per layer */
     int64_t *ex_lo, *ex_hi;  /* [L] every routed expert's float range per layer */
+    dm_shm *shm;             /* dp / zero1 on shared hosts: the gradients live in it (t->grad) */
+    int replica;             /* dp on shared hosts: 1 pending (made at the first step), 2 made: one copy of the
+                              * parameters, packs and moments per host, each rank updating its groups */
+    float *own_p, *own_m, *own_v;         /* the replica: the private buffers, released, back at the end */
+    unsigned char *own_pk, *own_tpk;
     struct pend {            /* a reduction in flight */
         dm_creq rq;
         dm_comm *c;
+        uint64_t shm_id;     /* a request of shm (rq unused), or 0 */
         int scatter;         /* 1: a reduce-scatter of grad [lo, hi), finished by moving the rank's piece */
         int64_t lo, hi;
     } *rq;
@@ -213,9 +220,10 @@ static void pack_unit(dm_trainer *t, int u)
 
 /* ---------------------------------------------------------------- setup */
 
-void dm_trd_free(dm_tr_dist *d)
+static void dist_free(dm_tr_dist *d)
 {
     if (!d) return;
+    dm_shm_free(d->shm);
     dm_dist_xchg_free(d->x);
     dm_comm_free(d->edp);
     dm_comm_free(d->ep);
@@ -227,6 +235,33 @@ void dm_trd_free(dm_tr_dist *d)
     free(d->u_lo); free(d->u_hi); free(d->sh); free(d->cnt); free(d->pk);
     free(d->own_lo); free(d->own_hi); free(d->ex_lo); free(d->ex_hi);
     free(d);
+}
+
+/* The shared replica's contents back into the private buffers (before its mapping goes). */
+static void replica_restore(dm_trainer *t)
+{
+    dm_tr_dist *d = t->dist;
+    dm_model *m = t->m;
+    size_t np = (size_t)m->n_params * sizeof(float), npk = (size_t)dm_model_memory(m) - np,
+           ntp = dm_tr_tpacked_bytes(t);
+    memcpy(d->own_p, m->params, np);
+    memcpy(d->own_pk, m->packed, npk);
+    memcpy(d->own_tpk, t->tpacked, ntp);
+    memcpy(d->own_m, t->adam_m, np);
+    memcpy(d->own_v, t->adam_v, np);
+    dm_model_rebase(m, d->own_p, d->own_pk);
+    dm_tr_rebase(t, d->own_tpk, d->own_m, d->own_v);
+}
+
+void dm_trd_free(dm_trainer *t)
+{
+    if (!t->dist) return;
+    if (t->dist->replica == 2) replica_restore(t);
+    if (t->dist->shm) t->grad = NULL;   /* the gradients were the shared buffer */
+    free(t->skip_group);
+    t->skip_group = NULL;
+    dist_free(t->dist);
+    t->dist = NULL;
 }
 
 /* Drops what this rank does not hold between steps (after a load or a gather). */
@@ -327,7 +362,7 @@ dm_status dm_trainer_distribute(dm_trainer *t, dm_comm *world, int mode, int exp
         for (int u = L; u >= 0; u--) d->seq[d->n_seq++] = u;
     }
     if (!d->seq || !d->u_lo || !d->u_hi || !d->sh || !d->cnt || !d->pk || !d->own_lo || !d->own_hi || !d->ex_lo || !d->ex_hi) {
-        dm_trd_free(d);
+        dist_free(d);
         return dm_fail(err, DM_ERR_NOMEM, "trainer: out of memory");
     }
     unit_ranges(t, d);
@@ -360,10 +395,19 @@ dm_status dm_trainer_distribute(dm_trainer *t, dm_comm *world, int mode, int exp
     if (!st && mode >= DM_DIST_ZERO2 && t->tc.grad_accum > 1 &&
         !(d->gacc = dm_alloc((size_t)DM_MAX(d->sh[d->rank + 1] - d->sh[d->rank], 1) * sizeof(float))))
         st = dm_fail(err, DM_ERR_NOMEM, "trainer: out of memory");
+    /* dp and zero1 all-reduce whole gradients: on ranks that share a host, through shared memory */
+    if (!st && mode <= DM_DIST_ZERO1 && P == 1 && !(st = dm_shm_create(world, n, t->m->kern, &d->shm, err)) && d->shm)
+        dm_free(dm_tr_swap_grad(t, dm_shm_buffer(d->shm)));
+    /* dp in fp32: one replica per host, made at the first step (after a resume has loaded the state) */
+    const char *rep = getenv("DEEPMOE_SHM_REPLICA");
+    d->replica = d->shm && mode == DM_DIST_DP && !t->bf16 && !t->mask && !(rep && !strcmp(rep, "0"));
     /* every rank starts from rank 0's parameters */
     if (!st) st = dm_comm_bcast(world, t->m->params, n * (int64_t)sizeof(float), 0, err);
     if (st) {
-        dm_trd_free(d);
+        float *g = d->shm ? dm_calloc((size_t)n * sizeof(float)) : NULL;
+        if (g) dm_tr_swap_grad(t, g);
+        else if (d->shm) t->grad = NULL;   /* no memory left for a private copy: the trainer cannot step */
+        dist_free(d);
         return st;
     }
     dm_tr_sync(t);
@@ -372,12 +416,97 @@ dm_status dm_trainer_distribute(dm_trainer *t, dm_comm *world, int mode, int exp
     return DM_OK;
 }
 
+/* ---------------------------------------------------------------- the host's replica */
+
+/* dp with ranks sharing a host: the parameters, their packed copies and the
+ * AdamW moments live once per host (dm_shm_host_arena), and each rank updates
+ * its share of the groups (AdamW and re-pack of a layer's router, an expert,
+ * the embedding, the head), sizes balanced greedily, the same on every rank.
+ * Every rank holds every reduced gradient, so each group's update is the one
+ * every rank computed before: bitwise the same. Ordering: a rank updates only
+ * after the step's last all-reduce (every rank finished its backward) and the
+ * counts' all-reduce after it; dm_trd_end_update's host barrier ends the
+ * update before any rank's next forward (or rank 0's evaluation). */
+static void replica_owners(dm_trainer *t)
+{
+    dm_tr_dist *d = t->dist;
+    int64_t G = dm_tr_n_groups(&t->m->cfg);
+    int hn = dm_shm_host_ranks(d->shm), me = dm_shm_host_rank(d->shm);
+    int64_t load[64] = {0};   /* per host rank (hosts of more ranks: round robin past 64) */
+    unsigned char *taken = calloc((size_t)G, 1);
+    for (int64_t k = 0; k < G && taken; k++) {   /* the largest group left to the least loaded rank */
+        int64_t best = -1, bsz = -1;
+        for (int64_t g = 0; g < G; g++) {
+            int64_t sz = 0;
+            for (int i = t->grp_t0[g]; i < t->grp_t1[g]; i++) sz += t->m->tensors[i].numel;
+            if (!taken[g] && sz > bsz) best = g, bsz = sz;
+        }
+        int r = 0;
+        for (int q = 1; q < DM_MIN(hn, 64); q++)
+            if (load[q] < load[r]) r = q;
+        if (hn > 64) r = (int)(k % hn);
+        taken[best] = 1;
+        load[r % 64] += bsz;
+        t->skip_group[best] = r != me;
+    }
+    free(taken);
+}
+
+static dm_status replica_make(dm_trainer *t, dm_error *err)
+{
+    dm_tr_dist *d = t->dist;
+    dm_model *m = t->m;
+    d->replica = 0;
+    if (!(t->skip_group = calloc((size_t)dm_tr_n_groups(&m->cfg), 1))) return dm_fail(err, DM_ERR_NOMEM, "out of memory");
+    size_t np = (size_t)m->n_params * sizeof(float), npk = (size_t)dm_model_memory(m) - np,
+           ntp = dm_tr_tpacked_bytes(t);
+#define UP(x) (((x) + 4095) / 4096 * 4096)
+    size_t o_pk = UP(np), o_tp = o_pk + UP(npk), o_m = o_tp + UP(ntp), o_v = o_m + UP(np), total = o_v + UP(np);
+#undef UP
+    unsigned char *a = NULL;
+    dm_status st = dm_shm_host_arena(d->shm, total, &a, err);
+    if (!st && a) {
+        if (dm_shm_host_rank(d->shm) == 0) {   /* every rank holds the same state: the first one copies it */
+            memcpy(a, m->params, np);
+            memcpy(a + o_pk, m->packed, npk);
+            memcpy(a + o_tp, t->tpacked, ntp);
+            memcpy(a + o_m, t->adam_m, np);
+            memcpy(a + o_v, t->adam_v, np);
+        }
+        st = dm_shm_host_barrier(d->shm, err);
+    }
+    if (st || !a) {
+        free(t->skip_group);
+        t->skip_group = NULL;
+        return st;
+    }
+    d->own_p = m->params, d->own_pk = m->packed, d->own_tpk = t->tpacked, d->own_m = t->adam_m, d->own_v = t->adam_v;
+    dm_model_rebase(m, (float *)(void *)a, a + o_pk);
+    dm_tr_rebase(t, a + o_tp, (float *)(void *)(a + o_m), (float *)(void *)(a + o_v));
+    /* the private copies' pages go back to the kernel until the end */
+    int64_t nf = m->n_params;
+    release(d->own_p, 0, nf, 0);
+    release(d->own_m, 0, nf, 0);
+    release(d->own_v, 0, nf, 0);
+    release_bytes(d->own_pk, d->own_pk + npk, 0);
+    release_bytes(d->own_tpk, d->own_tpk + ntp, 0);
+    replica_owners(t);
+    d->replica = 2;
+    return DM_OK;
+}
+
+dm_status dm_trd_end_update(dm_trainer *t, dm_error *err)
+{
+    dm_tr_dist *d = t->dist;
+    return d && d->replica == 2 ? dm_shm_host_barrier(d->shm, err) : DM_OK;
+}
+
 /* ---------------------------------------------------------------- the step */
 
 dm_status dm_trd_begin_step(dm_trainer *t, dm_error *err)
 {
-    DM_UNUSED(err);
     dm_tr_dist *d = t->dist;
+    dm_status st = DM_OK;
     if (d && d->P > 1) {   /* every gradient but the other ranks' experts' (released: zero) */
         int64_t at = 0;
         for (int l = 0; l < t->m->cfg.n_layers; l++) {
@@ -388,7 +517,10 @@ dm_status dm_trd_begin_step(dm_trainer *t, dm_error *err)
         memset(t->grad + at, 0, (size_t)(t->m->n_params - at) * sizeof *t->grad);
         return DM_OK;
     }
+    if (d && d->replica == 1 && (st = replica_make(t, err))) return st;
     if (!d || d->mode < DM_DIST_ZERO2) {
+        /* shared gradients: the peers may still be copying the last step's sums out of them */
+        if (d && d->shm && (st = dm_shm_quiesce(d->shm, err))) return st;
         dm_pool_copy(t->pool, t->grad, NULL, (size_t)t->m->n_params * sizeof *t->grad);
         return DM_OK;
     }
@@ -470,6 +602,12 @@ static dm_status start_allreduce(dm_tr_dist *d, dm_comm *c, float *g, int64_t lo
         struct pend *p = new_pend(d, err);
         if (!p) return DM_ERR_NOMEM;
         p->c = c;
+        if (d->shm && c == d->world) {   /* g is the shared buffer */
+            dm_status st = dm_shm_start(d->shm, a, DM_MIN(d->bucket, hi - a), &p->shm_id, err);
+            if (st) return st;
+            d->n_rq++;
+            continue;
+        }
         dm_status st = dm_comm_iallreduce(c, g + a, DM_MIN(d->bucket, hi - a), &p->rq, err);
         if (st) return st;
         if (p->rq.h) {
@@ -519,6 +657,12 @@ static dm_status drain(dm_trainer *t, int wait, dm_error *err)
     dm_status st = DM_OK;
     while (d->done_rq < d->n_rq) {
         struct pend *p = &d->rq[d->done_rq];
+        if (p->shm_id) {
+            if (!wait && !dm_shm_test(d->shm, p->shm_id)) break;
+            if ((st = dm_shm_wait(d->shm, p->shm_id, err))) return st;
+            d->done_rq++;
+            continue;
+        }
         if (!wait && !dm_comm_test(p->c, &p->rq)) break;
         if ((st = dm_comm_wait(p->c, &p->rq, err))) return st;
         if (p->scatter) finish_scatter(t, p);
@@ -561,7 +705,9 @@ dm_status dm_trd_grads_ready(dm_trainer *t, int u, int last_micro, dm_error *err
     } else {
         st = start_allreduce(d, d->world, t->grad, lo, hi, err);
     }
-    for (int i = d->done_rq; i < d->n_rq && !st; i++) dm_comm_test(d->rq[i].c, &d->rq[i].rq);   /* progress */
+    if (d->shm && d->n_rq > d->done_rq) dm_shm_test(d->shm, d->rq[d->n_rq - 1].shm_id);   /* progress */
+    for (int i = d->done_rq; i < d->n_rq && !st; i++)
+        if (!d->rq[i].shm_id) dm_comm_test(d->rq[i].c, &d->rq[i].rq);
     return st;
 }
 
@@ -706,6 +852,14 @@ void dm_trainer_release(dm_trainer *t)
     if (t->dist) release_all(t);
 }
 
+void dm_trainer_reduce_topology(const dm_trainer *t, int *host_ranks, int *hosts, int *replica)
+{
+    const dm_tr_dist *d = t->dist;
+    *host_ranks = d && d->shm ? dm_shm_host_ranks(d->shm) : 1;
+    *hosts = d ? d->R / *host_ranks : 1;
+    *replica = d && d->replica;
+}
+
 void dm_trainer_memory(const dm_trainer *t, dm_train_memory *mem)
 {
     const dm_tr_dist *d = t->dist;
@@ -733,5 +887,9 @@ void dm_trainer_memory(const dm_trainer *t, dm_train_memory *mem)
         .packed = (int64_t)(mode == DM_DIST_ZERO3 ? unit_max : packed),
         .gathered = mode >= DM_DIST_ZERO2 ? unit_floats * 4 : 0,
     };
+    if (d && d->replica == 2) {   /* one copy per host: each of its ranks counts its share */
+        int h = dm_shm_host_ranks(d->shm);
+        mem->params /= h, mem->moments /= h, mem->packed /= h;
+    }
     dm_mem_rss(&mem->rss, &mem->rss_peak);
 }

@@ -127,7 +127,14 @@ dm_status dm_trd_end_backward(dm_trainer *t, double *stats, int n, dm_error *err
 dm_status dm_trd_grad_norm(dm_trainer *t, double *norm, dm_error *err);
 /* AdamW (on this rank's shard under ZeRO) and the re-pack; 1 if it did the update. */
 int dm_trd_update(dm_trainer *t, const adam_arg *a, dm_status *st, dm_error *err);
-void dm_trd_free(dm_tr_dist *d);
+void dm_trd_free(dm_trainer *t);                                   /* t->dist, and NULL */
+dm_status dm_trd_end_update(dm_trainer *t, dm_error *err);        /* the shared replica: every rank updated */
+/* The transposed packs' bytes; re-points the trainer at buffers holding the
+ * same contents (the old ones stay the caller's). */
+size_t dm_tr_tpacked_bytes(dm_trainer *t);
+void dm_tr_rebase(dm_trainer *t, unsigned char *tpacked, float *adam_m, float *adam_v);
+/* Makes g (n_params floats) the gradient buffer, with t->grad's contents; returns the old one. */
+float *dm_tr_swap_grad(dm_trainer *t, float *g);
 
 #define DM_TR_ROW_BLOCK 128  /* rows per task of train_linear.c's per-row work */
 #define DM_TR_LOSS_BLOCK 64  /* rows per task of the MSE loss */
