@@ -47,6 +47,8 @@ struct dm_shm {
     int head, tail, cap;  /* requests in flight: q[head, tail) */
     uint64_t next_id, last_done, barriers;
     int64_t tag[2];       /* the mappings' names: the host's first rank's process id, its count */
+    int64_t *own_lo, *own_hi;  /* dm_shm_set_owned: the ranges this rank sums (then no copies), or NULL */
+    int n_own;
     unsigned char *arena; /* dm_shm_host_arena's mapping, arena_bytes */
     size_t arena_bytes;
     dm_status fail;       /* an all-reduce across hosts failed: every later wait fails */
@@ -73,6 +75,7 @@ void dm_shm_free(dm_shm *s)
     for (int i = s->head; i < s->tail; i++) free(s->q[i].x.h), free(s->q[i].x.arr);
     free(s->map);
     free(s->q);
+    free(s->own_lo);
     dm_comm_free(s->cross);
     dm_comm_free(s->host);
     free(s);
@@ -227,12 +230,29 @@ static void sum_part(dm_shm *s, int64_t a, int64_t b)
     }
 }
 
+/* dm_shm_set_owned: the owned ranges' sums in [lo, hi), and the request is done. */
+static void sum_owned(dm_shm *s, int64_t lo, int64_t hi)
+{
+    for (int i = 0; i < s->n_own; i++) {
+        int64_t a = DM_MAX(lo, s->own_lo[i]), b = DM_MIN(hi, s->own_hi[i]);
+        if (b > a) sum_part(s, a, b);
+    }
+}
+
 /* Advances the requests in order as far as they go without waiting. */
 static void advance(dm_shm *s)
 {
     while (s->head < s->tail && !s->fail) {
         shm_req *q = &s->q[s->head];
         int64_t a, b;
+        if (q->phase == 0 && s->own_lo) {
+            if (!all_reached(s, offsetof(shm_ctl, ready), q->id)) return;
+            sum_owned(s, q->lo, q->lo + q->n);
+            post(s, offsetof(shm_ctl, reduced), q->id);
+            s->last_done = q->id;
+            if (++s->head == s->tail) s->head = s->tail = 0;
+            continue;
+        }
         if (q->phase == 0) {
             if (!all_reached(s, offsetof(shm_ctl, ready), q->id)) return;
             part(s, q, s->hr, &a, &b);
@@ -275,7 +295,22 @@ dm_status dm_shm_start(dm_shm *s, int64_t lo, int64_t n, uint64_t *id, dm_error 
     s->q[s->tail++] = (shm_req){.id = *id, .lo = lo, .n = n};
     post(s, offsetof(shm_ctl, ready), *id);
     int R = dm_comm_size(s->c);
-    s->c->st.bytes_sent += 2.0 * (R - 1) / R * (double)n * sizeof(float);   /* the textbook volume, as MPI's */
+    s->c->st.bytes_sent += (s->own_lo ? 1.0 : 2.0) * (R - 1) / R * (double)n * sizeof(float);   /* textbook volumes */
+    return DM_OK;
+}
+
+dm_status dm_shm_set_owned(dm_shm *s, const int64_t *lo, const int64_t *hi, int n, dm_error *err)
+{
+    if (s->hosts > 1) return dm_fail(err, DM_ERR_UNSUPPORTED, "owned ranges need one host (its ranks own every element)");
+    if (s->head < s->tail) return dm_fail(err, DM_ERR_ARG, "owned ranges: requests are in flight");
+    int64_t *a = malloc((size_t)DM_MAX(n, 1) * 2 * sizeof *a);
+    if (!a) return dm_fail(err, DM_ERR_NOMEM, "out of memory");
+    memcpy(a, lo, (size_t)n * sizeof *a);
+    memcpy(a + DM_MAX(n, 1), hi, (size_t)n * sizeof *a);
+    free(s->own_lo);
+    s->own_lo = a;
+    s->own_hi = a + DM_MAX(n, 1);
+    s->n_own = n;
     return DM_OK;
 }
 
@@ -325,7 +360,11 @@ static int finished(dm_shm *s, uint64_t id)
     return s->last_done >= id;
 }
 
-static int peers_copied(dm_shm *s, uint64_t id) { return all_reached(s, offsetof(shm_ctl, copied), id); }
+/* the peers finished reading this rank's buffer: copied it (all-reduce), or summed their ranges (owned) */
+static int peers_copied(dm_shm *s, uint64_t id)
+{
+    return all_reached(s, s->own_lo ? offsetof(shm_ctl, reduced) : offsetof(shm_ctl, copied), id);
+}
 
 dm_status dm_shm_wait(dm_shm *s, uint64_t id, dm_error *err)
 {

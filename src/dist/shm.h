@@ -49,6 +49,13 @@ dm_status dm_shm_host_arena(dm_shm *s, size_t bytes, unsigned char **out, dm_err
 /* Returns when every rank of the host has called it (as many times). */
 dm_status dm_shm_host_barrier(dm_shm *s, dm_error *err);
 
+/* One host only: from now on this rank sums only the elements of its n
+ * ranges [lo[i], hi[i]) (the host's ranks' ranges cover every element once)
+ * and a request is done once they are summed: a reduce-scatter into the
+ * owners' buffers, no copies back (the host's replica: each rank updates
+ * what it owns). No requests may be in flight. */
+dm_status dm_shm_set_owned(dm_shm *s, const int64_t *lo, const int64_t *hi, int n, dm_error *err);
+
 /* Starts summing [lo, lo + n) (this rank's part of it is written). */
 dm_status dm_shm_start(dm_shm *s, int64_t lo, int64_t n, uint64_t *id, dm_error *err);
 /* Advances the requests in flight (no waiting); 1 if request id finished. */

@@ -56,6 +56,7 @@ struct dm_tr_dist {
                               * parameters, packs and moments per host, each rank updating its groups */
     float *own_p, *own_m, *own_v;         /* the replica: the private buffers, released, back at the end */
     unsigned char *own_pk, *own_tpk;
+    int owned;               /* the replica on one host: each rank sums only its groups' gradients */
     struct pend {            /* a reduction in flight */
         dm_creq rq;
         dm_comm *c;
@@ -452,6 +453,35 @@ static void replica_owners(dm_trainer *t)
     free(taken);
 }
 
+/* One host: a rank needs the sums of its own groups' gradients only (it
+ * updates nothing else), so the all-reduce becomes a reduce-scatter into the
+ * owners (no copies back), where the groups cover every tensor once. */
+static dm_status own_gradients(dm_trainer *t, dm_error *err)
+{
+    dm_tr_dist *d = t->dist;
+    const dm_model *m = t->m;
+    int64_t G = dm_tr_n_groups(&m->cfg);
+    int *cover = calloc((size_t)m->n_tensors, sizeof *cover);
+    int64_t *lo = malloc((size_t)G * 2 * sizeof *lo), *hi = lo ? lo + G : NULL;
+    if (!cover || !lo) {
+        free(cover), free(lo);
+        return dm_fail(err, DM_ERR_NOMEM, "out of memory");
+    }
+    int n = 0, once = 1;
+    for (int64_t g = 0; g < G; g++) {
+        for (int i = t->grp_t0[g]; i < t->grp_t1[g]; i++) cover[i]++;
+        if (t->skip_group[g] || t->grp_t1[g] <= t->grp_t0[g]) continue;
+        const dm_tensor_desc *a = &m->tensors[t->grp_t0[g]], *b = &m->tensors[t->grp_t1[g] - 1];
+        lo[n] = a->offset;
+        hi[n++] = b->offset + b->numel;
+    }
+    for (int i = 0; i < m->n_tensors; i++) once &= cover[i] == 1;
+    dm_status st = DM_OK;
+    if (once && !(st = dm_shm_set_owned(d->shm, lo, hi, n, err))) d->owned = 1;
+    free(cover), free(lo);
+    return st;
+}
+
 static dm_status replica_make(dm_trainer *t, dm_error *err)
 {
     dm_tr_dist *d = t->dist;
@@ -492,7 +522,7 @@ static dm_status replica_make(dm_trainer *t, dm_error *err)
     release_bytes(d->own_tpk, d->own_tpk + ntp, 0);
     replica_owners(t);
     d->replica = 2;
-    return DM_OK;
+    return dm_shm_hosts(d->shm) == 1 ? own_gradients(t, err) : DM_OK;
 }
 
 dm_status dm_trd_end_update(dm_trainer *t, dm_error *err)
@@ -743,6 +773,12 @@ dm_status dm_trd_grad_norm(dm_trainer *t, double *norm, dm_error *err)
             }
             if (expert ? mine && d->rank / d->P == 0 : d->rank == 0) s += t->tensor_sq[i];
         }
+    } else if (d->owned) {
+        /* each rank holds the sums of its own groups' gradients only: their squares */
+        const dm_model *m = t->m;
+        for (int64_t g = 0; g < dm_tr_n_groups(&m->cfg); g++)
+            for (int i = t->grp_t0[g]; !t->skip_group[g] && i < t->grp_t1[g]; i++)
+                if (!t->frozen[i]) s += m->kern->sumsq(t->grad + m->tensors[i].offset, m->tensors[i].numel);
     } else {
         /* each rank sums its shard's squares (under dp and zero1 every rank holds the same whole
          * gradient; the shards split the work), then one all-reduce of the sum */
