@@ -479,6 +479,28 @@ static void update_sliced(const adam_arg *a, int i, dm_wmat *fw, dm_wmat *wt, in
     }
 }
 
+/* Group g is an expert's whose update can run fused (its packs' row steps in *G1, *G2). */
+static int fusable(dm_trainer *t, int64_t g, dm_wmat **f1, dm_wmat **f2, int *G1, int *G2)
+{
+    const dm_config *c = &t->m->cfg;
+    int S = c->n_experts + c->n_shared, per = S + 1;
+    int64_t layers = (int64_t)c->n_layers * per;
+    if (g >= layers || g % per == S || dm_expert_ops_of(c)->up_mult != 1) return 0;
+    int l = (int)(g / per), j = (int)(g % per);
+    expert_t *xt = &t->ext[l * S + j];
+    fwd_packs(t, l, j, f1, f2);
+    *G1 = dm_wmat_rows_step(*f1, &xt->p1t);
+    *G2 = dm_wmat_rows_step(*f2, &xt->p2t);
+    return *G1 && *G2;
+}
+
+int dm_tr_group_fused(dm_trainer *t, int64_t g)
+{
+    dm_wmat *f1, *f2;
+    int G1, G2;
+    return fusable(t, g, &f1, &f2, &G1, &G2);
+}
+
 /* An expert's group, fused (update_sliced) where its kernels allow; 0 if not. */
 static int update_expert_fused(const adam_arg *a, int64_t g, int tid)
 {
@@ -486,18 +508,16 @@ static int update_expert_fused(const adam_arg *a, int64_t g, int tid)
     dm_model *m = t->m;
     const dm_config *c = &m->cfg;
     int S = c->n_experts + c->n_shared, per = S + 1;
-    int64_t layers = (int64_t)c->n_layers * per;
-    if (g >= layers || g % per == S || dm_expert_ops_of(c)->up_mult != 1) return 0;
+    dm_wmat *f1, *f2;
+    int G1, G2;
+    if (!fusable(t, g, &f1, &f2, &G1, &G2)) return 0;
     int l = (int)(g / per), j = (int)(g % per);
     dm_expert_w *x = &m->layers[l].experts[j];
     expert_t *xt = &t->ext[l * S + j];
-    dm_wmat *f1, *f2;
-    fwd_packs(t, l, j, &f1, &f2);
-    int G1 = dm_wmat_rows_step(f1, &xt->p1t), G2 = dm_wmat_rows_step(f2, &xt->p2t);
-    if (!G1 || !G2) return 0;
     float *tmp = t->ttmp + (size_t)tid * t->ttmp_floats;
     uint64_t t0 = dm_span_begin();
     for (int i = t->grp_t0[g]; i < t->grp_t1[g]; i++) {
+        if (t->skip_tensor && t->skip_tensor[i]) continue;   /* the host's replica: another rank's */
         const dm_tensor_desc *d = &m->tensors[i];
         const float *p = m->params + d->offset;
         if (p == x->w1) update_sliced(a, i, f1, &xt->p1t, G1, tmp);

@@ -260,7 +260,9 @@ void dm_trd_free(dm_trainer *t)
     if (t->dist->replica == 2) replica_restore(t);
     if (t->dist->shm) t->grad = NULL;   /* the gradients were the shared buffer */
     free(t->skip_group);
+    free(t->skip_tensor);
     t->skip_group = NULL;
+    t->skip_tensor = NULL;
     dist_free(t->dist);
     t->dist = NULL;
 }
@@ -428,29 +430,57 @@ dm_status dm_trainer_distribute(dm_trainer *t, dm_comm *world, int mode, int exp
  * after the step's last all-reduce (every rank finished its backward) and the
  * counts' all-reduce after it; dm_trd_end_update's host barrier ends the
  * update before any rank's next forward (or rank 0's evaluation). */
-static void replica_owners(dm_trainer *t)
+/* A unit of the update: a fused group's tensor (tensor >= 0) or a whole group. */
+typedef struct upd_unit { int64_t g, size; int tensor; } upd_unit;
+
+/* Deals the update's units to the host's ranks, the largest first to the
+ * least loaded (ties: the lower rank), the same on every rank: an expert's
+ * group goes tensor by tensor (its two matrices are half of it each). */
+static dm_status replica_owners(dm_trainer *t, dm_error *err)
 {
     dm_tr_dist *d = t->dist;
-    int64_t G = dm_tr_n_groups(&t->m->cfg);
+    const dm_model *m = t->m;
+    int64_t G = dm_tr_n_groups(&m->cfg), nu = 0;
     int hn = dm_shm_host_ranks(d->shm), me = dm_shm_host_rank(d->shm);
-    int64_t load[64] = {0};   /* per host rank (hosts of more ranks: round robin past 64) */
-    unsigned char *taken = calloc((size_t)G, 1);
-    for (int64_t k = 0; k < G && taken; k++) {   /* the largest group left to the least loaded rank */
-        int64_t best = -1, bsz = -1;
-        for (int64_t g = 0; g < G; g++) {
-            int64_t sz = 0;
-            for (int i = t->grp_t0[g]; i < t->grp_t1[g]; i++) sz += t->m->tensors[i].numel;
-            if (!taken[g] && sz > bsz) best = g, bsz = sz;
-        }
-        int r = 0;
-        for (int q = 1; q < DM_MIN(hn, 64); q++)
-            if (load[q] < load[r]) r = q;
-        if (hn > 64) r = (int)(k % hn);
-        taken[best] = 1;
-        load[r % 64] += bsz;
-        t->skip_group[best] = r != me;
+    upd_unit *u = malloc((size_t)(G + m->n_tensors) * sizeof *u);
+    int64_t *load = calloc((size_t)hn, sizeof *load);
+    t->skip_tensor = calloc((size_t)m->n_tensors, 1);
+    if (!u || !load || !t->skip_tensor) {
+        free(u), free(load);
+        return dm_fail(err, DM_ERR_NOMEM, "out of memory");
     }
-    free(taken);
+    for (int64_t g = 0; g < G; g++) {
+        int fused = dm_tr_group_fused(t, g);
+        int64_t size = 0;
+        for (int i = t->grp_t0[g]; i < t->grp_t1[g]; i++) {
+            if (fused) u[nu++] = (upd_unit){g, m->tensors[i].numel, i};
+            size += m->tensors[i].numel;
+        }
+        if (!fused) u[nu++] = (upd_unit){g, size, -1};
+        t->skip_group[g] = 1;
+    }
+    for (int64_t k = 0; k < nu; k++) {   /* selection, not a sort: the order of equal sizes stays the layout's */
+        int64_t best = k;
+        for (int64_t j = k + 1; j < nu; j++)
+            if (u[j].size > u[best].size) best = j;
+        upd_unit x = u[best];
+        memmove(u + k + 1, u + k, (size_t)(best - k) * sizeof *u);
+        u[k] = x;
+        int r = 0;
+        for (int q = 1; q < hn; q++)
+            if (load[q] < load[r]) r = q;
+        load[r] += x.size;
+        if (x.tensor >= 0) t->skip_tensor[x.tensor] = r != me;
+        if (r == me) t->skip_group[x.g] = 0;
+    }
+    free(u), free(load);
+    return DM_OK;
+}
+
+/* Whether this rank updates tensor i of group g (the host's replica). */
+static int updates(const dm_trainer *t, int64_t g, int i)
+{
+    return !t->skip_group[g] && !(t->skip_tensor && t->skip_tensor[i]);
 }
 
 /* One host: a rank needs the sums of its own groups' gradients only (it
@@ -462,19 +492,20 @@ static dm_status own_gradients(dm_trainer *t, dm_error *err)
     const dm_model *m = t->m;
     int64_t G = dm_tr_n_groups(&m->cfg);
     int *cover = calloc((size_t)m->n_tensors, sizeof *cover);
-    int64_t *lo = malloc((size_t)G * 2 * sizeof *lo), *hi = lo ? lo + G : NULL;
+    int64_t *lo = malloc((size_t)m->n_tensors * 2 * sizeof *lo), *hi = lo ? lo + m->n_tensors : NULL;
     if (!cover || !lo) {
         free(cover), free(lo);
         return dm_fail(err, DM_ERR_NOMEM, "out of memory");
     }
     int n = 0, once = 1;
-    for (int64_t g = 0; g < G; g++) {
-        for (int i = t->grp_t0[g]; i < t->grp_t1[g]; i++) cover[i]++;
-        if (t->skip_group[g] || t->grp_t1[g] <= t->grp_t0[g]) continue;
-        const dm_tensor_desc *a = &m->tensors[t->grp_t0[g]], *b = &m->tensors[t->grp_t1[g] - 1];
-        lo[n] = a->offset;
-        hi[n++] = b->offset + b->numel;
-    }
+    for (int64_t g = 0; g < G; g++)
+        for (int i = t->grp_t0[g]; i < t->grp_t1[g]; i++) {
+            cover[i]++;
+            if (!updates(t, g, i)) continue;
+            const dm_tensor_desc *a = &m->tensors[i];
+            if (n && hi[n - 1] == a->offset) hi[n - 1] += a->numel;   /* one range for neighbours */
+            else lo[n] = a->offset, hi[n++] = a->offset + a->numel;
+        }
     for (int i = 0; i < m->n_tensors; i++) once &= cover[i] == 1;
     dm_status st = DM_OK;
     if (once && !(st = dm_shm_set_owned(d->shm, lo, hi, n, err))) d->owned = 1;
@@ -520,8 +551,8 @@ static dm_status replica_make(dm_trainer *t, dm_error *err)
     release(d->own_v, 0, nf, 0);
     release_bytes(d->own_pk, d->own_pk + npk, 0);
     release_bytes(d->own_tpk, d->own_tpk + ntp, 0);
-    replica_owners(t);
-    d->replica = 2;
+    d->replica = 2;   /* from here the restore at the end is due */
+    if ((st = replica_owners(t, err))) return st;
     return dm_shm_hosts(d->shm) == 1 ? own_gradients(t, err) : DM_OK;
 }
 
@@ -777,8 +808,8 @@ dm_status dm_trd_grad_norm(dm_trainer *t, double *norm, dm_error *err)
         /* each rank holds the sums of its own groups' gradients only: their squares */
         const dm_model *m = t->m;
         for (int64_t g = 0; g < dm_tr_n_groups(&m->cfg); g++)
-            for (int i = t->grp_t0[g]; !t->skip_group[g] && i < t->grp_t1[g]; i++)
-                if (!t->frozen[i]) s += m->kern->sumsq(t->grad + m->tensors[i].offset, m->tensors[i].numel);
+            for (int i = t->grp_t0[g]; i < t->grp_t1[g]; i++)
+                if (updates(t, g, i) && !t->frozen[i]) s += m->kern->sumsq(t->grad + m->tensors[i].offset, m->tensors[i].numel);
     } else {
         /* each rank sums its shard's squares (under dp and zero1 every rank holds the same whole
          * gradient; the shards split the work), then one all-reduce of the sum */

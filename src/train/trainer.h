@@ -34,6 +34,8 @@ struct dm_trainer {
     int micro;           /* index of the running micro-batch in its step (over every data-parallel rank) */
     dm_tr_dist *dist;    /* distributed training (NULL: one process) */
     unsigned char *skip_group; /* [groups] or NULL: 1 = another rank owns it (expert parallel): no update */
+    unsigned char *skip_tensor;/* [tensors] or NULL: 1 = another rank updates this tensor of a fused group (the
+                                * host's replica splits experts' groups by tensor) */
     float *grad;         /* [n_params] */
     float *adam_m;       /* [n_params] */
     float *adam_v;       /* [n_params] */
@@ -132,6 +134,9 @@ dm_status dm_trd_end_update(dm_trainer *t, dm_error *err);        /* the shared 
 /* The transposed packs' bytes; re-points the trainer at buffers holding the
  * same contents (the old ones stay the caller's). */
 size_t dm_tr_tpacked_bytes(dm_trainer *t);
+/* Group g's update runs tensor by tensor (an expert's AdamW + re-pack fused), so its tensors may
+ * be updated by different ranks (skip_tensor). */
+int dm_tr_group_fused(dm_trainer *t, int64_t g);
 void dm_tr_rebase(dm_trainer *t, unsigned char *tpacked, float *adam_m, float *adam_v);
 /* Makes g (n_params floats) the gradient buffer, with t->grad's contents; returns the old one. */
 float *dm_tr_swap_grad(dm_trainer *t, float *g);
