@@ -35,7 +35,9 @@ static void usage(FILE *fp)
     for (int i = 0; i < N_COMMANDS; i++) fprintf(fp, "  %-15s %s\n", commands[i].name, commands[i].summary);
     fprintf(fp, "\n'deepmoe COMMAND --help' describes a command's options.\n"
                 "Environment: DEEPMOE_ISA=ref|avx2|avx512 forces a kernel path; DEEPMOE_AMX=0 keeps\n"
-                "bf16 weights off the AMX tiles (AVX512_BF16 instead).\n");
+                "bf16 weights off the AMX tiles (AVX512_BF16 instead). Under mpirun: DEEPMOE_SHM=0 sums\n"
+                "gradients by MPI alone, DEEPMOE_SHM_REPLICA=0 keeps a parameter copy per rank\n"
+                "(docs/distributed.md).\n");
 }
 
 int cli_error(const char *cmd, const dm_error *err)
