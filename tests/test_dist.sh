@@ -108,6 +108,29 @@ shm_run "np 4 --dist dp, DEEPMOE_SHM=0" 4 "summed by MPI" "$T/one4/model.safeten
     ok "np 2 --dist zero2: gradients by MPI (reduce-scatter; its pages are released)" ||
     bad "np 2 --dist zero2: not by MPI"
 
+# a shared-memory filesystem too small (a container's /dev/shm): the run says so and falls back,
+# never a SIGBUS (the pages are reserved when the buffers are made); in a mount namespace of its own
+SMALL=(--data synthetic:dim=256,rows=4000,regimes=4 --experts 8 --top-k 2 --hidden 256 --layers 2 --batch 16
+       --seed 3 --threads 1 --log-every 5 --steps 10)
+if unshare -m true 2>/dev/null; then
+    rm -rf "$T/big"
+    "${MPI[@]}" -np 2 "$D" train "${SMALL[@]}" --dist dp --out "$T/big" >/dev/null 2>&1 || bad "dp with the whole /dev/shm"
+    for case in "10m|gradients: summed by MPI|" "24m|gradients: summed through shared memory|parameters: one copy"; do
+        IFS='|' read -r size want nowant <<<"$case"
+        rm -rf "$T/small"
+        if unshare -m sh -c 'mount -t tmpfs -o size='"$size"' tmpfs /dev/shm && exec "$@"' sh "${MPI[@]}" -np 2 "$D" \
+                train "${SMALL[@]}" --dist dp --out "$T/small" >"$T/log" 2>&1 && grep -q "^$want" "$T/log" &&
+                { [ -z "$nowant" ] || ! grep -q "^$nowant" "$T/log"; }; then
+            ok "a $size /dev/shm: '$want'${nowant:+, no '$nowant'}, the run completes"
+            cmp_models "$T/big/model.safetensors" "$T/small/model.safetensors" 0 "  its weights equal the whole /dev/shm's"
+        else
+            bad "a $size /dev/shm"; grep -E "^(gradients|parameters)|rror" "$T/log" | head -5
+        fi
+    done
+else
+    echo "SKIP a small /dev/shm: no mount namespace here (unshare -m)"
+fi
+
 # --precision bf16: the same parity (bf16 operands are rounded row by row, wherever the row runs)
 "$D" train "${ARGS[@]}" "${AUG[@]}" --batch 64 --grad-accum 2 --precision bf16 --out "$T/bf1" >/dev/null ||
     bad "one process, bf16"

@@ -96,7 +96,11 @@ static unsigned char *map_own(const char *name, size_t bytes)
         fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
     }
     if (fd < 0) return NULL;
-    void *p = ftruncate(fd, (off_t)bytes) ? MAP_FAILED : mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    /* the pages reserved now: a shared-memory filesystem too small for them (a container's
+     * 64 MiB /dev/shm) fails here, and the run falls back to MPI, instead of a SIGBUS later */
+    void *p = ftruncate(fd, (off_t)bytes) || posix_fallocate(fd, 0, (off_t)bytes)
+                  ? MAP_FAILED
+                  : mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     close(fd);
     if (p == MAP_FAILED) {
         shm_unlink(name);

@@ -57,6 +57,7 @@ struct dm_tr_dist {
     float *own_p, *own_m, *own_v;         /* the replica: the private buffers, released, back at the end */
     unsigned char *own_pk, *own_tpk;
     int owned;               /* the replica on one host: each rank sums only its groups' gradients */
+    unsigned char *arena;    /* the replica's memory (dm_shm_host_arena, made at distribute) */
     struct pend {            /* a reduction in flight */
         dm_creq rq;
         dm_comm *c;
@@ -74,6 +75,8 @@ struct dm_tr_dist {
     dm_creq pre;
     int pre_unit;            /* the unit being prefetched, or -1 */
 };
+
+static size_t replica_layout(dm_trainer *t, size_t *np, size_t *npk, size_t *ntp, size_t off[4]);
 
 int dm_trd_ranks(const dm_trainer *t) { return t->dist ? t->dist->R : 1; }
 
@@ -401,9 +404,14 @@ dm_status dm_trainer_distribute(dm_trainer *t, dm_comm *world, int mode, int exp
     /* dp and zero1 all-reduce whole gradients: on ranks that share a host, through shared memory */
     if (!st && mode <= DM_DIST_ZERO1 && P == 1 && !(st = dm_shm_create(world, n, t->m->kern, &d->shm, err)) && d->shm)
         dm_free(dm_tr_swap_grad(t, dm_shm_buffer(d->shm)));
-    /* dp in fp32: one replica per host, made at the first step (after a resume has loaded the state) */
+    /* dp in fp32: one replica per host, filled at the first step (after a resume has loaded the state) */
     const char *rep = getenv("DEEPMOE_SHM_REPLICA");
     d->replica = d->shm && mode == DM_DIST_DP && !t->bf16 && !t->mask && !(rep && !strcmp(rep, "0"));
+    if (d->replica) {   /* its memory now (a shared-memory filesystem too small: a copy per rank, said now) */
+        size_t np, npk, ntp, off[4];
+        size_t bytes = replica_layout(t, &np, &npk, &ntp, off);
+        if (!(st = dm_shm_host_arena(d->shm, bytes, &d->arena, err)) && !d->arena) d->replica = 0;
+    }
     /* every rank starts from rank 0's parameters */
     if (!st) st = dm_comm_bcast(world, t->m->params, n * (int64_t)sizeof(float), 0, err);
     if (st) {
@@ -513,20 +521,32 @@ static dm_status own_gradients(dm_trainer *t, dm_error *err)
     return st;
 }
 
+/* The replica's layout in the host's arena: parameters, model packs, the
+ * trainer's packs, the two moments; returns the bytes. */
+static size_t replica_layout(dm_trainer *t, size_t *np, size_t *npk, size_t *ntp, size_t off[4])
+{
+    const dm_model *m = t->m;
+    *np = (size_t)m->n_params * sizeof(float);
+    *npk = (size_t)dm_model_memory(m) - *np;
+    *ntp = dm_tr_tpacked_bytes(t);
+#define UP(x) (((x) + 4095) / 4096 * 4096)
+    off[0] = UP(*np), off[1] = off[0] + UP(*npk), off[2] = off[1] + UP(*ntp), off[3] = off[2] + UP(*np);
+    return off[3] + UP(*np);
+#undef UP
+}
+
 static dm_status replica_make(dm_trainer *t, dm_error *err)
 {
     dm_tr_dist *d = t->dist;
     dm_model *m = t->m;
     d->replica = 0;
     if (!(t->skip_group = calloc((size_t)dm_tr_n_groups(&m->cfg), 1))) return dm_fail(err, DM_ERR_NOMEM, "out of memory");
-    size_t np = (size_t)m->n_params * sizeof(float), npk = (size_t)dm_model_memory(m) - np,
-           ntp = dm_tr_tpacked_bytes(t);
-#define UP(x) (((x) + 4095) / 4096 * 4096)
-    size_t o_pk = UP(np), o_tp = o_pk + UP(npk), o_m = o_tp + UP(ntp), o_v = o_m + UP(np), total = o_v + UP(np);
-#undef UP
-    unsigned char *a = NULL;
-    dm_status st = dm_shm_host_arena(d->shm, total, &a, err);
-    if (!st && a) {
+    size_t np, npk, ntp, off[4];
+    replica_layout(t, &np, &npk, &ntp, off);
+    size_t o_pk = off[0], o_tp = off[1], o_m = off[2], o_v = off[3];
+    unsigned char *a = d->arena;
+    dm_status st = DM_OK;
+    if (a) {
         if (dm_shm_host_rank(d->shm) == 0) {   /* every rank holds the same state: the first one copies it */
             memcpy(a, m->params, np);
             memcpy(a + o_pk, m->packed, npk);
