@@ -9,7 +9,8 @@
 #   MPI      bench/mpi_coll.sh: the collectives' alpha / beta on 2 ranks
 #   deepmoe  single process, 2 threads, batch 256 (always); and, if
 #            `build/deepmoe train --help` mentions --dist, mpirun -np 2
-#            build/deepmoe train --dist dp|zero1 --threads 1 --batch 128 (per rank)
+#            build/deepmoe train --dist dp|zero1|zero2|zero3 --threads 1 --batch 128 (per rank),
+#            and --dist dp --precision bf16 (bf16 GEMM operands: not PyTorch's fp32)
 # and prints rows/s and the communication share side by side, with ratios.
 #
 # Usage: [DEEPMOE=path/to/deepmoe] bench/dist_peers.sh [steps (30)]
@@ -110,6 +111,11 @@ if "$B" train --help 2>&1 | grep -q -- '--dist'; then
         run_deepmoe "$d" mpirun -np 2 "$B" train --dist "$d" --threads 1 \
             "${COMMON[@]}" --batch 128 --out "$T/run.$d"
     done
+    # bf16 GEMM operands (fp32 sums and master weights): a different precision from PyTorch's fp32
+    if "$B" train --help 2>&1 | grep -q -- '--precision'; then
+        run_deepmoe dp_bf16 mpirun -np 2 "$B" train --dist dp --precision bf16 --threads 1 \
+            "${COMMON[@]}" --batch 128 --out "$T/run.dp_bf16"
+    fi
 else
     echo "SKIP deepmoe dist (no --dist in this build)"
 fi
@@ -127,4 +133,7 @@ row "data parallel, 2 ranks x 1 thread (torch ddp / deepmoe --dist dp)" ddp dp
 row "ZeRO-1, 2 ranks x 1 thread (torch zero / deepmoe --dist zero1)" zero zero1
 row "deepmoe --dist zero2, 2 ranks x 1 thread (vs torch ddp)" ddp zero2
 row "deepmoe --dist zero3, 2 ranks x 1 thread (vs torch ddp)" ddp zero3
+if [ -n "${DR[dp_bf16]:-}" ]; then
+    row "deepmoe --dist dp --precision bf16, 2 ranks x 1 thread (vs torch ddp fp32)" ddp dp_bf16
+fi
 row "single process, 2 threads" single single

@@ -108,6 +108,25 @@ shm_run "np 4 --dist dp, DEEPMOE_SHM=0" 4 "summed by MPI" "$T/one4/model.safeten
     ok "np 2 --dist zero2: gradients by MPI (reduce-scatter; its pages are released)" ||
     bad "np 2 --dist zero2: not by MPI"
 
+# bf16 with the host's replica: before each evaluation every rank re-packs the model's f32 copies of
+# what it updates (rank 0's evaluation must not re-pack shared memory while the others run); the
+# evaluations and the weights equal a copy per rank's
+BF=(--data synthetic:dim=16,rows=2000,regimes=4 --experts 4 --top-k 2 --seed 3 --threads 1 --log-every 10
+    --balance aux_free,seed --steps 20 --eval-every 5 --precision bf16 --batch 64 --dist dp)
+rm -rf "$T/bfr" "$T/bfc"
+if "${MPI[@]}" -np 2 "$D" train "${BF[@]}" --out "$T/bfr" >"$T/log" 2>&1 && grep -q "^parameters: one copy per host" "$T/log" &&
+        DEEPMOE_SHM_REPLICA=0 "${MPI[@]}" -x DEEPMOE_SHM_REPLICA -np 2 "$D" train "${BF[@]}" --out "$T/bfc" >/dev/null 2>&1; then
+    cmp_models "$T/bfc/model.safetensors" "$T/bfr/model.safetensors" 0 "np 2 --dist dp --precision bf16: one replica vs a copy per rank"
+    if python3 - "$T/bfr/metrics.jsonl" "$T/bfc/metrics.jsonl" <<'EOF'
+import json, sys
+ev = [[(r["step"], r["loss"]) for r in map(json.loads, open(f)) if r.get("eval")] for f in sys.argv[1:]]
+assert len(ev[0]) >= 4 and ev[0] == ev[1], ev
+EOF
+    then ok "  its evaluations (steps 5, 10, 15, 20) equal a copy per rank's"; else bad "  its evaluations differ"; fi
+else
+    bad "np 2 --dist dp --precision bf16 with the replica"; tail -3 "$T/log"
+fi
+
 # a shared-memory filesystem too small (a container's /dev/shm): the run says so and falls back,
 # never a SIGBUS (the pages are reserved when the buffers are made); in a mount namespace of its own
 SMALL=(--data synthetic:dim=256,rows=4000,regimes=4 --experts 8 --top-k 2 --hidden 256 --layers 2 --batch 16

@@ -406,7 +406,7 @@ dm_status dm_trainer_distribute(dm_trainer *t, dm_comm *world, int mode, int exp
         dm_free(dm_tr_swap_grad(t, dm_shm_buffer(d->shm)));
     /* dp in fp32: one replica per host, filled at the first step (after a resume has loaded the state) */
     const char *rep = getenv("DEEPMOE_SHM_REPLICA");
-    d->replica = d->shm && mode == DM_DIST_DP && !t->bf16 && !t->mask && !(rep && !strcmp(rep, "0"));
+    d->replica = d->shm && mode == DM_DIST_DP && !t->mask && !(rep && !strcmp(rep, "0"));
     if (d->replica) {   /* its memory now (a shared-memory filesystem too small: a copy per rank, said now) */
         size_t np, npk, ntp, off[4];
         size_t bytes = replica_layout(t, &np, &npk, &ntp, off);
@@ -574,6 +574,40 @@ static dm_status replica_make(dm_trainer *t, dm_error *err)
     d->replica = 2;   /* from here the restore at the end is due */
     if ((st = replica_owners(t, err))) return st;
     return dm_shm_hosts(d->shm) == 1 ? own_gradients(t, err) : DM_OK;
+}
+
+/* bf16 training leaves the model's own f32 packs stale (its forward uses the
+ * trainer's bf16 copies), and a forward on them (rank 0's evaluation) would
+ * re-pack the shared copies while the other ranks run: before a gather (every
+ * rank, ahead of any evaluation or checkpoint) each rank re-packs the f32
+ * copies of what it updates, then the host's barrier. */
+static dm_status replica_fresh(dm_trainer *t, dm_error *err)
+{
+    dm_tr_dist *d = t->dist;
+    dm_model *m = t->m;
+    const dm_config *c = &m->cfg;
+    if (d->replica != 2 || !t->bf16) return DM_OK;   /* every rank of the host, or the barrier would not meet */
+    int S = c->n_experts + c->n_shared, per = S + 1, D = c->dim;
+    int64_t layers = (int64_t)c->n_layers * per;
+    float *cat = t->ttmp + t->cat_off;
+    for (int64_t g = 0; g < dm_tr_n_groups(c); g++) {
+        if (g == layers && c->in_dim && updates(t, g, t->grp_t0[g])) dm_wmat_pack_f32(&m->embed.p, m->embed.w);
+        if (g >= layers || g % per == S) continue;   /* routers and the head are re-packed in f32 at every step */
+        dm_expert_w *x = &m->layers[g / per].experts[g % per];
+        if (updates(t, g, dm_model_tensor_at(m, x->w1))) {
+            if (dm_expert_ops_of(c)->up_mult == 2) {   /* [W1; W3], as dm_model_pack_masters */
+                memcpy(cat, x->w1, (size_t)x->hidden * D * sizeof *cat);
+                memcpy(cat + (size_t)x->hidden * D, x->w3, (size_t)x->hidden * D * sizeof *cat);
+                dm_wmat_pack_f32(&x->p1, cat);
+            } else {
+                dm_wmat_pack_f32(&x->p1, x->w1);
+            }
+        }
+        if (updates(t, g, dm_model_tensor_at(m, x->w2))) dm_wmat_pack_f32(&x->p2, x->w2);
+    }
+    dm_status st = dm_shm_host_barrier(d->shm, err);
+    if (!st) m->stale = 0;
+    return st;
 }
 
 dm_status dm_trd_end_update(dm_trainer *t, dm_error *err)
@@ -896,7 +930,8 @@ static dm_status gather_state(dm_trainer *t, dm_error *err);
 dm_status dm_trainer_gather(dm_trainer *t, dm_error *err)
 {
     if (!t->dist) return DM_OK;
-    dm_status st = gather_state(t, err);
+    dm_status st = replica_fresh(t, err);
+    if (!st) st = gather_state(t, err);
     return st ? st : check_replicas(t, err);
 }
 
