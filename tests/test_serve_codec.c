@@ -352,6 +352,43 @@ static void test_serve_codec_response_binary(dm_t *t)
     free(body);
 }
 
+/* Every output binary: the header is written directly (no jansson tree);
+ * its bytes must be jansson's compact dump of the same answer, and a string
+ * that needs escaping still takes the general path. */
+static void test_serve_codec_response_binary_direct(dm_t *t)
+{
+    float y[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    int32_t ex[4] = {3, 1, 0, 2};
+    dm_infer_output outs[2] = {
+        {"output", "FP32", 2, {2, 4}, y, 1},
+        {"routing_experts", "INT32", 2, {2, 2}, ex, 1},
+    };
+    size_t len = 0, hl = 0;
+    char *body = dm_infer_response("moe_model", "12", "req 7", outs, 2, &len, &hl);
+    const char *want = "{\"id\":\"req 7\",\"model_name\":\"moe_model\",\"model_version\":\"12\",\"outputs\":["
+                       "{\"name\":\"output\",\"datatype\":\"FP32\",\"shape\":[2,4],\"parameters\":{\"binary_data_size\":32}},"
+                       "{\"name\":\"routing_experts\",\"datatype\":\"INT32\",\"shape\":[2,2],\"parameters\":"
+                       "{\"binary_data_size\":16}}]}";
+    CHECK(t, body && hl == strlen(want) && !memcmp(body, want, hl) && len == hl + 48, "header %.*s", (int)hl,
+          body ? body : "(null)");
+    if (body && len == hl + 48) CHECK(t, !memcmp(body + hl, y, 32) && !memcmp(body + hl + 32, ex, 16), "tails");
+    if (body) {   /* jansson's own dump of what it parses back: the same bytes */
+        json_t *root = json_loadb(body, hl, 0, NULL);
+        char *again = root ? json_dumps(root, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
+        CHECK(t, again && strlen(again) == hl && !memcmp(again, body, hl), "jansson dumps %s", again ? again : "(null)");
+        free(again);
+        json_decref(root);
+    }
+    free(body);
+    /* an id with a quote and a newline: escaped (the general path), and it round-trips */
+    body = dm_infer_response("m", "1", "a\"b\n", outs, 1, &len, &hl);
+    json_t *root = body ? json_loadb(body, hl, 0, NULL) : NULL;
+    CHECK(t, root && !strcmp(json_string_value(json_object_get(root, "id")), "a\"b\n") && len == hl + 32,
+          "escaped id: %.*s", (int)hl, body ? body : "(null)");
+    json_decref(root);
+    free(body);
+}
+
 static void test_serve_codec_error_body(dm_t *t)
 {
     char *b = dm_infer_error_body("unexpected \"x\"\\ for 'y'\n");
@@ -379,5 +416,6 @@ void suite_serve_codec(dm_t *t)
     DM_RUN(t, test_serve_codec_errors);
     DM_RUN(t, test_serve_codec_response_json);
     DM_RUN(t, test_serve_codec_response_binary);
+    DM_RUN(t, test_serve_codec_response_binary_direct);
     DM_RUN(t, test_serve_codec_error_body);
 }

@@ -466,6 +466,7 @@ typedef struct async_log {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int calls[16], results[16], total;
+    pthread_t thread[16];
 } async_log;
 typedef struct async_arg { async_log *log; int i; } async_arg;
 
@@ -475,6 +476,7 @@ static void async_done(void *arg, int result)
     pthread_mutex_lock(&a->log->mu);
     a->log->calls[a->i]++;
     a->log->results[a->i] = result;
+    a->log->thread[a->i] = pthread_self();
     a->log->total++;
     pthread_cond_signal(&a->log->cv);
     pthread_mutex_unlock(&a->log->mu);
@@ -527,8 +529,90 @@ static void test_serve_sched_async(dm_t *t)
     dm_model_free(m);
 }
 
+/* dm_sched_submit_many: what fits one batch runs as one batch on the
+ * calling thread, its callbacks before the call returns; a refusal is a
+ * return code; what does not fit goes to the instance's thread. */
+static void test_serve_sched_submit_many(dm_t *t)
+{
+    dm_model *m = small_model(t);
+    if (!m) return;
+    dm_ctx *ref = NULL;
+    dm_error err = {0};
+    CHECK_OK(t, dm_ctx_create(m, NULL, &ref, &err), &err);
+    dm_sched_config c = base_cfg();   /* max_batch_size 8, no queue delay */
+    dm_sched *s = NULL;
+    CHECK_OK(t, dm_sched_create(m, &c, &s, &err), &err);
+    if (!s || !ref) { dm_ctx_free(ref); dm_model_free(m); return; }
+    static req_buf b[16];
+    async_log log = {.total = 0};
+    pthread_mutex_init(&log.mu, NULL);
+    pthread_cond_init(&log.cv, NULL);
+    async_arg args[16];
+    dm_sched_request *rs[16];
+    void *as[16];
+    int rc[16];
+    static const int rows[7] = {1, 2, 1, 1, 2, 1, 9};   /* 8 rows, then one over max_batch_size */
+    for (int i = 0; i < 7; i++) {
+        req_init(&b[i], rows[i] > 8 ? 1 : rows[i], 500 + (uint64_t)i, ref);
+        b[i].r.rows = rows[i];
+        args[i] = (async_arg){&log, i};
+        rs[i] = &b[i].r;
+        as[i] = &args[i];
+    }
+    dm_sched_submit_many(s, rs, as, 7, async_done, rc);
+    pthread_mutex_lock(&log.mu);
+    int done_at_return = log.total;
+    pthread_mutex_unlock(&log.mu);
+    CHECK(t, rc[6] == DM_SCHED_TOO_BIG, "the 9-row request: rc %d, want TOO_BIG", rc[6]);
+    CHECK(t, done_at_return == 6, "%d of 6 callbacks before the call returned (the batch runs on the caller)",
+          done_at_return);
+    for (int i = 0; i < 6; i++) {
+        CHECK(t, rc[i] == DM_SCHED_OK && log.calls[i] == 1 && log.results[i] == DM_SCHED_OK,
+              "request %d: rc %d, %d calls, result %d", i, rc[i], log.calls[i], log.results[i]);
+        CHECK(t, pthread_equal(log.thread[i], pthread_self()), "request %d called back on another thread", i);
+        CHECK(t, b[i].r.batch_rows == 8, "request %d ran in a batch of %d rows, want all 8 together", i,
+              b[i].r.batch_rows);
+        CHECK(t, req_matches(&b[i]), "request %d differs from dm_forward", i);
+    }
+    dm_sched_stats st;
+    dm_sched_stats_get(s, &st);
+    CHECK(t, st.execution_count == 1 && st.batch_count[8] == 1, "%llu executions, want one of 8 rows",
+          (unsigned long long)st.execution_count);
+    /* 12 rows: the first 8 run here, the other 4 on the instance's thread */
+    log.total = 0;
+    for (int i = 0; i < 12; i++) {
+        req_init(&b[i], 1, 600 + (uint64_t)i, ref);
+        log.calls[i] = 0;
+        args[i] = (async_arg){&log, i};
+        rs[i] = &b[i].r;
+        as[i] = &args[i];
+    }
+    dm_sched_submit_many(s, rs, as, 12, async_done, rc);
+    pthread_mutex_lock(&log.mu);
+    double t0 = secs();
+    while (log.total < 12 && secs() - t0 < 20) {
+        pthread_mutex_unlock(&log.mu);
+        sleep_ms(2);
+        pthread_mutex_lock(&log.mu);
+    }
+    pthread_mutex_unlock(&log.mu);
+    CHECK(t, log.total == 12, "%d of 12 callbacks", log.total);
+    int here = 0;
+    for (int i = 0; i < 12; i++) {
+        CHECK(t, rc[i] == DM_SCHED_OK && log.calls[i] == 1 && req_matches(&b[i]), "request %d of 12", i);
+        here += pthread_equal(log.thread[i], pthread_self()) != 0;
+    }
+    CHECK(t, here == 8, "%d requests ran on the caller, want the first batch of 8", here);
+    dm_sched_free(s);
+    pthread_mutex_destroy(&log.mu);
+    pthread_cond_destroy(&log.cv);
+    dm_ctx_free(ref);
+    dm_model_free(m);
+}
+
 void suite_serve_sched(dm_t *t)
 {
+    DM_RUN(t, test_serve_sched_submit_many);
     DM_RUN(t, test_serve_sched_async);
     DM_RUN(t, test_serve_sched_matches_forward);
     DM_RUN(t, test_serve_sched_concurrent);

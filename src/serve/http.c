@@ -12,17 +12,20 @@
  * Errors are {"error": "..."} with Triton's status codes; unknown paths 404,
  * wrong methods 405.
  *
- * Connections live on libmicrohttpd's epoll loops (a small pool of threads,
- * each with its own connections: no FD_SETSIZE bound, no thread per
- * connection). An inference request, once its body is in and checked, is
- * handed to the model's scheduler asynchronously and its connection
- * suspended; the scheduler's worker resumes it when the batch is done and
- * the loop thread writes the answer. So a loop thread never blocks on a
- * batch, and every request waiting for one costs a suspended connection, not
- * a thread. Limits (dm_http_limits): connections (total, per client),
+ * Connections live on the event loops of http_loop.c (a few threads, each a
+ * libmicrohttpd daemon in epoll mode with its own connections: no
+ * FD_SETSIZE bound, no thread per connection). An inference request, once
+ * its body is in and checked, is set aside and its connection suspended; at
+ * the end of the loop's pass every request the pass read goes to the
+ * model's scheduler at once (pass_run), and runs as one batch, on the loop's
+ * thread when an instance is idle, else on an instance's thread. Whoever
+ * runs the batch resumes the connections and the loop writes the answers.
+ * Every request waiting for a batch costs a suspended connection, not a
+ * thread. Limits (dm_http_limits): connections (total, per client),
  * header bytes, body bytes per request and buffered over all connections,
  * idle time, an upload deadline and rate floor, and the shutdown deadline. */
 #include "serve/http.h"
+#include "serve/http_loop.h"
 #include "serve/http_zip.h"
 #include "serve/infer_codec.h"
 #include "serve/metrics.h"
@@ -73,7 +76,31 @@ typedef struct req {
     float *y, *w, *w_rows;
     int32_t *ex, *ex_rows;
     double infer_t0;
+    int loop;                   /* the event loop that serves its connection */
+    struct req *pass_next;      /* in its loop's pass: set aside for the end of the pass */
+    char *act;                  /* a repository action ("{m}/load"), run after the pass */
+    unsigned act_code;
+    char act_msg[1024];
 } req;
+
+/* Per loop: what the handlers of the current pass set aside. */
+typedef struct http_pass {
+    req *infer, **infer_tail;   /* inference requests (suspended), in arrival order */
+    req *actions, **actions_tail; /* repository load / unload (suspended) */
+} http_pass;
+
+static http_pass *pass_of(dm_http *h)
+{
+    int i = dm_http_loop_index();
+    return h->passes && i >= 0 && i < h->n_passes ? &h->passes[i] : NULL;
+}
+
+static void pass_append(req **tail_slot[], req *r)
+{
+    r->pass_next = NULL;
+    **tail_slot = r;
+    *tail_slot = &r->pass_next;
+}
 
 /* ---------------------------------------------------------------- responses */
 
@@ -202,7 +229,19 @@ static void req_free(req *r)
 {
     body_free(r);
     infer_free(r);
+    free(r->act);
     free(r);
+}
+
+/* Resumes r's connection and wakes its loop: in external-polling mode
+ * libmicrohttpd has no wake-up of its own (http_loop.h). Called from the
+ * loop's thread or an instance's. */
+static void resume(req *r)
+{
+    dm_http *h = r->h;
+    int loop = r->loop;
+    MHD_resume_connection(r->c);
+    dm_http_listener_kick(h->api, loop);
 }
 
 /* A finished inference (answered or refused) in the model's counters. */
@@ -224,7 +263,17 @@ static void infer_done(void *arg, int result)
         req_free(r);   /* the connection went away meanwhile (only at daemon stop) */
         return;
     }
-    MHD_resume_connection(r->c);
+    resume(r);
+}
+
+/* A request the scheduler refused at once (no callback comes): answered on resume. */
+static void infer_refused(req *r, int rc)
+{
+    r->result = rc;
+    count_result(r->sv, r, rc);
+    r->sv = NULL;
+    atomic_store(&r->state, R_DONE);
+    resume(r);
 }
 
 static const dm_span_kind SK_PARSE = {"http parse", "serve", "rows", NULL};
@@ -399,27 +448,56 @@ static enum MHD_Result infer_start(struct MHD_Connection *c, dm_served_model *sv
         return infer_refuse(c, r, sv, 500, "out of memory");
     r->sr = (dm_sched_request){.x = t->f32, .rows = rows, .y = r->y, .experts = r->ex, .weights = r->w,
                                .timeout_us = ir->timeout_us};
-    /* the only request in flight, an idle instance, an empty queue: run it here,
-     * no suspend, no hand-off (under load, requests go to the queue and batch) */
     dm_span_end(&SK_PARSE, t0, rows, 0);
-    int now = atomic_load(&r->h->in_flight) <= 1 ? dm_sched_run_now(sv->sched, &r->sr) : DM_SCHED_BUSY;
-    if (now != DM_SCHED_BUSY) {
-        r->result = now;
-        count_result(sv, r, now);
-        return infer_answer(c, r);
-    }
+    /* set aside for the end of this loop's pass: what arrived together is
+     * submitted together (pass_run) and runs as one batch, on this thread
+     * when an instance is idle. (Running a request at once when nothing else
+     * is in flight looked cheaper at concurrency 1, but a loop then reads
+     * its next request only after answering this one: with one loop thread
+     * under load every request ran alone.) */
+    http_pass *p = pass_of(r->h);
     r->sv = sv;
     atomic_store(&r->state, R_QUEUED);
-    MHD_suspend_connection(c);   /* before the submit: the callback may resume it at once */
-    int rc = dm_sched_submit_async(sv->sched, &r->sr, infer_done, r);
-    if (rc != DM_SCHED_OK) {     /* refused at once: no callback comes */
-        r->result = rc;
-        count_result(sv, r, rc);
-        r->sv = NULL;
-        atomic_store(&r->state, R_DONE);
-        MHD_resume_connection(c);
+    MHD_suspend_connection(c);
+    if (p) {
+        pass_append(&p->infer_tail, r);
+        return MHD_YES;
     }
+    int rc = dm_sched_submit_async(sv->sched, &r->sr, infer_done, r);
+    if (rc != DM_SCHED_OK) infer_refused(r, rc);
     return MHD_YES;
+}
+
+/* End of a loop's pass, under the lock (the models stay): the pass's
+ * inference requests go to their schedulers, each model's at once, up to 64
+ * per call; a batch may run right here (dm_sched_submit_many). */
+static void pass_run(void *cls, int loop)
+{
+    dm_http *h = cls;
+    http_pass *p = &h->passes[loop];
+    while (p->infer) {
+        enum { MANY = 64 };
+        dm_sched_request *srs[MANY];
+        void *args[MANY];
+        req *rs[MANY];
+        int rc[MANY], n = 0;
+        dm_served_model *sv = p->infer->sv;
+        for (req **pp = &p->infer; *pp && n < MANY;) {
+            req *r = *pp;
+            if (r->sv != sv) {
+                pp = &r->pass_next;
+                continue;
+            }
+            *pp = r->pass_next;
+            rs[n] = r;
+            srs[n] = &r->sr;
+            args[n++] = r;
+        }
+        dm_sched_submit_many(sv->sched, srs, args, n, infer_done, rc);
+        for (int i = 0; i < n; i++)
+            if (rc[i] != DM_SCHED_OK) infer_refused(rs[i], rc[i]);
+    }
+    p->infer_tail = &p->infer;
 }
 
 /* /v2/models/{m}[/versions/{v}][/{action}] */
@@ -469,50 +547,79 @@ static enum MHD_Result models_route(dm_http *h, struct MHD_Connection *c, const 
     return reply_error(c, 404, "Not Found");
 }
 
-/* POST /v2/repository/models/{m}/load | unload, under the exclusive lock. */
-static enum MHD_Result repository_action(dm_http *h, struct MHD_Connection *c, const char *rest)
+/* POST /v2/repository/models/{m}/load | unload, under the exclusive lock:
+ * the HTTP status, with msg the error ("" on success). */
+static unsigned repository_action(dm_http *h, const char *rest, char *msg, size_t cap)
 {
+    msg[0] = 0;
     const char *slash = strchr(rest, '/');
-    if (!slash || (strcmp(slash, "/load") && strcmp(slash, "/unload"))) return reply_error(c, 404, "Not Found");
+    if (!slash || (strcmp(slash, "/load") && strcmp(slash, "/unload"))) {
+        snprintf(msg, cap, "Not Found");
+        return 404;
+    }
     char name[DM_TRITON_NAME];
     size_t nlen = (size_t)(slash - rest);
-    if (!nlen || nlen >= sizeof name || memchr(rest, '.', nlen) == rest) return reply_error(c, 400, "bad model name");
+    if (!nlen || nlen >= sizeof name || memchr(rest, '.', nlen) == rest) {
+        snprintf(msg, cap, "bad model name");
+        return 400;
+    }
     memcpy(name, rest, nlen);
     name[nlen] = 0;
     /* the old versions are freed at once: no request holds them, the lock is exclusive */
     if (!strcmp(slash, "/unload")) {
         if (!dm_repository_unload(&h->repo, name)) {
-            char msg[256];
-            snprintf(msg, sizeof msg, "failed to unload '%s', no version is available", name);
-            return reply_error(c, 400, msg);
+            snprintf(msg, cap, "failed to unload '%s', no version is available", name);
+            return 400;
         }
     } else {
         dm_error err;
         if (dm_repository_load(&h->repo, name, &err)) {
-            char msg[1024];
-            snprintf(msg, sizeof msg, "failed to load '%.128s': %.512s", name, err.msg);
-            return reply_error(c, 400, msg);
+            snprintf(msg, cap, "failed to load '%.128s': %.512s", name, err.msg);
+            return 400;
         }
     }
-    return reply(c, 200, NULL, 0, NULL, 0);
+    return 200;
+}
+
+/* After a loop's pass, with the shared lock released: its repository
+ * actions, each under the exclusive lock, then answered on resume. */
+static void pass_after(void *cls, int loop)
+{
+    dm_http *h = cls;
+    http_pass *p = &h->passes[loop];
+    while (p->actions) {
+        req *r = p->actions;
+        p->actions = r->pass_next;
+        pthread_rwlock_wrlock(&h->lock);
+        r->act_code = repository_action(h, r->act, r->act_msg, sizeof r->act_msg);
+        pthread_rwlock_unlock(&h->lock);
+        atomic_store(&r->state, R_DONE);
+        resume(r);
+    }
+    p->actions_tail = &p->actions;
+}
+
+static enum MHD_Result action_answer(struct MHD_Connection *c, req *r)
+{
+    return r->act_code == 200 ? reply(c, 200, NULL, 0, NULL, 0) : reply_error(c, r->act_code, r->act_msg);
 }
 
 static enum MHD_Result route_locked(dm_http *h, struct MHD_Connection *c, const char *url, const char *method,
                                     req *b);
 
+/* The loop holds the shared lock over its pass; a load or unload needs it
+ * exclusively, so it is set aside for after the pass (pass_after). */
 static enum MHD_Result route(dm_http *h, struct MHD_Connection *c, const char *url, const char *method, req *b)
 {
-    if (!strncmp(url, "/v2/repository/models/", 22)) {
-        if (strcmp(method, "POST")) return reply_error(c, 405, "Method Not Allowed");
-        pthread_rwlock_wrlock(&h->lock);
-        enum MHD_Result r = repository_action(h, c, url + 22);
-        pthread_rwlock_unlock(&h->lock);
-        return r;
-    }
-    pthread_rwlock_rdlock(&h->lock);
-    enum MHD_Result r = route_locked(h, c, url, method, b);
-    pthread_rwlock_unlock(&h->lock);
-    return r;
+    if (strncmp(url, "/v2/repository/models/", 22)) return route_locked(h, c, url, method, b);
+    if (strcmp(method, "POST")) return reply_error(c, 405, "Method Not Allowed");
+    http_pass *p = pass_of(h);
+    if (!p) return reply_error(c, 500, "repository actions are served by the event loops only");
+    if (!(b->act = strdup(url + 22))) return reply_error(c, 500, "out of memory");
+    atomic_store(&b->state, R_QUEUED);
+    MHD_suspend_connection(c);
+    pass_append(&p->actions_tail, b);
+    return MHD_YES;
 }
 
 typedef struct index_ctx { dm_http *h; json_t *arr; } index_ctx;
@@ -572,6 +679,7 @@ static enum MHD_Result on_headers(dm_http *h, struct MHD_Connection *c, void **c
     if (!r) return MHD_NO;
     r->h = h;
     r->c = c;
+    r->loop = dm_http_loop_index();
     r->t0 = dm_metrics_now();
     *con_cls = r;
     if (atomic_load(&h->stopping)) return reply_error_close(c, 503, "Server is stopping");
@@ -679,14 +787,6 @@ static enum MHD_Result on_http(void *cls, struct MHD_Connection *c, const char *
                                const char *version, const char *upload, size_t *upload_size, void **con_cls)
 {
     DM_UNUSED(version);
-    static _Thread_local int named;   /* the profiler's lane name, once per loop thread */
-    if (!named) {
-        static _Atomic int loops;
-        char name[32];
-        snprintf(name, sizeof name, "http %d", atomic_fetch_add(&loops, 1));
-        named = 1;
-        dm_trace_thread_name(name);
-    }
     dm_http *h = cls;
     req *r = *con_cls;
     if (!r) return on_headers(h, c, con_cls);
@@ -696,7 +796,7 @@ static enum MHD_Result on_http(void *cls, struct MHD_Connection *c, const char *
         return on_upload(h, r, upload, n);
     }
     int st = atomic_load(&r->state);
-    if (st == R_DONE) return infer_answer(c, r);   /* resumed: the batch ran */
+    if (st == R_DONE) return r->act ? action_answer(c, r) : infer_answer(c, r);   /* resumed: the batch or action ran */
     if (st != R_BODY) return MHD_YES;
     if (!r->counted) {   /* complete: shutdown waits for it */
         r->counted = 1;
@@ -758,41 +858,41 @@ static int connection_cap(int want)
     return want < cap ? want : (int)cap;
 }
 
-dm_status dm_http_listen(dm_http *h, const char *host, int port, int metrics, struct MHD_Daemon **out, int *bound,
+dm_status dm_http_listen(dm_http *h, const char *host, int port, int metrics, dm_http_listener **out, int *bound,
                          dm_error *err)
 {
     *out = NULL;
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
-    if (inet_pton(AF_INET, host, &a.sin_addr) != 1) return dm_fail(err, DM_ERR_ARG, "--host '%s' is not an IPv4 address", host);
     const dm_http_limits *l = &h->lim;
-    unsigned threads = metrics ? 1 : (unsigned)DM_MAX(l->threads, 1);
-    unsigned conns = (unsigned)connection_cap(metrics ? 1024 : l->max_connections);
-    unsigned idle = (unsigned)DM_MAX(1.0, ceil(l->idle_timeout_s));
-    struct MHD_OptionItem opts[12];
-    int n = 0;
-#define OPT(o, v, p) (opts[n++] = (struct MHD_OptionItem){(o), (intptr_t)(v), (p)})
-    OPT(MHD_OPTION_SOCK_ADDR, 0, &a);
-    if (!metrics) OPT(MHD_OPTION_NOTIFY_COMPLETED, on_done, h);
-    OPT(MHD_OPTION_CONNECTION_TIMEOUT, idle, NULL);
-    OPT(MHD_OPTION_CONNECTION_LIMIT, conns, NULL);
-    OPT(MHD_OPTION_CONNECTION_MEMORY_LIMIT, DM_MAX(l->max_header, (size_t)4096), NULL);
-    OPT(MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096, NULL);
-    if (threads > 1) OPT(MHD_OPTION_THREAD_POOL_SIZE, threads, NULL);
-    if (!metrics && l->max_connections_per_client > 0)
-        OPT(MHD_OPTION_PER_IP_CONNECTION_LIMIT, l->max_connections_per_client, NULL);
-    OPT(MHD_OPTION_END, 0, NULL);
-#undef OPT
-    struct MHD_Daemon *d = MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO, (uint16_t)port,
-                                            NULL, NULL, metrics ? on_metrics : on_http, h, MHD_OPTION_ARRAY, opts,
-                                            MHD_OPTION_END);
-    if (!d) return dm_fail(err, DM_ERR_IO, "cannot listen on %s:%d (port in use?)", host, port);
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
-    *bound = info ? info->port : port;
-    *out = d;
-    return DM_OK;
+    int threads = metrics ? 1 : DM_MIN(DM_MAX(l->threads, 1), DM_HTTP_MAX_LOOPS);
+    if (!metrics) {
+        free(h->passes);
+        h->passes = calloc((size_t)threads, sizeof *h->passes);
+        if (!h->passes) return dm_fail(err, DM_ERR_NOMEM, "server: out of memory");
+        h->n_passes = threads;
+        for (int i = 0; i < threads; i++) {
+            h->passes[i].infer_tail = &h->passes[i].infer;
+            h->passes[i].actions_tail = &h->passes[i].actions;
+        }
+    }
+    dm_http_loop_config c = {
+        .host = host,
+        .port = port,
+        .threads = threads,
+        .max_connections = (unsigned)connection_cap(metrics ? 1024 : l->max_connections),
+        .per_client = metrics ? 0 : (unsigned)DM_MAX(l->max_connections_per_client, 0),
+        .idle_timeout_s = (unsigned)DM_MAX(1.0, ceil(l->idle_timeout_s)),
+        .pool_bytes = DM_MAX(l->max_header, (size_t)4096),
+        .handler = metrics ? on_metrics : on_http,
+        .completed = metrics ? NULL : on_done,
+        .cls = h,
+        .pass = metrics ? NULL : pass_run,
+        .after = metrics ? NULL : pass_after,
+        .lock = metrics ? NULL : &h->lock,   /* /metrics takes it itself, briefly */
+        .lane = metrics ? "metrics" : "http",
+    };
+    dm_status st = dm_http_listener_start(&c, out, bound, err);
+    if (!st && !metrics) h->api = *out;
+    return st;
 }
 
 /* glibc keeps freed heap memory resident: after a burst (a flood of
@@ -855,19 +955,21 @@ static void sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
-void dm_http_quiesce(dm_http *h, struct MHD_Daemon *api)
+void dm_http_quiesce(dm_http *h, dm_http_listener *api)
 {
     if (!api) return;
-    MHD_socket fd = MHD_quiesce_daemon(api);
-    if (fd != MHD_INVALID_SOCKET) close(fd);
+    dm_http_listener_quiesce(api);
     atomic_store(&h->stopping, 1);
     double until = dm_metrics_now() + h->lim.shutdown_timeout_s;
     while (atomic_load(&h->in_flight) > 0 && dm_metrics_now() < until) sleep_ms(1);
 }
 
-void dm_http_stop(dm_http *h, struct MHD_Daemon *api, struct MHD_Daemon *metrics)
+void dm_http_stop(dm_http *h, dm_http_listener *api, dm_http_listener *metrics)
 {
-    DM_UNUSED(h);
-    if (api) MHD_stop_daemon(api);
-    if (metrics) MHD_stop_daemon(metrics);
+    dm_http_listener_stop(api);
+    if (h->api == api) h->api = NULL;
+    dm_http_listener_stop(metrics);
+    free(h->passes);
+    h->passes = NULL;
+    h->n_passes = 0;
 }

@@ -11,7 +11,8 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-struct MHD_Daemon;
+typedef struct dm_http_listener dm_http_listener;
+struct http_pass;
 
 /* The server's limits (dm_server_opts has them and their defaults; docs/serving.md "Limits"). */
 typedef struct dm_http_limits {
@@ -42,13 +43,16 @@ typedef struct dm_http {
     pthread_cond_t hk_cv;
     int hk_stop, hk_started;
     double start_s, ready_s;   /* dm_metrics_now() at server start and once listening */
+    dm_http_listener *api;     /* the /v2 endpoints' loops */
+    struct http_pass *passes;  /* per event loop of the API: what its pass set aside (http.c) */
+    int n_passes;
 } dm_http;
 
 
 /* Listens on host:port (0: any free port; *bound = the port bound) with the
  * /v2 endpoints, or with metrics = 1 the /metrics endpoint, on h->lim.threads
- * epoll loops (one for metrics). h must outlive the daemon. */
-dm_status dm_http_listen(dm_http *h, const char *host, int port, int metrics, struct MHD_Daemon **out, int *bound,
+ * event loops (http_loop.h; one for metrics). h must outlive the listener. */
+dm_status dm_http_listen(dm_http *h, const char *host, int port, int metrics, dm_http_listener **out, int *bound,
                          dm_error *err);
 /* The housekeeping thread (every 2 s with finished requests: malloc_trim, so
  * RSS comes back down after a burst); stop joins it. */
@@ -57,9 +61,9 @@ void dm_http_housekeeping_stop(dm_http *h);
 /* Stops accepting, answers new inference requests 503, and waits up to
  * h->lim.shutdown_timeout_s for the requests whose body is complete. Uploads
  * that have not finished are not waited for. */
-void dm_http_quiesce(dm_http *h, struct MHD_Daemon *api);
-/* Closes every connection and stops the daemons (either may be NULL). The
+void dm_http_quiesce(dm_http *h, dm_http_listener *api);
+/* Closes every connection and stops the loops (either may be NULL). The
  * schedulers must have been freed first (no request left suspended). */
-void dm_http_stop(dm_http *h, struct MHD_Daemon *api, struct MHD_Daemon *metrics);
+void dm_http_stop(dm_http *h, dm_http_listener *api, dm_http_listener *metrics);
 
 #endif

@@ -9,6 +9,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -521,9 +522,74 @@ static json_t *ic_json_data(const ic_type *ty, const unsigned char *p, int64_t n
     return a;
 }
 
+/* 1 when s needs no JSON escape: printable ASCII other than '"' and '\\'. */
+static int ic_plain(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7e || *s == '"' || *s == '\\') return 0;
+    return 1;
+}
+
+/* The common answer, every output binary and every string plain, written
+ * directly: the same bytes as the jansson path below writes (its compact
+ * form, keys in insertion order), without building and dumping a tree
+ * (about a fifth of the server's time per request at batch 1). NULL when it
+ * does not apply or on OOM: the caller takes the general path. */
+static char *ic_response_binary(const char *model, const char *version, const char *id, const dm_infer_output *outs,
+                                int n, size_t *body_len, size_t *header_len)
+{
+    if (!model || !version || n < 1 || !outs || !ic_plain(model) || !ic_plain(version) || (id && !ic_plain(id)))
+        return NULL;
+    size_t tail = 0, cap = 96 + strlen(model) + strlen(version) + (id ? strlen(id) : 0);
+    for (int i = 0; i < n; i++) {
+        const dm_infer_output *o = &outs[i];
+        const ic_type *ty = o->datatype ? ic_type_find(o->datatype) : NULL;
+        if (!o->binary || !ty || !ty->size || !o->name || !ic_plain(o->name) || o->ndims < 0 ||
+            o->ndims > DM_INFER_MAX_DIMS)
+            return NULL;
+        int64_t numel = ic_shape_numel(o->shape, o->ndims);
+        if (numel < 0 || (numel && !o->data) || (uint64_t)numel > (SIZE_MAX / 4 - tail) / ty->size) return NULL;
+        tail += (size_t)numel * ty->size;
+        cap += 96 + strlen(o->name) + (size_t)o->ndims * 21;
+    }
+    char *body = malloc(cap + tail + 1);
+    if (!body) return NULL;
+    size_t at = 0;
+#define PUT(...) (at += (size_t)snprintf(body + at, cap - at, __VA_ARGS__))
+    PUT("{");
+    if (id && *id) PUT("\"id\":\"%s\",", id);
+    PUT("\"model_name\":\"%s\",\"model_version\":\"%s\",\"outputs\":[", model, version);
+    for (int i = 0; i < n; i++) {
+        const dm_infer_output *o = &outs[i];
+        const ic_type *ty = ic_type_find(o->datatype);
+        PUT("%s{\"name\":\"%s\",\"datatype\":\"%s\",\"shape\":[", i ? "," : "", o->name, ty->name);
+        for (int d = 0; d < o->ndims; d++) PUT("%s%" PRId64, d ? "," : "", o->shape[d]);
+        PUT("],\"parameters\":{\"binary_data_size\":%" PRId64 "}}",
+            ic_shape_numel(o->shape, o->ndims) * (int64_t)ty->size);
+    }
+    PUT("]}");
+#undef PUT
+    if (at >= cap) {   /* cannot happen with the sizes above; the general path then */
+        free(body);
+        return NULL;
+    }
+    size_t jl = at;
+    for (int i = 0; i < n; i++) {
+        size_t bytes = (size_t)ic_shape_numel(outs[i].shape, outs[i].ndims) * ic_type_find(outs[i].datatype)->size;
+        if (bytes) memcpy(body + at, outs[i].data, bytes);
+        at += bytes;
+    }
+    body[at] = 0;
+    *body_len = at;
+    *header_len = jl;
+    return body;
+}
+
 char *dm_infer_response(const char *model, const char *version, const char *id, const dm_infer_output *outs, int n,
                         size_t *body_len, size_t *header_len)
 {
+    char *fast = ic_response_binary(model, version, id, outs, n, body_len, header_len);
+    if (fast) return fast;
     json_t *root = json_object(), *arr = json_array();
     size_t tail = 0;
     int any_binary = 0, ok = root && arr && model && version && n >= 0 && (n == 0 || outs);

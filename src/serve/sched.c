@@ -279,6 +279,32 @@ static void finish_batch(dm_sched *s, sched_inst *in)
     }
 }
 
+/* Under the lock: the first n queued requests become instance in's batch,
+ * which runs outside the lock on the calling thread (an instance's own, or a
+ * submitter's in dm_sched_submit_many); back under the lock when done. */
+static void take_and_run(dm_sched *s, sched_inst *in, int n, int64_t now)
+{
+    for (int i = 0; i < n; i++) {
+        sched_node *nd = s->head;
+        s->head = nd->next;
+        nd->next = NULL;
+        nd->r->queue_ns = now - nd->enq_ns;
+        dm_trace_async(&SK_QUEUE, (uint64_t)(uintptr_t)nd, (uint64_t)nd->enq_ns, (uint64_t)now, nd->r->rows, 0);
+        in->batch[i] = nd;
+    }
+    if (!s->head) s->tail = NULL;
+    s->pending -= n;
+    in->n = n;
+    in->busy = 1;
+    if (s->head && s->idle) pthread_cond_signal(&s->cv);   /* more for another instance */
+    pthread_mutex_unlock(&s->mu);
+    run_batch(in);
+    pthread_mutex_lock(&s->mu);
+    finish_batch(s, in);
+    in->busy = 0;
+    pthread_cond_broadcast(&s->done_cv);
+}
+
 /* An instance's thread forms its own batches (rules 1-4 in decide) and runs
  * them: a finished batch is followed at once by what queued meanwhile, with
  * no hand-off to another thread; an idle instance sleeps until a request
@@ -300,25 +326,7 @@ static void *worker_main(void *arg)
             int64_t w = INT64_MAX;
             int n = decide(s, now, &w);
             if (n > 0) {
-                for (int i = 0; i < n; i++) {
-                    sched_node *nd = s->head;
-                    s->head = nd->next;
-                    nd->next = NULL;
-                    nd->r->queue_ns = now - nd->enq_ns;
-                    dm_trace_async(&SK_QUEUE, (uint64_t)(uintptr_t)nd, (uint64_t)nd->enq_ns, (uint64_t)now, nd->r->rows, 0);
-                    in->batch[i] = nd;
-                }
-                if (!s->head) s->tail = NULL;
-                s->pending -= n;
-                in->n = n;
-                in->busy = 1;
-                if (s->head && s->idle) pthread_cond_signal(&s->cv);   /* more for another instance */
-                pthread_mutex_unlock(&s->mu);
-                run_batch(in);
-                pthread_mutex_lock(&s->mu);
-                finish_batch(s, in);
-                in->busy = 0;
-                pthread_cond_broadcast(&s->done_cv);
+                take_and_run(s, in, n, now);
                 continue;
             }
             if (w < wake) wake = w;
@@ -568,19 +576,12 @@ int dm_sched_submit(dm_sched *s, dm_sched_request *r)
     return result;
 }
 
-int dm_sched_submit_async(dm_sched *s, dm_sched_request *r, void (*done)(void *arg, int result), void *arg)
+/* Under the lock: dm_sched_submit_async's checks and enqueue, without the wake-up. */
+static int enqueue_async(dm_sched *s, dm_sched_request *r, void (*done)(void *arg, int result), void *arg)
 {
-    if (!r || !done) return DM_SCHED_FAILED;
-    reset_result(r);
-    if (!s) {
-        r->status = DM_ERR_ARG;
-        snprintf(r->error, sizeof r->error, "NULL scheduler");
-        return DM_SCHED_FAILED;
-    }
     int code = DM_SCHED_OK;
     const char *msg = NULL;
     char big[256];
-    pthread_mutex_lock(&s->mu);
     if (s->stopping) {
         code = DM_SCHED_SHUTDOWN;
         msg = "Server is stopping";
@@ -604,7 +605,6 @@ int dm_sched_submit_async(dm_sched *s, dm_sched_request *r, void (*done)(void *a
         r->status = DM_ERR_ARG;
         snprintf(r->error, sizeof r->error, "%s", msg);
         s->st.fail++;
-        pthread_mutex_unlock(&s->mu);
         return code;
     }
     int64_t timeout_us = s->c.default_timeout_us;
@@ -618,9 +618,60 @@ int dm_sched_submit_async(dm_sched *s, dm_sched_request *r, void (*done)(void *a
     s->tail = nd;
     s->pending++;
     s->in_submit++;
-    if (s->idle) pthread_cond_signal(&s->cv);   /* an instance asleep takes it */
-    pthread_mutex_unlock(&s->mu);
     return DM_SCHED_OK;
+}
+
+int dm_sched_submit_async(dm_sched *s, dm_sched_request *r, void (*done)(void *arg, int result), void *arg)
+{
+    if (!r || !done) return DM_SCHED_FAILED;
+    reset_result(r);
+    if (!s) {
+        r->status = DM_ERR_ARG;
+        snprintf(r->error, sizeof r->error, "NULL scheduler");
+        return DM_SCHED_FAILED;
+    }
+    pthread_mutex_lock(&s->mu);
+    int code = enqueue_async(s, r, done, arg);
+    if (!code && s->idle) pthread_cond_signal(&s->cv);   /* an instance asleep takes it */
+    pthread_mutex_unlock(&s->mu);
+    return code;
+}
+
+void dm_sched_submit_many(dm_sched *s, dm_sched_request **r, void **arg, int n, void (*done)(void *arg, int result),
+                          int *rc)
+{
+    if (!done || n < 0 || (n && (!r || !arg || !rc))) return;
+    for (int i = 0; i < n; i++) {
+        if (!r[i]) {
+            rc[i] = DM_SCHED_FAILED;
+            continue;
+        }
+        reset_result(r[i]);
+        if (!s) {
+            r[i]->status = DM_ERR_ARG;
+            snprintf(r[i]->error, sizeof r[i]->error, "NULL scheduler");
+        }
+    }
+    if (!s) {
+        for (int i = 0; i < n; i++) rc[i] = DM_SCHED_FAILED;
+        return;
+    }
+    pthread_mutex_lock(&s->mu);
+    int queued = 0;
+    for (int i = 0; i < n; i++)
+        if (r[i]) queued += (rc[i] = enqueue_async(s, r[i], done, arg[i])) == DM_SCHED_OK;
+    sched_inst *in = NULL;
+    for (int i = 0; queued && i < s->n_inst && !in; i++)
+        if (!s->inst[i].busy) in = &s->inst[i];
+    int64_t now = now_ns(), wake = INT64_MAX;
+    int take = in && s->head && !s->stopping ? decide(s, now, &wake) : 0;
+    if (take > 0) {
+        take_and_run(s, in, take, now);   /* callbacks run here, before this returns */
+        if (s->head && s->idle) pthread_cond_broadcast(&s->cv);
+    } else if (queued && s->idle) {
+        pthread_cond_signal(&s->cv);      /* a queue delay to wait, or every instance busy */
+    }
+    pthread_mutex_unlock(&s->mu);
 }
 
 void dm_sched_stats_get(dm_sched *s, dm_sched_stats *out)

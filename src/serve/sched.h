@@ -71,6 +71,16 @@ int dm_sched_submit(dm_sched *s, dm_sched_request *r);
  * until done runs. */
 int dm_sched_submit_async(dm_sched *s, dm_sched_request *r, void (*done)(void *arg, int result), void *arg);
 
+/* Submits n requests at once (as n dm_sched_submit_async calls; rc[i] is
+ * each one's return value, and done(arg[i], result) comes for each queued
+ * one), then, when an instance is idle and the queue's rules send a batch
+ * now, runs that batch on the calling thread: its callbacks are called
+ * before this returns. An event loop calls it once per pass with the
+ * requests the pass read, so what arrived together runs together without a
+ * thread hand-off; otherwise an instance's thread is woken as usual. */
+void dm_sched_submit_many(dm_sched *s, dm_sched_request **r, void **arg, int n, void (*done)(void *arg, int result),
+                          int *rc);
+
 /* Runs r on the calling thread, now, when that is what the scheduler would do
  * next anyway: nothing is queued, an instance is idle, and the model's rules
  * send a request alone at once (no dynamic batching, or no queue delay). The

@@ -15,7 +15,7 @@
 struct dm_server {
     dm_server_opts opts;
     dm_http http;                        /* what the requests see */
-    struct MHD_Daemon *api, *metrics;
+    dm_http_listener *api, *metrics;
     int http_port, metrics_port;
 };
 
