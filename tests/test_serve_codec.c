@@ -389,6 +389,85 @@ static void test_serve_codec_response_binary_direct(dm_t *t)
     free(body);
 }
 
+/* One body through the memo and through dm_infer_parse: the same status,
+ * message and request (values included). 1 when they agree. */
+static int memo_agrees(dm_t *t, dm_infer_memo *m, const char *json, const void *bin, size_t nbin, const char *what)
+{
+    size_t len = 0;
+    char *b = mkbody(json, bin, nbin, &len);
+    dm_infer_request a, c;
+    dm_error ea = {0}, ec = {0};
+    int64_t hl = (int64_t)strlen(json);
+    dm_status sa = dm_infer_parse_memo(m, b, len, hl, &a, &ea);
+    dm_status sc = dm_infer_parse(b, len, hl, &c, &ec);
+    int ok = sa == sc && !strcmp(ea.msg, ec.msg);
+    if (ok && !sa) {
+        ok = a.n_inputs == c.n_inputs && a.n_outputs == c.n_outputs && !strcmp(a.id, c.id) &&
+             a.binary_data_output == c.binary_data_output && a.timeout_us == c.timeout_us;
+        for (int i = 0; ok && i < a.n_inputs; i++)
+            ok = !strcmp(a.inputs[i].name, c.inputs[i].name) && !strcmp(a.inputs[i].datatype, c.inputs[i].datatype) &&
+                 a.inputs[i].numel == c.inputs[i].numel && a.inputs[i].ndims == c.inputs[i].ndims &&
+                 !memcmp(a.inputs[i].shape, c.inputs[i].shape, sizeof a.inputs[i].shape) &&
+                 !memcmp(a.inputs[i].f32, c.inputs[i].f32, (size_t)a.inputs[i].numel * sizeof(float));
+        for (int i = 0; ok && i < a.n_outputs; i++)
+            ok = !strcmp(a.output_names[i], c.output_names[i]) && a.output_binary[i] == c.output_binary[i];
+    }
+    CHECK(t, ok, "%s: memo %d '%s', parse %d '%s'", what, sa, ea.msg, sc, ec.msg);
+    if (!sa) dm_infer_request_free(&a);
+    if (!sc) dm_infer_request_free(&c);
+    free(b);
+    return ok;
+}
+
+/* The parse memo: a repeated header with new data gives the new values; a
+ * changed header, a different body length, JSON data and errors give
+ * exactly dm_infer_parse's answer. */
+static void test_serve_codec_parse_memo(dm_t *t)
+{
+    const char *js = "{\"id\":\"q\",\"parameters\":{\"timeout\":7},\"inputs\":[{\"name\":\"x\",\"shape\":[1,3],"
+                     "\"datatype\":\"FP32\",\"parameters\":{\"binary_data_size\":12}},{\"name\":\"h\",\"shape\":[2],"
+                     "\"datatype\":\"FP16\",\"parameters\":{\"binary_data_size\":4}}],"
+                     "\"outputs\":[{\"name\":\"output\",\"parameters\":{\"binary_data\":true}}]}";
+    dm_infer_memo m = {0};
+    unsigned char bin[16];
+    float f[3] = {1.5f, -2, 3};
+    uint16_t h[2] = {0x3c00, 0xc000};   /* 1.0, -2.0 */
+    memcpy(bin, f, 12);
+    memcpy(bin + 12, h, 4);
+    memo_agrees(t, &m, js, bin, 16, "first (parsed, kept)");
+    CHECK(t, m.json != NULL && m.json_len == strlen(js), "an all-binary header is kept");
+    f[0] = 42;
+    h[1] = 0x4000;
+    memcpy(bin, f, 12);
+    memcpy(bin + 12, h, 4);
+    memo_agrees(t, &m, js, bin, 16, "same header, new data (from the memo)");
+    size_t len = 0;
+    char *b = mkbody(js, bin, 16, &len);
+    dm_infer_request r;
+    dm_error e = {0};
+    if (b && !dm_infer_parse_memo(&m, b, len, (int64_t)strlen(js), &r, &e)) {
+        CHECK(t, r.n_inputs == 2 && r.inputs[0].f32[0] == 42 && r.inputs[1].f32[1] == 2, "new values: %g %g",
+              r.inputs[0].f32[0], r.inputs[1].f32[1]);
+        dm_infer_request_free(&r);
+    }
+    free(b);
+    memo_agrees(t, &m, js, bin, 15, "same header, a byte short (an error)");
+    memo_agrees(t, &m, js, bin, 12, "same header, the second input missing");
+    char js2[1024];
+    snprintf(js2, sizeof js2, "%s", js);
+    js2[strlen("{\"id\":\"")] = 'r';   /* another id: parsed again */
+    memo_agrees(t, &m, js2, bin, 16, "another header");
+    const char *jsdata = "{\"inputs\":[{\"name\":\"x\",\"shape\":[1,2],\"datatype\":\"FP32\",\"data\":[1,2]},"
+                         "{\"name\":\"y\",\"shape\":[1],\"datatype\":\"FP32\",\"parameters\":{\"binary_data_size\":4}}]}";
+    memo_agrees(t, &m, jsdata, bin, 4, "JSON data (not kept)");
+    CHECK(t, m.json_len == strlen(js2), "a header with JSON data is not kept");
+    memo_agrees(t, &m, jsdata, bin, 4, "JSON data again");
+    memo_agrees(t, &m, "{\"inputs\":[", bin, 4, "malformed JSON");
+    memo_agrees(t, &m, js2, bin, 16, "the kept header again");
+    dm_infer_memo_free(&m);
+    CHECK(t, !m.json, "freed");
+}
+
 static void test_serve_codec_error_body(dm_t *t)
 {
     char *b = dm_infer_error_body("unexpected \"x\"\\ for 'y'\n");
@@ -417,5 +496,6 @@ void suite_serve_codec(dm_t *t)
     DM_RUN(t, test_serve_codec_response_json);
     DM_RUN(t, test_serve_codec_response_binary);
     DM_RUN(t, test_serve_codec_response_binary_direct);
+    DM_RUN(t, test_serve_codec_parse_memo);
     DM_RUN(t, test_serve_codec_error_body);
 }

@@ -465,7 +465,7 @@ static void test_serve_sched_no_dynamic_batching(dm_t *t)
 typedef struct async_log {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int calls[16], results[16], total;
+    int calls[16], results[16], total, held[16];
     pthread_t thread[16];
 } async_log;
 typedef struct async_arg { async_log *log; int i; } async_arg;
@@ -479,6 +479,14 @@ static void async_done(void *arg, int result)
     a->log->thread[a->i] = pthread_self();
     a->log->total++;
     pthread_cond_signal(&a->log->cv);
+    pthread_mutex_unlock(&a->log->mu);
+}
+
+static void async_held(void *arg)
+{
+    async_arg *a = arg;
+    pthread_mutex_lock(&a->log->mu);
+    a->log->held[a->i]++;
     pthread_mutex_unlock(&a->log->mu);
 }
 
@@ -531,7 +539,8 @@ static void test_serve_sched_async(dm_t *t)
 
 /* dm_sched_submit_many: what fits one batch runs as one batch on the
  * calling thread, its callbacks before the call returns; a refusal is a
- * return code; what does not fit goes to the instance's thread. */
+ * return code; what does not fit is held (once each) and goes to the
+ * instance's thread. */
 static void test_serve_sched_submit_many(dm_t *t)
 {
     dm_model *m = small_model(t);
@@ -559,7 +568,7 @@ static void test_serve_sched_submit_many(dm_t *t)
         rs[i] = &b[i].r;
         as[i] = &args[i];
     }
-    dm_sched_submit_many(s, rs, as, 7, async_done, rc);
+    dm_sched_submit_many(s, rs, as, 7, async_done, async_held, rc);
     pthread_mutex_lock(&log.mu);
     int done_at_return = log.total;
     pthread_mutex_unlock(&log.mu);
@@ -570,6 +579,7 @@ static void test_serve_sched_submit_many(dm_t *t)
         CHECK(t, rc[i] == DM_SCHED_OK && log.calls[i] == 1 && log.results[i] == DM_SCHED_OK,
               "request %d: rc %d, %d calls, result %d", i, rc[i], log.calls[i], log.results[i]);
         CHECK(t, pthread_equal(log.thread[i], pthread_self()), "request %d called back on another thread", i);
+        CHECK(t, log.held[i] == 0, "request %d ran here but was held", i);
         CHECK(t, b[i].r.batch_rows == 8, "request %d ran in a batch of %d rows, want all 8 together", i,
               b[i].r.batch_rows);
         CHECK(t, req_matches(&b[i]), "request %d differs from dm_forward", i);
@@ -582,12 +592,12 @@ static void test_serve_sched_submit_many(dm_t *t)
     log.total = 0;
     for (int i = 0; i < 12; i++) {
         req_init(&b[i], 1, 600 + (uint64_t)i, ref);
-        log.calls[i] = 0;
+        log.calls[i] = log.held[i] = 0;
         args[i] = (async_arg){&log, i};
         rs[i] = &b[i].r;
         as[i] = &args[i];
     }
-    dm_sched_submit_many(s, rs, as, 12, async_done, rc);
+    dm_sched_submit_many(s, rs, as, 12, async_done, async_held, rc);
     pthread_mutex_lock(&log.mu);
     double t0 = secs();
     while (log.total < 12 && secs() - t0 < 20) {
@@ -600,7 +610,10 @@ static void test_serve_sched_submit_many(dm_t *t)
     int here = 0;
     for (int i = 0; i < 12; i++) {
         CHECK(t, rc[i] == DM_SCHED_OK && log.calls[i] == 1 && req_matches(&b[i]), "request %d of 12", i);
-        here += pthread_equal(log.thread[i], pthread_self()) != 0;
+        int on_caller = pthread_equal(log.thread[i], pthread_self()) != 0;
+        here += on_caller;
+        CHECK(t, log.held[i] == !on_caller, "request %d: held %d times, ran on the caller: %d", i, log.held[i],
+              on_caller);
     }
     CHECK(t, here == 8, "%d requests ran on the caller, want the first batch of 8", here);
     dm_sched_free(s);

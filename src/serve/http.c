@@ -48,11 +48,15 @@
 #include <unistd.h>
 
 /* One request on a connection, from its headers to its answer. An inference
- * request goes R_BODY -> R_QUEUED (suspended, in the scheduler) -> R_DONE
- * (resumed) -> answered; state is exchanged atomically between the loop
- * thread and the scheduler's callback so that whichever of "callback" and
- * "connection gone" (on_done) comes second frees it. */
-enum { R_BODY, R_QUEUED, R_DONE, R_GONE };
+ * request goes R_BODY -> R_PASS (set aside in its loop's pass) -> R_QUEUED
+ * (in the scheduler) -> R_DONE -> answered. One that ran in the pass's own
+ * batch is answered at the loop's next MHD_run, which calls the handler
+ * again (a complete request without an answer stays on libmicrohttpd's
+ * ready list); one that waits for an instance is suspended meanwhile
+ * (infer_held) and resumed by the callback. State is exchanged atomically
+ * between the loop thread and the scheduler's callback so that whichever of
+ * "callback" and "connection gone" (on_done) comes second frees it. */
+enum { R_BODY, R_PASS, R_QUEUED, R_DONE, R_GONE };
 
 #define N_OUT 3
 typedef struct req {
@@ -77,6 +81,7 @@ typedef struct req {
     int32_t *ex, *ex_rows;
     double infer_t0;
     int loop;                   /* the event loop that serves its connection */
+    int suspended;              /* its connection is suspended: the callback resumes it */
     struct req *pass_next;      /* in its loop's pass: set aside for the end of the pass */
     char *act;                  /* a repository action ("{m}/load"), run after the pass */
     unsigned act_code;
@@ -87,12 +92,19 @@ typedef struct req {
 typedef struct http_pass {
     req *infer, **infer_tail;   /* inference requests (suspended), in arrival order */
     req *actions, **actions_tail; /* repository load / unload (suspended) */
+    dm_infer_memo memo;         /* the loop's last JSON header and its parse */
 } http_pass;
 
 static http_pass *pass_of(dm_http *h)
 {
     int i = dm_http_loop_index();
     return h->passes && i >= 0 && i < h->n_passes ? &h->passes[i] : NULL;
+}
+
+static dm_infer_memo *pass_memo(dm_http *h)
+{
+    http_pass *p = pass_of(h);
+    return p ? &p->memo : NULL;
 }
 
 static void pass_append(req **tail_slot[], req *r)
@@ -263,7 +275,17 @@ static void infer_done(void *arg, int result)
         req_free(r);   /* the connection went away meanwhile (only at daemon stop) */
         return;
     }
-    resume(r);
+    if (r->suspended) resume(r);   /* else it ran in its loop's pass: the next MHD_run answers it */
+}
+
+/* dm_sched_submit_many's held: r waits for an instance, its connection
+ * parked until the callback (on the loop thread, under the scheduler's
+ * lock, before any instance can take it). */
+static void infer_held(void *arg)
+{
+    req *r = arg;
+    r->suspended = 1;
+    MHD_suspend_connection(r->c);
 }
 
 /* A request the scheduler refused at once (no callback comes): answered on resume. */
@@ -273,7 +295,7 @@ static void infer_refused(req *r, int rc)
     count_result(r->sv, r, rc);
     r->sv = NULL;
     atomic_store(&r->state, R_DONE);
-    resume(r);
+    if (r->suspended) resume(r);
 }
 
 static const dm_span_kind SK_PARSE = {"http parse", "serve", "rows", NULL};
@@ -384,7 +406,7 @@ static enum MHD_Result infer_start(struct MHD_Connection *c, dm_served_model *sv
     const dm_triton_tensor *in = &sv->cfg.inputs[0];
     dm_status st = header_len == 0
         ? dm_infer_parse_raw(r->data, r->len, in->name, "FP32", in->dims, in->n_dims, ir, &err)
-        : dm_infer_parse(r->data ? r->data : "", r->len, header_len, ir, &err);
+        : dm_infer_parse_memo(pass_memo(r->h), r->data ? r->data : "", r->len, header_len, ir, &err);
     body_free(r);   /* parsed (or not): the upload's bytes are no longer needed */
     if (st) return infer_refuse(c, r, sv, 400, err.msg);
     char msg[512] = "";
@@ -457,12 +479,14 @@ static enum MHD_Result infer_start(struct MHD_Connection *c, dm_served_model *sv
      * under load every request ran alone.) */
     http_pass *p = pass_of(r->h);
     r->sv = sv;
-    atomic_store(&r->state, R_QUEUED);
-    MHD_suspend_connection(c);
     if (p) {
+        atomic_store(&r->state, R_PASS);
         pass_append(&p->infer_tail, r);
         return MHD_YES;
     }
+    atomic_store(&r->state, R_QUEUED);
+    r->suspended = 1;
+    MHD_suspend_connection(c);
     int rc = dm_sched_submit_async(sv->sched, &r->sr, infer_done, r);
     if (rc != DM_SCHED_OK) infer_refused(r, rc);
     return MHD_YES;
@@ -484,16 +508,23 @@ static void pass_run(void *cls, int loop)
         dm_served_model *sv = p->infer->sv;
         for (req **pp = &p->infer; *pp && n < MANY;) {
             req *r = *pp;
+            if (atomic_load(&r->state) == R_GONE) {   /* its connection closed within the pass */
+                *pp = r->pass_next;
+                req_free(r);
+                atomic_fetch_add(&h->finished, 1);
+                continue;
+            }
             if (r->sv != sv) {
                 pp = &r->pass_next;
                 continue;
             }
             *pp = r->pass_next;
+            atomic_store(&r->state, R_QUEUED);
             rs[n] = r;
             srs[n] = &r->sr;
             args[n++] = r;
         }
-        dm_sched_submit_many(sv->sched, srs, args, n, infer_done, rc);
+        if (n) dm_sched_submit_many(sv->sched, srs, args, n, infer_done, infer_held, rc);
         for (int i = 0; i < n; i++)
             if (rc[i] != DM_SCHED_OK) infer_refused(rs[i], rc[i]);
     }
@@ -819,7 +850,9 @@ static void on_done(void *cls, struct MHD_Connection *c, void **con_cls, enum MH
     *con_cls = NULL;
     if (!r) return;
     if (r->counted) atomic_fetch_sub(&h->in_flight, 1);
-    if (atomic_exchange(&r->state, R_GONE) == R_QUEUED) return;   /* the scheduler's callback frees it */
+    int st = atomic_exchange(&r->state, R_GONE);
+    if (st == R_QUEUED) return;   /* the scheduler's callback frees it */
+    if (st == R_PASS) return;     /* in its loop's pass (same thread): pass_run frees it */
     req_free(r);
     atomic_fetch_add(&h->finished, 1);
 }
@@ -969,6 +1002,7 @@ void dm_http_stop(dm_http *h, dm_http_listener *api, dm_http_listener *metrics)
     dm_http_listener_stop(api);
     if (h->api == api) h->api = NULL;
     dm_http_listener_stop(metrics);
+    for (int i = 0; h->passes && i < h->n_passes; i++) dm_infer_memo_free(&h->passes[i].memo);
     free(h->passes);
     h->passes = NULL;
     h->n_passes = 0;

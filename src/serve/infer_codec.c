@@ -423,6 +423,54 @@ dm_status dm_infer_parse(const char *body, size_t len, int64_t header_len, dm_in
     return s;
 }
 
+dm_status dm_infer_parse_memo(dm_infer_memo *m, const char *body, size_t len, int64_t header_len,
+                              dm_infer_request *req, dm_error *err)
+{
+    if (!m || header_len <= 0 || !body || (uint64_t)header_len > len) return dm_infer_parse(body, len, header_len, req, err);
+    size_t jl = (size_t)header_len;
+    if (m->json && m->json_len == jl && m->body_len == len && !memcmp(m->json, body, jl)) {
+        *req = m->req;
+        size_t at = jl;
+        for (int i = 0; i < req->n_inputs; i++) {
+            dm_infer_tensor *t = &req->inputs[i];
+            const ic_type *ty = ic_type_find(t->datatype);
+            t->f32 = malloc((size_t)(t->numel ? t->numel : 1) * sizeof(float));
+            if (!t->f32) {
+                dm_infer_request_free(req);
+                req->n_inputs = 0;
+                return dm_fail(err, DM_ERR_NOMEM, "input '%s': out of memory", t->name);
+            }
+            ic_decode(ty, (const unsigned char *)body + at, t->numel, t->f32);
+            at += (size_t)t->numel * ty->size;
+        }
+        return DM_OK;
+    }
+    dm_status st = dm_infer_parse(body, len, header_len, req, err);
+    if (st) return st;
+    /* kept when every input's data is binary: their sizes then fill the tail exactly */
+    size_t tail = 0;
+    for (int i = 0; i < req->n_inputs; i++)
+        tail += (size_t)req->inputs[i].numel * ic_type_find(req->inputs[i].datatype)->size;
+    if (tail != len - jl) return DM_OK;
+    char *copy = malloc(jl);
+    if (!copy) return DM_OK;   /* not kept: the answer stands */
+    memcpy(copy, body, jl);
+    free(m->json);
+    m->json = copy;
+    m->json_len = jl;
+    m->body_len = len;
+    m->req = *req;
+    for (int i = 0; i < DM_INFER_MAX_TENSORS; i++) m->req.inputs[i].f32 = NULL;
+    return DM_OK;
+}
+
+void dm_infer_memo_free(dm_infer_memo *m)
+{
+    if (!m) return;
+    free(m->json);
+    memset(m, 0, sizeof *m);
+}
+
 dm_status dm_infer_parse_raw(const char *body, size_t len, const char *name, const char *datatype,
                              const int64_t *dims, int ndims, dm_infer_request *req, dm_error *err)
 {

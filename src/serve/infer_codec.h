@@ -57,6 +57,24 @@ typedef struct dm_infer_request {
  * the caller then calls dm_infer_parse_raw. On any error req holds no allocations (safe to free again). */
 dm_status dm_infer_parse(const char *body, size_t len, int64_t header_len, dm_infer_request *req, dm_error *err);
 
+/* dm_infer_parse with a memory of the last JSON header it parsed: a client
+ * sends the same header bytes for every request of one shape
+ * (tritonclient does), so when the header and the body length equal the
+ * last ones, the parse is copied and only the inputs' binary data are
+ * decoded from the new body (jansson's parse was a tenth of the server's
+ * time per request). Only headers whose inputs are all binary are kept.
+ * The result, errors included, is dm_infer_parse's. One memo per thread;
+ * zero-initialise it, free it with dm_infer_memo_free. */
+typedef struct dm_infer_memo {
+    char *json;                 /* the header's bytes (malloc'd), NULL = none yet */
+    size_t json_len, body_len;
+    dm_infer_request req;       /* its parse, inputs without data */
+} dm_infer_memo;
+
+dm_status dm_infer_parse_memo(dm_infer_memo *m, const char *body, size_t len, int64_t header_len,
+                              dm_infer_request *req, dm_error *err);
+void dm_infer_memo_free(dm_infer_memo *m);
+
 /* A raw binary request for a model with one input (name, datatype, dims without the batch dim, at most one
  * -1 which is inferred from len): shape [1, dims...], raw_binary = 1, binary_data_output = 1 (all outputs
  * binary). DM_ERR_FORMAT if len does not fit the dims or the datatype is not numeric. */

@@ -20,6 +20,7 @@ typedef struct sched_node {
                                     not a broadcast to every waiting submitter */
     void (*cb)(void *arg, int result);  /* asynchronous submit: called once done, then the node is freed */
     int direct;                  /* dm_sched_run_now: the caller's own node, nobody waits on it */
+    int taken;                   /* moved from the queue into a batch */
     void *cb_arg;
     struct sched_node *next;
 } sched_node;
@@ -279,15 +280,14 @@ static void finish_batch(dm_sched *s, sched_inst *in)
     }
 }
 
-/* Under the lock: the first n queued requests become instance in's batch,
- * which runs outside the lock on the calling thread (an instance's own, or a
- * submitter's in dm_sched_submit_many); back under the lock when done. */
-static void take_and_run(dm_sched *s, sched_inst *in, int n, int64_t now)
+/* Under the lock: the first n queued requests become instance in's batch. */
+static void take_batch(dm_sched *s, sched_inst *in, int n, int64_t now)
 {
     for (int i = 0; i < n; i++) {
         sched_node *nd = s->head;
         s->head = nd->next;
         nd->next = NULL;
+        nd->taken = 1;
         nd->r->queue_ns = now - nd->enq_ns;
         dm_trace_async(&SK_QUEUE, (uint64_t)(uintptr_t)nd, (uint64_t)nd->enq_ns, (uint64_t)now, nd->r->rows, 0);
         in->batch[i] = nd;
@@ -296,6 +296,13 @@ static void take_and_run(dm_sched *s, sched_inst *in, int n, int64_t now)
     s->pending -= n;
     in->n = n;
     in->busy = 1;
+}
+
+/* Under the lock: runs instance in's batch outside the lock on the calling
+ * thread (an instance's own, or a submitter's in dm_sched_submit_many);
+ * back under the lock when done. */
+static void run_taken(dm_sched *s, sched_inst *in)
+{
     if (s->head && s->idle) pthread_cond_signal(&s->cv);   /* more for another instance */
     pthread_mutex_unlock(&s->mu);
     run_batch(in);
@@ -326,7 +333,8 @@ static void *worker_main(void *arg)
             int64_t w = INT64_MAX;
             int n = decide(s, now, &w);
             if (n > 0) {
-                take_and_run(s, in, n, now);
+                take_batch(s, in, n, now);
+                run_taken(s, in);
                 continue;
             }
             if (w < wake) wake = w;
@@ -577,7 +585,8 @@ int dm_sched_submit(dm_sched *s, dm_sched_request *r)
 }
 
 /* Under the lock: dm_sched_submit_async's checks and enqueue, without the wake-up. */
-static int enqueue_async(dm_sched *s, dm_sched_request *r, void (*done)(void *arg, int result), void *arg)
+static int enqueue_async(dm_sched *s, dm_sched_request *r, void (*done)(void *arg, int result), void *arg,
+                         sched_node **out)
 {
     int code = DM_SCHED_OK;
     const char *msg = NULL;
@@ -618,6 +627,7 @@ static int enqueue_async(dm_sched *s, dm_sched_request *r, void (*done)(void *ar
     s->tail = nd;
     s->pending++;
     s->in_submit++;
+    if (out) *out = nd;
     return DM_SCHED_OK;
 }
 
@@ -631,14 +641,14 @@ int dm_sched_submit_async(dm_sched *s, dm_sched_request *r, void (*done)(void *a
         return DM_SCHED_FAILED;
     }
     pthread_mutex_lock(&s->mu);
-    int code = enqueue_async(s, r, done, arg);
+    int code = enqueue_async(s, r, done, arg, NULL);
     if (!code && s->idle) pthread_cond_signal(&s->cv);   /* an instance asleep takes it */
     pthread_mutex_unlock(&s->mu);
     return code;
 }
 
 void dm_sched_submit_many(dm_sched *s, dm_sched_request **r, void **arg, int n, void (*done)(void *arg, int result),
-                          int *rc)
+                          void (*held)(void *arg), int *rc)
 {
     if (!done || n < 0 || (n && (!r || !arg || !rc))) return;
     for (int i = 0; i < n; i++) {
@@ -650,28 +660,36 @@ void dm_sched_submit_many(dm_sched *s, dm_sched_request **r, void **arg, int n, 
         if (!s) {
             r[i]->status = DM_ERR_ARG;
             snprintf(r[i]->error, sizeof r[i]->error, "NULL scheduler");
+            rc[i] = DM_SCHED_FAILED;
         }
     }
-    if (!s) {
-        for (int i = 0; i < n; i++) rc[i] = DM_SCHED_FAILED;
-        return;
+    if (!s) return;
+    enum { CHUNK = 64 };
+    for (int at = 0; at < n; at += CHUNK) {   /* node pointers for the held calls, CHUNK at a time */
+        int m = DM_MIN(n - at, CHUNK), queued = 0;
+        sched_node *nd[CHUNK];
+        pthread_mutex_lock(&s->mu);
+        for (int i = 0; i < m; i++) {
+            nd[i] = NULL;
+            if (r[at + i]) queued += (rc[at + i] = enqueue_async(s, r[at + i], done, arg[at + i], &nd[i])) == DM_SCHED_OK;
+        }
+        sched_inst *in = NULL;
+        for (int i = 0; queued && i < s->n_inst && !in; i++)
+            if (!s->inst[i].busy) in = &s->inst[i];
+        int64_t now = now_ns(), wake = INT64_MAX;
+        int take = in && s->head && !s->stopping ? decide(s, now, &wake) : 0;
+        if (take > 0) take_batch(s, in, take, now);
+        if (held)   /* what stays queued, before an instance can take it */
+            for (int i = 0; i < m; i++)
+                if (nd[i] && !nd[i]->taken) held(arg[at + i]);
+        if (take > 0) {
+            run_taken(s, in);   /* callbacks run here, before this returns */
+            if (s->head && s->idle) pthread_cond_broadcast(&s->cv);
+        } else if (queued && s->idle) {
+            pthread_cond_signal(&s->cv);   /* a queue delay to wait, or every instance busy */
+        }
+        pthread_mutex_unlock(&s->mu);
     }
-    pthread_mutex_lock(&s->mu);
-    int queued = 0;
-    for (int i = 0; i < n; i++)
-        if (r[i]) queued += (rc[i] = enqueue_async(s, r[i], done, arg[i])) == DM_SCHED_OK;
-    sched_inst *in = NULL;
-    for (int i = 0; queued && i < s->n_inst && !in; i++)
-        if (!s->inst[i].busy) in = &s->inst[i];
-    int64_t now = now_ns(), wake = INT64_MAX;
-    int take = in && s->head && !s->stopping ? decide(s, now, &wake) : 0;
-    if (take > 0) {
-        take_and_run(s, in, take, now);   /* callbacks run here, before this returns */
-        if (s->head && s->idle) pthread_cond_broadcast(&s->cv);
-    } else if (queued && s->idle) {
-        pthread_cond_signal(&s->cv);      /* a queue delay to wait, or every instance busy */
-    }
-    pthread_mutex_unlock(&s->mu);
 }
 
 void dm_sched_stats_get(dm_sched *s, dm_sched_stats *out)

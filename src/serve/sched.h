@@ -75,11 +75,15 @@ int dm_sched_submit_async(dm_sched *s, dm_sched_request *r, void (*done)(void *a
  * each one's return value, and done(arg[i], result) comes for each queued
  * one), then, when an instance is idle and the queue's rules send a batch
  * now, runs that batch on the calling thread: its callbacks are called
- * before this returns. An event loop calls it once per pass with the
- * requests the pass read, so what arrived together runs together without a
- * thread hand-off; otherwise an instance's thread is woken as usual. */
+ * before this returns. held(arg[i]) (if not NULL) is called, under the
+ * scheduler's lock, for each queued request that this call does not run,
+ * before any instance can take it: a request that runs here needs no
+ * hand-off, one that waits can be parked. An event loop calls it once per
+ * pass with the requests the pass read, so what arrived together runs
+ * together without a thread hand-off. n may exceed max_batch_size: the
+ * requests are taken 64 at a time. */
 void dm_sched_submit_many(dm_sched *s, dm_sched_request **r, void **arg, int n, void (*done)(void *arg, int result),
-                          int *rc);
+                          void (*held)(void *arg), int *rc);
 
 /* Runs r on the calling thread, now, when that is what the scheduler would do
  * next anyway: nothing is queued, an instance is idle, and the model's rules
