@@ -482,6 +482,19 @@ static void async_done(void *arg, int result)
     pthread_mutex_unlock(&a->log->mu);
 }
 
+/* Waits (20 s at most) until n callbacks have come. */
+static void wait_calls(async_log *log, int n)
+{
+    pthread_mutex_lock(&log->mu);
+    double t0 = secs();
+    while (log->total < n && secs() - t0 < 20) {
+        pthread_mutex_unlock(&log->mu);
+        sleep_ms(2);
+        pthread_mutex_lock(&log->mu);
+    }
+    pthread_mutex_unlock(&log->mu);
+}
+
 static void async_held(void *arg)
 {
     async_arg *a = arg;
@@ -516,14 +529,7 @@ static void test_serve_sched_async(dm_t *t)
     req_init(&big, 1, 1, ref);
     big.r.rows = 9;  /* above max_batch_size 8: refused at once, no callback */
     CHECK(t, dm_sched_submit_async(s, &big.r, async_done, &args[0]) == DM_SCHED_TOO_BIG, "too big must be refused");
-    pthread_mutex_lock(&log.mu);
-    double t0 = secs();
-    while (log.total < 16 && secs() - t0 < 20) {
-        pthread_mutex_unlock(&log.mu);
-        sleep_ms(5);
-        pthread_mutex_lock(&log.mu);
-    }
-    pthread_mutex_unlock(&log.mu);
+    wait_calls(&log, 16);
     CHECK(t, log.total == 16, "%d callbacks, want 16", log.total);
     for (int i = 0; i < 16; i++) {
         CHECK(t, log.calls[i] == 1 && log.results[i] == DM_SCHED_OK, "request %d: %d calls, result %d", i,
@@ -598,14 +604,7 @@ static void test_serve_sched_submit_many(dm_t *t)
         as[i] = &args[i];
     }
     dm_sched_submit_many(s, rs, as, 12, async_done, async_held, rc);
-    pthread_mutex_lock(&log.mu);
-    double t0 = secs();
-    while (log.total < 12 && secs() - t0 < 20) {
-        pthread_mutex_unlock(&log.mu);
-        sleep_ms(2);
-        pthread_mutex_lock(&log.mu);
-    }
-    pthread_mutex_unlock(&log.mu);
+    wait_calls(&log, 12);
     CHECK(t, log.total == 12, "%d of 12 callbacks", log.total);
     int here = 0;
     for (int i = 0; i < 12; i++) {
