@@ -241,6 +241,29 @@ check("load brings it back", st_l == 200 and st == 200, (st_l, bl, st))
 st, _, b = H.req("POST", "/v2/repository/models/nope/load", b"")
 check("loading a model not in the repository is a 400 naming it", st == 400 and b"nope" in b, (st, b))
 H.stop()
+# load under load: the loops hold the models' lock shared over every pass, so a load (exclusive)
+# must still get it while clients keep every loop busy
+L = Server(repo_with("repo_l"))
+stop_l = threading.Event()
+l_res = []
+def busy_l():
+    body = json.dumps({"inputs": [{"name": "input", "shape": [1, 32], "datatype": "FP32", "data": rows[1]}]})
+    while not stop_l.is_set():
+        l_res.append(L.req("POST", "/v2/models/moe_model/infer", body)[0])
+ths = [threading.Thread(target=busy_l) for _ in range(16)]
+for t in ths: t.start()
+time.sleep(0.3)
+loads = []
+for _ in range(3):
+    t0 = time.time()
+    st_l, _, bl = L.req("POST", "/v2/repository/models/moe_model/load", b"")
+    loads.append((st_l, round(time.time() - t0, 2)))
+stop_l.set()
+for t in ths: t.join()
+check("load while 16 clients keep the loops busy: done each time within 10 s, every inference answered",
+      all(st == 200 and dt < 10 for st, dt in loads) and l_res and all(x == 200 for x in l_res),
+      (loads, len(l_res), [x for x in l_res if x != 200][:5]))
+L.stop()
 G = Server(repo_with("repo_g", "dynamic_batching { max_queue_delay_microseconds: 300000 preferred_batch_size: [ 64 ] }"))
 res = []
 def slow():

@@ -3,6 +3,9 @@
  * starts the HTTP daemons of the /v2 endpoints and of /metrics (http.c) over
  * it, and takes them down in order. Request handling, batching and counting
  * live in http.c, sched.c and metrics.c. */
+#if defined(__linux__) && !defined(_GNU_SOURCE)
+#define _GNU_SOURCE   /* pthread_rwlockattr_setkind_np */
+#endif
 #include "deepmoe.h"
 #include "serve/http.h"
 #include "serve/metrics.h"
@@ -72,7 +75,16 @@ dm_status dm_server_start(const dm_server_opts *o, dm_server **out, dm_error *er
     dm_http *h = &s->http;
     h->start_s = dm_metrics_now();
     s->opts = *o;
-    pthread_rwlock_init(&h->lock, NULL);
+    /* the loops hold it shared over every pass, back to back under load: a
+     * load or unload waiting for it must stop new readers, or it could wait
+     * as long as the load lasts (glibc prefers readers by default) */
+    pthread_rwlockattr_t la;
+    pthread_rwlockattr_init(&la);
+#if defined(__GLIBC__)
+    pthread_rwlockattr_setkind_np(&la, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+#endif
+    pthread_rwlock_init(&h->lock, &la);
+    pthread_rwlockattr_destroy(&la);
     if (!s->opts.host) s->opts.host = "127.0.0.1";
     h->lim = (dm_http_limits){
         .threads = o->http_threads,
