@@ -19,7 +19,6 @@ typedef struct sched_node {
     pthread_cond_t cv;           /* its submitter waits here: one wake-up per finished request,
                                     not a broadcast to every waiting submitter */
     void (*cb)(void *arg, int result);  /* asynchronous submit: called once done, then the node is freed */
-    int direct;                  /* dm_sched_run_now: the caller's own node, nobody waits on it */
     int taken;                   /* moved from the queue into a batch */
     void *cb_arg;
     struct sched_node *next;
@@ -35,7 +34,7 @@ typedef struct sched_inst {
     sched_node **batch;          /* at most max_batch_size requests */
     sched_node **done_async;     /* scratch: the batch's asynchronous nodes */
     int n;                       /* requests in the batch it runs */
-    int busy;                    /* running a batch (its thread's, or a dm_sched_run_now caller's) */
+    int busy;                    /* running a batch (its thread's, or a dm_sched_submit_many caller's) */
     int started;
     pthread_t th;
 } sched_inst;
@@ -257,7 +256,7 @@ static void finish_batch(dm_sched *s, sched_inst *in)
             s->st.fail++;
         }
         nd->done = 1;
-        if (!nd->cb && !nd->direct) pthread_cond_signal(&nd->cv);
+        if (!nd->cb) pthread_cond_signal(&nd->cv);
     }
     s->st.execution_count++;
     s->st.batch_count[total > 1024 ? 1024 : total]++;
@@ -356,36 +355,6 @@ static void reset_result(dm_sched_request *r)
     r->error[0] = 0;
     r->queue_ns = r->compute_ns = 0;
     r->batch_rows = 0;
-}
-
-int dm_sched_run_now(dm_sched *s, dm_sched_request *r)
-{
-    if (!s || !r || r->rows < 1 || !r->x || !r->y) return DM_SCHED_BUSY;
-    pthread_mutex_lock(&s->mu);
-    sched_inst *in = NULL;
-    /* only where the queue's rules would send it alone at once: nothing queued, no queue delay to wait */
-    int at_once = !s->c.dynamic_batching || s->c.max_queue_delay_us == 0;
-    if (!s->stopping && !s->head && at_once && r->rows <= s->c.max_batch_size)
-        for (int i = 0; i < s->n_inst && !in; i++)
-            if (!s->inst[i].busy) in = &s->inst[i];
-    if (!in) {
-        pthread_mutex_unlock(&s->mu);
-        return DM_SCHED_BUSY;
-    }
-    in->busy = 1;   /* its own thread leaves it alone until we are done */
-    pthread_mutex_unlock(&s->mu);
-    reset_result(r);
-    sched_node nd = {.r = r, .direct = 1};
-    in->batch[0] = &nd;
-    in->n = 1;
-    run_batch(in);
-    pthread_mutex_lock(&s->mu);
-    finish_batch(s, in);
-    in->busy = 0;
-    if (s->head && s->idle) pthread_cond_signal(&s->cv);   /* what queued meanwhile */
-    pthread_cond_broadcast(&s->done_cv);
-    pthread_mutex_unlock(&s->mu);
-    return nd.result;
 }
 
 static dm_status check_config(const dm_sched_config *c, dm_error *err)

@@ -2,9 +2,11 @@
  * requests and model instances (each a dm_ctx + dm_pool + thread) that form
  * batches from it by Triton's rules (shared/research/serving.md section 4)
  * and run them in parallel: a free instance takes what is queued, so the
- * requests that arrive while a batch runs make the next one.
+ * requests that arrive while a batch runs make the next one. A submitter of
+ * several requests at once (dm_sched_submit_many) runs their batch itself
+ * when an instance is idle.
  *
- * Thread safety: dm_sched_submit and dm_sched_stats_get may be called from
+ * Thread safety: the dm_sched_submit* functions and dm_sched_stats_get may be called from
  * any number of threads at once. dm_sched_free must not race with new calls
  * (callers still blocked inside dm_sched_submit are finished first). */
 #ifndef DM_SERVE_SCHED_H
@@ -51,7 +53,6 @@ enum {
     DM_SCHED_TOO_BIG,            /* "inference request batch-size must be <= N for 'model'" (HTTP 400) */
     DM_SCHED_FAILED,             /* bad request (NULL buffers, rows < 1) or dm_forward failed (NaN input...) */
     DM_SCHED_SHUTDOWN,           /* the scheduler is being freed */
-    DM_SCHED_BUSY,               /* dm_sched_run_now: not run (submit it instead) */
 };
 
 /* Checks the config, creates the instances and starts the threads. The model
@@ -85,14 +86,6 @@ int dm_sched_submit_async(dm_sched *s, dm_sched_request *r, void (*done)(void *a
 void dm_sched_submit_many(dm_sched *s, dm_sched_request **r, void **arg, int n, void (*done)(void *arg, int result),
                           void (*held)(void *arg), int *rc);
 
-/* Runs r on the calling thread, now, when that is what the scheduler would do
- * next anyway: nothing is queued, an instance is idle, and the model's rules
- * send a request alone at once (no dynamic batching, or no queue delay). The
- * idle instance's own thread is not woken: at concurrency 1 this saves two
- * thread hand-offs per request. DM_SCHED_OK or DM_SCHED_FAILED with r filled
- * (counted in the stats like any execution), or DM_SCHED_BUSY: not run,
- * nothing changed; use dm_sched_submit or dm_sched_submit_async. */
-int dm_sched_run_now(dm_sched *s, dm_sched_request *r);
 
 typedef struct dm_sched_stats {
     uint64_t success, fail;      /* requests (fail counts every refusal too) */
