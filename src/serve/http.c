@@ -15,13 +15,12 @@
  * Connections live on the event loops of http_loop.c (a few threads, each a
  * libmicrohttpd daemon in epoll mode with its own connections: no
  * FD_SETSIZE bound, no thread per connection). An inference request, once
- * its body is in and checked, is set aside and its connection suspended; at
- * the end of the loop's pass every request the pass read goes to the
- * model's scheduler at once (pass_run), and runs as one batch, on the loop's
- * thread when an instance is idle, else on an instance's thread. Whoever
- * runs the batch resumes the connections and the loop writes the answers.
- * Every request waiting for a batch costs a suspended connection, not a
- * thread. Limits (dm_http_limits): connections (total, per client),
+ * its body is in and checked, is set aside in the loop's pass; at the end of
+ * the pass every request it read goes to the model's scheduler at once
+ * (pass_run) and runs as one batch, on the loop's thread when an instance is
+ * idle. Only the requests left waiting for an instance are suspended, and
+ * the instance that runs them resumes them. Every request waiting for a
+ * batch costs a suspended connection, not a thread. Limits (dm_http_limits): connections (total, per client),
  * header bytes, body bytes per request and buffered over all connections,
  * idle time, an upload deadline and rate floor, and the shutdown deadline. */
 #include "serve/http.h"
@@ -90,7 +89,7 @@ typedef struct req {
 
 /* Per loop: what the handlers of the current pass set aside. */
 typedef struct http_pass {
-    req *infer, **infer_tail;   /* inference requests (suspended), in arrival order */
+    req *infer, **infer_tail;   /* inference requests, in arrival order */
     req *actions, **actions_tail; /* repository load / unload (suspended) */
     dm_infer_memo memo;         /* the loop's last JSON header and its parse */
 } http_pass;
@@ -288,14 +287,14 @@ static void infer_held(void *arg)
     MHD_suspend_connection(r->c);
 }
 
-/* A request the scheduler refused at once (no callback comes): answered on resume. */
+/* A request the scheduler refused at once (no callback comes): answered at
+ * the loop's next MHD_run (it was not suspended). */
 static void infer_refused(req *r, int rc)
 {
     r->result = rc;
     count_result(r->sv, r, rc);
     r->sv = NULL;
     atomic_store(&r->state, R_DONE);
-    if (r->suspended) resume(r);
 }
 
 static const dm_span_kind SK_PARSE = {"http parse", "serve", "rows", NULL};
@@ -478,17 +477,10 @@ static enum MHD_Result infer_start(struct MHD_Connection *c, dm_served_model *sv
      * its next request only after answering this one: with one loop thread
      * under load every request ran alone.) */
     http_pass *p = pass_of(r->h);
+    if (!p) return infer_refuse(c, r, sv, 500, "inference requests are served by the event loops only");
     r->sv = sv;
-    if (p) {
-        atomic_store(&r->state, R_PASS);
-        pass_append(&p->infer_tail, r);
-        return MHD_YES;
-    }
-    atomic_store(&r->state, R_QUEUED);
-    r->suspended = 1;
-    MHD_suspend_connection(c);
-    int rc = dm_sched_submit_async(sv->sched, &r->sr, infer_done, r);
-    if (rc != DM_SCHED_OK) infer_refused(r, rc);
+    atomic_store(&r->state, R_PASS);
+    pass_append(&p->infer_tail, r);
     return MHD_YES;
 }
 

@@ -438,8 +438,17 @@ dm_status dm_trainer_distribute(dm_trainer *t, dm_comm *world, int mode, int exp
  * after the step's last all-reduce (every rank finished its backward) and the
  * counts' all-reduce after it; dm_trd_end_update's host barrier ends the
  * update before any rank's next forward (or rank 0's evaluation). */
-/* A unit of the update: a fused group's tensor (tensor >= 0) or a whole group. */
-typedef struct upd_unit { int64_t g, size; int tensor; } upd_unit;
+/* A unit of the update: a fused group's tensor (tensor >= 0) or a whole
+ * group; at is its place in the layout. */
+typedef struct upd_unit { int64_t g, size, at; int tensor; } upd_unit;
+
+/* Largest first; equal sizes in the layout's order (the deal must be the same on every rank). */
+static int unit_cmp(const void *pa, const void *pb)
+{
+    const upd_unit *a = pa, *b = pb;
+    if (a->size != b->size) return a->size > b->size ? -1 : 1;
+    return (a->at > b->at) - (a->at < b->at);
+}
 
 /* Deals the update's units to the host's ranks, the largest first to the
  * least loaded (ties: the lower rank), the same on every rank: an expert's
@@ -461,25 +470,20 @@ static dm_status replica_owners(dm_trainer *t, dm_error *err)
         int fused = dm_tr_group_fused(t, g);
         int64_t size = 0;
         for (int i = t->grp_t0[g]; i < t->grp_t1[g]; i++) {
-            if (fused) u[nu++] = (upd_unit){g, m->tensors[i].numel, i};
+            if (fused) u[nu] = (upd_unit){g, m->tensors[i].numel, nu, i}, nu++;
             size += m->tensors[i].numel;
         }
-        if (!fused) u[nu++] = (upd_unit){g, size, -1};
+        if (!fused) u[nu] = (upd_unit){g, size, nu, -1}, nu++;
         t->skip_group[g] = 1;
     }
-    for (int64_t k = 0; k < nu; k++) {   /* selection, not a sort: the order of equal sizes stays the layout's */
-        int64_t best = k;
-        for (int64_t j = k + 1; j < nu; j++)
-            if (u[j].size > u[best].size) best = j;
-        upd_unit x = u[best];
-        memmove(u + k + 1, u + k, (size_t)(best - k) * sizeof *u);
-        u[k] = x;
+    qsort(u, (size_t)nu, sizeof *u, unit_cmp);
+    for (int64_t k = 0; k < nu; k++) {
         int r = 0;
         for (int q = 1; q < hn; q++)
             if (load[q] < load[r]) r = q;
-        load[r] += x.size;
-        if (x.tensor >= 0) t->skip_tensor[x.tensor] = r != me;
-        if (r == me) t->skip_group[x.g] = 0;
+        load[r] += u[k].size;
+        if (u[k].tensor >= 0) t->skip_tensor[u[k].tensor] = r != me;
+        if (r == me) t->skip_group[u[k].g] = 0;
     }
     free(u), free(load);
     return DM_OK;
